@@ -1,0 +1,151 @@
+"""The `ingressmesh` command line: plan, apply, show, doctor, cleanup."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import plan as planner
+from . import snapshot
+from .apply import NodeApplier
+from .doctor import doctor_command
+from .layout import Layout
+from .netns import Netns
+from .nft.backend import KernelNft, NftBackend, NftError
+from .scan import namespaces_with_tables
+
+
+def _load_plan(cluster_file: str, node: str, grace: float) -> planner.NodePlan:
+    try:
+        cluster = snapshot.load(cluster_file)
+    except snapshot.SnapshotError as err:
+        raise click.ClickException(f"bad cluster file: {err}") from None
+    if cluster.node(node) is None:
+        known = ", ".join(n.id for n in cluster.nodes) or "none"
+        raise click.ClickException(f"--node {node!r} is not in {cluster_file} (nodes: {known})")
+    return planner.plan_node(cluster, node, planner.PlanOptions(now=time.time(), drain_grace=grace))
+
+
+_cluster_options = [
+    click.option("--cluster", "cluster_file", required=True, type=click.Path(dir_okay=False),
+                 help="Cluster snapshot (JSON)."),
+    click.option("--node", required=True, help="Node id to plan for."),
+    click.option("--drain-grace", default=10.0, show_default=True,
+                 help="Seconds an ineligible task keeps its established connections."),
+]
+
+
+def cluster_options(func):
+    for option in reversed(_cluster_options):
+        func = option(func)
+    return func
+
+
+@click.group()
+@click.version_option(package_name="ingressmesh")
+def main() -> None:
+    """ingressmesh: an open routing mesh for Docker Swarm."""
+
+
+@main.command("plan")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_command(cluster_file: str, node: str, drain_grace: float, as_json: bool) -> None:
+    """Print the data plane this node should have (no kernel access)."""
+    node_plan = _load_plan(cluster_file, node, drain_grace)
+    if as_json:
+        click.echo(json.dumps(planner.to_dict(node_plan), indent=2, sort_keys=True))
+        return
+    console = Console()
+    for warning in node_plan.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    for ns in node_plan.namespaces:
+        title = f"{ns.key}" + (f" ({ns.network_name})" if ns.network_name else "")
+        table = Table(title=title, title_justify="left")
+        for column in ("service", "front-end", "backends"):
+            table.add_column(column)
+        for vip in ns.vips:
+            table.add_row(vip.service, f"{vip.vip} (all ports)", _backend_text(vip.backends))
+        for port in ns.ports:
+            target = f"→ {ns.forward_to}" if ns.role == "host" else _backend_text(port.backends)
+            table.add_row(port.service, f"{port.protocol}/{port.port}", target)
+        console.print(table)
+
+
+def _backend_text(backends) -> str:
+    if not backends:
+        return "[red]none: refused[/]"
+    return ", ".join(f"{b.address}{':' + str(b.port) if b.port else ''}"
+                     + ("" if b.state == "active" else f" [yellow]({b.state})[/]") for b in backends)
+
+
+@main.command("apply")
+@cluster_options
+@click.option("--host-netns", default="", help="Host namespace (name or path; default: this one).")
+@click.option("--ingress-netns", default=Layout.ingress, show_default=True,
+              help="Ingress namespace (name or path).")
+@click.option("--lb-netns", default=Layout.lb, show_default=True,
+              help="Load-balancer namespace per network; fields {network_id} {network_name}.")
+def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: str,
+                  ingress_netns: str, lb_netns: str) -> None:
+    """Program this node's namespaces from a cluster snapshot."""
+    node_plan = _load_plan(cluster_file, node, drain_grace)
+    for warning in node_plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    applier = NodeApplier(Layout(host=host_netns, ingress=ingress_netns, lb=lb_netns))
+    report = applier.apply(node_plan)
+    for key, (added, removed, full) in sorted(report.changed.items()):
+        click.echo(f"{key}: {'full sync' if full else 'diff'}, +{added} -{removed} elements")
+    for key, message in sorted(report.errors.items()):
+        click.echo(f"error: {key}: {message}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command("show")
+@click.option("--netns", "netns_ref", default=None,
+              help="Only this namespace (name or path); default: every namespace with a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show_command(netns_ref, as_json: bool) -> None:
+    """VIP-to-task tables as programmed in the kernel."""
+    targets = [Netns.from_ref(netns_ref)] if netns_ref is not None else namespaces_with_tables()
+    result = {}
+    for netns in targets:
+        try:
+            result[netns.path or "(host)"] = NftBackend(KernelNft(netns)).read()
+        except (NftError, OSError) as err:
+            raise click.ClickException(f"cannot read {netns.path or '(host)'}: {err}") from None
+    if as_json:
+        click.echo(json.dumps({ns: [{"service": r.service, "frontend": r.frontend, "note": r.note,
+                                     "backends": [{"address": a, "state": s} for a, s in r.backends]}
+                                    for r in rows] for ns, rows in result.items()}, indent=2))
+        return
+    console = Console()
+    if not result:
+        console.print("no ingressmesh tables found")
+    for ns, rows in result.items():
+        table = Table(title=ns, title_justify="left")
+        for column in ("service", "front-end", "backends", "note"):
+            table.add_column(column)
+        for row in rows:
+            text = ", ".join(a + ("" if s == "active" else f" [yellow]({s})[/]") for a, s in row.backends)
+            table.add_row(row.service, row.frontend, text or "-", row.note)
+        console.print(table)
+
+
+@main.command("cleanup")
+@click.option("--netns", "netns_refs", multiple=True,
+              help="Namespace to clean (repeatable); default: every namespace with a table.")
+def cleanup_command(netns_refs) -> None:
+    """Remove every table ingressmesh created, and nothing else."""
+    targets = [Netns.from_ref(ref) for ref in netns_refs] if netns_refs else namespaces_with_tables()
+    for netns in targets:
+        NftBackend(KernelNft(netns)).cleanup()
+        click.echo(f"removed ingressmesh table in {netns.path or '(host)'}")
+
+
+main.add_command(doctor_command)
