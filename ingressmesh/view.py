@@ -31,8 +31,10 @@ def rows_from_state(state: TableState) -> list[Row]:
         backends.setdefault(("vip", e.key[0]), []).append((str(e.value[0]), "active"))
     for e in state.elements_of("vip_draining"):
         backends.setdefault(("vip", e.key[0]), []).append((str(e.key[1]), "draining"))
+    targets = {e.key: e.value[0] for e in state.elements_of("port_targets")}
     for e in state.elements_of("port_backends"):
-        backends.setdefault(("port", e.key[0], e.key[1]), []).append((f"{e.value[0]}:{e.value[1]}", "active"))
+        target = targets.get(e.key[:2], "?")
+        backends.setdefault(("port", e.key[0], e.key[1]), []).append((f"{e.value[0]}:{target}", "active"))
     for e in state.elements_of("port_draining"):
         backends.setdefault(("port", e.key[0], e.key[1]), []).append((f"{e.key[2]}:{e.key[3]}", "draining"))
 

@@ -14,7 +14,8 @@ from .state import Element, TableState
 _DECLARATIONS = """\
   set published { type inet_proto . inet_service; }
   map port_services { type inet_proto . inet_service : verdict; }
-  map port_backends { typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport; }
+  map port_backends { typeof meta l4proto . th dport . numgen random mod 2 : ip daddr; }
+  map port_targets { type inet_proto . inet_service : inet_service; }
   set port_rejects { type inet_proto . inet_service; }
   set port_draining { type inet_proto . inet_service . ipv4_addr . inet_service; }
   map vip_services { type ipv4_addr : verdict; }
@@ -65,7 +66,10 @@ def pick_chain_rule(name: str) -> str:
     _, kind, count = name.split("_")
     if kind == "vip":
         return f"dnat ip to ip daddr . numgen random mod {int(count)} map @vip_backends"
-    return f"dnat ip to meta l4proto . th dport . numgen random mod {int(count)} map @port_backends"
+    # Address and port come from two maps: nft 1.0.6 cannot add a rule that uses a map whose
+    # value is typeof `ip daddr . th dport` once that map exists in the kernel.
+    return (f"dnat ip to meta l4proto . th dport . numgen random mod {int(count)} map @port_backends"
+            " : meta l4proto . th dport map @port_targets")
 
 
 def _port_elements(plan: NamespacePlan) -> tuple[set[Element], set[str]]:
@@ -83,8 +87,10 @@ def _port_elements(plan: NamespacePlan) -> tuple[set[Element], set[str]]:
             chain = f"pick_port_{len(active)}"
             chains.add(chain)
             elements.add(Element("port_services", key, (f"goto {chain}",), entry.service))
+            # Every task of a service listens on the same target port.
+            elements.add(Element("port_targets", key, (active[0].port,), entry.service))
             for index, backend in enumerate(active):
-                elements.add(Element("port_backends", key + (index,), (backend.address, backend.port),
+                elements.add(Element("port_backends", key + (index,), (backend.address,),
                                      f"{entry.service} {backend.task_id}"))
         for backend in entry.backends:
             if backend.state != "active":

@@ -1,0 +1,58 @@
+"""A task's workload in the testbed: TCP and UDP servers that answer with the task's name.
+
+TCP: on connect, send "<name>\\n"; then answer every line with "<name> <line>".  UDP: answer
+every datagram with "<name> <datagram>".  Prints "ready" once listening, so the testbed can wait.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, name: str):
+        self.name = name.encode()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(self.name + b" " + data, addr)
+
+
+async def _serve(name: str, tcp_ports: list[int], udp_ports: list[int]) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(f"{name}\n".encode())
+            await writer.drain()
+            while line := await reader.readline():
+                writer.write(f"{name} ".encode() + line)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    loop = asyncio.get_running_loop()
+    servers = [await asyncio.start_server(handle, "0.0.0.0", port) for port in tcp_ports]  # noqa: F841
+    for port in udp_ports:
+        await loop.create_datagram_endpoint(lambda: _Udp(name), local_addr=("0.0.0.0", port))
+    print("ready", flush=True)
+    await asyncio.Event().wait()  # start_server already serves; run until killed
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--tcp", type=int, action="append", default=[])
+    parser.add_argument("--udp", type=int, action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(_serve(args.name, args.tcp, args.udp))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

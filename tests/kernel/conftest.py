@@ -1,0 +1,79 @@
+"""Fixtures for the real-kernel conformance suite: a testbed in namespaces and a mesh on it.
+
+The backend under test is a parameter: INGRESSMESH_BACKEND=nft (default) or another name
+registered in BACKENDS, so the same behaviours run against every data plane.
+Without root the suite is skipped, unless INGRESSMESH_REQUIRE_KERNEL=1 (set by `make test`),
+which turns the skip into a failure so CI can never pass without running it.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from ingressmesh.apply import NodeApplier, kernel_nft_backend
+from ingressmesh.layout import Layout
+from ingressmesh.plan import PlanOptions, plan_node
+from ingressmesh.testbed.cluster import testbed_cluster
+from ingressmesh.testbed.topology import Testbed
+
+BACKENDS = {"nft": kernel_nft_backend}
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("INGRESSMESH_REQUIRE_KERNEL") == "1":
+            pytest.fail("the real-kernel suite must run as root (INGRESSMESH_REQUIRE_KERNEL=1)")
+        pytest.skip("needs root: network namespaces and nftables")
+
+
+@pytest.fixture(scope="session")
+def backend_factory():
+    name = os.environ.get("INGRESSMESH_BACKEND", "nft")
+    if name not in BACKENDS:
+        pytest.fail(f"INGRESSMESH_BACKEND={name!r} is not one of {sorted(BACKENDS)}")
+    return BACKENDS[name]
+
+
+class Mesh:
+    """The testbed plus one NodeApplier per node, kept across applies so diffs are exercised."""
+
+    def __init__(self, bed: Testbed, backend_factory):
+        self.bed = bed
+        self.appliers = {i: NodeApplier(Layout(host=bed.node_ns(i), ingress=bed.ingress_ns(i),
+                                               lb=bed.lb_ns(i)), backend_factory)
+                         for i in range(1, bed.nodes + 1)}
+
+    def cluster(self, overrides=None):
+        return testbed_cluster(self.bed, overrides)
+
+    def apply(self, overrides=None, now=None):
+        """Plan every node for the scenario and apply; returns {node: ApplyReport}."""
+        cluster = self.cluster(overrides)
+        options = PlanOptions(now=time.time() if now is None else now)
+        reports = {i: applier.apply(plan_node(cluster, f"node{i}", options))
+                   for i, applier in self.appliers.items()}
+        for i, report in reports.items():
+            assert report.ok, f"node{i}: {report.errors}"
+        return reports
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    _require_root()
+    bed = Testbed().up()
+    yield bed
+    bed.down()
+
+
+@pytest.fixture(scope="module")
+def mesh_module(testbed, backend_factory):
+    return Mesh(testbed, backend_factory)
+
+
+@pytest.fixture
+def mesh(mesh_module):
+    """Every test starts from the default scenario: t1..t3 healthy, t4 starting."""
+    mesh_module.apply()
+    return mesh_module

@@ -1,0 +1,141 @@
+"""The routing-mesh conformance suite: real namespaces, real kernel rules, real traffic.
+
+Seven behaviours every backend must show (see the foundation issue):
+1 VIP spreads TCP over every eligible task   2 published port on every node reaches any node
+3 UDP via VIP and published port             4 draining: no new connections, old ones live
+5 zero eligible tasks -> refused in < 1 s    6 a changed plan keeps established connections
+7 a failed transaction leaves traffic as before
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from ingressmesh.nft.backend import NftError
+from ingressmesh.plan import PlanOptions, plan_node
+from ingressmesh.testbed import traffic
+from ingressmesh.testbed.cluster import (EMPTY_TCP, EMPTY_UDP, EMPTY_VIP, WEB_TCP, WEB_UDP, WEB_VIP)
+from ingressmesh.testbed.topology import TCP_PORT, UDP_PORT
+
+pytestmark = pytest.mark.kernel
+ELIGIBLE = {"t1", "t2", "t3"}
+
+
+def test_vip_spreads_new_tcp_connections_over_every_eligible_task(mesh):
+    for node in (1, 2):
+        spread = traffic.tcp_spread(mesh.bed.client_ns(node), WEB_VIP, TCP_PORT, 300)
+        assert set(spread) == ELIGIBLE, spread
+        for task, count in spread.items():
+            assert 0.20 <= count / 300 <= 0.47, f"node{node}: {task} got {count}/300: {spread}"
+
+
+def test_published_port_on_every_node_reaches_tasks_on_other_nodes(mesh):
+    on_node = {"t1": 1, "t2": 2, "t3": 2}
+    for node in (1, 2):
+        spread = traffic.tcp_spread(mesh.bed.ext_ns, mesh.bed.node_address(node), WEB_TCP, 90)
+        assert set(spread) == ELIGIBLE, f"node{node}: {spread}"
+        assert any(on_node[t] != node for t in spread), "no task on another node was reached"
+
+
+def test_udp_through_vip_and_through_published_port(mesh):
+    via_vip = traffic.udp_spread(mesh.bed.client_ns(1), WEB_VIP, UDP_PORT, 60)
+    assert set(via_vip) == ELIGIBLE, via_vip
+    for node in (1, 2):
+        via_port = traffic.udp_spread(mesh.bed.ext_ns, mesh.bed.node_address(node), WEB_UDP, 60)
+        assert set(via_port) == ELIGIBLE, f"node{node}: {via_port}"
+
+
+def _connection_to(mesh, wanted: str, port_target=None):
+    """Open connections until one lands on `wanted` (bounded); close the others."""
+    ns, address, port = port_target or (mesh.bed.client_ns(1), WEB_VIP, TCP_PORT)
+    for _ in range(200):
+        sock, name = traffic.open_tcp(ns, address, port)
+        if name == wanted:
+            return sock
+        sock.close()
+    raise AssertionError(f"200 connections never reached {wanted}")
+
+
+def test_draining_task_keeps_its_connection_but_gets_no_new_ones(mesh):
+    now = time.time()
+    published = (mesh.bed.ext_ns, mesh.bed.node_address(1), WEB_TCP)
+    via_vip, via_port = _connection_to(mesh, "t2"), _connection_to(mesh, "t2", published)
+    with via_vip, via_port:
+        mesh.apply({"t2": {"health": "unhealthy", "since": now}}, now=now + 1)
+        rows = mesh.appliers[1].backend(f"lb:{mesh.cluster().networks[1].id}").read()
+        web = next(r for r in rows if r.service == "web")
+        assert ("10.0.1.12", "draining") in web.backends, web
+        new_vip = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 60)
+        new_port = traffic.tcp_spread(*published, 60)
+        assert set(new_vip) == {"t1", "t3"}, new_vip
+        assert set(new_port) == {"t1", "t3"}, new_port
+        for i in range(5):  # the established connections keep exchanging data
+            assert traffic.exchange(via_vip, f"still-there-{i}") == f"t2 still-there-{i}"
+            assert traffic.exchange(via_port, f"still-there-{i}") == f"t2 still-there-{i}"
+        # Grace over: the task leaves the plan entirely.
+        mesh.apply({"t2": {"health": "unhealthy", "since": now}}, now=now + 3600)
+        rows = mesh.appliers[1].backend(f"lb:{mesh.cluster().networks[1].id}").read()
+        assert all(addr != "10.0.1.12" for r in rows for addr, _ in r.backends), rows
+        after = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 60)
+        assert set(after) == {"t1", "t3"}, after
+
+
+def test_zero_eligible_tasks_are_refused_within_a_second(mesh):
+    checks = [(mesh.bed.client_ns(1), EMPTY_VIP, TCP_PORT)]
+    checks += [(mesh.bed.ext_ns, mesh.bed.node_address(n), EMPTY_TCP) for n in (1, 2)]
+    for ns, address, port in checks:
+        outcome, seconds = traffic.refusal_seconds(ns, address, port)
+        assert outcome == "refused" and seconds < 1.0, (address, port, outcome, seconds)
+    assert traffic.udp_refusal(mesh.bed.client_ns(1), EMPTY_VIP, UDP_PORT) == "refused"
+    assert traffic.udp_refusal(mesh.bed.ext_ns, mesh.bed.node_address(2), EMPTY_UDP) == "refused"
+    # A service whose every task turned unhealthy long ago is refused too, not blackholed.
+    gone = {"health": "unhealthy", "since": 0.0}
+    mesh.apply({"t1": gone, "t2": gone, "t3": gone})
+    outcome, seconds = traffic.refusal_seconds(mesh.bed.client_ns(2), WEB_VIP, TCP_PORT)
+    assert outcome == "refused" and seconds < 1.0, (outcome, seconds)
+
+
+def test_changed_plan_keeps_established_connections_to_remaining_tasks(mesh):
+    kept = {name: _connection_to(mesh, name) for name in ("t1", "t3")}
+    try:
+        now = time.time()
+        # t4 becomes healthy (added), t2 is shut down long ago (removed): one diff per node.
+        reports = mesh.apply({"t4": {"health": "healthy"},
+                              "t2": {"desired_state": "shutdown", "since": 0.0}}, now=now)
+        for report in reports.values():
+            assert report.changed and not any(full for _, _, full in report.changed.values()), report
+        for name, sock in kept.items():
+            for i in range(3):
+                assert traffic.exchange(sock, f"after-change-{i}") == f"{name} after-change-{i}"
+        spread = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 90)
+        assert set(spread) == {"t1", "t3", "t4"}, spread
+    finally:
+        for sock in kept.values():
+            sock.close()
+
+
+def test_reapplying_the_same_plan_changes_nothing(mesh):
+    reports = mesh.apply()
+    assert all(not r.changed for r in reports.values()), reports
+
+
+def test_failed_transaction_leaves_traffic_working(mesh):
+    applier = mesh.appliers[1]
+    backend = applier.backend("ingress")
+    before_kernel = backend.runner.list_table()
+    before_memory = backend.applied
+    good = plan_node(mesh.cluster(), "node1", PlanOptions(now=time.time())).namespace("ingress")
+    port = good.ports[0]
+    broken_backend = dataclasses.replace(port.backends[0], port=70000)  # not a valid port
+    broken = dataclasses.replace(good, ports=(dataclasses.replace(
+        port, backends=(broken_backend,) + port.backends[1:]),) + good.ports[1:])
+    with pytest.raises(NftError, match="70000|out of range"):
+        backend.apply(broken)
+    assert backend.applied is before_memory
+    assert backend.runner.list_table() == before_kernel
+    spread = traffic.tcp_spread(mesh.bed.ext_ns, mesh.bed.node_address(1), WEB_TCP, 60)
+    assert set(spread) == ELIGIBLE, spread
+    via_vip = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 60)
+    assert set(via_vip) == ELIGIBLE, via_vip
