@@ -22,7 +22,7 @@ WEB_TCP, WEB_UDP, EMPTY_TCP, EMPTY_UDP = 8080, 9090, 8081, 9091
 _DEFAULT_TASKS = {"t1": {}, "t2": {}, "t3": {}, "t4": {"health": "starting"}}
 
 
-def testbed_cluster(bed: Testbed, overrides: dict | None = None) -> model.Cluster:
+def scenario_cluster(bed: Testbed, overrides: dict | None = None) -> model.Cluster:
     """`overrides` maps a task name to Task field values, e.g. {"t2": {"health": "unhealthy"}}."""
     overrides = overrides or {}
     nodes = tuple(model.Node(id=f"node{i}", hostname=f"node{i}", address=bed.node_address(i),

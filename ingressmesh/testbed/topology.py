@@ -39,6 +39,8 @@ class TestbedError(RuntimeError):
 
 @dataclass
 class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+
     nodes: int = 2
     tasks: tuple = (TaskSpec("t1", 1, 1), TaskSpec("t2", 2, 2), TaskSpec("t3", 2, 3), TaskSpec("t4", 1, 4))
     prefix: str = field(default_factory=lambda: "imc" + secrets.token_hex(2))

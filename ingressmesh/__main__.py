@@ -1,0 +1,4 @@
+"""`python -m ingressmesh` runs the CLI."""
+from .cli import main
+
+main()
