@@ -15,7 +15,7 @@ import pytest
 from ingressmesh.apply import NodeApplier, kernel_nft_backend
 from ingressmesh.layout import Layout
 from ingressmesh.plan import PlanOptions, plan_node
-from ingressmesh.testbed.cluster import testbed_cluster
+from ingressmesh.testbed.cluster import scenario_cluster
 from ingressmesh.testbed.topology import Testbed
 
 BACKENDS = {"nft": kernel_nft_backend}
@@ -46,7 +46,7 @@ class Mesh:
                          for i in range(1, bed.nodes + 1)}
 
     def cluster(self, overrides=None):
-        return testbed_cluster(self.bed, overrides)
+        return scenario_cluster(self.bed, overrides)
 
     def apply(self, overrides=None, now=None):
         """Plan every node for the scenario and apply; returns {node: ApplyReport}."""
