@@ -7,6 +7,8 @@ chain per distinct backend count N, never one per service or per endpoint.
 """
 from __future__ import annotations
 
+import re
+
 from ..plan import NamespacePlan
 from .state import Element, TableState
 
@@ -72,30 +74,38 @@ def pick_chain_rule(name: str) -> str:
             " : meta l4proto . th dport map @port_targets")
 
 
+COMMENT_MAX = 128  # bytes; the kernel refuses longer element comments
+
+
+def _comment(text: str) -> str:
+    """Comments are for people reading `show`: never let a name fail or escape a transaction."""
+    return re.sub(r"[^A-Za-z0-9_.:/ -]", "?", text)[:COMMENT_MAX]
+
+
 def _port_elements(plan: NamespacePlan) -> tuple[set[Element], set[str]]:
     elements: set[Element] = set()
     chains: set[str] = set()
     for entry in plan.ports:
         key = (entry.protocol, entry.port)
         if plan.role == "host":
-            elements.add(Element("published", key, comment=entry.service))
+            elements.add(Element("published", key, comment=_comment(entry.service)))
             continue
         active = entry.active()
         if not active:
-            elements.add(Element("port_rejects", key, comment=entry.service))
+            elements.add(Element("port_rejects", key, comment=_comment(entry.service)))
         else:
             chain = f"pick_port_{len(active)}"
             chains.add(chain)
-            elements.add(Element("port_services", key, (f"goto {chain}",), entry.service))
+            elements.add(Element("port_services", key, (f"goto {chain}",), _comment(entry.service)))
             # Every task of a service listens on the same target port.
-            elements.add(Element("port_targets", key, (active[0].port,), entry.service))
+            elements.add(Element("port_targets", key, (active[0].port,), _comment(entry.service)))
             for index, backend in enumerate(active):
                 elements.add(Element("port_backends", key + (index,), (backend.address,),
-                                     f"{entry.service} {backend.task_id}"))
+                                     _comment(f"{entry.service} {backend.task_id}")))
         for backend in entry.backends:
             if backend.state != "active":
                 elements.add(Element("port_draining", key + (backend.address, backend.port),
-                                     comment=f"{entry.service} {backend.task_id}"))
+                                     comment=_comment(f"{entry.service} {backend.task_id}")))
     return elements, chains
 
 
@@ -105,18 +115,18 @@ def _vip_elements(plan: NamespacePlan) -> tuple[set[Element], set[str]]:
     for entry in plan.vips:
         active = entry.active()
         if not active:
-            elements.add(Element("vip_rejects", (entry.vip,), comment=entry.service))
+            elements.add(Element("vip_rejects", (entry.vip,), comment=_comment(entry.service)))
         else:
             chain = f"pick_vip_{len(active)}"
             chains.add(chain)
-            elements.add(Element("vip_services", (entry.vip,), (f"goto {chain}",), entry.service))
+            elements.add(Element("vip_services", (entry.vip,), (f"goto {chain}",), _comment(entry.service)))
             for index, backend in enumerate(active):
                 elements.add(Element("vip_backends", (entry.vip, index), (backend.address,),
-                                     f"{entry.service} {backend.task_id}"))
+                                     _comment(f"{entry.service} {backend.task_id}")))
         for backend in entry.backends:
             if backend.state != "active":
                 elements.add(Element("vip_draining", (entry.vip, backend.address),
-                                     comment=f"{entry.service} {backend.task_id}"))
+                                     comment=_comment(f"{entry.service} {backend.task_id}")))
     return elements, chains
 
 

@@ -56,8 +56,7 @@ def diff(old: Optional[TableState], new: TableState) -> Optional[Transaction]:
     new_chains = sorted(new.chains - old.chains)
     if not (removed or added or new_chains):
         return None
-    # A table block adds the chain; `add rule` of the same text is refused by nft 1.0.6
-    # ("conflicting protocols specified: ip vs. th"), the block form is not.
+    # A table block adds the chain and its rule in one statement, the form full() uses too.
     parts = [f"table {FAMILY} {TABLE} {{\n{_chain_block(name)}}}\n" for name in new_chains]
     parts += _element_lines("delete", removed, with_values=False)
     parts += _element_lines("add", added, with_values=True)

@@ -35,7 +35,8 @@ async def _serve(name: str, tcp_ports: list[int], udp_ports: list[int]) -> None:
             writer.close()
 
     loop = asyncio.get_running_loop()
-    servers = [await asyncio.start_server(handle, "0.0.0.0", port) for port in tcp_ports]  # noqa: F841
+    for port in tcp_ports:
+        await asyncio.start_server(handle, "0.0.0.0", port)
     for port in udp_ports:
         await loop.create_datagram_endpoint(lambda: _Udp(name), local_addr=("0.0.0.0", port))
     print("ready", flush=True)
