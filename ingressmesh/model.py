@@ -21,7 +21,7 @@ TASK_STATES = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     id: str
     hostname: str
@@ -31,14 +31,14 @@ class Node:
     state: str = "ready"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeAddress:
     """An address that one node holds on a network (its load-balancer endpoint)."""
     node_id: str
     address: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Network:
     id: str
     name: str
@@ -55,7 +55,7 @@ class Network:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PublishedPort:
     protocol: str
     published_port: int
@@ -63,13 +63,13 @@ class PublishedPort:
     publish_mode: str = "ingress"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualIP:
     network_id: str
     address: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     id: str
     name: str
@@ -85,13 +85,13 @@ class Service:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NetworkAddress:
     network_id: str
     address: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Task:
     id: str
     service_id: str
@@ -111,7 +111,7 @@ class Task:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cluster:
     nodes: tuple[Node, ...] = ()
     networks: tuple[Network, ...] = ()

@@ -11,8 +11,10 @@ Per node there is one NamespacePlan per namespace role:
 from __future__ import annotations
 
 import dataclasses
+import socket
 from dataclasses import dataclass
-from typing import Optional
+from types import MappingProxyType
+from typing import Mapping, Optional
 
 from . import model
 
@@ -83,10 +85,34 @@ class NodePlan:
         return next((ns for ns in self.namespaces if ns.key == key), None)
 
 
-def task_state(task: model.Task, cluster: model.Cluster, options: PlanOptions) -> Optional[str]:
+@dataclass(frozen=True)
+class NodeContext:
+    """What every service's plan on one node shares; derived once per cluster topology."""
+    node_id: str
+    options: PlanOptions
+    node_states: Mapping[str, str]  # node id -> state, to tell tasks on dead nodes (read-only)
+    ingress: Optional[model.Network]  # None: published ports are not routed on this node
+    ingress_snat: str
+    lb_networks: tuple[tuple[model.Network, str], ...]  # (network, this node's LB address)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """One service's share of a node plan; the unit an incremental planner recomputes."""
+    host_ports: tuple[PortEntry, ...] = ()
+    ports: tuple[PortEntry, ...] = ()
+    vips: tuple[tuple[str, VipEntry], ...] = ()  # (network id, entry)
+
+    @property
+    def draining(self) -> bool:
+        entries = self.ports + tuple(vip for _, vip in self.vips)
+        return any(b.state == DRAINING for e in entries for b in e.backends)
+
+
+def task_state(task: model.Task, node_state: Optional[str], options: PlanOptions) -> Optional[str]:
     """ACTIVE, DRAINING or None (not a backend at all) for one task."""
-    node = cluster.node(task.node_id)
-    if node is None or node.state != "ready" or task.current_state != "running":
+    if node_state != "ready" or task.current_state != "running":
         return None
     if task.health == "starting":
         return None  # never served, so nothing to drain
@@ -97,79 +123,113 @@ def task_state(task: model.Task, cluster: model.Cluster, options: PlanOptions) -
     return None
 
 
-def _backends(tasks: list[model.Task], network_id: str, port: int,
-              states: dict[str, Optional[str]]) -> tuple[Backend, ...]:
-    found = []
-    for task in tasks:
-        address = task.address_on(network_id)
-        if address and states[task.id]:
-            found.append(Backend(task.id, address, port, states[task.id]))
-    return tuple(sorted(found, key=lambda b: (_ip_key(b.address), b.port, b.task_id)))
+def ip_sort_key(address: str) -> bytes:
+    return socket.inet_aton(address)
 
 
-def _ip_key(address: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in address.split("."))
+def local_networks(cluster: model.Cluster, node_id: str) -> set[str]:
+    """Networks on which this node runs a task: the ones that get an LB namespace here."""
+    return {addr.network_id for task in cluster.tasks
+            if task.node_id == node_id and task.desired_state == "running" for addr in task.addresses}
 
 
-def _ingress_plans(cluster: model.Cluster, node_id: str, options: PlanOptions,
-                   tasks_by_service: dict, states: dict, warnings: list) -> tuple[NamespacePlan, ...]:
-    ingress = cluster.ingress_network()
-    published = [(svc, port) for svc in cluster.services for port in svc.ports
-                 if port.publish_mode == "ingress"]
+def node_context(cluster: model.Cluster, node_id: str, options: PlanOptions,
+                 local: Optional[set[str]] = None) -> NodeContext:
+    local = local_networks(cluster, node_id) if local is None else local
+    warnings: list[str] = []
+    if cluster.node(node_id) is None:
+        warnings.append(f"node {node_id} is not in the cluster")
+    ingress, ingress_snat = cluster.ingress_network(), ""
     if ingress is None:
-        if published:
+        if any(p.publish_mode == "ingress" for svc in cluster.services for p in svc.ports):
             warnings.append("no ingress network in the cluster: published ports are not routed")
-        return ()
-    snat = ingress.lb_address(node_id)
-    if snat is None:
+    elif ingress.lb_address(node_id) is None:
         warnings.append(f"network {ingress.name}: no ingress address for node {node_id}; "
                         "published ports are not routed on this node")
-        return ()
-    entries = sorted(
-        (PortEntry(svc.name, port.protocol, port.published_port,
-                   _backends(tasks_by_service.get(svc.id, []), ingress.id, port.target_port, states))
-         for svc, port in published), key=lambda e: (e.protocol, e.port))
-    host = NamespacePlan(role="host", forward_to=options.ingress_gateway,
-                         ports=tuple(dataclasses.replace(e, backends=()) for e in entries))
-    return (host, NamespacePlan(role="ingress", network_id=ingress.id, network_name=ingress.name,
-                                snat_address=snat, ports=tuple(entries)))
-
-
-def _lb_plans(cluster: model.Cluster, node_id: str, tasks_by_service: dict, states: dict,
-              warnings: list) -> tuple[NamespacePlan, ...]:
-    local_networks = {addr.network_id for task in cluster.tasks
-                      if task.node_id == node_id and task.desired_state == "running"
-                      for addr in task.addresses}
-    plans = []
+        ingress = None
+    else:
+        ingress_snat = ingress.lb_address(node_id)
+    lb_networks = []
     for network in sorted(cluster.networks, key=lambda n: n.id):
-        if network.ingress or network.id not in local_networks:
+        if network.ingress or network.id not in local:
             continue
         snat = network.lb_address(node_id)
         if snat is None:
             warnings.append(f"network {network.name}: no load-balancer address for node {node_id}; "
                             "its VIPs are not routed on this node")
             continue
-        vips = sorted(
-            (VipEntry(svc.name, vip, _backends(tasks_by_service.get(svc.id, []), network.id, 0, states))
-             for svc in cluster.services if svc.endpoint_mode == "vip"
-             for vip in [svc.vip_on(network.id)] if vip), key=lambda e: _ip_key(e.vip))
-        plans.append(NamespacePlan(role="lb", network_id=network.id, network_name=network.name,
-                                   snat_address=snat, vips=tuple(vips)))
-    return tuple(plans)
+        lb_networks.append((network, snat))
+    return NodeContext(node_id=node_id, options=options,
+                       node_states=MappingProxyType({n.id: n.state for n in cluster.nodes}),
+                       ingress=ingress, ingress_snat=ingress_snat, lb_networks=tuple(lb_networks),
+                       warnings=tuple(warnings))
+
+
+def _backends(tasks, states: dict, network_id: str, port: int) -> tuple[Backend, ...]:
+    found = []
+    for task in tasks:
+        state = states[task.id]
+        address = task.address_on(network_id) if state else None
+        if address:
+            found.append(Backend(task.id, address, port, state))
+    found.sort(key=lambda b: (ip_sort_key(b.address), b.port, b.task_id))
+    return tuple(found)
+
+
+def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan:
+    """The entries one service contributes to this node's namespaces."""
+    states = {t.id: task_state(t, ctx.node_states.get(t.node_id), ctx.options) for t in tasks}
+    ports, host_ports = [], []
+    if ctx.ingress is not None:
+        for port in service.ports:
+            if port.publish_mode != "ingress":
+                continue
+            ports.append(PortEntry(service.name, port.protocol, port.published_port,
+                                   _backends(tasks, states, ctx.ingress.id, port.target_port)))
+            host_ports.append(PortEntry(service.name, port.protocol, port.published_port))
+    vips = []
+    if service.endpoint_mode == "vip":
+        for network, _ in ctx.lb_networks:
+            vip = service.vip_on(network.id)
+            if vip:
+                vips.append((network.id, VipEntry(service.name, vip, _backends(tasks, states, network.id, 0))))
+    return ServicePlan(tuple(host_ports), tuple(ports), tuple(vips))
+
+
+def assemble(ctx: NodeContext, service_plans) -> NodePlan:
+    """Gather service plans into the node's namespaces, sorted so the result is deterministic."""
+    host, ingress, vips = [], [], {network.id: [] for network, _ in ctx.lb_networks}
+    for sp in service_plans:
+        host += sp.host_ports
+        ingress += sp.ports
+        for network_id, entry in sp.vips:
+            vips[network_id].append(entry)
+    namespaces = []
+    if ctx.ingress is not None:
+        host.sort(key=lambda e: (e.protocol, e.port))
+        ingress.sort(key=lambda e: (e.protocol, e.port))
+        namespaces.append(NamespacePlan(role="host", forward_to=ctx.options.ingress_gateway, ports=tuple(host)))
+        namespaces.append(NamespacePlan(role="ingress", network_id=ctx.ingress.id, network_name=ctx.ingress.name,
+                                        snat_address=ctx.ingress_snat, ports=tuple(ingress)))
+    for network, snat in ctx.lb_networks:
+        entries = sorted(vips[network.id], key=lambda e: ip_sort_key(e.vip))
+        namespaces.append(NamespacePlan(role="lb", network_id=network.id, network_name=network.name,
+                                        snat_address=snat, vips=tuple(entries)))
+    return NodePlan(node_id=ctx.node_id, namespaces=tuple(namespaces), warnings=ctx.warnings)
+
+
+def tasks_by_service(cluster: model.Cluster) -> dict[str, list[model.Task]]:
+    grouped: dict[str, list[model.Task]] = {}
+    for task in cluster.tasks:
+        grouped.setdefault(task.service_id, []).append(task)
+    return grouped
 
 
 def plan_node(cluster: model.Cluster, node_id: str, options: PlanOptions = PlanOptions()) -> NodePlan:
     """The desired data plane of one node."""
-    states = {task.id: task_state(task, cluster, options) for task in cluster.tasks}
-    tasks_by_service: dict[str, list[model.Task]] = {}
-    for task in cluster.tasks:
-        tasks_by_service.setdefault(task.service_id, []).append(task)
-    warnings: list[str] = []
-    if cluster.node(node_id) is None:
-        warnings.append(f"node {node_id} is not in the cluster")
-    namespaces = _ingress_plans(cluster, node_id, options, tasks_by_service, states, warnings)
-    namespaces += _lb_plans(cluster, node_id, tasks_by_service, states, warnings)
-    return NodePlan(node_id=node_id, namespaces=namespaces, warnings=tuple(warnings))
+    ctx = node_context(cluster, node_id, options)
+    grouped = tasks_by_service(cluster)
+    return assemble(ctx, (plan_service(ctx, svc, grouped.get(svc.id, ())) for svc in cluster.services))
 
 
 def to_dict(plan: NodePlan) -> dict:

@@ -7,13 +7,15 @@ failed transaction changes nothing in the kernel and nothing in memory.
 from __future__ import annotations
 
 import json
-from typing import Optional, Protocol
+import dataclasses
+from dataclasses import dataclass
+from typing import Mapping, Optional, Protocol
 
 from ..plan import NamespacePlan
 from ..view import Row, rows_from_state
 from . import transaction
 from .reader import state_from_json
-from .render import desired_state
+from .render import Rendered, entry_key, plan_entries, render_entry, skeleton
 from .state import FAMILY, TABLE, TableState
 
 
@@ -31,27 +33,80 @@ class NftRunner(Protocol):
     def forget_connections(self, addresses: frozenset) -> None: ...
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What this backend last put in the table: per front-end, its entry and elements."""
+    role: str
+    skeleton: str
+    chains: frozenset
+    entries: Mapping[tuple, Rendered]
+    source: tuple = ()  # the plan entries, in plan order, that this state was made from
+
+    @property
+    def elements(self) -> frozenset:
+        return frozenset(e for r in self.entries.values() for e in r.elements)
+
+
 class NftBackend:
     name = "nft"
 
     def __init__(self, runner: NftRunner):
         self.runner = runner
-        self.applied: Optional[TableState] = None
+        self.applied: Optional[Applied] = None
 
     def apply(self, plan: NamespacePlan) -> Optional[transaction.Transaction]:
         """Make the table match `plan`; returns what was sent, or None if nothing changed."""
-        wanted = desired_state(plan)
-        tx = transaction.diff(self.applied, wanted)
-        if tx is None:
+        old = self.applied
+        skeleton_text = skeleton(plan)
+        if old is None or old.skeleton != skeleton_text or old.role != plan.role:
+            return self._full(plan, skeleton_text)
+        entries = dict(old.entries)
+        added, removed, gone = [], [], set()
+        new_entries = plan_entries(plan)
+        changed = _changed_in_place(old.source, new_entries)
+        keyed = changed is None  # entries appeared, vanished or moved: compare by key
+        for entry in new_entries if keyed else changed:
+            key = entry_key(entry)
+            before = old.entries.get(key)
+            if before is not None and (before.entry is entry or before.entry == entry):
+                continue
+            now = render_entry(plan.role, entry)
+            entries[key] = now
+            old_elements = before.elements if before else frozenset()
+            added += now.elements - old_elements
+            removed += old_elements - now.elements
+            gone |= _addresses(old_elements) - _addresses(now.elements)
+        if keyed:
+            for key in old.entries.keys() - {entry_key(e) for e in new_entries}:
+                removed += old.entries[key].elements
+                gone |= _addresses(entries.pop(key).elements)
+        new_chains = {r.chain for r in entries.values() if r.chain} - old.chains if added else set()
+        if not (added or removed or new_chains):
+            self.applied = dataclasses.replace(old, source=new_entries)
             return None
+        tx = transaction.changes(added, removed, new_chains)
         self.runner.run_script(tx.script)  # raises NftError and leaves self.applied alone
-        gone = _backend_addresses(self.applied) - _backend_addresses(tx.result)
-        self.applied = tx.result
+        self.applied = Applied(plan.role, skeleton_text, old.chains | new_chains, entries, new_entries)
+        self._forget(gone)
+        return tx
+
+    def _full(self, plan: NamespacePlan, skeleton_text: str) -> transaction.Transaction:
+        """Rebuild the whole table in one transaction (first apply, or a new skeleton)."""
+        entries = {entry_key(e): render_entry(plan.role, e) for e in plan_entries(plan)}
+        chains = frozenset(r.chain for r in entries.values() if r.chain)
+        elements = frozenset(e for r in entries.values() for e in r.elements)
+        tx = transaction.full(TableState(plan.role, skeleton_text, chains, elements))
+        self.runner.run_script(tx.script)
+        before = self.applied.elements if self.applied else frozenset()
+        self.applied = Applied(plan.role, skeleton_text, chains, entries, plan_entries(plan))
+        self._forget(_addresses(before) - _addresses(elements))
+        return tx
+
+    def _forget(self, gone: set) -> None:
         if gone:
             # Connections to a task that left the plan (drain over, or task gone) would
             # otherwise stay pinned to it by conntrack: that is Docker's stale-backend bug.
             self.runner.forget_connections(frozenset(gone))
-        return tx
 
     def read(self) -> list[Row]:
         document = self.runner.list_table()
@@ -62,11 +117,22 @@ class NftBackend:
         self.applied = None
 
 
-def _backend_addresses(state: Optional[TableState]) -> set[str]:
-    if state is None:
-        return set()
+def _changed_in_place(old: tuple, new: tuple) -> Optional[list]:
+    """The entries that differ from the last plan, when every front-end kept its position
+    (the common case: endpoints changed); None when a key-by-key comparison is needed.
+    An identity check per entry costs almost nothing, so 10k unchanged services are free."""
+    if len(old) != len(new):
+        return None
+    changed = [(a, b) for a, b in zip(old, new) if a is not b]
+    if any(entry_key(a) != entry_key(b) for a, b in changed):
+        return None
+    return [b for _, b in changed]
+
+
+def _addresses(elements) -> set[str]:
+    """Task addresses that elements send traffic to (active or draining)."""
     found = set()
-    for e in state.elements:
+    for e in elements:
         if e.set in ("vip_backends", "port_backends"):
             found.add(str(e.value[0]))
         elif e.set == "vip_draining":

@@ -8,8 +8,9 @@ chain per distinct backend count N, never one per service or per endpoint.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from ..plan import NamespacePlan
+from ..plan import NamespacePlan, PortEntry, VipEntry
 from .state import Element, TableState
 
 # Set and map declarations shared by every role (unused ones stay empty and cost nothing).
@@ -82,57 +83,68 @@ def _comment(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:/ -]", "?", text)[:COMMENT_MAX]
 
 
-def _port_elements(plan: NamespacePlan) -> tuple[set[Element], set[str]]:
-    elements: set[Element] = set()
-    chains: set[str] = set()
-    for entry in plan.ports:
-        key = (entry.protocol, entry.port)
-        if plan.role == "host":
-            elements.add(Element("published", key, comment=_comment(entry.service)))
-            continue
-        active = entry.active()
-        if not active:
-            elements.add(Element("port_rejects", key, comment=_comment(entry.service)))
-        else:
-            chain = f"pick_port_{len(active)}"
-            chains.add(chain)
-            elements.add(Element("port_services", key, (f"goto {chain}",), _comment(entry.service)))
-            # Every task of a service listens on the same target port.
-            elements.add(Element("port_targets", key, (active[0].port,), _comment(entry.service)))
-            for index, backend in enumerate(active):
-                elements.add(Element("port_backends", key + (index,), (backend.address,),
-                                     _comment(f"{entry.service} {backend.task_id}")))
-        for backend in entry.backends:
-            if backend.state != "active":
-                elements.add(Element("port_draining", key + (backend.address, backend.port),
-                                     comment=_comment(f"{entry.service} {backend.task_id}")))
-    return elements, chains
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """What one service front-end (a VIP, or a published port) contributes to a table."""
+    entry: object  # the plan entry it came from: an unchanged entry is skipped by identity
+    elements: frozenset
+    chain: str = ""  # the pick chain its services element jumps to, if any
 
 
-def _vip_elements(plan: NamespacePlan) -> tuple[set[Element], set[str]]:
-    elements: set[Element] = set()
-    chains: set[str] = set()
-    for entry in plan.vips:
-        active = entry.active()
-        if not active:
-            elements.add(Element("vip_rejects", (entry.vip,), comment=_comment(entry.service)))
-        else:
-            chain = f"pick_vip_{len(active)}"
-            chains.add(chain)
-            elements.add(Element("vip_services", (entry.vip,), (f"goto {chain}",), _comment(entry.service)))
-            for index, backend in enumerate(active):
-                elements.add(Element("vip_backends", (entry.vip, index), (backend.address,),
-                                     _comment(f"{entry.service} {backend.task_id}")))
-        for backend in entry.backends:
-            if backend.state != "active":
-                elements.add(Element("vip_draining", (entry.vip, backend.address),
-                                     comment=_comment(f"{entry.service} {backend.task_id}")))
-    return elements, chains
+def entry_key(entry) -> tuple:
+    if isinstance(entry, VipEntry):
+        return ("vip", entry.vip)
+    return ("port", entry.protocol, entry.port)
+
+
+def _render_port(role: str, entry: PortEntry) -> Rendered:
+    key = (entry.protocol, entry.port)
+    service = _comment(entry.service)
+    if role == "host":
+        return Rendered(entry, frozenset((Element("published", key, comment=service),)))
+    elements, chain = [], ""
+    active = entry.active()
+    if not active:
+        elements.append(Element("port_rejects", key, comment=service))
+    else:
+        chain = f"pick_port_{len(active)}"
+        elements.append(Element("port_services", key, (f"goto {chain}",), service))
+        # Every task of a service listens on the same target port.
+        elements.append(Element("port_targets", key, (active[0].port,), service))
+        elements += [Element("port_backends", key + (index,), (b.address,), _comment(f"{entry.service} {b.task_id}"))
+                     for index, b in enumerate(active)]
+    elements += [Element("port_draining", key + (b.address, b.port), comment=_comment(f"{entry.service} {b.task_id}"))
+                 for b in entry.backends if b.state != "active"]
+    return Rendered(entry, frozenset(elements), chain)
+
+
+def _render_vip(entry: VipEntry) -> Rendered:
+    service = _comment(entry.service)
+    elements, chain = [], ""
+    active = entry.active()
+    if not active:
+        elements.append(Element("vip_rejects", (entry.vip,), comment=service))
+    else:
+        chain = f"pick_vip_{len(active)}"
+        elements.append(Element("vip_services", (entry.vip,), (f"goto {chain}",), service))
+        elements += [Element("vip_backends", (entry.vip, index), (b.address,), _comment(f"{entry.service} {b.task_id}"))
+                     for index, b in enumerate(active)]
+    elements += [Element("vip_draining", (entry.vip, b.address), comment=_comment(f"{entry.service} {b.task_id}"))
+                 for b in entry.backends if b.state != "active"]
+    return Rendered(entry, frozenset(elements), chain)
+
+
+def render_entry(role: str, entry) -> Rendered:
+    return _render_vip(entry) if isinstance(entry, VipEntry) else _render_port(role, entry)
+
+
+def plan_entries(plan: NamespacePlan) -> tuple:
+    return plan.ports + plan.vips
 
 
 def desired_state(plan: NamespacePlan) -> TableState:
-    port_elements, port_chains = _port_elements(plan)
-    vip_elements, vip_chains = _vip_elements(plan)
+    """The whole table for a plan (full syncs, tests and the doctor)."""
+    rendered = [render_entry(plan.role, entry) for entry in plan_entries(plan)]
     return TableState(role=plan.role, skeleton=skeleton(plan),
-                      chains=frozenset(port_chains | vip_chains),
-                      elements=frozenset(port_elements | vip_elements))
+                      chains=frozenset(r.chain for r in rendered if r.chain),
+                      elements=frozenset(e for r in rendered for e in r.elements))

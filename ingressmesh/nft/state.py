@@ -12,7 +12,7 @@ TABLE = "ingressmesh"
 FAMILY = "ip"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Element:
     """One set or map element: key parts, value parts (empty for a set), and a comment."""
     set: str

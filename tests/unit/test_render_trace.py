@@ -109,9 +109,11 @@ def test_draining_backends_are_never_dnat_targets_but_are_shown(swarm, fake, bac
 def test_the_fake_holds_exactly_what_the_backend_applied(swarm, tasks):
     for key in ("host", "ingress", "lb:appnet"):
         fake = FakeNft()
-        tx = NftBackend(fake).apply(swarm.plan(tasks, key))
+        backend = NftBackend(fake)
+        backend.apply(swarm.plan(tasks, key))
         listed = state_from_json(fake.list_table())
-        assert (listed.role, listed.chains, listed.elements) == (tx.result.role, tx.result.chains, tx.result.elements)
+        assert (listed.role, listed.chains, listed.elements) == (
+            backend.applied.role, backend.applied.chains, backend.applied.elements)
 
 
 def test_reapplying_the_same_plan_sends_nothing(swarm, fake, backend, tasks):
