@@ -6,8 +6,9 @@ failed transaction changes nothing in the kernel and nothing in memory.
 """
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
+import subprocess
 from dataclasses import dataclass
 from typing import Mapping, Optional, Protocol
 
@@ -17,6 +18,9 @@ from . import transaction
 from .reader import state_from_json
 from .render import Rendered, entry_key, plan_entries, render_entry, skeleton
 from .state import FAMILY, TABLE, TableState
+
+
+TIMEOUT = 120.0  # seconds for one transaction; a 10k-service full sync takes about one
 
 
 class NftError(RuntimeError):
@@ -149,7 +153,11 @@ class KernelNft:
         self.netns = netns
 
     def run_script(self, script: str) -> None:
-        proc = self.netns.run(["nft", "-f", "-"], stdin=script, check=False)
+        try:
+            proc = self.netns.run(["nft", "-f", "-"], stdin=script, check=False, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # A transaction commits at its end, so a killed nft has changed nothing.
+            raise NftError(f"nft transaction in {self.netns.name} timed out after {TIMEOUT:g} s") from None
         if proc.returncode != 0:
             raise NftError(f"nft transaction refused in {self.netns.name}: {proc.stderr.strip()}")
 

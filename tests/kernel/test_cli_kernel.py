@@ -66,3 +66,16 @@ def test_bad_cluster_file_leaves_the_kernel_untouched(testbed, tmp_path):
     assert proc.returncode != 0
     assert "tasks[0].addresses[0].address: '10.255.0.999' is not an IPv4 address" in proc.stderr
     assert _nft(bed.ingress_ns(1), "list", "ruleset").stdout == before
+
+
+def test_doctor_reports_every_capability_and_checks_nft_for_real():
+    from ingressmesh.doctor import run_checks
+    checks = {c.name: c for c in run_checks()}
+    assert set(checks) == {"nftables", "IPVS", "conntrack", "ip_forward (this namespace)", "VXLAN"}
+    assert checks["nftables"].ok, checks["nftables"].detail  # every rule shape passed `nft -c`
+    assert checks["VXLAN"].ok and checks["conntrack"].ok
+    ipvs_present = subprocess.run(["test", "-e", "/proc/net/ip_vs"]).returncode == 0
+    assert checks["IPVS"].ok == ipvs_present, checks["IPVS"].detail  # this kernel: no IPVS
+    out = _cli("doctor").stdout
+    for name in checks:
+        assert name.split(" ")[0] in out
