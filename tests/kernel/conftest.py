@@ -8,12 +8,15 @@ which turns the skip into a failure so CI can never pass without running it.
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
 import time
 
 import pytest
 
 from ingressmesh.apply import NodeApplier, kernel_nft_backend
 from ingressmesh.layout import Layout
+from ingressmesh.netns import Netns
 from ingressmesh.plan import PlanOptions, plan_node
 from ingressmesh.testbed.cluster import scenario_cluster
 from ingressmesh.testbed.topology import Testbed
@@ -59,9 +62,25 @@ class Mesh:
         return reports
 
 
-@pytest.fixture(scope="module")
-def testbed():
+@pytest.fixture(scope="session")
+def root():
+    """Depend on this to run only as root (or fail under INGRESSMESH_REQUIRE_KERNEL=1)."""
     _require_root()
+
+
+@pytest.fixture
+def scratch(root):
+    """A fresh, empty network namespace of our own (a Netns), deleted afterwards."""
+    name = f"imsc-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield Netns.from_ref(name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture(scope="module")
+def testbed(root):
     bed = Testbed().up()
     yield bed
     bed.down()

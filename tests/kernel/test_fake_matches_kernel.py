@@ -6,14 +6,10 @@ Runs in a scratch network namespace (`imfk-<random>`) that the test creates and 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
 
 import pytest
 
 from ingressmesh import model
-from ingressmesh.netns import Netns
 from ingressmesh.nft.backend import KernelNft, NftBackend, NftError
 from ingressmesh.nft.fake import FakeNft
 from ingressmesh.nft.reader import state_from_json
@@ -22,20 +18,6 @@ from ingressmesh.plan import PlanOptions, plan_node
 pytestmark = pytest.mark.kernel
 NOW = 1000.0
 T = "ip ingressmesh"
-
-
-@pytest.fixture
-def scratch():
-    if os.geteuid() != 0:
-        if os.environ.get("INGRESSMESH_REQUIRE_KERNEL") == "1":  # `make test`: never pass unrun
-            pytest.fail("needs root: network namespaces and nftables")
-        pytest.skip("needs root: network namespaces and nftables")
-    name = f"imfk-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield Netns.from_ref(name)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _task(task_id: str, host: int, **fields) -> model.Task:
