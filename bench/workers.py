@@ -24,7 +24,8 @@ from typing import Optional
 
 from ingressmesh.incremental import IncrementalPlanner
 from ingressmesh.netns import Netns
-from ingressmesh.nft.backend import KernelNft, NftBackend
+from ingressmesh.nft.backend import NftBackend
+from ingressmesh.nft.kernel import KernelNft
 from ingressmesh.plan import NamespacePlan, plan_node
 
 import kubeproxy_style as kp

@@ -1,25 +1,32 @@
-"""Apply a NodePlan: one backend per namespace, sysctls set once, failures kept per namespace.
+"""Apply a NodePlan: one backend per namespace, failures kept per namespace.
 
-A namespace whose transaction fails keeps its last good state and the others still converge;
-the caller gets every error back, each naming its namespace.
+Every namespace is resolved before anything is programmed, and the host namespace is only
+programmed when the ingress namespace it forwards to exists: a typo in a flag must not leave
+the host redirecting published ports into nowhere.  A namespace whose transaction fails keeps
+its last good state and the others still converge; each error names its namespace.
+A namespace is known by its inode, so one that was deleted and re-created (Docker restarting
+a sandbox) gets a fresh backend and a full rebuild instead of diffs against a table it lost.
 """
 from __future__ import annotations
 
+import os
+import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .layout import Layout
 from .netns import Netns, NetnsError
-from .nft.backend import KernelNft, NftBackend, NftError
+from .nft.errors import NftError
 from .plan import NodePlan
 
-# Forwarding must be on wherever we DNAT; liberal TCP tracking keeps long-lived flows that
-# saw a window probe across a rule change from being dropped as INVALID.
-SYSCTLS = (("net.ipv4.ip_forward", "1"),
-           ("net.netfilter.nf_conntrack_tcp_be_liberal", "1"))
+# DNAT only works where forwarding is on; Docker sets the same in its namespaces and host.
+SYSCTLS = (("net.ipv4.ip_forward", "1"),)
+_FAILURES = (NftError, NetnsError, OSError, ValueError, subprocess.SubprocessError)
 
 
-def kernel_nft_backend(netns: Netns) -> NftBackend:
+def kernel_nft_backend(netns: Netns):
+    from .nft.backend import NftBackend
+    from .nft.kernel import KernelNft
     return NftBackend(KernelNft(netns))
 
 
@@ -33,46 +40,78 @@ class ApplyReport:
         return not self.errors
 
 
+def _identity(netns: Netns) -> Optional[tuple]:
+    """(device, inode) of the namespace file: changes when the namespace is re-created."""
+    try:
+        info = os.stat(netns.path or "/proc/self/ns/net")
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
 class NodeApplier:
     """Keeps every namespace of one node in line with successive NodePlans."""
 
     def __init__(self, layout: Layout, make_backend: Callable[[Netns], object] = kernel_nft_backend):
         self.layout = layout
         self.make_backend = make_backend
-        self.backends: dict[str, tuple[Netns, object]] = {}
+        self.backends: dict[str, tuple[tuple, Netns, object]] = {}
 
-    def _backend(self, key: str, netns: Netns):
+    def _backend(self, key: str, netns: Netns, identity: tuple):
         known = self.backends.get(key)
-        if known and known[0] == netns:
-            return known[1]
+        if known and known[0] == identity:
+            return known[2]
+        # New (or re-created) namespace: forwarding on, and a backend with no memory of it.
         for name, value in SYSCTLS:
-            if netns.sysctl(name) is not None:
+            if netns.sysctl(name) != value:
                 netns.set_sysctl(name, value)
         backend = self.make_backend(netns)
-        self.backends[key] = (netns, backend)
+        self.backends[key] = (identity, netns, backend)
         return backend
+
+    def _resolve(self, plan: NodePlan, report: ApplyReport) -> dict:
+        """namespace key -> (Netns, identity) for every namespace that exists."""
+        found = {}
+        for ns_plan in plan.namespaces:
+            try:
+                netns = self.layout.netns_for(ns_plan)
+            except (KeyError, ValueError, IndexError) as err:
+                report.errors[ns_plan.key] = f"bad namespace name template {self.layout.lb!r}: {err!r}"
+                continue
+            identity = _identity(netns)
+            if identity is None:
+                report.errors[ns_plan.key] = f"{netns.path}: network namespace does not exist"
+                continue
+            found[ns_plan.key] = (netns, identity)
+        if "host" in found and "ingress" not in found:
+            del found["host"]
+            report.errors["host"] = "not programmed: the ingress namespace it forwards to is missing"
+        return found
 
     def apply(self, plan: NodePlan) -> ApplyReport:
         report = ApplyReport()
+        resolved = self._resolve(plan, report)
         for ns_plan in plan.namespaces:
-            netns = self.layout.netns_for(ns_plan)
+            if ns_plan.key not in resolved:
+                continue
+            netns, identity = resolved[ns_plan.key]
             try:
-                tx = self._backend(ns_plan.key, netns).apply(ns_plan)
-            except (NftError, NetnsError, OSError) as err:
+                tx = self._backend(ns_plan.key, netns, identity).apply(ns_plan)
+            except _FAILURES as err:
                 report.errors[ns_plan.key] = f"{netns.path or '(host)'}: {err}"
                 continue
             if tx is not None:
                 report.changed[ns_plan.key] = (tx.added, tx.removed, tx.full)
         wanted = {ns.key for ns in plan.namespaces}
         for key in sorted(set(self.backends) - wanted):
-            netns, backend = self.backends.pop(key)
+            identity, netns, backend = self.backends.pop(key)
             try:
-                if netns.exists():
+                if _identity(netns) == identity:
                     backend.cleanup()
-            except (NftError, NetnsError, OSError) as err:
+            except _FAILURES as err:
                 report.errors[key] = f"{netns.path}: cleanup failed: {err}"
         return report
 
     def backend(self, key: str) -> Optional[object]:
         found = self.backends.get(key)
-        return found[1] if found else None
+        return found[2] if found else None

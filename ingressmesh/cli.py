@@ -15,7 +15,9 @@ from .apply import NodeApplier
 from .doctor import doctor_command
 from .layout import Layout
 from .netns import Netns
-from .nft.backend import KernelNft, NftBackend, NftError
+from .netns import NetnsError
+from .nft.backend import NftBackend, NftError
+from .nft.kernel import KernelNft
 from .scan import namespaces_with_tables
 
 
@@ -30,13 +32,13 @@ def _load_plan(cluster_file: str, node: str, grace: float) -> planner.NodePlan:
     return planner.plan_node(cluster, node, planner.PlanOptions(now=time.time(), drain_grace=grace))
 
 
-_cluster_options = [
+_cluster_options = (
     click.option("--cluster", "cluster_file", required=True, type=click.Path(dir_okay=False),
                  help="Cluster snapshot (JSON)."),
     click.option("--node", required=True, help="Node id to plan for."),
     click.option("--drain-grace", default=10.0, show_default=True,
                  help="Seconds an ineligible task keeps its established connections."),
-]
+)
 
 
 def cluster_options(func):
@@ -96,6 +98,11 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
     node_plan = _load_plan(cluster_file, node, drain_grace)
     for warning in node_plan.warnings:
         click.echo(f"warning: {warning}", err=True)
+    try:
+        lb_netns.format(network_id="x", network_name="x")
+    except (KeyError, ValueError, IndexError) as err:
+        raise click.ClickException(f"--lb-netns {lb_netns!r}: bad template ({err!r}); "
+                                   "fields are {network_id} and {network_name}") from None
     applier = NodeApplier(Layout(host=host_netns, ingress=ingress_netns, lb=lb_netns))
     report = applier.apply(node_plan)
     for key, (added, removed, full) in sorted(report.changed.items()):
@@ -117,7 +124,7 @@ def show_command(netns_ref, as_json: bool) -> None:
     for netns in targets:
         try:
             result[netns.path or "(host)"] = NftBackend(KernelNft(netns)).read()
-        except (NftError, OSError) as err:
+        except (NftError, NetnsError, OSError) as err:
             raise click.ClickException(f"cannot read {netns.path or '(host)'}: {err}") from None
     if as_json:
         click.echo(json.dumps({ns: [{"service": r.service, "frontend": r.frontend, "note": r.note,
@@ -143,9 +150,17 @@ def show_command(netns_ref, as_json: bool) -> None:
 def cleanup_command(netns_refs) -> None:
     """Remove every table ingressmesh created, and nothing else."""
     targets = [Netns.from_ref(ref) for ref in netns_refs] if netns_refs else namespaces_with_tables()
+    failed = False
     for netns in targets:
-        NftBackend(KernelNft(netns)).cleanup()
+        try:
+            NftBackend(KernelNft(netns)).cleanup()
+        except (NftError, NetnsError, OSError) as err:
+            click.echo(f"error: {err}", err=True)
+            failed = True
+            continue
         click.echo(f"removed ingressmesh table in {netns.path or '(host)'}")
+    if failed:
+        sys.exit(1)
 
 
 main.add_command(doctor_command)

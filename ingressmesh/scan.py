@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from .netns import Netns
-from .nft.state import FAMILY, TABLE
+from .nft.kernel import KernelNft
 
 NAMESPACE_DIRS = ("/run/netns", "/run/docker/netns")
 
@@ -18,8 +18,7 @@ def candidate_namespaces() -> list[Netns]:
 
 
 def has_table(netns: Netns) -> bool:
-    proc = netns.run(["nft", "list", "table", FAMILY, TABLE], check=False, timeout=60)
-    return proc.returncode == 0
+    return KernelNft(netns).has_table()
 
 
 def namespaces_with_tables() -> list[Netns]:

@@ -1,13 +1,9 @@
-"""VIP-to-task tables as operators read them, built from what a backend holds.
-
-Both backends report `Row`s, so `ingressmesh show` prints the same table whether the kernel
-runs nftables or IPVS, and tests can compare rows directly.
-"""
+"""VIP-to-task rows as operators read them: every backend's `read()` returns these, so
+`ingressmesh show` prints the same table whether the kernel runs nftables or IPVS, and tests
+can compare rows directly."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from .nft.state import TableState
 
 
 @dataclass(frozen=True, order=True)
@@ -16,36 +12,3 @@ class Row:
     service: str
     backends: tuple[tuple[str, str], ...]  # (address[:port], "active" | "draining")
     note: str = ""  # e.g. "no eligible task: new connections refused"
-
-
-def _split(comment: str) -> tuple[str, str]:
-    service, _, task = comment.partition(" ")
-    return service, task
-
-
-def rows_from_state(state: TableState) -> list[Row]:
-    """Group a table's elements per service front-end."""
-    rows: list[Row] = []
-    backends: dict[tuple, list[tuple[str, str]]] = {}
-    for e in state.elements_of("vip_backends"):
-        backends.setdefault(("vip", e.key[0]), []).append((str(e.value[0]), "active"))
-    for e in state.elements_of("vip_draining"):
-        backends.setdefault(("vip", e.key[0]), []).append((str(e.key[1]), "draining"))
-    targets = {e.key: e.value[0] for e in state.elements_of("port_targets")}
-    for e in state.elements_of("port_backends"):
-        target = targets.get(e.key[:2], "?")
-        backends.setdefault(("port", e.key[0], e.key[1]), []).append((f"{e.value[0]}:{target}", "active"))
-    for e in state.elements_of("port_draining"):
-        backends.setdefault(("port", e.key[0], e.key[1]), []).append((f"{e.key[2]}:{e.key[3]}", "draining"))
-
-    for e in state.elements_of("vip_services") + state.elements_of("vip_rejects"):
-        note = "no eligible task: new connections refused" if e.set == "vip_rejects" else ""
-        rows.append(Row(f"{e.key[0]} (tcp+udp, all ports)", _split(e.comment)[0],
-                        tuple(sorted(backends.get(("vip", e.key[0]), []))), note))
-    for e in state.elements_of("port_services") + state.elements_of("port_rejects"):
-        note = "no eligible task: new connections refused" if e.set == "port_rejects" else ""
-        rows.append(Row(f"{e.key[0]}/{e.key[1]}", _split(e.comment)[0],
-                        tuple(sorted(backends.get(("port", e.key[0], e.key[1]), []))), note))
-    for e in state.elements_of("published"):
-        rows.append(Row(f"{e.key[0]}/{e.key[1]}", e.comment, (), "forwarded to the ingress namespace"))
-    return sorted(rows)

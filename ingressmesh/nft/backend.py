@@ -1,34 +1,38 @@
 """The nftables backend: keeps one namespace's `ip ingressmesh` table equal to its plan.
 
-The first apply in a process is an atomic full rebuild; later applies send only element diffs
-computed against what this backend last applied (held in memory, never listed back).  A
-failed transaction changes nothing in the kernel and nothing in memory.
+The first apply is an atomic full rebuild; later applies send only the element changes of
+the front-ends whose plan entry changed, found by identity (free for unchanged services)
+and computed against what this backend last applied (held in memory, never listed back on
+the sync path).  A refused transaction leaves the kernel and this memory as they were, and
+the next apply rebuilds the table in full, so drift (a flushed table, a lost element) heals.
+Connections to a task address that no element of the table uses any more are deleted from
+conntrack, so nothing stays pinned to a drained or dead task.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Optional, Protocol
 
+from ..netns import NetnsError
 from ..plan import NamespacePlan
-from ..view import Row, rows_from_state
+from ..view import Row
 from . import transaction
+from .errors import NftError
 from .reader import state_from_json
-from .render import Rendered, entry_key, plan_entries, render_entry, skeleton
-from .state import FAMILY, TABLE, TableState
+from .render import Rendered, element_addresses, entry_key, plan_entries, render_entry, skeleton
+from .rows import rows_from_state
+from .state import TableState
 
-
-TIMEOUT = 120.0  # seconds for one transaction; a 10k-service full sync takes about one
-
-
-class NftError(RuntimeError):
-    """nft refused a transaction; the message carries nft's own diagnostics."""
+__all__ = ["NftBackend", "NftError", "NftRunner"]
+log = logging.getLogger(__name__)
 
 
 class NftRunner(Protocol):
-    """Where transactions go: the real `nft` in a namespace, or the in-memory Fake."""
+    """Where transactions go: the real `nft` in a namespace (kernel.py), or FakeNft."""
 
     def run_script(self, script: str) -> None: ...
 
@@ -51,66 +55,117 @@ class Applied:
         return frozenset(e for r in self.entries.values() for e in r.elements)
 
 
+@dataclass
+class _Diff:
+    entries: dict
+    added: list = dataclasses.field(default_factory=list)
+    removed: list = dataclasses.field(default_factory=list)
+    refs: Counter = dataclasses.field(default_factory=Counter)  # address -> change in use count
+
+    def replace(self, key: tuple, before: Optional[Rendered], now: Optional[Rendered]) -> None:
+        old_elements = before.elements if before else frozenset()
+        new_elements = now.elements if now else frozenset()
+        self.added += new_elements - old_elements
+        self.removed += old_elements - new_elements
+        self.refs.update(now.addresses if now else ())
+        self.refs.subtract(before.addresses if before else ())
+        if now is None:
+            self.entries.pop(key, None)
+        else:
+            self.entries[key] = now
+
+
 class NftBackend:
     name = "nft"
 
     def __init__(self, runner: NftRunner):
         self.runner = runner
         self.applied: Optional[Applied] = None
+        self.needs_full = True  # first apply, or after a refused transaction
+        self._refs: Counter = Counter()  # task address -> elements using it
+        self._unforgotten: set = set()  # addresses whose conntrack deletion failed; retried
 
     def apply(self, plan: NamespacePlan) -> Optional[transaction.Transaction]:
         """Make the table match `plan`; returns what was sent, or None if nothing changed."""
         old = self.applied
         skeleton_text = skeleton(plan)
-        if old is None or old.skeleton != skeleton_text or old.role != plan.role:
+        if self.needs_full or old is None or old.skeleton != skeleton_text or old.role != plan.role:
             return self._full(plan, skeleton_text)
-        entries = dict(old.entries)
-        added, removed, gone = [], [], set()
         new_entries = plan_entries(plan)
+        diff = _Diff(dict(old.entries))
         changed = _changed_in_place(old.source, new_entries)
         keyed = changed is None  # entries appeared, vanished or moved: compare by key
         for entry in new_entries if keyed else changed:
             key = entry_key(entry)
             before = old.entries.get(key)
-            if before is not None and (before.entry is entry or before.entry == entry):
-                continue
-            now = render_entry(plan.role, entry)
-            entries[key] = now
-            old_elements = before.elements if before else frozenset()
-            added += now.elements - old_elements
-            removed += old_elements - now.elements
-            gone |= _addresses(old_elements) - _addresses(now.elements)
+            if before is None or not (before.entry is entry or before.entry == entry):
+                diff.replace(key, before, render_entry(plan.role, entry))
         if keyed:
-            for key in old.entries.keys() - {entry_key(e) for e in new_entries}:
-                removed += old.entries[key].elements
-                gone |= _addresses(entries.pop(key).elements)
-        new_chains = {r.chain for r in entries.values() if r.chain} - old.chains if added else set()
-        if not (added or removed or new_chains):
+            wanted = {entry_key(e) for e in new_entries}
+            if len(wanted) != len(new_entries):
+                raise ValueError(f"{plan.key}: two services share a front-end (duplicate VIP or port)")
+            for key in old.entries.keys() - wanted:
+                diff.replace(key, old.entries[key], None)
+        new_chains = {r.chain for r in diff.entries.values() if r.chain} - old.chains if diff.added else set()
+        if not (diff.added or diff.removed or new_chains):
             self.applied = dataclasses.replace(old, source=new_entries)
+            self._forget(set())
             return None
-        tx = transaction.changes(added, removed, new_chains)
-        self.runner.run_script(tx.script)  # raises NftError and leaves self.applied alone
-        self.applied = Applied(plan.role, skeleton_text, old.chains | new_chains, entries, new_entries)
-        self._forget(gone)
+        tx = transaction.changes(diff.added, diff.removed, new_chains)
+        self._run(tx.script)
+        self.applied = Applied(plan.role, skeleton_text, old.chains | new_chains, diff.entries, new_entries)
+        self._refs.update(diff.refs)
+        self._forget({a for a, delta in diff.refs.items() if delta < 0 and self._refs[a] <= 0})
         return tx
 
     def _full(self, plan: NamespacePlan, skeleton_text: str) -> transaction.Transaction:
-        """Rebuild the whole table in one transaction (first apply, or a new skeleton)."""
+        """Rebuild the whole table in one transaction (first apply, drift, or a new skeleton)."""
         entries = {entry_key(e): render_entry(plan.role, e) for e in plan_entries(plan)}
+        if len(entries) != len(plan_entries(plan)):
+            raise ValueError(f"{plan.key}: two services share a front-end (duplicate VIP or port)")
         chains = frozenset(r.chain for r in entries.values() if r.chain)
         elements = frozenset(e for r in entries.values() for e in r.elements)
+        before = self._addresses_in_table()
         tx = transaction.full(TableState(plan.role, skeleton_text, chains, elements))
-        self.runner.run_script(tx.script)
-        before = self.applied.elements if self.applied else frozenset()
+        self._run(tx.script)
         self.applied = Applied(plan.role, skeleton_text, chains, entries, plan_entries(plan))
-        self._forget(_addresses(before) - _addresses(elements))
+        self.needs_full = False
+        self._refs = Counter(a for r in entries.values() for a in r.addresses)
+        self._forget(before - set(self._refs))
         return tx
 
+    def _addresses_in_table(self) -> set:
+        """Task addresses the table uses now: from memory, or read back once after a start
+        (or a failure), so a restarted agent still forgets connections to tasks gone since."""
+        if self.applied is not None and not self.needs_full:
+            return set(self._refs)
+        try:
+            document = self.runner.list_table()
+        except (NftError, NetnsError, OSError) as err:
+            log.warning("cannot read the current table to find removed tasks: %s", err)
+            return set(self._refs)
+        return element_addresses(state_from_json(document).elements) if document else set()
+
+    def _run(self, script: str) -> None:
+        try:
+            self.runner.run_script(script)
+        except NftError:
+            self.needs_full = True  # the table may not be what we think: rebuild next time
+            raise
+
     def _forget(self, gone: set) -> None:
-        if gone:
-            # Connections to a task that left the plan (drain over, or task gone) would
-            # otherwise stay pinned to it by conntrack: that is Docker's stale-backend bug.
-            self.runner.forget_connections(frozenset(gone))
+        """Connections to a task no element uses any more would stay pinned to it by conntrack
+        (Docker's stale-backend bug): delete them.  Failures are logged and retried."""
+        pending = gone | self._unforgotten
+        pending -= {a for a in pending if self._refs[a] > 0}  # back in use: keep its connections
+        if not pending:
+            return
+        try:
+            self.runner.forget_connections(frozenset(pending))
+            self._unforgotten = set()
+        except (NetnsError, OSError, subprocess.SubprocessError) as err:
+            log.warning("could not delete conntrack entries of %s: %s", sorted(pending), err)
+            self._unforgotten = pending
 
     def read(self) -> list[Row]:
         document = self.runner.list_table()
@@ -119,6 +174,8 @@ class NftBackend:
     def cleanup(self) -> None:
         self.runner.run_script(transaction.cleanup_script())
         self.applied = None
+        self.needs_full = True
+        self._refs = Counter()
 
 
 def _changed_in_place(old: tuple, new: tuple) -> Optional[list]:
@@ -131,43 +188,3 @@ def _changed_in_place(old: tuple, new: tuple) -> Optional[list]:
     if any(entry_key(a) != entry_key(b) for a, b in changed):
         return None
     return [b for _, b in changed]
-
-
-def _addresses(elements) -> set[str]:
-    """Task addresses that elements send traffic to (active or draining)."""
-    found = set()
-    for e in elements:
-        if e.set in ("vip_backends", "port_backends"):
-            found.add(str(e.value[0]))
-        elif e.set == "vip_draining":
-            found.add(str(e.key[1]))
-        elif e.set == "port_draining":
-            found.add(str(e.key[2]))
-    return found
-
-
-class KernelNft:
-    """Runs `nft -f -` (and conntrack) inside a network namespace."""
-
-    def __init__(self, netns):
-        self.netns = netns
-
-    def run_script(self, script: str) -> None:
-        try:
-            proc = self.netns.run(["nft", "-f", "-"], stdin=script, check=False, timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            # A transaction commits at its end, so a killed nft has changed nothing.
-            raise NftError(f"nft transaction in {self.netns.name} timed out after {TIMEOUT:g} s") from None
-        if proc.returncode != 0:
-            raise NftError(f"nft transaction refused in {self.netns.name}: {proc.stderr.strip()}")
-
-    def list_table(self) -> Optional[dict]:
-        proc = self.netns.run(["nft", "-j", "list", "table", FAMILY, TABLE], check=False)
-        if proc.returncode != 0:
-            return None
-        return json.loads(proc.stdout)
-
-    def forget_connections(self, addresses: frozenset) -> None:
-        for address in sorted(addresses):
-            # Exit status 1 means "no entry matched", which is fine.
-            self.netns.run(["conntrack", "-D", "--reply-src", address], check=False)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .backend import NftError
+from .errors import NftError
 from .fake_listing import listing
 from .fake_rules import shape_of
 from .state import FAMILY, TABLE

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from .backend import NftError
+from .errors import NftError
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 

@@ -59,6 +59,7 @@ _ROLE_RULES = {"host": _HOST, "ingress": _INGRESS, "lb": _LB}
 
 
 def skeleton(plan: NamespacePlan) -> str:
+    """The fixed part of a role's table; it only changes with the namespace's own addresses."""
     rules = _ROLE_RULES[plan.role]
     rules = rules.replace("{forward_to}", plan.forward_to).replace("{snat_address}", plan.snat_address)
     return _DECLARATIONS + rules
@@ -90,8 +91,29 @@ class Rendered:
     elements: frozenset
     chain: str = ""  # the pick chain its services element jumps to, if any
 
+    @property
+    def addresses(self) -> list:
+        """Task addresses its elements send to, once per element (a multiset)."""
+        return [a for e in self.elements if (a := _element_address(e))]
+
+
+def _element_address(e: Element) -> str:
+    if e.set in ("vip_backends", "port_backends"):
+        return str(e.value[0])
+    if e.set == "vip_draining":
+        return str(e.key[1])
+    if e.set == "port_draining":
+        return str(e.key[2])
+    return ""
+
+
+def element_addresses(elements) -> set:
+    """Every task address a set of elements sends to (active or draining)."""
+    return {a for e in elements if (a := _element_address(e))}
+
 
 def entry_key(entry) -> tuple:
+    """Identifies a front-end within one table: a VIP, or a protocol and published port."""
     if isinstance(entry, VipEntry):
         return ("vip", entry.vip)
     return ("port", entry.protocol, entry.port)
@@ -135,10 +157,12 @@ def _render_vip(entry: VipEntry) -> Rendered:
 
 
 def render_entry(role: str, entry) -> Rendered:
+    """The elements (and pick chain) one plan entry needs in a table of this role."""
     return _render_vip(entry) if isinstance(entry, VipEntry) else _render_port(role, entry)
 
 
 def plan_entries(plan: NamespacePlan) -> tuple:
+    """A namespace plan's front-ends in plan order (the order the backend's fast path compares)."""
     return plan.ports + plan.vips
 
 

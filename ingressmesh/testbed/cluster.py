@@ -22,8 +22,9 @@ WEB_TCP, WEB_UDP, EMPTY_TCP, EMPTY_UDP = 8080, 9090, 8081, 9091
 _DEFAULT_TASKS = {"t1": {}, "t2": {}, "t3": {}, "t4": {"health": "starting"}}
 
 
-def scenario_cluster(bed: Testbed, overrides: dict | None = None) -> model.Cluster:
-    """`overrides` maps a task name to Task field values, e.g. {"t2": {"health": "unhealthy"}}."""
+def scenario_cluster(bed: Testbed, overrides: dict | None = None, services: dict | None = None) -> model.Cluster:
+    """`overrides` maps a task name to Task field values, e.g. {"t2": {"health": "unhealthy"}};
+    `services` maps a service name to Service field values, e.g. {"web": {"ports": ()}}."""
     overrides = overrides or {}
     nodes = tuple(model.Node(id=f"node{i}", hostname=f"node{i}", address=bed.node_address(i),
                              role="manager" if i == 1 else "worker") for i in range(1, bed.nodes + 1))
@@ -42,6 +43,7 @@ def scenario_cluster(bed: Testbed, overrides: dict | None = None) -> model.Clust
         id="svcempty", name="empty", vips=(model.VirtualIP(APP_ID, EMPTY_VIP),),
         ports=(model.PublishedPort("tcp", EMPTY_TCP, 80), model.PublishedPort("udp", EMPTY_UDP, 90)))
     client = model.Service(id="svcclient", name="client", endpoint_mode="dnsrr")
+    web, empty = (dataclasses.replace(svc, **(services or {}).get(svc.name, {})) for svc in (web, empty))
     tasks = []
     for spec in bed.tasks:
         ingress_addr, app_addr = bed.task_addresses(spec)

@@ -11,17 +11,38 @@ import os
 import secrets
 import subprocess
 import time
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable
 
 import pytest
 
 from ingressmesh.apply import NodeApplier, kernel_nft_backend
 from ingressmesh.layout import Layout
 from ingressmesh.netns import Netns
+from ingressmesh.nft.errors import NftError
 from ingressmesh.plan import PlanOptions, plan_node
 from ingressmesh.testbed.cluster import scenario_cluster
 from ingressmesh.testbed.topology import Testbed
 
-BACKENDS = {"nft": kernel_nft_backend}
+@dataclass(frozen=True)
+class BackendKit:
+    """What the suite needs to know about one backend."""
+    make: Callable  # Netns -> backend
+    error: type  # what the backend raises when the kernel refuses a change
+    refused_change: Callable  # backend -> None: send a change the kernel itself must refuse
+
+
+def _nft_refused_change(backend) -> None:
+    # nft parses all of it; the kernel refuses the batch (a key re-added with another value),
+    # so the valid deletion and addition before it must not happen either.
+    backend.runner.run_script(
+        "delete element ip ingressmesh vip_backends { 10.0.1.2 . 0 }\n"
+        "add element ip ingressmesh vip_rejects { 10.0.1.7 }\n"
+        "add element ip ingressmesh vip_backends { 10.0.1.2 . 1 : 10.0.1.99 }\n")
+
+
+BACKENDS = MappingProxyType({"nft": BackendKit(kernel_nft_backend, NftError, _nft_refused_change)})
 
 
 def _require_root() -> None:
@@ -32,11 +53,16 @@ def _require_root() -> None:
 
 
 @pytest.fixture(scope="session")
-def backend_factory():
+def backend_kit() -> BackendKit:
     name = os.environ.get("INGRESSMESH_BACKEND", "nft")
     if name not in BACKENDS:
         pytest.fail(f"INGRESSMESH_BACKEND={name!r} is not one of {sorted(BACKENDS)}")
     return BACKENDS[name]
+
+
+@pytest.fixture(scope="session")
+def backend_factory(backend_kit):
+    return backend_kit.make
 
 
 class Mesh:
@@ -48,12 +74,12 @@ class Mesh:
                                                lb=bed.lb_ns(i)), backend_factory)
                          for i in range(1, bed.nodes + 1)}
 
-    def cluster(self, overrides=None):
-        return scenario_cluster(self.bed, overrides)
+    def cluster(self, overrides=None, services=None):
+        return scenario_cluster(self.bed, overrides, services)
 
-    def apply(self, overrides=None, now=None):
+    def apply(self, overrides=None, now=None, services=None):
         """Plan every node for the scenario and apply; returns {node: ApplyReport}."""
-        cluster = self.cluster(overrides)
+        cluster = self.cluster(overrides, services)
         options = PlanOptions(now=time.time() if now is None else now)
         reports = {i: applier.apply(plan_node(cluster, f"node{i}", options))
                    for i, applier in self.appliers.items()}

@@ -79,3 +79,49 @@ def test_doctor_reports_every_capability_and_checks_nft_for_real():
     out = _cli("doctor").stdout
     for name in checks:
         assert name.split(" ")[0] in out
+
+
+def test_a_fresh_process_still_forgets_connections_to_tasks_gone_since(testbed, tmp_path):
+    """`ingressmesh apply` is a new process each time (so is a restarted agent): its first
+    apply reads the old table once, so connections to a task that left are still cut."""
+    bed = testbed
+    for i in (1, 2):
+        _cli("apply", "--cluster", DEMO, "--node", f"node{i}", *_layout(bed, i))
+    for _ in range(200):
+        sock, name = traffic.open_tcp(bed.client_ns(1), WEB_VIP, 80)
+        if name == "t2":
+            break
+        sock.close()
+    else:
+        raise AssertionError("never reached t2")
+    with sock:
+        data = json.load(open(DEMO, encoding="utf-8"))
+        next(t for t in data["tasks"] if t["id"] == "t2")["current_state"] = "failed"
+        gone = tmp_path / "t2-failed.json"
+        gone.write_text(json.dumps(data))
+        _cli("apply", "--cluster", str(gone), "--node", "node1", *_layout(bed, 1))
+        flows = subprocess.run(["ip", "netns", "exec", bed.lb_ns(1), "conntrack", "-L", "--reply-src", "10.0.1.12"],
+                               capture_output=True, text=True, timeout=30).stdout
+        assert "src=" not in flows, flows
+        with pytest.raises(OSError):
+            traffic.exchange(sock, "still there?")
+    assert set(traffic.tcp_spread(bed.client_ns(1), WEB_VIP, 80, 60)) == {"t1", "t3"}
+
+
+def test_show_and_cleanup_name_a_missing_namespace():
+    for argv in (("show", "--netns", "imns-missing"), ("cleanup", "--netns", "imns-missing")):
+        proc = _cli(*argv, check=False)
+        assert proc.returncode != 0 and "imns-missing does not exist" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_bad_lb_template_and_missing_ingress_leave_the_host_alone(testbed):
+    bed = testbed
+    before = _nft(bed.node_ns(2), "list", "ruleset").stdout
+    proc = _cli("apply", "--cluster", DEMO, "--node", "node2", "--host-netns", bed.node_ns(2),
+                "--ingress-netns", bed.ingress_ns(2), "--lb-netns", "lb_{bogus}", check=False)
+    assert proc.returncode != 0 and "--lb-netns 'lb_{bogus}'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("apply", "--cluster", DEMO, "--node", "node2", "--host-netns", bed.node_ns(2),
+                "--ingress-netns", "imns-missing", "--lb-netns", bed.lb_ns(2), check=False)
+    assert proc.returncode != 0 and "ingress namespace it forwards to is missing" in proc.stderr
+    assert _nft(bed.node_ns(2), "list", "ruleset").stdout == before

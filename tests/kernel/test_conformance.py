@@ -4,16 +4,17 @@ Seven behaviours every backend must show (see the foundation issue):
 1 VIP spreads TCP over every eligible task   2 published port on every node reaches any node
 3 UDP via VIP and published port             4 draining: no new connections, old ones live
 5 zero eligible tasks -> refused in < 1 s    6 a changed plan keeps established connections
-7 a failed transaction leaves traffic as before
+7 a failed transaction leaves traffic as before (refused by nft, and refused by the kernel)
 """
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import time
 
 import pytest
 
-from ingressmesh.nft.backend import NftError
+from ingressmesh import model
 from ingressmesh.plan import PlanOptions, plan_node
 from ingressmesh.testbed import traffic
 from ingressmesh.testbed.cluster import (EMPTY_TCP, EMPTY_UDP, EMPTY_VIP, WEB_TCP, WEB_UDP, WEB_VIP)
@@ -74,12 +75,25 @@ def test_draining_task_keeps_its_connection_but_gets_no_new_ones(mesh):
         for i in range(5):  # the established connections keep exchanging data
             assert traffic.exchange(via_vip, f"still-there-{i}") == f"t2 still-there-{i}"
             assert traffic.exchange(via_port, f"still-there-{i}") == f"t2 still-there-{i}"
-        # Grace over: the task leaves the plan entirely.
+        # Grace over: the task leaves the plan entirely, and its connections are cut rather
+        # than left pinned to it by conntrack (Docker's stale-backend bug, moby#33790).
         mesh.apply({"t2": {"health": "unhealthy", "since": now}}, now=now + 3600)
         rows = mesh.appliers[1].backend(f"lb:{mesh.cluster().networks[1].id}").read()
         assert all(addr != "10.0.1.12" for r in rows for addr, _ in r.backends), rows
+        assert _conntrack_flows(mesh.bed.lb_ns(1), "10.0.1.12") == 0
+        assert _conntrack_flows(mesh.bed.ingress_ns(1), "10.255.0.12") == 0
+        for sock in (via_vip, via_port):
+            with pytest.raises(OSError):
+                traffic.exchange(sock, "after-removal")
         after = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 60)
         assert set(after) == {"t1", "t3"}, after
+
+
+def _conntrack_flows(ns: str, reply_source: str) -> int:
+    """How many conntrack entries in `ns` have replies coming from `reply_source`."""
+    proc = subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-L", "--reply-src", reply_source],
+                          capture_output=True, text=True, timeout=30)
+    return sum(1 for line in proc.stdout.splitlines() if "src=" in line)
 
 
 def test_zero_eligible_tasks_are_refused_within_a_second(mesh):
@@ -98,7 +112,9 @@ def test_zero_eligible_tasks_are_refused_within_a_second(mesh):
 
 
 def test_changed_plan_keeps_established_connections_to_remaining_tasks(mesh):
+    published = (mesh.bed.ext_ns, mesh.bed.node_address(2), WEB_TCP)
     kept = {name: _connection_to(mesh, name) for name in ("t1", "t3")}
+    kept["t1 via node2"] = _connection_to(mesh, "t1", published)
     try:
         now = time.time()
         # t4 becomes healthy (added), t2 is shut down long ago (removed): one diff per node.
@@ -108,7 +124,8 @@ def test_changed_plan_keeps_established_connections_to_remaining_tasks(mesh):
             assert report.changed and not any(full for _, _, full in report.changed.values()), report
         for name, sock in kept.items():
             for i in range(3):
-                assert traffic.exchange(sock, f"after-change-{i}") == f"{name} after-change-{i}"
+                task = name.split()[0]
+                assert traffic.exchange(sock, f"after-change-{i}") == f"{task} after-change-{i}"
         spread = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 90)
         assert set(spread) == {"t1", "t3", "t4"}, spread
     finally:
@@ -116,12 +133,22 @@ def test_changed_plan_keeps_established_connections_to_remaining_tasks(mesh):
             sock.close()
 
 
+def test_removing_one_published_port_keeps_connections_on_the_others(mesh):
+    published = (mesh.bed.ext_ns, mesh.bed.node_address(1), WEB_TCP)
+    with _connection_to(mesh, "t1", published) as sock:
+        mesh.apply(services={"web": {"ports": (model.PublishedPort("tcp", WEB_TCP, TCP_PORT),)}})
+        for i in range(3):
+            assert traffic.exchange(sock, f"still-{i}") == f"t1 still-{i}"
+        assert traffic.udp_refusal(mesh.bed.ext_ns, mesh.bed.node_address(1), WEB_UDP) == "refused"
+        assert set(traffic.tcp_spread(*published, 60)) == ELIGIBLE
+
+
 def test_reapplying_the_same_plan_changes_nothing(mesh):
     reports = mesh.apply()
     assert all(not r.changed for r in reports.values()), reports
 
 
-def test_failed_transaction_leaves_traffic_working(mesh):
+def test_failed_transaction_leaves_traffic_working(mesh, backend_kit):
     applier = mesh.appliers[1]
     backend = applier.backend("ingress")
     before_kernel = backend.runner.list_table()
@@ -131,7 +158,7 @@ def test_failed_transaction_leaves_traffic_working(mesh):
     broken_backend = dataclasses.replace(port.backends[0], port=70000)  # not a valid port
     broken = dataclasses.replace(good, ports=(dataclasses.replace(
         port, backends=(broken_backend,) + port.backends[1:]),) + good.ports[1:])
-    with pytest.raises(NftError, match="70000|out of range"):
+    with pytest.raises(backend_kit.error, match="70000|out of range"):
         backend.apply(broken)
     assert backend.applied is before_memory
     assert backend.runner.list_table() == before_kernel
@@ -139,3 +166,16 @@ def test_failed_transaction_leaves_traffic_working(mesh):
     assert set(spread) == ELIGIBLE, spread
     via_vip = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 60)
     assert set(via_vip) == ELIGIBLE, via_vip
+
+
+def test_a_change_the_kernel_refuses_leaves_everything_as_it_was(mesh, backend_kit):
+    backend = mesh.appliers[1].backend(f"lb:{mesh.cluster().networks[1].id}")
+    rows_before = backend.read()
+    with pytest.raises(backend_kit.error):
+        backend_kit.refused_change(backend)
+    assert backend.read() == rows_before
+    spread = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 90)
+    assert set(spread) == ELIGIBLE, spread
+    # And the next real change still lands.
+    mesh.apply({"t4": {"health": "healthy"}})
+    assert set(traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 120)) == ELIGIBLE | {"t4"}

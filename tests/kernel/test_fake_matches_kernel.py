@@ -10,7 +10,8 @@ import json
 import pytest
 
 from ingressmesh import model
-from ingressmesh.nft.backend import KernelNft, NftBackend, NftError
+from ingressmesh.nft.backend import NftBackend, NftError
+from ingressmesh.nft.kernel import KernelNft
 from ingressmesh.nft.fake import FakeNft
 from ingressmesh.nft.reader import state_from_json
 from ingressmesh.plan import PlanOptions, plan_node
