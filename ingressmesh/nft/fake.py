@@ -19,11 +19,10 @@ from typing import Optional
 
 from .errors import NftError
 from .fake_listing import listing
-from .fake_rules import shape_of
+from .fake_rules import NAME as _NAME, shape_of
+from .render import COMMENT_MAX
 from .state import FAMILY, TABLE
 
-COMMENT_MAX = 128
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
 _HOOKS = {"nat": ("prerouting", "input", "output", "postrouting"),
           "filter": ("prerouting", "input", "forward", "output", "postrouting")}

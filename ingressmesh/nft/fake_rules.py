@@ -8,7 +8,8 @@ import re
 
 from .errors import NftError
 
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+NAME = r"[A-Za-z_][A-Za-z0-9_]*"  # an nft set or chain name
+_NAME = NAME
 
 
 # `$set`, `$chain`, `$addr` and `$mod` in a template are filled from the rule's match.

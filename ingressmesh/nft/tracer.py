@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from .fake import FakeChain, FakeNft
+from .fake_rules import NAME as _NAME
 
 FROM_OUTSIDE = "prerouting"
 LOCALLY_GENERATED = "output"
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
