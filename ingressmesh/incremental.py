@@ -2,10 +2,14 @@
 
 Re-planning 10,000 services × 10 tasks takes about a second in Python; one task changing
 should cost one service.  This wraps the pure per-service functions of `plan.py` with a cache:
-a task or service change re-plans that service; a change to nodes, networks or to the set of
-networks this node has tasks on re-plans everything; a new `now` re-plans only the services
-that have draining tasks.  Unchanged services keep the very same entry objects, which lets
-backends skip them by identity.  `plan()` always equals `plan_node(cluster(), ...)` (tested).
+  - a task or service change re-plans that service;
+  - a change that moves the shared context (the set of networks this node has tasks on, a
+    warning that depends on the services) re-plans everything;
+  - `now` moving forward re-plans only the services that have draining tasks; any other change
+    of options (grace, ingress gateway, `now` stepping back) re-plans everything;
+  - node and network changes are not tracked one by one: they go through `reset()`.
+Unchanged services keep the very same entry objects, which lets backends skip them by identity.
+`plan()` always equals `plan_node(cluster(), node_id, options)` (tested with random changes).
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ class IncrementalPlanner:
         self.reset(cluster, options)
 
     def reset(self, cluster: model.Cluster, options: Optional[PlanOptions] = None) -> None:
-        """Start over from a whole cluster (also what node and network changes use)."""
+        """Start over from a whole cluster.  Node and network changes come in this way: they are
+        rare, and each can move every service's entries (node states, LB addresses, subnets)."""
         self.options = options or self.options
         self.nodes = {n.id: n for n in cluster.nodes}
         self.networks = {n.id: n for n in cluster.networks}
@@ -32,7 +37,8 @@ class IncrementalPlanner:
         self.task_service: dict[str, str] = {}
         self.local_counts: dict[str, int] = {}  # network id -> local running tasks on it
         self._assembled: Optional[NodePlan] = None  # the last plan() result
-        self._positions: dict[tuple, tuple[int, int]] = {}  # (ns key, front-end) -> where in it
+        # (ns key, front-end) -> (namespace index, entry index); None when front-ends collide
+        self._positions: Optional[dict[tuple, tuple[int, int]]] = None
         self._dirty: dict[str, Optional[ServicePlan]] = {}  # service id -> plan before the change
         for task in cluster.tasks:
             self._index(task, +1)
@@ -49,20 +55,22 @@ class IncrementalPlanner:
         """The node plan; between calls, only re-planned services' entries are swapped in."""
         if self._assembled is None or not self._swap_in_place():
             self._assembled = assemble(self.ctx, (self.plans[sid] for sid in self.services))
-            self._positions = {(ns.key, _front(e)): (i, n) for i, ns in enumerate(self._assembled.namespaces)
-                               for n, e in enumerate(ns.ports + ns.vips)}
+            self._positions = _positions(self._assembled)
         self._dirty.clear()
         return self._assembled
 
     def _swap_in_place(self) -> bool:
         """Put re-planned entries where their predecessors were in the last assembled plan.
-        False when that is not possible (a front-end appeared, vanished or moved)."""
+        False when that is not possible (a front-end appeared, vanished or moved, or two
+        services share a front-end so a position does not name one entry)."""
+        if self._positions is None:
+            return False
         swaps: dict[int, list] = {}
         for sid, old in self._dirty.items():
             new = self.plans.get(sid)
-            if new is None or old is None or _placed(old, self.ctx) != _placed(new, self.ctx):
+            if new is None or old is None or _fronts(old) != _fronts(new):
                 return False
-            for ns_key, entry in _placed(new, self.ctx, with_entries=True):
+            for ns_key, entry in _entries(new):
                 index, position = self._positions[(ns_key, _front(entry))]
                 swaps.setdefault(index, []).append((position, entry))
         namespaces = list(self._assembled.namespaces)
@@ -107,8 +115,16 @@ class IncrementalPlanner:
         self._refresh_context()
 
     def set_options(self, options: PlanOptions) -> None:
-        """A new clock (or grace): only services with draining tasks can change."""
+        """New options.  As `now` moves forward a task's state can only go DRAINING -> gone (its
+        grace runs out), never back, and ACTIVE does not depend on `now`: so only services with
+        a draining backend can change.  Anything else (a longer grace revives ended drains, a new
+        gateway changes the host namespace, a clock stepping back) re-plans everything."""
+        forward_only = dataclasses.replace(options, now=self.options.now) == self.options \
+            and options.now >= self.options.now
         self.options = options
+        if not forward_only:
+            self._replan_all()
+            return
         self.ctx = dataclasses.replace(self.ctx, options=options)
         for sid in [sid for sid, sp in self.plans.items() if sp.draining]:
             self._replan(sid)
@@ -160,10 +176,26 @@ def _front(entry) -> tuple:
     return (entry.vip,) if isinstance(entry, VipEntry) else (entry.protocol, entry.port)
 
 
-def _placed(sp: ServicePlan, ctx: NodeContext, with_entries: bool = False) -> tuple:
-    """Which namespace each of a service plan's entries goes to, and its front-end key."""
+def _entries(sp: ServicePlan) -> tuple:
+    """A service plan's entries, each with the key of the namespace it goes to."""
     pairs = [("host", e) for e in sp.host_ports] + [("ingress", e) for e in sp.ports]
-    pairs += [(f"lb:{network_id}", e) for network_id, e in sp.vips]
-    if with_entries:
-        return tuple(pairs)
-    return tuple((ns_key, _front(e)) for ns_key, e in pairs)
+    return tuple(pairs + [(f"lb:{network_id}", e) for network_id, e in sp.vips])
+
+
+def _fronts(sp: ServicePlan) -> tuple:
+    """Where a service plan's entries sit: (namespace key, front-end) for each, in order."""
+    return tuple((ns_key, _front(e)) for ns_key, e in _entries(sp))
+
+
+def _positions(node_plan: NodePlan) -> Optional[dict[tuple, tuple[int, int]]]:
+    """(namespace key, front-end) -> (namespace index, entry index) in `node_plan`, or None if
+    two entries share a key (two services with one VIP): a key would then not name one entry,
+    so `plan()` must assemble in full to stay equal to `plan_node`."""
+    positions = {}
+    for i, ns in enumerate(node_plan.namespaces):
+        for n, entry in enumerate(ns.ports + ns.vips):
+            key = (ns.key, _front(entry))
+            if key in positions:
+                return None
+            positions[key] = (i, n)
+    return positions

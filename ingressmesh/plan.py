@@ -111,7 +111,11 @@ class ServicePlan:
 
 
 def task_state(task: model.Task, node_state: Optional[str], options: PlanOptions) -> Optional[str]:
-    """ACTIVE, DRAINING or None (not a backend at all) for one task."""
+    """ACTIVE, DRAINING or None (not a backend at all) for one task.
+
+    `options.now` only matters for DRAINING, and as it grows a task can only go from DRAINING
+    to None: IncrementalPlanner.set_options relies on that to re-plan only draining services.
+    """
     if node_state != "ready" or task.current_state != "running":
         return None
     if task.health == "starting":

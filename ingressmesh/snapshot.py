@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 import json
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from . import model
 
@@ -167,7 +167,11 @@ def _task(r: _Reader) -> model.Task:
 
 
 def _check_references(cluster: model.Cluster) -> None:
-    """Cross-field checks: ids unique, references resolve, published ports not claimed twice."""
+    """Cross-field checks: ids unique, references resolve, ports and addresses not claimed twice.
+
+    A snapshot that passes can be planned without one entry silently shadowing another: the
+    backends key their tables by published port and by VIP, so a duplicate would drop a service.
+    """
     for kind, items in (("nodes", cluster.nodes), ("networks", cluster.networks),
                         ("services", cluster.services), ("tasks", cluster.tasks)):
         seen: dict[str, int] = {}
@@ -199,6 +203,61 @@ def _check_references(cluster: model.Cluster) -> None:
                 raise SnapshotError(f"tasks[{i}].addresses[{j}].network_id: {addr.network_id!r} is not a known network")
     if sum(1 for n in cluster.networks if n.ingress) > 1:
         raise SnapshotError("networks: more than one network has ingress: true")
+    _check_addresses(cluster)
+
+
+class _AddressBook:
+    """Per network, who holds each address; `claim` rejects an address outside the subnet or
+    already held, naming both the field and the holder."""
+
+    def __init__(self, networks: tuple[model.Network, ...]):
+        self.networks = {n.id: n for n in networks}
+        self.subnets = {n.id: ipaddress.IPv4Network(n.subnet) for n in networks}
+        self.holders: dict[tuple[str, str], str] = {}
+
+    def claim(self, where: str, network_id: str, address: str, holder: Optional[str]) -> None:
+        """Check `address` is in the network's subnet; `holder` None: check only that."""
+        network = self.networks[network_id]
+        if ipaddress.IPv4Address(address) not in self.subnets[network_id]:
+            raise SnapshotError(f"{where}: {address!r} is not in network {network.name}'s subnet {network.subnet}")
+        if holder is None:
+            return
+        key = (network_id, address)
+        if key in self.holders:
+            raise SnapshotError(f"{where}: {address!r} is already {self.holders[key]} on network {network.name!r}")
+        self.holders[key] = holder
+
+
+def _holds_address(task: model.Task) -> bool:
+    """Whether a task still owns its addresses.  Swarm frees them once both the desired and the
+    current state are past running (swarmkit's taskDead) but keeps them in the task record, so a
+    dead task in the history may list an address a new task now has: that is not a conflict."""
+    past_running = model.TASK_STATES.index("running")
+    return not (model.TASK_STATES.index(task.desired_state) > past_running
+                and model.TASK_STATES.index(task.current_state) > past_running)
+
+
+def _check_addresses(cluster: model.Cluster) -> None:
+    """Every address lies in its network's subnet, and no two holders (a node's load balancer, a
+    service VIP, a live task) share one address on one network.  Runs after the references are
+    known to resolve."""
+    book = _AddressBook(cluster.networks)
+    for i, network in enumerate(cluster.networks):
+        for j, entry in enumerate(network.lb_addresses):
+            book.claim(f"networks[{i}].lb_addresses[{j}].address", network.id, entry.address,
+                       f"the load-balancer address of node {entry.node_id!r}")
+    for i, svc in enumerate(cluster.services):
+        on_networks: set[str] = set()
+        for j, vip in enumerate(svc.vips):
+            if vip.network_id in on_networks:
+                raise SnapshotError(f"services[{i}].vips[{j}].network_id: {svc.name!r} already has a VIP on "
+                                    f"network {book.networks[vip.network_id].name!r}")
+            on_networks.add(vip.network_id)
+            book.claim(f"services[{i}].vips[{j}].address", vip.network_id, vip.address, f"the VIP of {svc.name!r}")
+    for i, task in enumerate(cluster.tasks):
+        holder = f"the address of task {task.id!r}" if _holds_address(task) else None
+        for j, addr in enumerate(task.addresses):
+            book.claim(f"tasks[{i}].addresses[{j}].address", addr.network_id, addr.address, holder)
 
 
 def from_dict(data: Any) -> model.Cluster:

@@ -55,6 +55,71 @@ def test_bad_field_is_named(mutate, message):
     assert message in str(err.value)
 
 
+def _address(kind: str, i: int, field: str, j: int, address: str):
+    """A mutation setting e.g. services[i].vips[j].address."""
+    return lambda d: d[kind][i][field][j].update(address=address)
+
+
+def _task_state(i: int, **states):
+    return lambda d: d["tasks"][i].update(**states)
+
+
+def _all(*mutations):
+    return lambda d: [mutate(d) for mutate in mutations]
+
+
+# Scenario addresses: network 0 "ingress" 10.255.0.0/16, network 1 "app" 10.0.1.0/24 with LB
+# addresses .251 (node1) and .252 (node2); web's VIP is 10.0.1.2, empty's 10.0.1.3; task t1 holds
+# 10.0.1.11 and t2 10.0.1.12 on app (tasks[i].addresses[1]), c1 10.0.1.101 (tasks[4].addresses[0]).
+@pytest.mark.parametrize("mutate, message", [
+    (_address("services", 1, "vips", 0, "10.0.1.2"),
+     "services[1].vips[0].address: '10.0.1.2' is already the VIP of 'web' on network 'app'"),
+    (_address("services", 1, "vips", 0, "10.0.9.9"),
+     "services[1].vips[0].address: '10.0.9.9' is not in network app's subnet 10.0.1.0/24"),
+    (_address("services", 0, "vips", 0, "10.0.1.251"),
+     "services[0].vips[0].address: '10.0.1.251' is already the load-balancer address of node 'node1' "
+     "on network 'app'"),
+    (_address("services", 1, "vips", 0, "10.0.1.11"),
+     "tasks[0].addresses[1].address: '10.0.1.11' is already the VIP of 'empty' on network 'app'"),
+    (lambda d: d["services"][0]["vips"].append({"network_id": "appnet00000001", "address": "10.0.1.50"}),
+     "services[0].vips[1].network_id: 'web' already has a VIP on network 'app'"),
+    (_address("tasks", 2, "addresses", 0, "10.0.1.13"),
+     "tasks[2].addresses[0].address: '10.0.1.13' is not in network ingress's subnet 10.255.0.0/16"),
+    (_address("tasks", 1, "addresses", 1, "10.0.1.11"),
+     "tasks[1].addresses[1].address: '10.0.1.11' is already the address of task 't1' on network 'app'"),
+    (_address("tasks", 4, "addresses", 0, "10.0.1.252"),
+     "tasks[4].addresses[0].address: '10.0.1.252' is already the load-balancer address of node 'node2' "
+     "on network 'app'"),
+    (_address("networks", 1, "lb_addresses", 1, "10.0.2.252"),
+     "networks[1].lb_addresses[1].address: '10.0.2.252' is not in network app's subnet 10.0.1.0/24"),
+    (_address("networks", 0, "lb_addresses", 1, "10.255.0.2"),
+     "networks[0].lb_addresses[1].address: '10.255.0.2' is already the load-balancer address of node "
+     "'node1' on network 'ingress'"),
+    # A task that failed but is still meant to run keeps its address until swarm gives up on it.
+    (_all(_task_state(0, current_state="failed"), _address("tasks", 1, "addresses", 1, "10.0.1.11")),
+     "tasks[1].addresses[1].address: '10.0.1.11' is already the address of task 't1' on network 'app'"),
+    # A dead task's stale address still has to be an address of its network.
+    (_all(_task_state(0, desired_state="shutdown", current_state="shutdown"),
+          _address("tasks", 0, "addresses", 1, "10.0.7.1")),
+     "tasks[0].addresses[1].address: '10.0.7.1' is not in network app's subnet 10.0.1.0/24"),
+])
+def test_address_conflicts_are_named(mutate, message):
+    data = _cluster_dict()
+    mutate(data)
+    with pytest.raises(snapshot.SnapshotError) as err:
+        snapshot.from_dict(data)
+    assert message in str(err.value)
+
+
+def test_a_dead_task_may_list_an_address_swarm_has_given_to_a_new_task():
+    """Swarm frees a task's addresses once it is shut down but keeps them in the task record."""
+    data = _cluster_dict()
+    data["tasks"][0].update(desired_state="shutdown", current_state="shutdown")
+    data["tasks"][1]["addresses"][1]["address"] = data["tasks"][0]["addresses"][1]["address"]
+    cluster = snapshot.from_dict(data)
+    assert cluster.tasks[1].address_on("appnet00000001") == "10.0.1.11"
+
+
 def test_not_json_and_missing_file_are_clear(tmp_path):
     bad = tmp_path / "c.json"
     bad.write_text("{nope")
