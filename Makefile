@@ -1,26 +1,41 @@
 # Two entry points do all set-up themselves (apt, venv, pip) and are idempotent:
 #   sudo make demo   the conformance topology, programmed by ingressmesh, with real traffic
 #   sudo make test   every test: rootless unit tests and the real-kernel conformance suite
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMPS := .stamps
+# `make unit` runs rootless (it needs python3 >= 3.10 with python3-venv).
+VENV  := .venv
+PY    := $(VENV)/bin/python
+# The install stamp lives inside the venv: deleting .venv rebuilds everything.
+STAMP := $(VENV)/.installed
 
-.PHONY: deps venv test unit kernel demo demo-keep demo-down bench clean
+# Targets that need network namespaces and nftables: refuse them early without root.
+ROOT_GOALS := test kernel demo demo-keep demo-down bench
+ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
+ifneq ($(shell id -u),0)
+$(error make $(filter $(ROOT_GOALS),$(MAKECMDGOALS)) needs root (network namespaces, nftables): run sudo make $(MAKECMDGOALS); `make unit` runs rootless)
+endif
+endif
 
-$(STAMPS):
-	mkdir -p $(STAMPS)
+.DEFAULT_GOAL := help
+.PHONY: help deps venv test unit kernel demo demo-keep demo-down bench clean
 
-deps: | $(STAMPS)
-	@[ "$$(id -u)" = 0 ] || { echo "run as root: sudo make $(MAKECMDGOALS)"; exit 1; }
-	sh scripts/install-deps.sh
+help:
+	@echo "sudo make test    every test (unit + real-kernel conformance suite)"
+	@echo "sudo make demo    2-node mesh in network namespaces with real traffic (demo-keep, demo-down)"
+	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  control-plane benchmark"
+	@echo "make unit         rootless unit tests"
+	@echo "make clean        remove the venv"
 
-$(STAMPS)/venv: setup.cfg pyproject.toml | $(STAMPS)
-	[ -x $(PY) ] || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+# As root: apt-get install what is missing. Otherwise: only check python3 (>= 3.10, venv).
+deps:
+	@sh scripts/install-deps.sh "$(or $(MAKECMDGOALS),deps)"
+
+# Order-only on deps: checked every time, but it never makes the stamp stale by itself.
+$(STAMP): setup.cfg pyproject.toml | deps
+	[ -x $(VENV)/bin/pip ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-venv: deps $(STAMPS)/venv
+venv: $(STAMP)
 
 unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -44,4 +59,4 @@ bench: venv
 	$(PY) bench/control_plane.py
 
 clean:
-	rm -rf $(VENV) $(STAMPS) *.egg-info
+	rm -rf $(VENV) *.egg-info

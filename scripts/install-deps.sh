@@ -1,7 +1,45 @@
 #!/bin/sh
-# Install what ingressmesh needs on Debian/Ubuntu (as root); does nothing when all is present.
+# What ingressmesh needs on Debian/Ubuntu. Runs before every make target, so it must stay fast
+# and idempotent: when everything is present it only asks dpkg and python3.
+#   as root:     apt-get install whatever is missing, then check python3
+#   as non-root: install nothing; check that python3 (>= 3.10, with venv) is there, which is
+#                all the rootless targets (make unit) need
+# The venv's pip comes from python3-venv (ensurepip + python3-pip-whl), so no python3-pip.
 set -eu
-PACKAGES="nftables conntrack iproute2 python3 python3-venv python3-pip procps util-linux"
+PACKAGES="nftables conntrack iproute2 python3 python3-venv procps util-linux"
+
+check_python() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "python3 not found: install it (as root: apt-get install python3 python3-venv, or sudo make $1)" >&2
+        exit 1
+    fi
+    if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+        echo "python3 is $(python3 -c 'import platform; print(platform.python_version())'); ingressmesh needs" \
+            "Python >= 3.10 (Debian 12 or Ubuntu 22.04 and later; Debian 11 and Ubuntu 20.04 are too old)" >&2
+        exit 1
+    fi
+    # Debian/Ubuntu ship ensurepip in python3-venv; without it `python3 -m venv` fails.
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        echo "python3 cannot create a venv: install python3-venv (as root: apt-get install python3-venv," \
+            "or sudo make $1)" >&2
+        exit 1
+    fi
+}
+
+goal="${1:-deps}"
+if [ "$(id -u)" != 0 ]; then
+    check_python "$goal"
+    exit 0
+fi
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    for cmd in nft conntrack ip; do
+        command -v "$cmd" >/dev/null 2>&1 ||
+            { echo "no dpkg/apt-get and no $cmd: install the equivalents of: $PACKAGES" >&2; exit 1; }
+    done
+    check_python "$goal"
+    exit 0
+fi
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
@@ -9,5 +47,8 @@ done
 if [ -n "$missing" ]; then
     echo "installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q $missing || { apt-get update -q && apt-get install -y -q $missing; }
+    # shellcheck disable=SC2086  # $missing is a list of words
+    apt-get install -y -q --no-install-recommends $missing ||
+        { apt-get update -q && apt-get install -y -q --no-install-recommends $missing; }
 fi
+check_python "$goal"
