@@ -38,6 +38,9 @@ def test_published_port_on_every_node_reaches_tasks_on_other_nodes(mesh):
         spread = traffic.tcp_spread(mesh.bed.ext_ns, mesh.bed.node_address(node), WEB_TCP, 90)
         assert set(spread) == ELIGIBLE, f"node{node}: {spread}"
         assert any(on_node[t] != node for t in spread), "no task on another node was reached"
+        # From the node itself (the host's output path), to its own address.
+        local = traffic.tcp_spread(mesh.bed.node_ns(node), mesh.bed.node_address(node), WEB_TCP, 30)
+        assert set(local) <= ELIGIBLE and len(local) >= 2, f"node{node} to itself: {local}"
 
 
 def test_udp_through_vip_and_through_published_port(mesh):
