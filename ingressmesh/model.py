@@ -21,6 +21,11 @@ TASK_STATES = (
 )
 
 
+def _address_where(entries, field_name: str, wanted: str) -> Optional[str]:
+    """The address of the first entry whose `field_name` is `wanted` (lists are short)."""
+    return next((e.address for e in entries if getattr(e, field_name) == wanted), None)
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     id: str
@@ -49,10 +54,7 @@ class Network:
     lb_addresses: tuple[NodeAddress, ...] = ()
 
     def lb_address(self, node_id: str) -> Optional[str]:
-        for entry in self.lb_addresses:
-            if entry.node_id == node_id:
-                return entry.address
-        return None
+        return _address_where(self.lb_addresses, "node_id", node_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +81,7 @@ class Service:
     ports: tuple[PublishedPort, ...] = ()
 
     def vip_on(self, network_id: str) -> Optional[str]:
-        for vip in self.vips:
-            if vip.network_id == network_id:
-                return vip.address
-        return None
+        return _address_where(self.vips, "network_id", network_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +104,7 @@ class Task:
     since: float = 0.0
 
     def address_on(self, network_id: str) -> Optional[str]:
-        for entry in self.addresses:
-            if entry.network_id == network_id:
-                return entry.address
-        return None
+        return _address_where(self.addresses, "network_id", network_id)
 
 
 @dataclass(frozen=True, slots=True)
