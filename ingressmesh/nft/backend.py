@@ -98,8 +98,14 @@ class NftBackend:
         for entry in new_entries if keyed else changed:
             key = entry_key(entry)
             before = old.entries.get(key)
-            if before is None or not (before.entry is entry or before.entry == entry):
-                diff.replace(key, before, render_entry(plan.role, entry))
+            if before is not None and before.entry is entry:
+                continue
+            if before is not None and before.entry == entry:
+                # Same content from a new plan: point at the new entry, so the old plan can be
+                # freed and the next apply finds it by identity.
+                diff.entries[key] = dataclasses.replace(before, entry=entry)
+                continue
+            diff.replace(key, before, render_entry(plan.role, entry))
         if keyed:
             wanted = {entry_key(e) for e in new_entries}
             if len(wanted) != len(new_entries):
