@@ -14,8 +14,7 @@ from . import snapshot
 from .apply import NodeApplier
 from .doctor import doctor_command
 from .layout import Layout
-from .netns import Netns
-from .netns import NetnsError
+from .netns import Netns, NetnsError
 from .nft.backend import NftBackend, NftError
 from .nft.kernel import KernelNft
 from .scan import namespaces_with_tables
@@ -42,6 +41,7 @@ _cluster_options = (
 
 
 def cluster_options(func):
+    """The options every command that reads a cluster snapshot shares."""
     for option in reversed(_cluster_options):
         func = option(func)
     return func

@@ -16,6 +16,10 @@ def test_sysctl_is_set_in_the_namespace_and_not_in_ours(scratch):
     assert ns.sysctl("net.ipv4.ip_forward") == "1"
     assert Netns.from_ref("").sysctl("net.ipv4.conf.all.forwarding") == ours
     assert Netns.from_ref(scratch.path).sysctl("net.ipv4.ip_forward") == "1"  # by path
+    key = "net.netfilter.nf_conntrack_tcp_timeout_established"  # conntrack settings are per namespace too
+    root_value = Netns.from_ref("").sysctl(key)
+    ns.set_sysctl(key, "7200")
+    assert ns.sysctl(key) == "7200" and Netns.from_ref("").sysctl(key) == root_value
 
 
 def test_commands_and_sockets_belong_to_the_namespace(scratch):
