@@ -68,7 +68,7 @@ class IncrementalPlanner:
         swaps: dict[int, list] = {}
         for sid, old in self._dirty.items():
             new = self.plans.get(sid)
-            if new is None or old is None or _fronts(old) != _fronts(new):
+            if new is None or old is None or _fronts(old) != _fronts(new) or old.warnings != new.warnings:
                 return False
             for ns_key, entry in _entries(new):
                 index, position = self._positions[(ns_key, _front(entry))]

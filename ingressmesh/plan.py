@@ -44,6 +44,7 @@ class VipEntry:
     service: str
     vip: str
     backends: tuple[Backend, ...]
+    scheduler: str = "rr"  # IPVS scheduler; the nft backend always picks at random
 
     def active(self) -> tuple[Backend, ...]:
         return tuple(b for b in self.backends if b.state == ACTIVE)
@@ -55,6 +56,7 @@ class PortEntry:
     protocol: str
     port: int
     backends: tuple[Backend, ...] = ()
+    scheduler: str = "rr"
 
     def active(self) -> tuple[Backend, ...]:
         return tuple(b for b in self.backends if b.state == ACTIVE)
@@ -103,6 +105,7 @@ class ServicePlan:
     host_ports: tuple[PortEntry, ...] = ()
     ports: tuple[PortEntry, ...] = ()
     vips: tuple[tuple[str, VipEntry], ...] = ()  # (network id, entry)
+    warnings: tuple[str, ...] = ()  # about this service's labels
 
     @property
     def draining(self) -> bool:
@@ -180,8 +183,26 @@ def _backends(tasks, states: dict, network_id: str, port: int) -> tuple[Backend,
     return tuple(found)
 
 
+SCHEDULER_LABEL = "io.ingressmesh.lb.scheduler"
+SCHEDULERS = ("rr", "wrr", "lc", "sh", "mh")  # round robin, weighted rr, least conn, source hash, Maglev
+
+
+def scheduler_of(service: model.Service) -> tuple[str, tuple[str, ...]]:
+    """The service's load-balancing scheduler and any warning: a bad label value is named with
+    its service and falls back to round robin, so one typo never takes a service down."""
+    value = dict(service.labels).get(SCHEDULER_LABEL)
+    if value is None:
+        return "rr", ()
+    if value.strip().lower() in SCHEDULERS:
+        return value.strip().lower(), ()
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    return "rr", (f"service {service.name}: label {SCHEDULER_LABEL}={shown!r} is not one of "
+                  f"{', '.join(SCHEDULERS)}; using rr",)
+
+
 def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan:
     """The entries one service contributes to this node's namespaces."""
+    scheduler, warnings = scheduler_of(service)
     states = {t.id: task_state(t, ctx.node_states.get(t.node_id), ctx.options) for t in tasks}
     ports, host_ports = [], []
     if ctx.ingress is not None:
@@ -189,21 +210,24 @@ def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan
             if port.publish_mode != "ingress":
                 continue
             ports.append(PortEntry(service.name, port.protocol, port.published_port,
-                                   _backends(tasks, states, ctx.ingress.id, port.target_port)))
+                                   _backends(tasks, states, ctx.ingress.id, port.target_port), scheduler))
             host_ports.append(PortEntry(service.name, port.protocol, port.published_port))
     vips = []
     if service.endpoint_mode == "vip":
         for network, _ in ctx.lb_networks:
             vip = service.vip_on(network.id)
             if vip:
-                vips.append((network.id, VipEntry(service.name, vip, _backends(tasks, states, network.id, 0))))
-    return ServicePlan(tuple(host_ports), tuple(ports), tuple(vips))
+                vips.append((network.id, VipEntry(service.name, vip, _backends(tasks, states, network.id, 0),
+                                                  scheduler)))
+    return ServicePlan(tuple(host_ports), tuple(ports), tuple(vips), warnings)
 
 
 def assemble(ctx: NodeContext, service_plans) -> NodePlan:
     """Gather service plans into the node's namespaces, sorted so the result is deterministic."""
     host, ingress, vips = [], [], {network.id: [] for network, _ in ctx.lb_networks}
+    warnings = []
     for sp in service_plans:
+        warnings += sp.warnings
         host += sp.host_ports
         ingress += sp.ports
         for network_id, entry in sp.vips:
@@ -219,7 +243,7 @@ def assemble(ctx: NodeContext, service_plans) -> NodePlan:
         entries = sorted(vips[network.id], key=lambda e: ip_sort_key(e.vip))
         namespaces.append(NamespacePlan(role="lb", network_id=network.id, network_name=network.name,
                                         snat_address=snat, vips=tuple(entries)))
-    return NodePlan(node_id=ctx.node_id, namespaces=tuple(namespaces), warnings=ctx.warnings)
+    return NodePlan(node_id=ctx.node_id, namespaces=tuple(namespaces), warnings=ctx.warnings + tuple(sorted(warnings)))
 
 
 def tasks_by_service(cluster: model.Cluster) -> dict[str, list[model.Task]]:

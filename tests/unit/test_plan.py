@@ -95,3 +95,15 @@ def test_plan_is_deterministic_whatever_the_input_order():
     assert first == second
     assert json.dumps(to_dict(first)) == json.dumps(to_dict(second))
     assert to_dict(first)["namespaces"][2]["key"] == f"lb:{APP_ID}"
+
+
+def test_scheduler_label_is_carried_and_a_bad_value_falls_back_to_rr_with_a_warning():
+    cluster = scenario_cluster(Testbed(prefix="unit"))
+    labelled = {"web": (("io.ingressmesh.lb.scheduler", "sh"),), "empty": (("io.ingressmesh.lb.scheduler", "fastest"),)}
+    services = tuple(dataclasses.replace(s, labels=labelled.get(s.name, ())) for s in cluster.services)
+    plan = plan_node(dataclasses.replace(cluster, services=services), "node1", PlanOptions(now=NOW))
+    vips = {v.service: v for v in plan.namespace(f"lb:{APP_ID}").vips}
+    assert vips["web"].scheduler == "sh" and vips["empty"].scheduler == "rr"
+    assert {p.service: p.scheduler for p in plan.namespace("ingress").ports} == {"web": "sh", "empty": "rr"}
+    assert plan.warnings == ("service empty: label io.ingressmesh.lb.scheduler='fastest' is not one of "
+                             "rr, wrr, lc, sh, mh; using rr",)
