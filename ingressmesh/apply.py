@@ -16,12 +16,13 @@ from typing import Callable, Optional
 
 from .layout import Layout
 from .netns import Netns, NetnsError
+from .ipvs.kernel import IpvsError
 from .nft.errors import NftError
 from .plan import NodePlan
 
 # DNAT only works where forwarding is on; Docker sets the same in its namespaces and host.
 SYSCTLS = (("net.ipv4.ip_forward", "1"),)
-_FAILURES = (NftError, NetnsError, OSError, ValueError, subprocess.SubprocessError)
+_FAILURES = (NftError, IpvsError, NetnsError, OSError, ValueError, subprocess.SubprocessError)
 
 
 def kernel_nft_backend(netns: Netns):

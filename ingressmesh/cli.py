@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from . import plan as planner
-from . import snapshot
+from . import backends, snapshot
 from .apply import NodeApplier
 from .doctor import doctor_command
 from .layout import Layout
 from .netns import Netns, NetnsError
-from .nft.backend import NftBackend, NftError
-from .nft.kernel import KernelNft
+from .ipvs.kernel import IpvsError
+from .nft.errors import NftError
 from .scan import namespaces_with_tables
 
 
@@ -38,6 +38,11 @@ _cluster_options = (
     click.option("--drain-grace", default=10.0, show_default=True,
                  help="Seconds an ineligible task keeps its established connections."),
 )
+
+
+backend_option = click.option(
+    "--backend", type=click.Choice(backends.CHOICES), default="auto", show_default=True,
+    help="Data plane: IPVS + fwmarks where the kernel has IPVS (auto), or nftables.")
 
 
 def cluster_options(func):
@@ -92,8 +97,9 @@ def _backend_text(backends) -> str:
               help="Ingress namespace (name or path).")
 @click.option("--lb-netns", default=Layout.lb, show_default=True,
               help="Load-balancer namespace per network; fields {network_id} {network_name}.")
+@backend_option
 def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: str,
-                  ingress_netns: str, lb_netns: str) -> None:
+                  ingress_netns: str, lb_netns: str, backend: str) -> None:
     """Program this node's namespaces from a cluster snapshot."""
     node_plan = _load_plan(cluster_file, node, drain_grace)
     for warning in node_plan.warnings:
@@ -103,7 +109,7 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
     except (KeyError, ValueError, IndexError) as err:
         raise click.ClickException(f"--lb-netns {lb_netns!r}: bad template ({err!r}); "
                                    "fields are {network_id} and {network_name}") from None
-    applier = NodeApplier(Layout(host=host_netns, ingress=ingress_netns, lb=lb_netns))
+    applier = NodeApplier(Layout(host=host_netns, ingress=ingress_netns, lb=lb_netns), backends.factory(backend))
     report = applier.apply(node_plan)
     for key, (added, removed, full) in sorted(report.changed.items()):
         click.echo(f"{key}: {'full sync' if full else 'diff'}, +{added} -{removed} elements")
@@ -117,14 +123,15 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
 @click.option("--netns", "netns_ref", default=None,
               help="Only this namespace (name or path); default: every namespace with a table.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show_command(netns_ref, as_json: bool) -> None:
+@backend_option
+def show_command(netns_ref, as_json: bool, backend: str) -> None:
     """VIP-to-task tables as programmed in the kernel."""
     targets = [Netns.from_ref(netns_ref)] if netns_ref is not None else namespaces_with_tables()
     result = {}
     for netns in targets:
         try:
-            result[netns.path or "(host)"] = NftBackend(KernelNft(netns)).read()
-        except (NftError, NetnsError, OSError) as err:
+            result[netns.path or "(host)"] = backends.factory(backend)(netns).read()
+        except (NftError, IpvsError, NetnsError, OSError) as err:
             raise click.ClickException(f"cannot read {netns.path or '(host)'}: {err}") from None
     if as_json:
         click.echo(json.dumps({ns: [{"service": r.service, "frontend": r.frontend, "note": r.note,
@@ -147,14 +154,15 @@ def show_command(netns_ref, as_json: bool) -> None:
 @main.command("cleanup")
 @click.option("--netns", "netns_refs", multiple=True,
               help="Namespace to clean (repeatable); default: every namespace with a table.")
-def cleanup_command(netns_refs) -> None:
-    """Remove every table ingressmesh created, and nothing else."""
+@backend_option
+def cleanup_command(netns_refs, backend: str) -> None:
+    """Remove every table (and IPVS service) ingressmesh created, and nothing else."""
     targets = [Netns.from_ref(ref) for ref in netns_refs] if netns_refs else namespaces_with_tables()
     failed = False
     for netns in targets:
         try:
-            NftBackend(KernelNft(netns)).cleanup()
-        except (NftError, NetnsError, OSError) as err:
+            backends.factory(backend)(netns).cleanup()
+        except (NftError, IpvsError, NetnsError, OSError) as err:
             click.echo(f"error: {err}", err=True)
             failed = True
             continue

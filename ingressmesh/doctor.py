@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from . import backends
 from .nft.render import pick_chain_rule, skeleton
 from .plan import NamespacePlan
 
@@ -104,16 +105,12 @@ def _dedupe_sets(script: str) -> str:
 
 
 def check_ipvs() -> Check:
-    meaning = "the IPVS backend (coming) can run here"
-    if os.path.exists("/proc/net/ip_vs"):
-        return Check("IPVS", True, "/proc/net/ip_vs present", meaning)
-    try:
-        from pyroute2 import IPVS
-        IPVS().close()
-        return Check("IPVS", True, "IPVS generic netlink family answers", meaning)
-    except Exception as err:  # pyroute2 raises several types when the family is missing
-        return Check("IPVS", False, f"not available ({type(err).__name__})",
-                     "Docker's own routing mesh does nothing on this kernel; ingressmesh's nft backend works")
+    ok, why = backends.ipvs_available()
+    if ok:
+        return Check("IPVS", True, why, f"the ipvs backend can run here; {backends.explain()}")
+    return Check("IPVS", False, f"not available: {why}",
+                 "Docker's own routing mesh does nothing on this kernel; "
+                 f"ingressmesh's nftables backend works ({backends.explain()})")
 
 
 def check_conntrack() -> Check:

@@ -79,7 +79,7 @@ def pick_chain_rule(name: str) -> str:
 COMMENT_MAX = 128  # bytes; the kernel refuses longer element comments
 
 
-def _comment(text: str) -> str:
+def comment_text(text: str) -> str:
     """Comments are for people reading `show`: never let a name fail or escape a transaction."""
     return re.sub(r"[^A-Za-z0-9_.:/ -]", "?", text)[:COMMENT_MAX]
 
@@ -121,7 +121,7 @@ def entry_key(entry) -> tuple:
 
 def _render_port(role: str, entry: PortEntry) -> Rendered:
     key = (entry.protocol, entry.port)
-    service = _comment(entry.service)
+    service = comment_text(entry.service)
     if role == "host":
         return Rendered(entry, frozenset((Element("published", key, comment=service),)))
     elements, chain = [], ""
@@ -133,15 +133,15 @@ def _render_port(role: str, entry: PortEntry) -> Rendered:
         elements.append(Element("port_services", key, (f"goto {chain}",), service))
         # Every task of a service listens on the same target port.
         elements.append(Element("port_targets", key, (active[0].port,), service))
-        elements += [Element("port_backends", key + (index,), (b.address,), _comment(f"{entry.service} {b.task_id}"))
+        elements += [Element("port_backends", key + (index,), (b.address,), comment_text(f"{entry.service} {b.task_id}"))
                      for index, b in enumerate(active)]
-    elements += [Element("port_draining", key + (b.address, b.port), comment=_comment(f"{entry.service} {b.task_id}"))
+    elements += [Element("port_draining", key + (b.address, b.port), comment=comment_text(f"{entry.service} {b.task_id}"))
                  for b in entry.backends if b.state != "active"]
     return Rendered(entry, frozenset(elements), chain)
 
 
 def _render_vip(entry: VipEntry) -> Rendered:
-    service = _comment(entry.service)
+    service = comment_text(entry.service)
     elements, chain = [], ""
     active = entry.active()
     if not active:
@@ -149,9 +149,9 @@ def _render_vip(entry: VipEntry) -> Rendered:
     else:
         chain = f"pick_vip_{len(active)}"
         elements.append(Element("vip_services", (entry.vip,), (f"goto {chain}",), service))
-        elements += [Element("vip_backends", (entry.vip, index), (b.address,), _comment(f"{entry.service} {b.task_id}"))
+        elements += [Element("vip_backends", (entry.vip, index), (b.address,), comment_text(f"{entry.service} {b.task_id}"))
                      for index, b in enumerate(active)]
-    elements += [Element("vip_draining", (entry.vip, b.address), comment=_comment(f"{entry.service} {b.task_id}"))
+    elements += [Element("vip_draining", (entry.vip, b.address), comment=comment_text(f"{entry.service} {b.task_id}"))
                  for b in entry.backends if b.state != "active"]
     return Rendered(entry, frozenset(elements), chain)
 

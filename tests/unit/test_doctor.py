@@ -134,12 +134,15 @@ def test_missing_tools_are_reported_without_running_anything(monkeypatch):
         assert doctor.check_vxlan().detail == "ip not installed"
 
 
-def test_ipvs_meaning_names_no_flag_that_does_not_exist(monkeypatch):
-    real_exists = doctor.os.path.exists
-    monkeypatch.setattr(doctor.os.path, "exists", lambda path: path == "/proc/net/ip_vs" or real_exists(path))
+def test_ipvs_check_says_which_backend_auto_picks(monkeypatch):
+    from ingressmesh import backends
+    monkeypatch.setattr(backends, "ipvs_available", lambda: (True, "/proc/net/ip_vs present"))
     check = doctor.check_ipvs()
-    assert check.ok and check.meaning == "the IPVS backend (coming) can run here"
-    assert "--backend" not in check.meaning
+    assert check.ok and check.meaning == ("the ipvs backend can run here; "
+                                          "auto picks ipvs: /proc/net/ip_vs present")
+    monkeypatch.setattr(backends, "ipvs_available", lambda: (False, "no IPVS in this kernel (NetlinkError)"))
+    check = doctor.check_ipvs()
+    assert not check.ok and "auto picks nftables: no IPVS in this kernel" in check.meaning
 
 
 def test_dedupe_sets_keeps_the_first_declaration_of_each_set():

@@ -1,0 +1,46 @@
+"""Choosing a data plane: `--backend auto|nftables|ipvs`.
+
+`auto` takes IPVS where the kernel has it (as Docker would) and nftables everywhere else;
+`explain()` says which one auto picks and why, for `doctor`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .netns import Netns
+
+CHOICES = ("auto", "nftables", "ipvs")
+
+
+def ipvs_available() -> tuple[bool, str]:
+    if os.path.exists("/proc/net/ip_vs"):
+        return True, "/proc/net/ip_vs present"
+    try:
+        from pyroute2 import IPVS
+        IPVS().close()
+        return True, "the IPVS netlink family answers"
+    except Exception as err:  # pyroute2 raises several types when the family is missing
+        return False, f"no IPVS in this kernel ({type(err).__name__})"
+
+
+def resolve(choice: str) -> str:
+    if choice not in CHOICES:
+        raise ValueError(f"backend {choice!r} is not one of {', '.join(CHOICES)}")
+    if choice != "auto":
+        return choice
+    return "ipvs" if ipvs_available()[0] else "nftables"
+
+
+def explain() -> str:
+    ok, why = ipvs_available()
+    return f"auto picks {'ipvs' if ok else 'nftables'}: {why}"
+
+
+def factory(choice: str) -> Callable[[Netns], object]:
+    """Netns -> backend for the resolved choice."""
+    if resolve(choice) == "ipvs":
+        from .ipvs.backend import IpvsBackend
+        return IpvsBackend
+    from .apply import kernel_nft_backend
+    return kernel_nft_backend

@@ -1,0 +1,79 @@
+"""What one namespace's IPVS state and mark table should be, from a NamespacePlan (pure).
+
+Each front-end with at least one backend (a VIP, or a protocol/published port) gets a fwmark
+from ingressmesh's own range and one IPVS fwmark virtual service, NAT forwarding, real
+servers = task addresses (port 0 for a VIP: the client's port is kept, as Docker does),
+weight 1 when active and 0 while draining.  A front-end with no backend at all gets no
+service and no mark, but a reject element, so new connections are refused at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+from ..nft.render import comment_text
+from ..nft.state import Element
+from ..plan import ACTIVE, NamespacePlan, VipEntry
+
+# ingressmesh's marks: MARK_BASE + n, n in 1..65535.  Docker counts up from 256, kube-proxy
+# uses single bits 0x4000/0x8000: this range overlaps neither.
+MARK_BASE = 0x4D450000
+MARK_MASK = 0xFFFF0000
+MAX_MARKS = 0xFFFF
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    """One IPVS fwmark virtual service as ingressmesh wants it."""
+    mark: int
+    scheduler: str
+    dests: Mapping[tuple[str, int], int]  # (address, port) -> weight
+    frontend: tuple  # ("vip", address) or ("port", protocol, port)
+    service: str  # the swarm service's name, for `show`
+
+
+def frontend_key(entry) -> tuple:
+    return ("vip", entry.vip) if isinstance(entry, VipEntry) else ("port", entry.protocol, entry.port)
+
+
+def allocate_marks(plan: NamespacePlan, known: Mapping[tuple, int]) -> dict[tuple, int]:
+    """Front-end -> mark: keep every mark already given (known), give new ones the lowest free.
+
+    Keeping marks stable across applies means a front-end's IPVS service is never re-created
+    (which would reset its connection table) just because another service came or went."""
+    wanted = [frontend_key(e) for e in plan.ports + plan.vips if e.backends]
+    marks = {key: known[key] for key in wanted if key in known}
+    used = set(marks.values())
+    free = (MARK_BASE + n for n in range(1, MAX_MARKS + 1) if MARK_BASE + n not in used)
+    for key in wanted:
+        if key not in marks:
+            try:
+                marks[key] = next(free)
+            except StopIteration:
+                raise ValueError(f"{plan.key}: more than {MAX_MARKS} front-ends need an IPVS mark") from None
+    return marks
+
+
+def virtual_services(plan: NamespacePlan, marks: Mapping[tuple, int]) -> dict[int, VirtualService]:
+    services = {}
+    for entry in plan.ports + plan.vips:
+        if not entry.backends:
+            continue
+        key = frontend_key(entry)
+        dests = MappingProxyType({(b.address, b.port): 1 if b.state == ACTIVE else 0 for b in entry.backends})
+        services[marks[key]] = VirtualService(marks[key], entry.scheduler, dests, key, entry.service)
+    return services
+
+
+def mark_elements(plan: NamespacePlan, marks: Mapping[tuple, int]) -> frozenset:
+    """The nft elements: front-end -> mark, and rejects for front-ends with no task at all."""
+    elements = []
+    for entry in plan.ports + plan.vips:
+        key, comment = frontend_key(entry), comment_text(entry.service)
+        vip = key[0] == "vip"
+        if entry.backends:
+            elements.append(Element("vip_marks" if vip else "port_marks", key[1:], (marks[key],), comment))
+        else:
+            elements.append(Element("vip_rejects" if vip else "port_rejects", key[1:], (), comment))
+    return frozenset(elements)

@@ -1,0 +1,44 @@
+"""The nftables part of the IPVS data plane: mark packets per front-end, refuse empty ones,
+source-NAT what IPVS forwarded.  Like Docker's mangle MARK + `-m ipvs ... -j SNAT`, but in
+ingressmesh's own table and mark range, so Docker's rules and ours can share a kernel."""
+from __future__ import annotations
+
+from ..plan import NamespacePlan
+from .desired import MARK_BASE, MARK_MASK
+
+_DECLARATIONS = """\
+  map vip_marks { type ipv4_addr : mark; }
+  map port_marks { type inet_proto . inet_service : mark; }
+  set vip_rejects { type ipv4_addr; }
+  set port_rejects { type inet_proto . inet_service; }
+  chain reject_new { meta l4proto tcp reject with tcp reset; reject; }
+"""
+
+_SNAT = """\
+  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+    meta mark & 0x%08x == 0x%08x snat ip to {snat_address}; }
+""" % (MARK_MASK, MARK_BASE)
+
+# A marked VIP packet is routed to this namespace itself (policy routing, see routing.py),
+# where IPVS takes it at input; a published port is already addressed to the namespace.
+_LB = """\
+  chain mark_in { type filter hook prerouting priority mangle; policy accept;
+    meta l4proto { tcp, udp } meta mark set ip daddr map @vip_marks; }
+  chain filter_forward { type filter hook forward priority filter; policy accept;
+    ct state new meta l4proto { tcp, udp } ip daddr @vip_rejects goto reject_new; }
+  chain filter_input { type filter hook input priority filter; policy accept;
+    ct state new meta l4proto { tcp, udp } ip daddr @vip_rejects goto reject_new; }
+"""
+
+_INGRESS = """\
+  chain mark_in { type filter hook prerouting priority mangle; policy accept;
+    fib daddr type local meta mark set meta l4proto . th dport map @port_marks; }
+  chain filter_input { type filter hook input priority filter; policy accept;
+    ct state new meta l4proto . th dport @port_rejects goto reject_new; }
+"""
+
+
+def skeleton(plan: NamespacePlan) -> str:
+    """The fixed part of an IPVS-role table (ingress or lb); only addresses change it."""
+    rules = {"lb": _LB, "ingress": _INGRESS}[plan.role]
+    return _DECLARATIONS + rules + _SNAT.replace("{snat_address}", plan.snat_address)
