@@ -20,6 +20,7 @@ import pytest
 from ingressmesh.apply import NodeApplier, kernel_nft_backend
 from ingressmesh.layout import Layout
 from ingressmesh.netns import Netns
+from ingressmesh.ipvs.kernel import IpvsError
 from ingressmesh.nft.errors import NftError
 from ingressmesh.plan import PlanOptions, plan_node
 from ingressmesh.testbed.cluster import scenario_cluster
@@ -29,7 +30,7 @@ from ingressmesh.testbed.topology import Testbed
 class BackendKit:
     """What the suite needs to know about one backend."""
     make: Callable  # Netns -> backend
-    error: type  # what the backend raises when the kernel refuses a change
+    error: object  # exception type(s) the backend raises when the kernel refuses a change
     refused_change: Callable  # backend -> None: send a change the kernel itself must refuse
 
 
@@ -42,7 +43,23 @@ def _nft_refused_change(backend) -> None:
         "add element ip ingressmesh vip_backends { 10.0.1.2 . 1 : 10.0.1.99 }\n")
 
 
-BACKENDS = MappingProxyType({"nft": BackendKit(kernel_nft_backend, NftError, _nft_refused_change)})
+def _ipvs_refused_change(backend) -> None:
+    # Same idea for the IPVS backend's mark table: 10.0.1.2 already has a different mark.
+    backend.runner.run_script(
+        "delete element ip ingressmesh vip_rejects { 10.0.1.3 }\n"
+        "add element ip ingressmesh vip_rejects { 10.0.1.7 }\n"
+        "add element ip ingressmesh vip_marks { 10.0.1.2 : 0x4d45ffff }\n")
+
+
+def _ipvs_backend(netns):
+    from ingressmesh.ipvs.backend import IpvsBackend
+    return IpvsBackend(netns)
+
+
+BACKENDS = MappingProxyType({
+    "nft": BackendKit(kernel_nft_backend, NftError, _nft_refused_change),
+    "ipvs": BackendKit(_ipvs_backend, (IpvsError, NftError), _ipvs_refused_change),
+})
 
 
 def _require_root() -> None:

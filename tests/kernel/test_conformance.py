@@ -154,8 +154,7 @@ def test_reapplying_the_same_plan_changes_nothing(mesh):
 def test_failed_transaction_leaves_traffic_working(mesh, backend_kit):
     applier = mesh.appliers[1]
     backend = applier.backend("ingress")
-    before_kernel = backend.runner.list_table()
-    before_memory = backend.applied
+    before_kernel, before_rows = backend.runner.list_table(), backend.read()
     good = plan_node(mesh.cluster(), "node1", PlanOptions(now=time.time())).namespace("ingress")
     port = good.ports[0]
     broken_backend = dataclasses.replace(port.backends[0], port=70000)  # not a valid port
@@ -163,8 +162,7 @@ def test_failed_transaction_leaves_traffic_working(mesh, backend_kit):
         port, backends=(broken_backend,) + port.backends[1:]),) + good.ports[1:])
     with pytest.raises(backend_kit.error, match="70000|out of range"):
         backend.apply(broken)
-    assert backend.applied is before_memory
-    assert backend.runner.list_table() == before_kernel
+    assert backend.runner.list_table() == before_kernel and backend.read() == before_rows
     spread = traffic.tcp_spread(mesh.bed.ext_ns, mesh.bed.node_address(1), WEB_TCP, 60)
     assert set(spread) == ELIGIBLE, spread
     via_vip = traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 60)
