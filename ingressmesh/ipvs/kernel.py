@@ -16,6 +16,10 @@ from .desired import MARK_BASE, MARK_MASK
 FWD_MASQ = 0  # IPVS NAT forwarding ("masquerading")
 ROUTE_TABLE = 19742  # policy-routing table that delivers marked packets locally
 RULE_PRIORITY = 9742
+# IPVS routes the packets it forwards with their mark still set: without this rule, which
+# sends lookups for locally sent packets (iif lo) to the main table first, the mark rule
+# would route them straight back to this namespace instead of to the task.
+OUTPUT_RULE_PRIORITY = 9741
 
 # Docker's settings (DESIGN §3): reuse no IPVS connection across a closed one, drop
 # connections to a deleted real server at once, and keep conntrack entries for SNAT.
@@ -71,7 +75,7 @@ class KernelIpvs:
                 try:
                     if op.verb in ("add_service", "set_service"):
                         full = IPVSService(fwmark=op.mark, af=socket.AF_INET, sched_name=op.scheduler,
-                                           netmask=0xFFFFFFFF)
+                                           netmask="255.255.255.255")
                         ipvs.service("add" if op.verb == "add_service" else "set", service=full)
                     elif op.verb == "del_service":
                         ipvs.service("del", service=key)
@@ -103,8 +107,11 @@ class KernelIpvs:
 
     def _route_marks_locally(self) -> None:
         mark = f"0x{MARK_BASE:x}/0x{MARK_MASK:x}"
-        rules = self.netns.run(["ip", "rule", "show", "priority", str(RULE_PRIORITY)]).stdout
-        if f"lookup {ROUTE_TABLE}" not in rules:
+        rules = self.netns.run(["ip", "rule", "show"]).stdout
+        if f"{OUTPUT_RULE_PRIORITY}:" not in rules:
+            self.netns.run(["ip", "rule", "add", "priority", str(OUTPUT_RULE_PRIORITY), "iif", "lo",
+                            "lookup", "main"])
+        if f"{RULE_PRIORITY}:" not in rules:
             self.netns.run(["ip", "rule", "add", "priority", str(RULE_PRIORITY), "fwmark", mark,
                             "lookup", str(ROUTE_TABLE)])
         self.netns.run(["ip", "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", str(ROUTE_TABLE)])
@@ -112,6 +119,7 @@ class KernelIpvs:
     def unprepare(self) -> None:
         """Remove the policy routing again (cleanup)."""
         for argv in (["ip", "rule", "del", "priority", str(RULE_PRIORITY)],
+                     ["ip", "rule", "del", "priority", str(OUTPUT_RULE_PRIORITY)],
                      ["ip", "route", "flush", "table", str(ROUTE_TABLE)]):
             try:
                 self.netns.run(argv, check=False)
