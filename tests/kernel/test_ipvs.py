@@ -1,0 +1,115 @@
+"""IPVS-specific behaviour, on a kernel that has IPVS (`make test` runs it under QEMU).
+
+On a kernel without IPVS these tests skip, unless INGRESSMESH_REQUIRE_IPVS=1 (set by the
+kernel lab), which turns the skip into a failure.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ingressmesh import backends
+from ingressmesh.apply import kernel_nft_backend
+from ingressmesh.ipvs.backend import IpvsBackend, IpvsTimeouts
+from ingressmesh.netns import Netns
+from ingressmesh.plan import PlanOptions, plan_node
+from ingressmesh.testbed.cluster import APP_ID, scenario_cluster
+from ingressmesh.testbed.topology import Testbed
+
+pytestmark = pytest.mark.kernel
+NOW = time.time()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ipvs_kernel(root):
+    ok, why = backends.ipvs_available()
+    if not ok:
+        if os.environ.get("INGRESSMESH_REQUIRE_IPVS") == "1":
+            pytest.fail(f"IPVS required here: {why}")
+        pytest.skip(f"needs a kernel with IPVS ({why}); `make test` runs this under QEMU")
+
+
+@pytest.fixture
+def namespaces(root):
+    """Fresh namespaces with one interface each, like a load-balancer endpoint; deleted after."""
+    made = []
+
+    def make() -> Netns:
+        name = f"imip-{secrets.token_hex(3)}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        made.append(name)
+        for argv in (["link", "set", "lo", "up"], ["link", "add", "eth0", "type", "dummy"],
+                     ["link", "set", "eth0", "up"], ["addr", "add", "10.0.1.251/24", "dev", "eth0"],
+                     ["addr", "add", "10.255.0.2/16", "dev", "eth0"]):
+            subprocess.run(["ip", "-n", name, *argv], check=True)
+        return Netns.from_ref(name)
+    yield make
+    for name in made:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _scenario_plan(services=None):
+    overrides = {"t2": {"health": "unhealthy", "since": NOW - 1}}  # draining
+    cluster = scenario_cluster(Testbed(prefix="ipvs"), overrides, services)
+    return plan_node(cluster, "node1", PlanOptions(now=NOW))
+
+
+def test_show_prints_the_same_table_for_both_backends(namespaces):
+    plan = _scenario_plan()
+    for key in (f"lb:{APP_ID}", "ingress"):
+        ns_plan = plan.namespace(key)
+        nft_ns, ipvs_ns = namespaces(), namespaces()
+        kernel_nft_backend(nft_ns).apply(ns_plan)
+        IpvsBackend(ipvs_ns).apply(ns_plan)
+        nft_rows, ipvs_rows = kernel_nft_backend(nft_ns).read(), IpvsBackend(ipvs_ns).read()
+        assert nft_rows and nft_rows == ipvs_rows, (key, nft_rows, ipvs_rows)
+        assert any(state == "draining" for row in nft_rows for _, state in row.backends)
+        assert any(row.note for row in nft_rows)  # the empty service
+        shown = []
+        for ns, backend in ((nft_ns, "nftables"), (ipvs_ns, "ipvs")):
+            proc = subprocess.run([sys.executable, "-m", "ingressmesh", "show", "--netns", ns.path,
+                                   "--backend", backend, "--json"], capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr
+            shown.append(json.loads(proc.stdout)[ns.path])
+        assert shown[0] == shown[1]
+
+
+def test_scheduler_label_reaches_ipvs_and_a_bad_one_falls_back_to_rr(namespaces):
+    labels = {"web": {"labels": (("io.ingressmesh.lb.scheduler", "sh"),)},
+              "empty": {"labels": (("io.ingressmesh.lb.scheduler", "bogus"),)}}
+    plan = _scenario_plan(labels)
+    assert any("service empty" in w and "bogus" in w for w in plan.warnings), plan.warnings
+    ns = namespaces()
+    backend = IpvsBackend(ns)
+    backend.apply(plan.namespace(f"lb:{APP_ID}"))
+    assert {s.scheduler for s in backend.ipvs.dump().values()} == {"sh"}  # web; empty has no task
+
+
+def test_timeouts_and_sysctls_are_set(namespaces):
+    ns = namespaces()
+    IpvsBackend(ns, IpvsTimeouts(tcp=7200, tcpfin=90, udp=60)).apply(_scenario_plan().namespace(f"lb:{APP_ID}"))
+    out = ns.run(["ipvsadm", "-L", "--timeout"]).stdout
+    assert "7200 90 60" in out, out
+    assert ns.sysctl("net.ipv4.vs.expire_nodest_conn") == "1" and ns.sysctl("net.ipv4.vs.conntrack") == "1"
+    assert ns.sysctl("net.ipv4.vs.conn_reuse_mode") == "0"
+
+
+def test_dockers_own_ipvs_services_are_never_touched(namespaces):
+    ns = namespaces()
+    ns.run(["ipvsadm", "-A", "-f", "256", "-s", "rr"])
+    ns.run(["ipvsadm", "-a", "-f", "256", "-r", "10.0.1.99:0", "-m"])
+    backend = IpvsBackend(ns)
+    plan = _scenario_plan().namespace(f"lb:{APP_ID}")
+    backend.apply(plan)
+    backend.apply(dataclasses.replace(plan, vips=()))
+    backend.cleanup()
+    listing = ns.run(["ipvsadm", "-Ln"]).stdout
+    assert "FWM  256" in listing and "10.0.1.99" in listing, listing
+    assert "1296367" not in listing  # ours (0x4d45xxxx) are gone
