@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Targets that need network namespaces and nftables: refuse them early without root.
-ROOT_GOALS := test kernel demo demo-keep demo-down bench
+ROOT_GOALS := test kernel kernel-lab demo demo-keep demo-down bench
 ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
 $(error make $(filter $(ROOT_GOALS),$(MAKECMDGOALS)) needs root (network namespaces, nftables): run sudo make $(MAKECMDGOALS); `make unit` runs rootless)
@@ -16,12 +16,13 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test unit kernel demo demo-keep demo-down bench clean
+.PHONY: help deps venv test unit kernel kernel-lab demo demo-keep demo-down bench clean
 
 help:
 	@echo "sudo make test    every test (unit + real-kernel conformance suite)"
 	@echo "sudo make demo    2-node mesh in network namespaces with real traffic (demo-keep, demo-down)"
 	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  control-plane benchmark"
+	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
 	@echo "make unit         rootless unit tests"
 	@echo "make clean        remove the venv"
 
@@ -45,6 +46,17 @@ kernel: venv
 
 test: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs tests
+	$(MAKE) --no-print-directory kernel-lab
+
+# The same conformance suite (and the IPVS tests) with the ipvs backend, inside Debian's stock
+# kernel under QEMU (this machine's kernel has no IPVS).  Results: $(LAB_OUT)/junit-ipvs.xml.
+LAB_OUT := .lab-results
+kernel-lab: venv
+	mkdir -p $(LAB_OUT)
+	scripts/kernel-lab --timeout 900 --share $(LAB_OUT) --env INGRESSMESH_BACKEND=ipvs \
+	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 -- \
+	    sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -p no:cacheprovider --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs.xml" \
+	    tests/kernel/test_conformance.py tests/kernel/test_ipvs.py'
 
 demo: venv
 	$(PY) -m ingressmesh.testbed.demo

@@ -37,10 +37,11 @@ def explain() -> str:
     return f"auto picks {'ipvs' if ok else 'nftables'}: {why}"
 
 
-def factory(choice: str) -> Callable[[Netns], object]:
-    """Netns -> backend for the resolved choice."""
+def factory(choice: str, ipvs_timeouts=None) -> Callable[[Netns], object]:
+    """Netns -> backend for the resolved choice (`ipvs_timeouts`: an IpvsTimeouts, or defaults)."""
     if resolve(choice) == "ipvs":
-        from .ipvs.backend import IpvsBackend
-        return IpvsBackend
+        from .ipvs.backend import IpvsBackend, IpvsTimeouts
+        timeouts = ipvs_timeouts or IpvsTimeouts()
+        return lambda netns: IpvsBackend(netns, timeouts)
     from .apply import kernel_nft_backend
     return kernel_nft_backend

@@ -45,6 +45,17 @@ backend_option = click.option(
     help="Data plane: IPVS + fwmarks where the kernel has IPVS (auto), or nftables.")
 
 
+def _parse_timeouts(ctx, param, value: str):
+    from .ipvs.backend import IpvsTimeouts
+    try:
+        tcp, tcpfin, udp = (int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected three whole seconds, TCP,FIN,UDP") from None
+    if min(tcp, tcpfin, udp) < 1:
+        raise click.BadParameter(f"{value!r}: every timeout must be at least 1 s")
+    return IpvsTimeouts(tcp, tcpfin, udp)
+
+
 def cluster_options(func):
     """The options every command that reads a cluster snapshot shares."""
     for option in reversed(_cluster_options):
@@ -98,8 +109,10 @@ def _backend_text(backends) -> str:
 @click.option("--lb-netns", default=Layout.lb, show_default=True,
               help="Load-balancer namespace per network; fields {network_id} {network_name}.")
 @backend_option
+@click.option("--ipvs-timeouts", default="86400,120,300", show_default=True, callback=_parse_timeouts,
+              help="IPVS TCP idle, TCP FIN and UDP timeouts in seconds (ipvs backend).")
 def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: str,
-                  ingress_netns: str, lb_netns: str, backend: str) -> None:
+                  ingress_netns: str, lb_netns: str, backend: str, ipvs_timeouts) -> None:
     """Program this node's namespaces from a cluster snapshot."""
     node_plan = _load_plan(cluster_file, node, drain_grace)
     for warning in node_plan.warnings:
@@ -109,7 +122,7 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
     except (KeyError, ValueError, IndexError) as err:
         raise click.ClickException(f"--lb-netns {lb_netns!r}: bad template ({err!r}); "
                                    "fields are {network_id} and {network_name}") from None
-    applier = NodeApplier(Layout(host=host_netns, ingress=ingress_netns, lb=lb_netns), backends.factory(backend))
+    applier = NodeApplier(Layout(host=host_netns, ingress=ingress_netns, lb=lb_netns), backends.factory(backend, ipvs_timeouts))
     report = applier.apply(node_plan)
     for key, (added, removed, full) in sorted(report.changed.items()):
         click.echo(f"{key}: {'full sync' if full else 'diff'}, +{added} -{removed} elements")

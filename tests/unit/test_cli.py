@@ -40,3 +40,10 @@ def test_malformed_cluster_file_names_the_field_and_never_touches_the_kernel(tmp
 def test_unknown_node_is_an_error():
     result = CliRunner().invoke(cli.main, ["plan", "--cluster", DEMO, "--node", "node9"])
     assert result.exit_code != 0 and "'node9' is not in" in result.output
+
+
+def test_bad_ipvs_timeouts_are_refused_before_anything_runs():
+    for value in ("1,2", "a,b,c", "0,120,300"):
+        result = CliRunner().invoke(cli.main, ["apply", "--cluster", DEMO, "--node", "node1",
+                                               "--ipvs-timeouts", value])
+        assert result.exit_code == 2 and "--ipvs-timeouts" in result.output, result.output
