@@ -38,6 +38,8 @@ class KernelIpvs:
 
     def _socket(self):
         from pyroute2 import IPVS
+        if not self.netns.exists():
+            raise NetnsError(f"network namespace {self.netns.path} does not exist")
         try:
             return IPVS(netns=self.netns.path, flags=0) if self.netns.path else IPVS()
         except Exception as err:  # pyroute2 raises several types when the family is missing
