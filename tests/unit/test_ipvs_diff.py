@@ -1,9 +1,14 @@
 """The IPVS backend's pure parts: marks, desired virtual services, and the diff against a dump."""
+import json
+import os
+
 import pytest
 
 from ingressmesh.ipvs.desired import MARK_BASE, allocate_marks, mark_elements, virtual_services
 from ingressmesh.ipvs.diff import KernelService, Op, diff, removed_addresses
-from ingressmesh.plan import ACTIVE, DRAINING, Backend, NamespacePlan, PortEntry, VipEntry
+from ingressmesh.plan import ACTIVE, DRAINING, Backend, NamespacePlan, PlanOptions, PortEntry, VipEntry, plan_node
+from ingressmesh.testbed.cluster import APP_ID, scenario_cluster
+from ingressmesh.testbed.topology import Testbed
 
 M1, M2, M3 = MARK_BASE + 1, MARK_BASE + 2, MARK_BASE + 3
 DOCKER = 256  # a mark Docker's own IPVS service uses on the same kernel
@@ -87,3 +92,36 @@ def test_too_many_front_ends_is_a_clear_error():
                  for i in range(65536)))
     with pytest.raises(ValueError, match="more than 65535 front-ends"):
         allocate_marks(plan, {})
+
+
+# --- against a dump recorded in the kernel lab (tests/lab/record_ipvs_dump.py) ----------------
+RECORDED_NOW = 1_000_000.0
+
+
+def _recorded(key: str) -> dict:
+    path = os.path.join(os.path.dirname(__file__), "data", "ipvs_dump_scenario.json")
+    with open(path, encoding="utf-8") as handle:
+        raw = json.load(handle)[key]
+    return {s["mark"]: KernelService(s["mark"], s["scheduler"], {(a, p): w for a, p, w in s["dests"]}) for s in raw}
+
+
+def _recorded_plan(overrides=None):
+    labels = {"web": {"labels": (("io.ingressmesh.lb.scheduler", "sh"),)}}
+    tasks = {"t2": {"health": "unhealthy", "since": RECORDED_NOW - 1}, **(overrides or {})}
+    cluster = scenario_cluster(Testbed(prefix="rec"), tasks, labels)
+    return plan_node(cluster, "node1", PlanOptions(now=RECORDED_NOW))
+
+
+@pytest.mark.parametrize("key", [f"lb:{APP_ID}", "ingress"])
+def test_the_plan_that_made_a_recorded_dump_needs_no_change(key):
+    plan = _recorded_plan().namespace(key)
+    assert diff(_recorded(key), virtual_services(plan, allocate_marks(plan, {}))) == []
+
+
+def test_a_recorded_dump_diffs_to_exactly_the_plan_change():
+    # t4 turns healthy, t2's drain ends: one dest added, one removed, on the web VIP only.
+    plan = _recorded_plan({"t4": {"health": "healthy"}, "t2": {"health": "unhealthy", "since": 0.0}})
+    lb = plan.namespace(f"lb:{APP_ID}")
+    ops = diff(_recorded(f"lb:{APP_ID}"), virtual_services(lb, allocate_marks(lb, {})))
+    assert ops == [Op("add_dest", M1, dest=("10.0.1.14", 0), weight=1), Op("del_dest", M1, dest=("10.0.1.12", 0))]
+    assert removed_addresses(_recorded(f"lb:{APP_ID}"), virtual_services(lb, allocate_marks(lb, {}))) == {"10.0.1.12"}
