@@ -2,7 +2,7 @@
 tests' recorded dump (tests/unit/data/ipvs_dump_scenario.json).  Run it in the kernel lab:
   scripts/kernel-lab --share DIR -- .venv/bin/python tests/lab/record_ipvs_dump.py
 and copy DIR/ipvs_dump.json over the data file."""
-import json, os, secrets, subprocess, sys, time
+import json, os, secrets, subprocess, sys
 sys.path.insert(0, os.getcwd())
 from ingressmesh.ipvs.backend import IpvsBackend
 from ingressmesh.netns import Netns
