@@ -58,11 +58,12 @@ kernel-lab: venv
 	    sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -p no:cacheprovider --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs.xml" \
 	    tests/kernel/test_conformance.py tests/kernel/test_ipvs.py'
 
+BACKEND ?= auto
 demo: venv
-	$(PY) -m ingressmesh.testbed.demo
+	$(PY) -m ingressmesh.testbed.demo --backend $(BACKEND)
 
 demo-keep: venv
-	$(PY) -m ingressmesh.testbed.demo --keep
+	$(PY) -m ingressmesh.testbed.demo --keep --backend $(BACKEND)
 
 demo-down: venv
 	$(PY) -m ingressmesh.testbed.demo --down

@@ -59,7 +59,11 @@ class KernelIpvs:
                 dests = {}
                 for raw in ipvs.dest("dump", service=service):
                     dest = IPVSDest.from_message(raw)
-                    dests[(dest.get("addr"), dest.get("port") or 0)] = dest.get("weight")
+                    # from_message() reports fwd_method 3 even for NAT: read the raw attribute.
+                    # A real server that is not NAT is reported as weight -1, so the diff
+                    # always "changes" it back to what we want.
+                    nat = raw.get_nested("IPVS_CMD_ATTR_DEST", "IPVS_DEST_ATTR_FWD_METHOD") == FWD_MASQ
+                    dests[(dest.get("addr"), dest.get("port") or 0)] = dest.get("weight") if nat else -1
                 found[mark] = KernelService(mark, service.get("sched_name"), dests)
         finally:
             ipvs.close()

@@ -47,7 +47,7 @@ def _show_counts(title: str, counts) -> None:
     print(f"  {title:<48} {total} flows -> {spread}", flush=True)
 
 
-def run(keep: bool) -> None:
+def run(keep: bool, backend: str = "auto") -> None:
     cluster = os.path.abspath(CLUSTER)
     remove_previous_lab()
     bed = Testbed(prefix=PREFIX).up()
@@ -56,10 +56,9 @@ def run(keep: bool) -> None:
               f"tasks t1 (node1) t2 t3 (node2) t4 (node1, still starting), clients -c1/-c2, -ext")
         for i in (1, 2):
             _cli("apply", "--cluster", cluster, "--node", f"node{i}", "--host-netns", bed.node_ns(i),
-                 "--ingress-netns", bed.ingress_ns(i), "--lb-netns", bed.lb_ns(i))
-        _cli("show", "--netns", bed.lb_ns(1))
-        _cli("show", "--netns", bed.ingress_ns(1))
-        _cli("show", "--netns", bed.node_ns(1))
+                 "--ingress-netns", bed.ingress_ns(i), "--lb-netns", bed.lb_ns(i), "--backend", backend)
+        for ns in (bed.lb_ns(1), bed.ingress_ns(1), bed.node_ns(1)):
+            _cli("show", "--netns", ns, "--backend", backend)
         print("\ntraffic (real connections from client namespaces):")
         _show_counts(f"TCP  client1 -> VIP {WEB_VIP}:{TCP_PORT}", traffic.tcp_spread(bed.client_ns(1), WEB_VIP, TCP_PORT, 60))
         _show_counts(f"UDP  client2 -> VIP {WEB_VIP}:{UDP_PORT}", traffic.udp_spread(bed.client_ns(2), WEB_VIP, UDP_PORT, 30))
@@ -82,11 +81,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
     parser.add_argument("--down", action="store_true", help="only remove a kept lab")
+    parser.add_argument("--backend", default="auto", choices=("auto", "nftables", "ipvs"),
+                        help="data plane for `ingressmesh apply` (auto: IPVS where the kernel has it)")
     args = parser.parse_args(argv)
     if args.down:
         remove_previous_lab()
         return
-    run(args.keep)
+    run(args.keep, args.backend)
 
 
 if __name__ == "__main__":

@@ -113,3 +113,17 @@ def test_dockers_own_ipvs_services_are_never_touched(namespaces):
     listing = ns.run(["ipvsadm", "-Ln"]).stdout
     assert "FWM  256" in listing and "10.0.1.99" in listing, listing
     assert "1296367" not in listing  # ours (0x4d45xxxx) are gone
+
+
+def test_a_real_server_changed_behind_our_back_is_repaired(namespaces):
+    ns = namespaces()
+    backend = IpvsBackend(ns)
+    plan = _scenario_plan().namespace(f"lb:{APP_ID}")
+    backend.apply(plan)
+    mark = next(iter(backend.ipvs.dump()))
+    ns.run(["ipvsadm", "-e", "-f", str(mark), "-r", "10.0.1.11:0", "-g", "-w", "5"])  # direct routing, weight 5
+    ns.run(["ipvsadm", "-d", "-f", str(mark), "-r", "10.0.1.13:0"])
+    assert backend.apply(plan) is not None  # the dump differs from the plan: repaired
+    listing = ns.run(["ipvsadm", "-Ln"]).stdout
+    assert "10.0.1.11:0                  Masq    1" in listing and "10.0.1.13:0" in listing, listing
+    assert backend.apply(plan) is None
