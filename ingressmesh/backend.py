@@ -1,7 +1,8 @@
-"""The interface every data-plane backend implements (nftables today, IPVS next).
+"""The interface every data-plane backend implements (nftables, and IPVS where the kernel has it).
 
 A backend owns the ingressmesh state of one network namespace.  `apply` makes it equal to a
-NamespacePlan atomically (raising, with the previous state intact, if the kernel refuses);
+NamespacePlan (raising if the kernel refuses; the nft backend is atomic, the IPVS backend
+converges: it re-reads the kernel every time, so the next apply finishes what one left);
 `read` returns what the kernel holds as VIP-to-task rows; `cleanup` removes only what
 ingressmesh created.  The conformance suite runs the same behaviours against each backend.
 """

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Callable
 
 from .netns import Netns
@@ -14,14 +15,19 @@ CHOICES = ("auto", "nftables", "ipvs")
 
 
 def ipvs_available() -> tuple[bool, str]:
+    """Whether the ipvs backend can run: the kernel has IPVS, and ipvsadm (timeouts) is here."""
     if os.path.exists("/proc/net/ip_vs"):
-        return True, "/proc/net/ip_vs present"
-    try:
-        from pyroute2 import IPVS
-        IPVS().close()
-        return True, "the IPVS netlink family answers"
-    except Exception as err:  # pyroute2 raises several types when the family is missing
-        return False, f"no IPVS in this kernel ({type(err).__name__})"
+        why = "/proc/net/ip_vs present"
+    else:
+        try:
+            from pyroute2 import IPVS
+            IPVS().close()
+            why = "the IPVS netlink family answers"
+        except Exception as err:  # pyroute2 raises several types when the family is missing
+            return False, f"no IPVS in this kernel ({type(err).__name__})"
+    if not shutil.which("ipvsadm", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+        return False, f"{why}, but ipvsadm is not installed (it sets the IPVS timeouts)"
+    return True, why
 
 
 def resolve(choice: str) -> str:

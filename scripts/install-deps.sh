@@ -6,7 +6,7 @@
 #                all the rootless targets (make unit) need
 # The venv's pip comes from python3-venv (ensurepip + python3-pip-whl), so no python3-pip.
 set -eu
-PACKAGES="nftables conntrack iproute2 python3 python3-venv procps util-linux"
+PACKAGES="nftables conntrack iproute2 python3 python3-venv procps util-linux ipvsadm"
 
 check_python() {
     if ! command -v python3 >/dev/null 2>&1; then

@@ -1,9 +1,7 @@
-"""IPVS data plane (not implemented yet; see the IPVS issue).
+"""IPVS data plane: the same plans as the nft backend, carried out the way Docker does it.
 
-It will implement `ingressmesh.backend.Backend` the way Docker does: nftables `meta mark set`
-rules mark packets per service (fwmarks from 256, never reused on a node), one IPVS fwmark
-virtual server per mark (round robin, NAT forwarding), real servers = eligible task addresses,
-draining = weight 0, and the sysctls Docker sets (conn_reuse_mode=0, expire_nodest_conn=1,
-expire_quiescent_template=1, vs/conntrack=1).  This kernel has no IPVS: the backend will be
-proven under QEMU.  Until then `ingressmesh doctor` reports whether IPVS is available.
+nft marks each front-end's packets (ingressmesh's own table and mark range), one IPVS fwmark
+virtual service per front-end balances them to task addresses with NAT, and nft source-NATs
+what IPVS forwarded.  desired.py (plan -> services, marks), diff.py (kernel dump -> ops),
+rules.py (the nft part), kernel.py (pyroute2 and namespace settings), backend.py (apply/read).
 """

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-from ..nft.render import comment_text
+from ..nft.render import comment_text, entry_key
 from ..nft.state import Element
-from ..plan import ACTIVE, NamespacePlan, VipEntry
+from ..plan import ACTIVE, NamespacePlan
 
-# ingressmesh's marks: MARK_BASE + n, n in 1..65535.  Docker counts up from 256, kube-proxy
-# uses single bits 0x4000/0x8000: this range overlaps neither.
+# ingressmesh's marks: MARK_BASE + n, n in 1..65535, away from Docker's (counting up from 256).
+# Marks only matter inside the namespaces ingressmesh owns, where nothing else sets them.
 MARK_BASE = 0x4D450000
 MARK_MASK = 0xFFFF0000
 MAX_MARKS = 0xFFFF
@@ -34,17 +34,20 @@ class VirtualService:
 
 
 def frontend_key(entry) -> tuple:
-    return ("vip", entry.vip) if isinstance(entry, VipEntry) else ("port", entry.protocol, entry.port)
+    """("vip", address) or ("port", protocol, port): the same keys as the nft backend's."""
+    return entry_key(entry)
 
 
-def allocate_marks(plan: NamespacePlan, known: Mapping[tuple, int]) -> dict[tuple, int]:
+def allocate_marks(plan: NamespacePlan, known: Mapping[tuple, int], in_use=frozenset()) -> dict[tuple, int]:
     """Front-end -> mark: keep every mark already given (known), give new ones the lowest free.
 
     Keeping marks stable across applies means a front-end's IPVS service is never re-created
-    (which would reset its connection table) just because another service came or went."""
+    (which would reset its connection table) just because another service came or went.
+    `in_use` are marks the kernel still has (IPVS services, mark elements): a mark is only free
+    once its old service is gone, or a new front-end would share an old one's real servers."""
     wanted = [frontend_key(e) for e in plan.ports + plan.vips if e.backends]
     marks = {key: known[key] for key in wanted if key in known}
-    used = set(marks.values())
+    used = set(marks.values()) | set(in_use) | set(known.values())
     free = (MARK_BASE + n for n in range(1, MAX_MARKS + 1) if MARK_BASE + n not in used)
     for key in wanted:
         if key not in marks:

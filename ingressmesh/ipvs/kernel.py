@@ -6,6 +6,7 @@ missing namespace is an error rather than silently created.
 """
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Iterable
 
@@ -17,9 +18,12 @@ FWD_MASQ = 0  # IPVS NAT forwarding ("masquerading")
 ROUTE_TABLE = 19742  # policy-routing table that delivers marked packets locally
 RULE_PRIORITY = 9742
 # IPVS routes the packets it forwards with their mark still set: without this rule, which
-# sends lookups for locally sent packets (iif lo) to the main table first, the mark rule
-# would route them straight back to this namespace instead of to the task.
+# sends lookups for our marked, locally sent packets (iif lo) to the main table first, the
+# mark rule would route them straight back to this namespace instead of to the task.
 OUTPUT_RULE_PRIORITY = 9741
+_MARK = f"0x{MARK_BASE:x}/0x{MARK_MASK:x}"
+_RULES = ((str(OUTPUT_RULE_PRIORITY), "iif", "lo", "fwmark", _MARK, "lookup", "main"),
+          (str(RULE_PRIORITY), "fwmark", _MARK, "lookup", str(ROUTE_TABLE)))
 
 # Docker's settings (DESIGN §3): reuse no IPVS connection across a closed one, drop
 # connections to a deleted real server at once, and keep conntrack entries for SNAT.
@@ -28,11 +32,16 @@ SYSCTLS = (("net.ipv4.vs.conn_reuse_mode", "0"), ("net.ipv4.vs.expire_nodest_con
            ("net.ipv4.ip_forward", "1"))
 
 
+log = logging.getLogger(__name__)
+
+
 class IpvsError(RuntimeError):
     """The kernel refused an IPVS change, or IPVS is not available."""
 
 
 class KernelIpvs:
+    """ingressmesh's IPVS services in one namespace: dump, change, and the settings around them."""
+
     def __init__(self, netns: Netns):
         self.netns = netns
 
@@ -80,9 +89,7 @@ class KernelIpvs:
                 key = IPVSService(fwmark=op.mark, af=socket.AF_INET)
                 try:
                     if op.verb in ("add_service", "set_service"):
-                        full = IPVSService(fwmark=op.mark, af=socket.AF_INET, sched_name=op.scheduler,
-                                           netmask="255.255.255.255")
-                        ipvs.service("add" if op.verb == "add_service" else "set", service=full)
+                        self._service(ipvs, op)
                     elif op.verb == "del_service":
                         ipvs.service("del", service=key)
                     else:
@@ -95,6 +102,21 @@ class KernelIpvs:
                                     f"refused in {self.netns.name}: {err}") from None
         finally:
             ipvs.close()
+
+    def _service(self, ipvs, op: Op) -> None:
+        """Create or change a service; a scheduler this kernel lacks (mh needs ip_vs_mh) falls
+        back to rr with a warning, rather than leaving the front-end without a service."""
+        from pyroute2 import IPVSService
+        verb = "add" if op.verb == "add_service" else "set"
+        for scheduler in dict.fromkeys((op.scheduler, "rr")):
+            try:
+                ipvs.service(verb, service=IPVSService(fwmark=op.mark, af=socket.AF_INET, sched_name=scheduler,
+                                                        netmask="255.255.255.255"))
+                return
+            except Exception as err:
+                if scheduler == "rr":
+                    raise
+                log.warning("%s: scheduler %s refused (%s); using rr", self.netns.name, scheduler, err)
 
     def prepare(self, timeouts: tuple[int, int, int], local_delivery: bool) -> None:
         """Sysctls, IPVS timeouts and (for VIPs) local delivery of marked packets."""
@@ -112,22 +134,26 @@ class KernelIpvs:
             self._route_marks_locally()
 
     def _route_marks_locally(self) -> None:
-        mark = f"0x{MARK_BASE:x}/0x{MARK_MASK:x}"
-        rules = self.netns.run(["ip", "rule", "show"]).stdout
-        if f"{OUTPUT_RULE_PRIORITY}:" not in rules:
-            self.netns.run(["ip", "rule", "add", "priority", str(OUTPUT_RULE_PRIORITY), "iif", "lo",
-                            "lookup", "main"])
-        if f"{RULE_PRIORITY}:" not in rules:
-            self.netns.run(["ip", "rule", "add", "priority", str(RULE_PRIORITY), "fwmark", mark,
-                            "lookup", str(ROUTE_TABLE)])
+        present = self.netns.run(["ip", "rule", "show"]).stdout
+        for rule in _RULES:
+            if not _has_rule(present, rule):
+                self.netns.run(["ip", "rule", "add", "priority", *rule])
         self.netns.run(["ip", "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", str(ROUTE_TABLE)])
 
     def unprepare(self) -> None:
-        """Remove the policy routing again (cleanup)."""
-        for argv in (["ip", "rule", "del", "priority", str(RULE_PRIORITY)],
-                     ["ip", "rule", "del", "priority", str(OUTPUT_RULE_PRIORITY)],
-                     ["ip", "route", "flush", "table", str(ROUTE_TABLE)]):
-            try:
-                self.netns.run(argv, check=False)
-            except NetnsError:
-                pass
+        """Remove exactly our policy rules and table again (cleanup); nobody else's."""
+        present = self.netns.run(["ip", "rule", "show"], check=False).stdout
+        for rule in _RULES:
+            if _has_rule(present, rule):
+                self.netns.run(["ip", "rule", "del", "priority", *rule], check=False)
+        self.netns.run(["ip", "route", "flush", "table", str(ROUTE_TABLE)], check=False)
+
+
+def _has_rule(listing: str, rule: tuple) -> bool:
+    """Whether `ip rule show` lists this exact rule (same priority, all of its selectors);
+    ip prints the selectors in its own order, so compare them as a set."""
+    for line in listing.splitlines():
+        priority, _, rest = line.partition(":")
+        if priority.strip() == rule[0] and set(rule[1:]) <= set(rest.split()):
+            return True
+    return False

@@ -19,7 +19,7 @@ _SNAT = """\
     meta mark & 0x%08x == 0x%08x snat ip to {snat_address}; }
 """ % (MARK_MASK, MARK_BASE)
 
-# A marked VIP packet is routed to this namespace itself (policy routing, see routing.py),
+# A marked VIP packet is routed to this namespace itself (policy routing, see kernel.py),
 # where IPVS takes it at input; a published port is already addressed to the namespace.
 _LB = """\
   chain mark_in { type filter hook prerouting priority mangle; policy accept;

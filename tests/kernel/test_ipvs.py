@@ -127,3 +127,35 @@ def test_a_real_server_changed_behind_our_back_is_repaired(namespaces):
     listing = ns.run(["ipvsadm", "-Ln"]).stdout
     assert "10.0.1.11:0                  Masq    1" in listing and "10.0.1.13:0" in listing, listing
     assert backend.apply(plan) is None
+
+
+def test_a_restarted_backend_keeps_every_service_and_cleanup_removes_all_of_ours(namespaces):
+    ns = namespaces()
+    plan = _scenario_plan().namespace(f"lb:{APP_ID}")
+    first = IpvsBackend(ns)
+    first.apply(plan)
+    before = first.ipvs.dump()
+    restarted = IpvsBackend(ns)  # a new process: reads the marks back from the table
+    tx = restarted.apply(plan)  # rebuilds its mark table atomically, touches no IPVS service
+    assert tx.full and tx.added == len(restarted.table.elements) and tx.removed == 0
+    assert restarted.ipvs.dump() == before and restarted.apply(plan) is None
+    assert "9742:" in ns.run(["ip", "rule", "show"]).stdout
+    assert ns.run(["ipvsadm", "-L", "--timeout"]).stdout.strip().endswith("86400 120 300")  # the defaults
+    restarted.cleanup()
+    assert restarted.ipvs.dump() == {}
+    rules = ns.run(["ip", "rule", "show"]).stdout
+    assert "9741:" not in rules and "9742:" not in rules, rules
+    assert ns.run(["ip", "route", "show", "table", "19742"], check=False).stdout.strip() == ""
+    assert ns.run(["nft", "list", "table", "ip", "ingressmesh"], check=False).returncode != 0
+
+
+@pytest.mark.parametrize("scheduler", ["wrr", "lc", "mh", "rr"])
+def test_every_scheduler_reaches_the_kernel_and_can_be_changed_in_place(namespaces, scheduler):
+    ns = namespaces()
+    backend = IpvsBackend(ns)
+    backend.apply(_scenario_plan({"web": {"labels": (("io.ingressmesh.lb.scheduler", "sh"),)}}).namespace(f"lb:{APP_ID}"))
+    (mark, service), = backend.ipvs.dump().items()
+    assert service.scheduler == "sh"
+    labels = {"web": {"labels": (("io.ingressmesh.lb.scheduler", scheduler),)}}
+    backend.apply(_scenario_plan(labels).namespace(f"lb:{APP_ID}"))
+    assert backend.ipvs.dump()[mark].scheduler == scheduler  # same service (mark), new scheduler

@@ -31,8 +31,13 @@ def test_marks_are_stable_and_new_front_ends_get_the_lowest_free():
     plan = _lb(WEB, API, EMPTY)
     marks = allocate_marks(plan, {})
     assert marks == {("vip", "10.0.1.2"): M1, ("vip", "10.0.1.3"): M2}  # the empty one gets none
-    later = allocate_marks(_lb(API, _vip("new", "10.0.1.5", ("10.0.1.31", ACTIVE))), marks)
-    assert later == {("vip", "10.0.1.3"): M2, ("vip", "10.0.1.5"): M1}
+    # web's mark is still in the table (and its service in the kernel) during this apply:
+    # the newcomer must not share it, or web's VIP would reach the newcomer's tasks.
+    newcomer = _lb(API, _vip("new", "10.0.1.5", ("10.0.1.31", ACTIVE)))
+    assert allocate_marks(newcomer, marks, frozenset({M1, M2})) == {("vip", "10.0.1.3"): M2, ("vip", "10.0.1.5"): M3}
+    # Once web's service is gone from the kernel and its mark from the table, M1 is free again.
+    assert allocate_marks(newcomer, {("vip", "10.0.1.3"): M2}, frozenset({M2})) == {
+        ("vip", "10.0.1.3"): M2, ("vip", "10.0.1.5"): M1}
 
 
 def test_desired_services_weights_and_elements():
