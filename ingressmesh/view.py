@@ -12,3 +12,14 @@ class Row:
     service: str
     backends: tuple[tuple[str, str], ...]  # (address[:port], "active" | "draining")
     note: str = ""  # e.g. "no eligible task: new connections refused"
+
+
+REFUSED = "no eligible task: new connections refused"
+
+
+def vip_frontend(vip: str) -> str:
+    return f"{vip} (tcp+udp, all ports)"
+
+
+def port_frontend(protocol: str, port) -> str:
+    return f"{protocol}/{port}"

@@ -21,7 +21,7 @@ from ..nft.kernel import KernelNft
 from ..nft.reader import state_from_json
 from ..nft.state import TableState
 from ..plan import NamespacePlan
-from ..view import Row
+from ..view import REFUSED, Row, port_frontend, vip_frontend
 from .desired import allocate_marks, mark_elements, virtual_services
 from .diff import diff, removed_addresses
 from .kernel import IpvsError, KernelIpvs
@@ -137,13 +137,13 @@ class IpvsBackend:
         for e in state.elements:
             frontend = ("vip",) + e.key if e.set.startswith("vip") else ("port",) + e.key
             if e.set in ("vip_rejects", "port_rejects"):
-                rows.append(Row(_frontend_text(frontend), e.comment, (), "no eligible task: new connections refused"))
+                rows.append(Row(_frontend_text(frontend), e.comment, (), REFUSED))
             elif e.set in ("vip_marks", "port_marks"):
                 kernel = services.get(int(e.value[0]))
                 dests = kernel.dests if kernel else {}
                 backends = tuple(sorted((f"{a}:{p}" if frontend[0] == "port" else a,
                                          "active" if w > 0 else "draining") for (a, p), w in dests.items()))
-                note = "" if any(w > 0 for w in dests.values()) else "no eligible task: new connections refused"
+                note = "" if any(w > 0 for w in dests.values()) else REFUSED
                 rows.append(Row(_frontend_text(frontend), e.comment, backends, note))
         return sorted(rows)
 
@@ -156,7 +156,5 @@ class IpvsBackend:
 
 
 def _frontend_text(frontend: tuple) -> str:
-    if frontend[0] == "vip":
-        return f"{frontend[1]} (tcp+udp, all ports)"
-    return f"{frontend[1]}/{frontend[2]}"
+    return vip_frontend(frontend[1]) if frontend[0] == "vip" else port_frontend(frontend[1], frontend[2])
 

@@ -1,7 +1,7 @@
 """VIP-to-task rows from what an nftables table holds (its elements and their comments)."""
 from __future__ import annotations
 
-from ..view import Row
+from ..view import REFUSED, Row, port_frontend, vip_frontend
 from .state import TableState
 
 
@@ -26,13 +26,13 @@ def rows_from_state(state: TableState) -> list[Row]:
         backends.setdefault(("port", e.key[0], e.key[1]), []).append((f"{e.key[2]}:{e.key[3]}", "draining"))
 
     for e in state.elements_of("vip_services") + state.elements_of("vip_rejects"):
-        note = "no eligible task: new connections refused" if e.set == "vip_rejects" else ""
-        rows.append(Row(f"{e.key[0]} (tcp+udp, all ports)", _split(e.comment)[0],
+        note = REFUSED if e.set == "vip_rejects" else ""
+        rows.append(Row(vip_frontend(e.key[0]), _split(e.comment)[0],
                         tuple(sorted(backends.get(("vip", e.key[0]), []))), note))
     for e in state.elements_of("port_services") + state.elements_of("port_rejects"):
-        note = "no eligible task: new connections refused" if e.set == "port_rejects" else ""
-        rows.append(Row(f"{e.key[0]}/{e.key[1]}", _split(e.comment)[0],
+        note = REFUSED if e.set == "port_rejects" else ""
+        rows.append(Row(port_frontend(e.key[0], e.key[1]), _split(e.comment)[0],
                         tuple(sorted(backends.get(("port", e.key[0], e.key[1]), []))), note))
     for e in state.elements_of("published"):
-        rows.append(Row(f"{e.key[0]}/{e.key[1]}", e.comment, (), "forwarded to the ingress namespace"))
+        rows.append(Row(port_frontend(e.key[0], e.key[1]), e.comment, (), "forwarded to the ingress namespace"))
     return sorted(rows)

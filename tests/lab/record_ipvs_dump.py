@@ -2,8 +2,11 @@
 tests' recorded dump (tests/unit/data/ipvs_dump_scenario.json).  Run it in the kernel lab:
   scripts/kernel-lab --share DIR -- .venv/bin/python tests/lab/record_ipvs_dump.py
 and copy DIR/ipvs_dump.json over the data file."""
-import json, os, secrets, subprocess, sys
-sys.path.insert(0, os.getcwd())
+import json
+import os
+import secrets
+import subprocess
+
 from ingressmesh.ipvs.backend import IpvsBackend
 from ingressmesh.netns import Netns
 from ingressmesh.plan import PlanOptions, plan_node
@@ -27,5 +30,6 @@ for key in (f"lb:{APP_ID}", "ingress"):
                 for s in b.ipvs.dump().values()]
     out[key + " ipvsadm"] = ns.run(["ipvsadm", "-Ln"]).stdout
     subprocess.run(["ip", "netns", "del", name], check=True)
-json.dump(out, open(os.environ["KERNEL_LAB_SHARE"] + "/ipvs_dump.json", "w"), indent=1)
+with open(os.environ["KERNEL_LAB_SHARE"] + "/ipvs_dump.json", "w", encoding="utf-8") as handle:
+    json.dump(out, handle, indent=1)
 print(json.dumps(out, indent=1))
