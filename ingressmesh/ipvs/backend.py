@@ -8,12 +8,11 @@ nft backend's.  The host namespace has no IPVS: its plain DNAT comes from the nf
 """
 from __future__ import annotations
 
-import logging
-import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-from ..netns import Netns, NetnsError
+from ..forget import ConnectionForgetter
+from ..netns import Netns
 from ..nft import transaction
 from ..nft.backend import NftBackend
 from ..nft.errors import NftError
@@ -28,7 +27,6 @@ from .kernel import IpvsError, KernelIpvs
 from .rules import skeleton
 
 __all__ = ["IpvsBackend", "IpvsError", "IpvsTimeouts"]
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class IpvsBackend:
         self.marks: Optional[dict] = None  # front-end -> mark, as the table holds them
         self.table: Optional[TableState] = None  # the mark table as last applied
         self.prepared = False
-        self._unforgotten: set = set()
+        self.forgetter = ConnectionForgetter(self.runner.forget_connections)
 
     def apply(self, plan: NamespacePlan) -> Optional[transaction.Transaction]:
         if plan.role == "host":
@@ -90,25 +88,12 @@ class IpvsBackend:
                 raise
         self.table, self.marks = table, marks
         self.ipvs.run(op for op in ops if op.removes)
-        self._forget(removed_addresses(actual, desired))
+        self.forgetter.forget(removed_addresses(actual, desired))
         if tx is None and not ops:
             return None
         return transaction.Transaction(tx.script if tx else "", bool(tx and tx.full),
                                        (tx.added if tx else 0) + sum(not o.removes for o in ops),
                                        (tx.removed if tx else 0) + sum(o.removes for o in ops))
-
-    def _forget(self, gone: set) -> None:
-        """Conntrack entries of removed real servers; a failure is logged and retried later
-        (the next dump no longer shows the address, so it is remembered here)."""
-        pending = gone | self._unforgotten
-        if not pending:
-            return
-        try:
-            self.runner.forget_connections(frozenset(pending))
-            self._unforgotten = set()
-        except (NetnsError, OSError, subprocess.SubprocessError) as err:
-            log.warning("could not delete conntrack entries of %s: %s", sorted(pending), err)
-            self._unforgotten = pending
 
     def _marks_in_table(self) -> dict:
         """Marks an earlier run gave out, so a restart keeps every IPVS service as it is."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Optional, Protocol
 
+from ..forget import ConnectionForgetter
 from ..netns import NetnsError
 from ..plan import NamespacePlan
 from ..view import Row
@@ -83,7 +83,7 @@ class NftBackend:
         self.applied: Optional[Applied] = None
         self.needs_full = True  # first apply, or after a refused transaction
         self._refs: Counter = Counter()  # task address -> elements using it
-        self._unforgotten: set = set()  # addresses whose conntrack deletion failed; retried
+        self.forgetter = ConnectionForgetter(runner.forget_connections)
 
     def apply(self, plan: NamespacePlan) -> Optional[transaction.Transaction]:
         """Make the table match `plan`; returns what was sent, or None if nothing changed."""
@@ -160,18 +160,8 @@ class NftBackend:
             raise
 
     def _forget(self, gone: set) -> None:
-        """Connections to a task no element uses any more would stay pinned to it by conntrack
-        (Docker's stale-backend bug): delete them.  Failures are logged and retried."""
-        pending = gone | self._unforgotten
-        pending -= {a for a in pending if self._refs[a] > 0}  # back in use: keep its connections
-        if not pending:
-            return
-        try:
-            self.runner.forget_connections(frozenset(pending))
-            self._unforgotten = set()
-        except (NetnsError, OSError, subprocess.SubprocessError) as err:
-            log.warning("could not delete conntrack entries of %s: %s", sorted(pending), err)
-            self._unforgotten = pending
+        """Forget connections to addresses no element uses (any more, or again)."""
+        self.forgetter.forget(gone, lambda address: self._refs[address] > 0)
 
     def read(self) -> list[Row]:
         document = self.runner.list_table()
