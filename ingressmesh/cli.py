@@ -122,10 +122,11 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
     except (KeyError, ValueError, IndexError) as err:
         raise click.ClickException(f"--lb-netns {lb_netns!r}: bad template ({err!r}); "
                                    "fields are {network_id} and {network_name}") from None
-    applier = NodeApplier(Layout(host=host_netns, ingress=ingress_netns, lb=lb_netns), backends.factory(backend, ipvs_timeouts))
+    layout = Layout(host=host_netns, ingress=ingress_netns, lb=lb_netns)
+    applier = NodeApplier(layout, backends.factory(backend, ipvs_timeouts))
     report = applier.apply(node_plan)
     for key, (added, removed, full) in sorted(report.changed.items()):
-        click.echo(f"{key}: {'full sync' if full else 'diff'}, +{added} -{removed} elements")
+        click.echo(f"{key}: {'full sync' if full else 'diff'}, +{added} -{removed} changes")
     for key, message in sorted(report.errors.items()):
         click.echo(f"error: {key}: {message}", err=True)
     if not report.ok:

@@ -26,6 +26,7 @@ from ingressmesh.plan import PlanOptions, plan_node
 from ingressmesh.testbed.cluster import scenario_cluster
 from ingressmesh.testbed.topology import Testbed
 
+
 @dataclass(frozen=True)
 class BackendKit:
     """What the suite needs to know about one backend."""
