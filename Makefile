@@ -72,4 +72,4 @@ bench: venv
 	$(PY) bench/control_plane.py
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info $(LAB_OUT)
