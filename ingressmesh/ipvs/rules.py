@@ -3,6 +3,7 @@ source-NAT what IPVS forwarded.  Like Docker's mangle MARK + `-m ipvs ... -j SNA
 ingressmesh's own table and mark range, so Docker's rules and ours can share a kernel."""
 from __future__ import annotations
 
+from ..nft.render import PORT_REFUSALS, REJECT_CHAIN, VIP_REFUSALS
 from ..plan import NamespacePlan
 from .desired import MARK_BASE, MARK_MASK
 
@@ -11,8 +12,7 @@ _DECLARATIONS = """\
   map port_marks { type inet_proto . inet_service : mark; }
   set vip_rejects { type ipv4_addr; }
   set port_rejects { type inet_proto . inet_service; }
-  chain reject_new { meta l4proto tcp reject with tcp reset; reject; }
-"""
+""" + REJECT_CHAIN
 
 _SNAT = """\
   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
@@ -24,18 +24,12 @@ _SNAT = """\
 _LB = """\
   chain mark_in { type filter hook prerouting priority mangle; policy accept;
     meta l4proto { tcp, udp } meta mark set ip daddr map @vip_marks; }
-  chain filter_forward { type filter hook forward priority filter; policy accept;
-    ct state new meta l4proto { tcp, udp } ip daddr @vip_rejects goto reject_new; }
-  chain filter_input { type filter hook input priority filter; policy accept;
-    ct state new meta l4proto { tcp, udp } ip daddr @vip_rejects goto reject_new; }
-"""
+""" + VIP_REFUSALS
 
 _INGRESS = """\
   chain mark_in { type filter hook prerouting priority mangle; policy accept;
     fib daddr type local meta mark set meta l4proto . th dport map @port_marks; }
-  chain filter_input { type filter hook input priority filter; policy accept;
-    ct state new meta l4proto . th dport @port_rejects goto reject_new; }
-"""
+""" + PORT_REFUSALS
 
 
 def skeleton(plan: NamespacePlan) -> str:

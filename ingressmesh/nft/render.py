@@ -13,6 +13,21 @@ from dataclasses import dataclass
 from ..plan import NamespacePlan, PortEntry, VipEntry
 from .state import Element, TableState
 
+# Refusing new connections to front-ends with no task: shared with the IPVS backend's table.
+REJECT_CHAIN = """\
+  chain reject_new { meta l4proto tcp reject with tcp reset; reject; }
+"""
+VIP_REFUSALS = """\
+  chain filter_forward { type filter hook forward priority filter; policy accept;
+    ct state new meta l4proto { tcp, udp } ip daddr @vip_rejects goto reject_new; }
+  chain filter_input { type filter hook input priority filter; policy accept;
+    ct state new meta l4proto { tcp, udp } ip daddr @vip_rejects goto reject_new; }
+"""
+PORT_REFUSALS = """\
+  chain filter_input { type filter hook input priority filter; policy accept;
+    ct state new meta l4proto . th dport @port_rejects goto reject_new; }
+"""
+
 # Set and map declarations shared by every role (unused ones stay empty and cost nothing).
 _DECLARATIONS = """\
   set published { type inet_proto . inet_service; }
@@ -25,8 +40,7 @@ _DECLARATIONS = """\
   map vip_backends { typeof ip daddr . numgen random mod 2 : ip daddr; }
   set vip_rejects { type ipv4_addr; }
   set vip_draining { type ipv4_addr . ipv4_addr; }
-  chain reject_new { meta l4proto tcp reject with tcp reset; reject; }
-"""
+""" + REJECT_CHAIN
 
 _HOST = """\
   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
@@ -38,8 +52,7 @@ _HOST = """\
 _INGRESS = """\
   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
     fib daddr type local meta l4proto . th dport vmap @port_services; }
-  chain filter_input { type filter hook input priority filter; policy accept;
-    ct state new meta l4proto . th dport @port_rejects goto reject_new; }
+""" + PORT_REFUSALS + """\
   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
     ct status dnat snat ip to {snat_address}; }
 """
@@ -47,10 +60,7 @@ _INGRESS = """\
 _LB = """\
   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
     meta l4proto { tcp, udp } ip daddr vmap @vip_services; }
-  chain filter_forward { type filter hook forward priority filter; policy accept;
-    ct state new meta l4proto { tcp, udp } ip daddr @vip_rejects goto reject_new; }
-  chain filter_input { type filter hook input priority filter; policy accept;
-    ct state new meta l4proto { tcp, udp } ip daddr @vip_rejects goto reject_new; }
+""" + VIP_REFUSALS + """\
   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
     ct status dnat snat ip to {snat_address}; }
 """
