@@ -260,6 +260,16 @@ def _check_addresses(cluster: model.Cluster) -> None:
             book.claim(f"tasks[{i}].addresses[{j}].address", addr.network_id, addr.address, holder)
 
 
+_ITEM_BUILDERS = {"node": _node, "network": _network, "service": _service, "task": _task}
+
+
+def item_from_dict(kind: str, data: Any, where: str = ""):
+    """One node, network, service or task checked on its own, errors prefixed with `where`.
+
+    Providers use it to refuse one bad Docker object by name instead of a whole snapshot."""
+    return _ITEM_BUILDERS[kind](_Reader(data, where))
+
+
 def from_dict(data: Any) -> model.Cluster:
     root = _Reader(data, "")
     version = root.get("version", _int, FORMAT_VERSION)

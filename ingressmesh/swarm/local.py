@@ -1,0 +1,150 @@
+"""What only a node's own dockerd knows: its task containers' health, and its LB endpoint addresses.
+
+Container health exists only on the node running the container (`health_status` events), and a
+node's `lb-<network>` endpoint address only in that node's network inspect.  The agent follows
+both and reports them to the controller(s) at once on every change, as a NodeReport dict:
+    {"node_id", "containers": {task_id: {"health", "stopping"}}, "lb_addresses": {net_id: ip}, "sent_at"}
+A container that was killed or died stays in the report as stopping for `stopped_ttl`, so the
+controller stops sending it new connections before the manager's task state catches up.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from .convert import TASK_LABEL, is_swarm_overlay
+from .events import EventFollower
+
+log = logging.getLogger(__name__)
+LOCAL_EVENTS = {"type": ["container", "network"]}
+STOPPING_ACTIONS = ("kill", "die", "stop", "destroy", "oom")
+HEALTH_STATES = ("starting", "healthy", "unhealthy")
+
+
+def container_health(inspected: dict) -> str:
+    health = ((inspected.get("State") or {}).get("Health") or {}).get("Status", "")
+    return health if health in HEALTH_STATES else "none"
+
+
+def lb_endpoint_address(network: dict) -> Optional[str]:
+    """This node's load-balancer address on a network: Docker's ingress-sbox or lb-<name>."""
+    wanted = ("ingress-sbox",) if network.get("Ingress") else (f"lb-{network.get('Name')}",)
+    for key, endpoint in (network.get("Containers") or {}).items():
+        if key in wanted or endpoint.get("Name") == f"{network.get('Name')}-endpoint":
+            address = (endpoint.get("IPv4Address") or "").split("/", 1)[0]
+            if address:
+                return address
+    return None
+
+
+class LocalFacts:
+    def __init__(self, make_api: Callable, endpoint: str, node_id: str,
+                 on_change: Callable[[dict], None], stopped_ttl: float = 30.0, refresh: float = 10.0):
+        self.make_api, self.endpoint, self.node_id = make_api, endpoint, node_id
+        self.on_change, self.stopped_ttl, self.refresh = on_change, stopped_ttl, refresh
+        self.lock = threading.Lock()
+        self.containers: dict[str, dict] = {}  # task id -> {"health", "stopping"}
+        self.stopped_at: dict[str, float] = {}  # task id -> when it began stopping
+        self.lb_addresses: dict[str, str] = {}
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._client = None
+        self.events = EventFollower(make_api, LOCAL_EVENTS, self._on_event, self._resync, endpoint)
+        self.thread = threading.Thread(target=self._periodic, name="local-refresh", daemon=True)
+
+    def start(self) -> None:
+        self.events.start()
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.events.stop()
+
+    def report(self) -> dict:
+        with self.lock:
+            return {"node_id": self.node_id, "containers": {k: dict(v) for k, v in self.containers.items()},
+                    "lb_addresses": dict(self.lb_addresses), "sent_at": time.time()}
+
+    def _periodic(self) -> None:
+        while not self._stop.wait(self.refresh):
+            self._resync()
+
+    def _resync(self) -> None:
+        """Full re-read: after (re)connecting to the daemon, and periodically as a safety net."""
+        try:
+            if self._client is None:
+                self._client = self.make_api()
+            api = self._client
+            containers = self._read_containers(api)
+            addresses = self._read_lb_addresses(api)
+        except Exception as err:  # noqa: BLE001 - daemon outage: keep what we knew
+            self._client = None
+            self.last_error = f"{self.endpoint}: {err}"
+            log.warning("local docker %s: %s (keeping the last facts)", self.endpoint, err)
+            return
+        self.last_error = ""
+        now = time.time()
+        with self.lock:
+            for task_id, since in list(self.stopped_at.items()):
+                if task_id not in containers and now - since < self.stopped_ttl:
+                    containers[task_id] = {"health": self.containers.get(task_id, {}).get("health", "none"),
+                                           "stopping": True}
+                elif now - since >= self.stopped_ttl:
+                    del self.stopped_at[task_id]
+            changed = containers != self.containers or addresses != self.lb_addresses
+            self.containers, self.lb_addresses = containers, addresses
+        if changed:
+            self.on_change(self.report())
+
+    def _read_containers(self, api) -> dict[str, dict]:
+        found = {}
+        for summary in api.containers(filters={"label": TASK_LABEL}):
+            task_id = (summary.get("Labels") or {}).get(TASK_LABEL)
+            if not task_id:
+                continue
+            inspected = api.inspect_container(summary["Id"])
+            running = (inspected.get("State") or {}).get("Running", False)
+            found[task_id] = {"health": container_health(inspected),
+                              "stopping": not running or task_id in self.stopped_at}
+        return found
+
+    def _read_lb_addresses(self, api) -> dict[str, str]:
+        addresses = {}
+        for network in api.networks(filters={"driver": "overlay"}):
+            if not is_swarm_overlay(network):
+                continue
+            address = lb_endpoint_address(api.inspect_network(network["Id"]))
+            if address:
+                addresses[network["Id"]] = address
+        return addresses
+
+    def _on_event(self, event: dict) -> None:
+        if event.get("Type") == "network":
+            self._resync()  # an lb endpoint may have been (re)created with a new address
+            return
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        task_id = attributes.get(TASK_LABEL)
+        if not task_id:
+            return
+        action = event.get("Action", "")
+        with self.lock:
+            entry = dict(self.containers.get(task_id, {"health": "none", "stopping": False}))
+            if action.startswith("health_status"):
+                entry["health"] = action.split(":", 1)[1].strip() if ":" in action else entry["health"]
+            elif action.split(":")[0] in STOPPING_ACTIONS:
+                entry["stopping"] = True
+                self.stopped_at.setdefault(task_id, time.time())
+            elif action == "start":
+                entry = None  # read it whole: its health check state, its networks
+            else:
+                return
+            if entry is not None:
+                if entry == self.containers.get(task_id):
+                    return
+                self.containers[task_id] = entry
+        if entry is None:
+            self._resync()
+        else:
+            self.on_change(self.report())

@@ -1,0 +1,44 @@
+"""What one read of a manager's API yields: the swarm's objects in model form, plus refusals.
+
+Kept separate from the cluster snapshot because health and load-balancer addresses are not
+in it: those come from each node's own dockerd, through the agents (see controller/merge.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import model
+from .convert import (convert_all, convert_network, convert_node, convert_service, convert_task,
+                      has_healthcheck, is_swarm_overlay)
+
+
+@dataclass(frozen=True)
+class SwarmState:
+    nodes: tuple[model.Node, ...] = ()
+    networks: tuple[model.Network, ...] = ()
+    services: tuple[model.Service, ...] = ()
+    tasks: tuple[model.Task, ...] = ()
+    # Services whose spec has a health check: their tasks count as "starting" until a node says.
+    health_checked: frozenset = frozenset()
+    errors: tuple[str, ...] = ()  # objects refused, each message naming its object
+
+
+def read_swarm(api) -> SwarmState:
+    """List nodes, overlay networks, services and tasks from a manager (docker.APIClient)."""
+    nodes, node_errors = convert_all(api.nodes(), convert_node)
+    overlays = [n for n in api.networks() if is_swarm_overlay(n)]
+    networks, network_errors = convert_all(overlays, convert_network)
+    raw_services = api.services()
+    services, service_errors = convert_all(raw_services, convert_service)
+    tasks, task_errors = convert_all(api.tasks(), convert_task)
+    checked = frozenset(s["ID"] for s in raw_services if has_healthcheck(s))
+    return SwarmState(tuple(nodes), tuple(networks), tuple(services), tuple(tasks), checked,
+                      tuple(node_errors + network_errors + service_errors + task_errors))
+
+
+def read_tasks(api, state: SwarmState) -> SwarmState:
+    """Only the task list again: the fast resync that stands in for the task events Swarm lacks."""
+    tasks, errors = convert_all(api.tasks(), convert_task)
+    kept = tuple(e for e in state.errors if not e.startswith("task "))
+    return SwarmState(state.nodes, state.networks, state.services, tuple(tasks), state.health_checked,
+                      kept + tuple(errors))
