@@ -1,0 +1,161 @@
+"""The controller's HTTP API: the snapshot by long-poll, node reports in, health and metrics.
+
+    GET  /v1/snapshot?since=V&wait=S  200 {"version", "cluster"} once newer than V, else 304 after S s
+    POST /v1/report                   a node report (validated here) -> on_report(report) -> 204
+    GET  /healthz                     200 / 503 with the controller's own health as JSON
+    GET  /metrics                     Prometheus text
+"""
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Any, Callable, Optional
+
+from ..daemon.http import HttpService, Request, Response
+from ..daemon.metrics import ControllerMetrics
+from ..model import HEALTH_STATES
+from .store import SnapshotStore
+
+MAX_WAIT = 30.0  # long-poll cap: below common proxy/LB idle timeouts, short enough to notice a dead peer
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # the snapshot's id syntax
+
+HealthCheck = Callable[[], tuple[bool, dict]]
+
+
+class ReportError(ValueError):
+    """A node report that cannot be used; the message starts with the bad field's path."""
+
+
+class ControllerServer:
+    """Serves `store` to agents and hands their validated reports to `on_report`.
+
+    `health` gives (ok, details) for /healthz, e.g. the age of the last swarm resync; by
+    default the controller is healthy once it has published a snapshot.  `on_report` may raise
+    ReportError to refuse a report (400) for reasons only the merge knows.
+    """
+
+    def __init__(self, store: SnapshotStore, on_report: Callable[[dict], None], token: str,
+                 metrics: ControllerMetrics, address: tuple[str, int],
+                 health: Optional[HealthCheck] = None):
+        self.store, self.metrics = store, metrics
+        self._on_report = on_report
+        self._health = health or self._default_health
+        self.http = HttpService(address, {
+            ("GET", "/v1/snapshot"): self._snapshot,
+            ("POST", "/v1/report"): self._report,
+            ("GET", "/healthz"): self._healthz,
+            ("GET", "/metrics"): self._metrics,
+        }, token)
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    def start(self) -> "ControllerServer":
+        self.http.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops serving.  Long-polls still waiting end with the store's close() or their wait."""
+        self.http.stop()
+
+    def _snapshot(self, request: Request) -> Response:
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            return 400, {"error": f"since: {request.query['since']!r} is not an integer version"}, None
+        try:
+            wait = float(request.query.get("wait", "0"))
+        except ValueError:
+            wait = math.nan
+        if not math.isfinite(wait) or wait < 0:
+            return 400, {"error": f"wait: {request.query['wait']!r} is not a number of seconds >= 0"}, None
+        found = self.store.wait(since, min(wait, MAX_WAIT))
+        if found is None:
+            return 304, None, None
+        version, cluster = found
+        return 200, {"version": version, "cluster": cluster}, None
+
+    def _report(self, request: Request) -> Response:
+        try:
+            report = validate_report(request.json)
+            self._on_report(report)
+        except ReportError as exc:
+            return 400, {"error": f"report: {exc}"}, None
+        return 204, None, None
+
+    def _healthz(self, request: Request) -> Response:
+        ok, details = self._health()
+        version, cluster = self.store.current()
+        body = {"ok": bool(ok), "snapshot_version": version if cluster is not None else None, **details}
+        return (200 if ok else 503), body, None
+
+    def _metrics(self, request: Request) -> Response:
+        content_type, data = self.metrics.render()
+        return 200, data, content_type
+
+    def _default_health(self) -> tuple[bool, dict]:
+        _, cluster = self.store.current()
+        return cluster is not None, {} if cluster is not None else {"problem": "no snapshot published yet"}
+
+
+def validate_report(data: Any) -> dict:
+    """The report with exactly the known fields, or ReportError naming the first bad one.
+
+    Unknown fields are dropped, not refused, so a newer agent can talk to an older controller
+    during a rolling upgrade.
+    """
+    if not isinstance(data, dict):
+        raise ReportError(f"expected a JSON object, got {_kind(data)}")
+    node_id = _field(data, "node_id", "")
+    if not isinstance(node_id, str) or not _ID.match(node_id):
+        raise ReportError(f"node_id: {node_id!r} is not a node id")
+    containers = _field(data, "containers", "")
+    if not isinstance(containers, dict):
+        raise ReportError(f"containers: expected an object of task id -> state, got {_kind(containers)}")
+    checked_containers = {}
+    for task_id, state in containers.items():
+        where = f"containers[{task_id!r}]"
+        if not _ID.match(task_id):
+            raise ReportError(f"{where}: {task_id!r} is not a task id")
+        if not isinstance(state, dict):
+            raise ReportError(f"{where}: expected an object, got {_kind(state)}")
+        health = _field(state, "health", where + ".")
+        if health not in HEALTH_STATES:
+            raise ReportError(f"{where}.health: {health!r} is not one of {', '.join(HEALTH_STATES)}")
+        stopping = _field(state, "stopping", where + ".")
+        if not isinstance(stopping, bool):
+            raise ReportError(f"{where}.stopping: expected true or false, got {_kind(stopping)}")
+        checked_containers[task_id] = {"health": health, "stopping": stopping}
+    lb_addresses = _field(data, "lb_addresses", "")
+    if not isinstance(lb_addresses, dict):
+        raise ReportError(f"lb_addresses: expected an object of network id -> address, got {_kind(lb_addresses)}")
+    for network_id, address in lb_addresses.items():
+        where = f"lb_addresses[{network_id!r}]"
+        if not _ID.match(network_id):
+            raise ReportError(f"{where}: {network_id!r} is not a network id")
+        try:
+            ipaddress.IPv4Address(address)
+        except (ipaddress.AddressValueError, ValueError, TypeError):
+            raise ReportError(f"{where}: {address!r} is not an IPv4 address") from None
+    sent_at = _field(data, "sent_at", "")
+    if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)) or not math.isfinite(sent_at):
+        raise ReportError(f"sent_at: expected seconds since the epoch, got {sent_at!r}")
+    return {"node_id": node_id, "containers": checked_containers,
+            "lb_addresses": dict(lb_addresses), "sent_at": float(sent_at)}
+
+
+def _field(data: dict, key: str, prefix: str) -> Any:
+    if key not in data:
+        raise ReportError(f"{prefix}{key}: missing")
+    return data[key]
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), f"{type(value).__name__} {value!r}")
