@@ -1,0 +1,1 @@
+"""The agent: runs on every node, follows the controller's snapshot and programs this node."""
