@@ -1,0 +1,204 @@
+"""The `Lab` object: a real N-node Docker Swarm on this machine, for tests, the CLI and any
+code that needs one. Everything is named from a LabConfig, so a Lab rebuilt from the state
+file (Lab.attach) manages a lab that another process brought up."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional, Sequence
+
+from . import dockerd, fabric, images, procs, swarm, teardown
+from .config import DOCKER, DOCKERD, LabConfig
+from .images import BUSYBOX_IMAGE, PYTHON_IMAGE
+from .state import LabState
+
+__all__ = ["Lab", "LabError", "BUSYBOX_IMAGE", "PYTHON_IMAGE"]
+
+
+class LabError(RuntimeError):
+    """The lab is not up, or a docker command against it failed."""
+
+
+class Lab:
+    """Handle on one lab (up or not). Methods taking `n` mean node n (1-based)."""
+
+    def __init__(self, config: Optional[LabConfig] = None,
+                 log: Callable[[str], None] = lambda msg: None) -> None:
+        self.config = config or LabConfig()
+        self.log = log
+
+    @classmethod
+    def attach(cls, lab_dir: str = LabConfig.lab_dir, log=lambda msg: None, **defaults) -> "Lab":
+        """The lab whose state file is in lab_dir (its recorded config), else one from defaults."""
+        recorded = LabState.load(os.path.join(lab_dir, "state.json")).data.get("config") or {}
+        fields = {f.name for f in dataclasses.fields(LabConfig)}
+        merged = {**defaults, **{k: v for k, v in recorded.items() if k in fields}}
+        merged["lab_dir"] = lab_dir
+        if "images" in merged:
+            merged["images"] = tuple(merged["images"])
+        return cls(LabConfig(**merged), log)
+
+    # -- names and paths ------------------------------------------------------------------
+    @property
+    def node_names(self) -> list[str]:
+        return [self.config.node_name(n) for n in self.config.node_numbers]
+
+    def node_netns(self, n: int) -> str:
+        return fabric.netns_path(self.config.node_netns_name(self._check(n)))
+
+    def client_netns(self) -> str:
+        return fabric.netns_path(self.config.client_netns_name)
+
+    def node_address(self, n: int) -> str:
+        return self.config.node_address(self._check(n))
+
+    @property
+    def client_address(self) -> str:
+        return self.config.client_address
+
+    def docker_socket(self, n: int) -> str:
+        return "unix://" + self.config.docker_sock(self._check(n))
+
+    def exec_root(self, n: int) -> str:
+        return self.config.exec_root(self._check(n))
+
+    def dockerd_pid(self, n: int) -> int:
+        rec = LabState.load(self.config.state_file).dockerds.get(self._check(n))
+        if not rec or not procs.alive(rec["pid"], rec["start"]):
+            raise LabError(f"node{n}: dockerd is not running")
+        return rec["pid"]
+
+    def netns_dir(self, n: int) -> str:
+        """Docker's ingress_sbox / lb_<net> / sandboxes: bind mounts that exist only in the
+        dockerd's private mount namespace, reachable from here through /proc/PID/root."""
+        return f"/proc/{self.dockerd_pid(n)}/root{self.exec_root(n)}/netns"
+
+    def _check(self, n: int) -> int:
+        if n not in self.config.node_numbers:
+            raise LabError(f"no node {n!r} (nodes 1..{self.config.nodes})")
+        return n
+
+    # -- running things -------------------------------------------------------------------
+    def docker(self, n: int, *args: str, check: bool = True, timeout: float = 60,
+               input: Optional[str] = None) -> subprocess.CompletedProcess:
+        """/usr/bin/docker (the 20.10 client matching the daemons) against node n."""
+        argv = [DOCKER, "-H", self.docker_socket(n), *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+        if check and proc.returncode != 0:
+            raise LabError(f"node{n}: docker {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
+    def docker_client(self, n: int, **kwargs):
+        """A docker SDK client for node n (caller closes it)."""
+        import docker
+        return docker.DockerClient(base_url=self.docker_socket(n), **kwargs)
+
+    def _in_netns(self, path: str, argv: Sequence[str]) -> list[str]:
+        if not os.path.exists(path):
+            raise LabError(f"{path} does not exist: is the lab up?")
+        return ["nsenter", f"--net={path}", "--", *argv]
+
+    def run_in_node(self, n: int, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
+        """argv in node n's netns, but this mount namespace (/run/netns, venvs visible)."""
+        return subprocess.run(self._in_netns(self.node_netns(n), argv), **kw)
+
+    def popen_in_node(self, n: int, argv: Sequence[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(self._in_netns(self.node_netns(n), argv), **kw)
+
+    def run_in_client(self, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(self._in_netns(self.client_netns(), argv), **kw)
+
+    def popen_in_client(self, argv: Sequence[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(self._in_netns(self.client_netns(), argv), **kw)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def up(self, keep_on_failure: bool = False) -> dict[str, float]:
+        """Bring the lab up; returns seconds per phase. On failure it tears down what it made."""
+        for path in (DOCKERD, DOCKER, images.BUSYBOX_BIN):
+            if not os.access(path, os.X_OK):
+                raise LabError(f"{path} missing (apt-get install docker.io busybox-static)")
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, dockerd)")
+        if fabric.existing(self.config) or os.path.exists(self.config.state_file):
+            raise LabError(f"lab {self.config.prefix} ({self.config.lab_dir}) is up or left "
+                           "over: run lab down first")
+        try:
+            return self._up()
+        except BaseException:
+            if not keep_on_failure:
+                self.log("lab up failed: tearing down what it created")
+                teardown.down(self.config, grace=0)
+            raise
+
+    def _up(self) -> dict[str, float]:
+        cfg, times, t0 = self.config, {}, time.monotonic()
+
+        def phase(name: str) -> None:
+            times[name] = time.monotonic() - t0
+            self.log(f"{name}: {times[name]:.1f}s")
+
+        tarballs = {key: images.ensure(cfg.image_cache, key, self.log) for key in cfg.images}
+        phase("images cached")
+        state = LabState(cfg.state_file)
+        state.set("config", dataclasses.asdict(cfg))
+        state.set("phase", "starting")
+        fabric.create(cfg, state)
+        phase("netns+bridge")
+        for path in dockerd.ensure_run_dirs():
+            state.add("run_dirs_created", path)
+        dockerd.write_script(cfg)
+        for n in cfg.node_numbers:
+            pid = dockerd.launch(cfg, n)
+            state.dockerd(n, pid, procs.start_time(pid))
+        for n, rec in state.dockerds.items():
+            dockerd.wait_ready(cfg, n, rec["pid"], rec["start"])
+        phase("dockerds up")
+        jobs = [(n, key) for n in cfg.node_numbers for key in cfg.images]
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+            list(pool.map(lambda job: self._import(job[0], tarballs[job[1]], job[1]), jobs))
+        phase("images imported")
+        swarm.form(self)
+        phase(f"swarm of {cfg.nodes} Ready")
+        state.set("phase", "up")
+        return times
+
+    def _import(self, n: int, tarball: str, key: str) -> None:
+        argv = images.import_argv([DOCKER, "-H", self.docker_socket(n)], tarball, images.SPECS[key])
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise LabError(f"node{n}: importing {key}: {proc.stderr.strip()}")
+
+    def down(self, grace: float = 2.0) -> dict:
+        """Remove everything the lab made (see teardown.py); safe to repeat, and after crashes."""
+        return teardown.down(self.config, grace)
+
+    def leftovers(self) -> list[str]:
+        return teardown.leftovers(self.config)
+
+    def status(self) -> dict:
+        """What is up: per-node netns/dockerd/ping, client and bridge netns, `node ls`."""
+        cfg = self.config
+        state = LabState.load(cfg.state_file)
+        nodes = []
+        for n in cfg.node_numbers:
+            rec = state.dockerds.get(n) or {}
+            running = bool(rec) and procs.alive(rec["pid"], rec["start"])
+            nodes.append({"node": cfg.node_name(n), "address": cfg.node_address(n),
+                          "manager": cfg.is_manager(n),
+                          "netns": os.path.exists(self.node_netns(n)),
+                          "dockerd_pid": rec.get("pid") if running else None,
+                          "answers": running and dockerd.ping(cfg.docker_sock(n)),
+                          "socket": self.docker_socket(n)})
+        swarm_rows = swarm.node_rows(self) if nodes[0]["answers"] else []
+        ready = sum(row["Status"] == "Ready" for row in swarm_rows)
+        up = (state.data.get("phase") == "up" and os.path.exists(self.client_netns())
+              and all(node["netns"] and node["answers"] for node in nodes) and ready == cfg.nodes)
+        return {"up": up, "phase": state.data.get("phase", "down"), "nodes": nodes,
+                "client_netns": os.path.exists(self.client_netns()),
+                "bridge_netns": os.path.exists(fabric.netns_path(cfg.bridge_netns_name)),
+                "swarm": swarm_rows,
+                "paths": {"lab_dir": cfg.lab_dir, "state": cfg.state_file,
+                          "image_cache": cfg.image_cache}}
