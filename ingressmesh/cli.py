@@ -186,3 +186,12 @@ def cleanup_command(netns_refs, backend: str) -> None:
 
 
 main.add_command(doctor_command)
+
+
+def _register_daemons() -> None:
+    from .cli_daemons import agent_command, controller_command
+    main.add_command(controller_command)
+    main.add_command(agent_command)
+
+
+_register_daemons()

@@ -110,7 +110,10 @@ def merge(state: SwarmState, reports: dict, tracker: SinceTracker, now: float) -
     networks = tuple(dataclasses.replace(n, lb_addresses=_lb_addresses(n, node_ids, reports))
                      for n in state.networks)
     # Only running tasks can be backends; dead ones in the history would only add noise.
-    tasks = tuple(_task(t, state, reports, tracker, now) for t in state.tasks if t.current_state == "running")
+    # The tasks of a service the provider refused go with it (the refusal already names it).
+    services = {s.id for s in state.services}
+    tasks = tuple(_task(t, state, reports, tracker, now) for t in state.tasks
+                  if t.current_state == "running" and t.service_id in services)
     tracker.keep_only({t.id for t in tasks})
     merged = validated(model.Cluster(nodes=state.nodes, networks=networks, services=state.services, tasks=tasks))
     return Merged(merged.cluster, state.errors + merged.refused)

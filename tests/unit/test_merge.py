@@ -95,3 +95,11 @@ def test_only_running_tasks_are_kept():
     merged = merge(state, _reports(), SinceTracker(), now=1.0)
     assert "deadtask" not in {t.id for t in merged.cluster.tasks}
     assert isinstance(merged.cluster, model.Cluster)
+
+
+def test_tasks_of_a_refused_service_go_quietly():
+    # absurd2 and absurd3 were refused by the provider; their running tasks are in the list.
+    merged = merge(STATE, _reports(), SinceTracker(), now=1.0)
+    assert merged.refused == STATE.errors
+    services = {s.id for s in merged.cluster.services}
+    assert all(t.service_id in services for t in merged.cluster.tasks)

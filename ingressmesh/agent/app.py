@@ -1,0 +1,204 @@
+"""`ingressmesh agent`: follow the snapshot, plan for this node, program Docker's namespaces.
+
+A level-triggered loop: a new snapshot, a drain deadline or a failed namespace (retried every
+second) leads to plan → apply of the whole node plan; the backends diff against what they hold,
+so an unchanged plan costs nothing.  When no controller answers, nothing is flushed: the kernel
+keeps the last applied state and /healthz says the controller is unreachable.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import docker
+
+from .. import backends, snapshot
+from ..apply import NodeApplier
+from ..daemon.http import HttpService
+from ..daemon.metrics import AgentMetrics
+from ..daemon.sdnotify import Notifier, Watchdog
+from ..layout import Layout
+from ..plan import DRAINING, NodePlan, PlanOptions, plan_node
+from ..swarm.backoff import Backoff
+from ..swarm.local import LocalFacts
+from .controller_client import ControllerAuthError, ControllerClient, ControllerError
+from .docker_extras import DockerExtras
+from .docker_layout import DockerNamespaces
+from .reporter import Reporter
+from .sync_health import SyncHealth
+
+log = logging.getLogger(__name__)
+RETRY = 1.0  # a namespace that failed (e.g. an lb sandbox not created yet) is retried this soon
+LONG_POLL = 25.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    controllers: tuple[str, ...]
+    docker_url: str = "unix:///var/run/docker.sock"
+    namespaces: DockerNamespaces = field(default_factory=DockerNamespaces)
+    backend: str = "auto"
+    listen: tuple[str, int] = ("0.0.0.0", 9402)
+    drain_grace: float = 10.0
+    ingress_gateway: str = "172.18.0.2"
+    open_forward: bool = True  # accept published ports in FORWARD (Docker's policy there is DROP)
+    ipvs_timeouts: Optional[object] = None
+
+
+def local_node_id(docker_url: str) -> str:
+    info = docker.APIClient(base_url=docker_url, version="auto", timeout=10).info()
+    node_id = (info.get("Swarm") or {}).get("NodeID")
+    if not node_id:
+        raise RuntimeError(f"{docker_url}: this dockerd is not part of a swarm")
+    return node_id
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, token: str, node_id: str):
+        self.config, self.node_id = config, node_id
+        self.client = ControllerClient(list(config.controllers), token)
+        self.health = SyncHealth()
+        self.metrics = AgentMetrics()
+        self.applier = NodeApplier(Layout(), backends.factory(config.backend, config.ipvs_timeouts))
+        self.extras = DockerExtras(config.open_forward)
+        make_api = lambda: docker.APIClient(base_url=config.docker_url, version="auto", timeout=15)  # noqa: E731
+        self.facts = LocalFacts(make_api, config.docker_url, node_id, on_change=self._facts_changed)
+        self.reporter = Reporter(self.client, self.facts.report)
+        self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
+                                                ("GET", "/metrics"): self._metrics}, token=None)
+        self.cluster = None
+        self.version = 0
+        self.plan: Optional[NodePlan] = None
+        self.warnings: set[str] = set()
+        self.last_loop = time.monotonic()
+
+    def _facts_changed(self, report: dict) -> None:
+        self.reporter.changed()
+
+    def _healthz(self, request):
+        ok, details = self.health.status()
+        details["node_id"] = self.node_id
+        details["controller_url"] = self.client.current_url
+        return (200 if ok else 503), details, None
+
+    def _metrics(self, request):
+        content_type, data = self.metrics.render()
+        return 200, data, content_type
+
+    def run(self, stop: threading.Event, notifier: Notifier) -> None:
+        self.http.start()
+        self.facts.start()
+        self.reporter.start()
+        self.reporter.changed()
+        watchdog = Watchdog(notifier, alive=lambda: time.monotonic() - self.last_loop < LONG_POLL + 20).start()
+        notifier.ready()
+        log.info("agent for node %s following %s", self.node_id, ", ".join(self.config.controllers))
+        try:
+            self._loop(stop, notifier)
+        finally:
+            notifier.stopping()
+            for part in (watchdog, self.reporter, self.facts, self.http):
+                part.stop()
+            self.client.close()
+
+    def _loop(self, stop: threading.Event, notifier: Notifier) -> None:
+        backoff = Backoff(first=0.5, cap=5.0)
+        due = None  # monotonic time of the next sync that no snapshot will trigger
+        while not stop.is_set():
+            self.last_loop = time.monotonic()
+            wait = LONG_POLL if due is None else max(0.0, min(LONG_POLL, due - time.monotonic()))
+            fresh = False
+            try:
+                got = self.client.follow(self.version, wait)
+                if self.health.status()[1]["controller"]["reachable"] is False:
+                    log.info("controller %s reachable again", self.client.current_url)
+                self.health.controller_ok()
+                self.metrics.controller_up.set(1)
+                backoff.reset()
+            except ControllerError as err:
+                self._unreachable(err, isinstance(err, ControllerAuthError))
+                stop.wait(backoff.next_delay())
+                got = None
+            if got is not None:
+                fresh = self._take(*got)
+            if self.cluster is not None and (fresh or (due is not None and time.monotonic() >= due)):
+                due = self.sync()
+                notifier.status(f"snapshot {self.version} applied" if self.health.status()[0] else "behind")
+
+    def _unreachable(self, err: Exception, auth: bool) -> None:
+        was = self.health.status()[1]["controller"]["reachable"]
+        self.health.controller_unreachable(str(err))
+        self.metrics.controller_up.set(0)
+        if was is not False:
+            log.error("controller unreachable%s: %s; keeping the kernel state as it is",
+                      " (token refused)" if auth else "", err)
+
+    def _take(self, version: int, data: dict) -> bool:
+        self.health.received(version)
+        try:
+            cluster = snapshot.from_dict(data)
+        except snapshot.SnapshotError as err:
+            log.error("snapshot %d refused, keeping the last one: %s", version, err)
+            self.health.apply_failed(f"snapshot {version}: {err}")
+            return False
+        for message in data.get("refused") or ():
+            log.debug("controller refused: %s", message)
+        self.cluster, self.version = cluster, version
+        return True
+
+    def sync(self) -> Optional[float]:
+        """Plan and apply; the monotonic time of the next sync a timer needs, or None."""
+        started = time.monotonic()
+        if self.cluster.node(self.node_id) is None:
+            self.health.apply_failed(f"node {self.node_id} is not in the snapshot")
+            return started + RETRY
+        options = PlanOptions(now=time.time(), drain_grace=self.config.drain_grace,
+                              ingress_gateway=self.config.ingress_gateway)
+        plan = plan_node(self.cluster, self.node_id, options)
+        for warning in sorted(set(plan.warnings) - self.warnings):
+            log.warning("%s", warning)
+        self.warnings = set(plan.warnings)
+        errors = {}
+        try:
+            self.applier.layout = self.config.namespaces.layout()
+        except (OSError, ValueError) as err:
+            errors["layout"] = f"cannot find Docker's namespaces: {err}"
+        else:
+            errors.update(self.applier.apply(plan).errors)
+            errors.update(self.extras.apply(plan, self.applier.layout, skip=set(errors)))
+        self.plan = plan
+        self.metrics.sync_duration.observe(time.monotonic() - started)
+        self.metrics.set_backends(_backend_counts(plan))
+        for key, message in sorted(errors.items()):
+            self.metrics.sync_failures.labels(namespace=key).inc()
+            log.warning("%s: %s", key, message)
+        if errors:
+            self.health.apply_failed("; ".join(f"{k}: {v}" for k, v in sorted(errors.items())))
+            return started + RETRY
+        self.health.applied(self.version)
+        self.metrics.snapshot_version.set(self.version)
+        self.metrics.last_successful_sync.set(time.time())
+        return _drain_deadline(plan, options, self.cluster)
+
+
+def _backend_counts(plan: NodePlan) -> dict:
+    counts: dict[str, dict[str, int]] = {}
+    for ns in plan.namespaces:
+        for entry in ns.vips + ns.ports:
+            for backend in entry.backends:
+                states = counts.setdefault(entry.service, {})
+                states[backend.state] = states.get(backend.state, 0) + 1
+    return counts
+
+
+def _drain_deadline(plan: NodePlan, options: PlanOptions, cluster) -> Optional[float]:
+    """When the earliest draining backend's grace ends (monotonic), so it is removed on time."""
+    draining = {b.task_id for ns in plan.namespaces for e in ns.vips + ns.ports for b in e.backends
+                if b.state == DRAINING}
+    if not draining:
+        return None
+    ends = [t.since + options.drain_grace for t in cluster.tasks if t.id in draining]
+    return time.monotonic() + max(0.0, min(ends) - options.now) + 0.05

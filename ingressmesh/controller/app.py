@@ -1,0 +1,138 @@
+"""`ingressmesh controller`: swarm provider + node reports → merged, versioned snapshot over HTTP.
+
+Runs on a manager (only managers answer /services and /tasks).  Every swarm change and every
+node report re-merges; the store bumps the version only when the snapshot really changed, and
+long-polling agents get it at once.  A node report that names a task the swarm state does not
+have yet, or a container that started stopping, pokes the provider for an immediate task resync.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import docker
+
+from .. import snapshot
+from ..daemon.metrics import ControllerMetrics
+from ..daemon.sdnotify import Notifier, Watchdog
+from ..swarm.provider import SwarmProvider
+from ..swarm.state import SwarmState
+from .merge import SinceTracker, merge
+from .server import ControllerServer
+from .store import SnapshotStore
+
+log = logging.getLogger(__name__)
+REPORT_FRESH = 60.0  # an agent silent for longer no longer counts as reporting
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    docker_url: str = "unix:///var/run/docker.sock"
+    listen: tuple[str, int] = ("0.0.0.0", 9401)
+    stale_after: float = 30.0  # /healthz fails when the swarm has not been read for this long
+
+
+def docker_api(url: str):
+    return lambda: docker.APIClient(base_url=url, version="auto", timeout=15)
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, token: str):
+        self.config = config
+        self.store = SnapshotStore()
+        self.metrics = ControllerMetrics()
+        self.reports: dict[str, dict] = {}
+        self.tracker = SinceTracker()
+        self.refused: tuple[str, ...] = ()
+        self._merge_lock = threading.Lock()
+        self.provider = SwarmProvider(docker_api(config.docker_url), config.docker_url, self._swarm_changed,
+                                      on_read=self._swarm_read)
+        self.server = ControllerServer(self.store, self._on_report, token, self.metrics, config.listen,
+                                       health=self._health)
+
+    def start(self) -> "Controller":
+        self.server.start()
+        self.provider.start()
+        return self
+
+    def stop(self) -> None:
+        self.provider.stop()
+        self.store.close()
+        self.server.stop()
+
+    def _swarm_read(self, seconds: float, error: Optional[str]) -> None:
+        self.metrics.resync_duration.observe(seconds)
+        if error:
+            self.metrics.resync_failures.labels(endpoint=self.config.docker_url).inc()
+        else:
+            self.metrics.last_successful_resync.set(time.time())
+
+    def _swarm_changed(self, state: SwarmState) -> None:
+        self.publish()
+
+    def _on_report(self, report: dict) -> None:
+        node_id = report["node_id"]
+        with self._merge_lock:
+            previous = self.reports.get(node_id) or {}
+            self.reports[node_id] = report
+        state = self.provider.state
+        known = {t.id for t in state.tasks} if state else set()
+        old, new = previous.get("containers") or {}, report.get("containers") or {}
+        started = set(new) - set(old) - known
+        stopping = {t for t, e in new.items() if e.get("stopping") and not (old.get(t) or {}).get("stopping")}
+        if started or stopping:
+            self.provider.poke()  # the manager's task list is behind what this node just saw
+        self.publish()
+
+    def publish(self) -> Optional[int]:
+        state = self.provider.state
+        if state is None:
+            return None
+        with self._merge_lock:
+            merged = merge(state, dict(self.reports), self.tracker, time.time())
+            data = snapshot.to_dict(merged.cluster)
+            data["refused"] = list(merged.refused)  # ignored by the snapshot reader; shown by the CLI
+            for message in sorted(set(merged.refused) - set(self.refused)):
+                log.error("refused: %s", message)
+            self.refused = merged.refused
+            version = self.store.publish(data)
+            self.metrics.observe_snapshot(version, data)
+            now = time.time()
+            self.metrics.agents_reporting.set(sum(1 for r in self.reports.values()
+                                                  if now - r.get("sent_at", 0) < REPORT_FRESH))
+        return version
+
+    def _health(self) -> tuple[bool, dict]:
+        age = time.time() - self.provider.last_success if self.provider.last_success else None
+        ok = age is not None and age < self.config.stale_after
+        details = {"swarm_endpoint": self.config.docker_url, "swarm_read_age": age,
+                   "swarm_error": self.provider.last_error or None, "refused": list(self.refused),
+                   "agents": sorted(self.reports)}
+        if not ok:
+            details["problem"] = (f"swarm API not read for {age:.0f} s" if age is not None
+                                  else "swarm API never read successfully")
+        return ok, details
+
+    def run(self, stop: threading.Event, notifier: Notifier) -> None:
+        """Serve until `stop` is set; READY once the first snapshot is published."""
+        self.start()
+        watchdog = Watchdog(notifier, alive=lambda: self.provider.thread.is_alive()).start()
+        try:
+            while not stop.is_set():
+                version, cluster = self.store.current()
+                if cluster is not None:
+                    break
+                notifier.status(f"waiting for the swarm API at {self.config.docker_url}: "
+                                f"{self.provider.last_error or 'first read'}")
+                stop.wait(0.2)
+            notifier.ready()
+            log.info("controller serving on %s:%d", *self.config.listen)
+            while not stop.wait(5.0):
+                notifier.status(f"snapshot {self.store.current()[0]}, {len(self.reports)} agents reporting")
+        finally:
+            notifier.stopping()
+            watchdog.stop()
+            self.stop()
