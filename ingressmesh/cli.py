@@ -135,12 +135,33 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
 
 @main.command("show")
 @click.option("--netns", "netns_ref", default=None,
-              help="Only this namespace (name or path); default: every namespace with a table.")
+              help="Namespace (name or path); default: every namespace with an ingressmesh table.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @backend_option
-def show_command(netns_ref, as_json: bool, backend: str) -> None:
+@click.option("--exec-root", default=None,
+              help="On a swarm node: dockerd's --exec-root; shows this host and Docker's ingress_sbox "
+                   "and lb_* namespaces.")
+@click.option("--docker-pidfile", default="", help="dockerd's pidfile, when it runs in its own mount namespace.")
+@click.option("--controller", default=None, help="Controller URL: name each backend's task, node and health.")
+@click.option("--token-file", default="/etc/ingressmesh/token", show_default=True)
+def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfile, controller, token_file) -> None:
     """VIP-to-task tables as programmed in the kernel."""
-    targets = [Netns.from_ref(netns_ref)] if netns_ref is not None else namespaces_with_tables()
+    from . import live
+    if exec_root is not None:
+        from .agent.docker_layout import DockerNamespaces
+        try:
+            netns_dir = DockerNamespaces(exec_root, docker_pidfile).netns_dir()
+        except (OSError, ValueError) as err:
+            raise click.ClickException(f"cannot find dockerd's namespaces: {err}") from None
+        targets = [Netns("")] + [Netns(p) for p in live.docker_namespaces(netns_dir)]
+    else:
+        targets = [Netns.from_ref(netns_ref)] if netns_ref is not None else namespaces_with_tables()
+    index = {}
+    if controller:
+        try:
+            index = live.task_index(live.fetch_snapshot(controller, token_file)[1])
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
     result = {}
     for netns in targets:
         try:
@@ -148,20 +169,20 @@ def show_command(netns_ref, as_json: bool, backend: str) -> None:
         except (NftError, IpvsError, NetnsError, OSError) as err:
             raise click.ClickException(f"cannot read {netns.path or '(host)'}: {err}") from None
     if as_json:
-        click.echo(json.dumps({ns: [{"service": r.service, "frontend": r.frontend, "note": r.note,
-                                     "backends": [{"address": a, "state": s} for a, s in r.backends]}
-                                    for r in rows] for ns, rows in result.items()}, indent=2))
+        click.echo(json.dumps({ns: live.annotated(rows, index) for ns, rows in result.items()}, indent=2))
         return
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     if not result:
         console.print("no ingressmesh tables found")
     for ns, rows in result.items():
         table = Table(title=ns, title_justify="left")
-        for column in ("service", "front-end", "backends", "note"):
+        columns = ("service", "front-end", "task", "node", "address", "health", "state")
+        for column in columns:
             table.add_column(column)
-        for row in rows:
-            text = ", ".join(a + ("" if s == "active" else f" [yellow]({s})[/]") for a, s in row.backends)
-            table.add_row(row.service, row.frontend, text or "-", row.note)
+        for line in live.annotated(rows, index):
+            state = line["state"] if line["state"] == "active" else f"[yellow]{line['state']}[/]"
+            table.add_row(line["service"], line["frontend"], line["task"], line["node"], line["address"],
+                          line["health"], state)
         console.print(table)
 
 

@@ -1,0 +1,81 @@
+"""The live view: a snapshot from a running controller, and kernel rows annotated with tasks.
+
+`ingressmesh show` reads what the kernel holds (the truth); the snapshot only names what it
+finds there: which task an address is, on which node, with what health.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from . import model, snapshot
+from .view import Row
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    node: str
+    health: str
+    desired: str
+
+
+def fetch_snapshot(url: str, token_file: str) -> tuple[int, model.Cluster, list[str]]:
+    """(version, cluster, refused) from the controller at `url`; raises ValueError on failure."""
+    from .agent.controller_client import ControllerClient, ControllerError
+    from .daemon.token import TokenError, load_token
+    try:
+        client = ControllerClient([url], load_token(token_file))
+    except (TokenError, ValueError) as err:
+        raise ValueError(str(err)) from None
+    try:
+        got = client.follow(0, 0)
+    except ControllerError as err:
+        raise ValueError(f"controller {url}: {err}") from None
+    finally:
+        client.close()
+    if got is None:
+        raise ValueError(f"controller {url} has no snapshot yet")
+    version, data = got
+    try:
+        return version, snapshot.from_dict(data), list(data.get("refused") or ())
+    except snapshot.SnapshotError as err:
+        raise ValueError(f"controller {url} sent a bad snapshot: {err}") from None
+
+
+def task_index(cluster: model.Cluster) -> dict[str, TaskInfo]:
+    """address -> the task holding it (addresses are unique across a swarm's overlay subnets)."""
+    services = {s.id: s.name for s in cluster.services}
+    nodes = {n.id: n.hostname for n in cluster.nodes}
+    index = {}
+    for task in cluster.tasks:
+        service = services.get(task.service_id, task.service_id)
+        node = nodes.get(task.node_id, task.node_id)
+        name = f"{service}.{task.slot}" if task.slot else f"{service}.{node}"
+        for address in task.addresses:
+            index[address.address] = TaskInfo(name, node, task.health, task.desired_state)
+    return index
+
+
+def annotated(rows: list[Row], index: dict[str, TaskInfo]) -> list[dict]:
+    """One line per (front-end, backend) with the task's name, node, health and state."""
+    lines = []
+    for row in rows:
+        if not row.backends:
+            lines.append({"service": row.service, "frontend": row.frontend, "task": "-", "node": "-",
+                          "address": "-", "health": "-", "state": row.note or "-"})
+        for address, state in row.backends:
+            info: Optional[TaskInfo] = index.get(address.split(":", 1)[0])
+            lines.append({"service": row.service, "frontend": row.frontend, "address": address, "state": state,
+                          "task": info.name if info else "?", "node": info.node if info else "?",
+                          "health": info.health if info else "?"})
+    return lines
+
+
+def docker_namespaces(netns_dir: str) -> list[str]:
+    """Docker's routing-mesh namespaces in `netns_dir`: ingress_sbox and every lb_<network>."""
+    if not os.path.isdir(netns_dir):
+        return []
+    return [os.path.join(netns_dir, name) for name in sorted(os.listdir(netns_dir))
+            if name == "ingress_sbox" or name.startswith("lb_")]

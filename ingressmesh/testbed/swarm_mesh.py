@@ -1,0 +1,128 @@
+"""ingressmesh running on a lab swarm: a controller on node1, an agent on every node.
+
+Each process runs in its node's network namespace (and the root mount namespace, so it reaches
+Docker's namespaces through /proc/<dockerd pid>/root, as `--docker-pidfile` says).  PIDs are
+kept so tests can stop and restart one process; logs go to the lab directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Optional
+
+from ..daemon.token import generate_token, write_token
+from ..netns import Netns
+
+CONTROLLER_PORT = 9401
+AGENT_PORT = 9402
+
+
+class SwarmMesh:
+    def __init__(self, lab, backend: str = "nftables", drain_grace: float = 10.0):
+        self.lab, self.backend, self.drain_grace = lab, backend, drain_grace
+        self.dir = os.path.join(lab.config.lab_dir, "mesh")
+        self.token_file = os.path.join(self.dir, "token")
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def controller_url(self) -> str:
+        return f"http://{self.lab.node_address(1)}:{CONTROLLER_PORT}"
+
+    def agent_url(self, n: int) -> str:
+        return f"http://{self.lab.node_address(n)}:{AGENT_PORT}"
+
+    def log_path(self, name: str) -> str:
+        return os.path.join(self.dir, f"{name}.log")
+
+    def _spawn(self, name: str, n: int, argv: list[str]) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        log = open(self.log_path(name), "a", encoding="utf-8")
+        self.procs[name] = self.lab.popen_in_node(n, [sys.executable, "-m", "ingressmesh", *argv],
+                                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self._record()
+
+    def _record(self) -> None:
+        with open(os.path.join(self.dir, "pids.json"), "w", encoding="utf-8") as handle:
+            json.dump({name: p.pid for name, p in self.procs.items() if p.poll() is None}, handle)
+
+    def start_controller(self) -> None:
+        self._spawn("controller", 1, ["controller", "--docker", f"unix://{self.lab.config.docker_sock(1)}",
+                                      "--token-file", self.token_file,
+                                      "--listen", f"{self.lab.node_address(1)}:{CONTROLLER_PORT}"])
+
+    def start_agent(self, n: int) -> None:
+        config = self.lab.config
+        self._spawn(f"agent{n}", n, [
+            "agent", "--controller", self.controller_url, "--docker", f"unix://{config.docker_sock(n)}",
+            "--token-file", self.token_file, "--exec-root", config.exec_root(n), "--docker-pidfile",
+            config.pidfile(n), "--backend", self.backend, "--drain-grace", str(self.drain_grace),
+            "--listen", f"{self.lab.node_address(n)}:{AGENT_PORT}"])
+
+    def up(self, timeout: float = 30.0) -> "SwarmMesh":
+        os.makedirs(self.dir, exist_ok=True)
+        if not os.path.exists(self.token_file):
+            write_token(self.token_file, generate_token())
+        self.start_controller()
+        for n in self.lab.config.node_numbers:
+            self.start_agent(n)
+        self.wait_synced(timeout)
+        return self
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+        self._record()
+
+    def down(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def get(self, url: str, timeout: float = 3.0) -> tuple[int, dict]:
+        """GET a JSON endpoint from inside node1's namespace (where the lab's addresses live)."""
+        with Netns.from_ref(self.lab.node_netns(1)).entered():
+            try:
+                response = urllib.request.urlopen(url, timeout=timeout)
+                status, body = response.status, response.read()
+            except urllib.error.HTTPError as err:
+                status, body = err.code, err.read()
+            except (urllib.error.URLError, OSError) as err:
+                raise OSError(f"GET {url}: {err}") from None
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, {"text": body.decode(errors="replace")}
+
+    def agent_health(self, n: int) -> tuple[int, dict]:
+        return self.get(self.agent_url(n) + "/healthz")
+
+    def wait_synced(self, timeout: float = 30.0, since: Optional[int] = None) -> int:
+        """Until every agent has applied the same (and, with `since`, a newer) snapshot; its version."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                states = [self.agent_health(n) for n in self.lab.config.node_numbers]
+                versions = {body.get("applied_version") for _, body in states}
+                last = states
+                if len(versions) == 1 and None not in versions and all(code == 200 for code, _ in states):
+                    version = versions.pop()
+                    if since is None or version > since:
+                        return version
+            except OSError as err:
+                last = err
+            time.sleep(0.2)
+        raise TimeoutError(f"agents not in sync after {timeout:g} s: {last}")
