@@ -210,7 +210,8 @@ def _handler_class(service: HttpService) -> type:
             elif length != 0:
                 self.close_connection = True
 
-        def _send(self, status: int, payload: Any, content_type: Optional[str], extra: Mapping[str, str] = {}) -> None:
+        def _send(self, status: int, payload: Any, content_type: Optional[str],
+                  extra: Optional[Mapping[str, str]] = None) -> None:
             if status in (204, 304) or payload is None:
                 data = b""
             elif isinstance(payload, bytes):
@@ -225,7 +226,7 @@ def _handler_class(service: HttpService) -> type:
                     self.send_header("Content-Type", content_type or "application/json")
                 if status not in (204, 304):
                     self.send_header("Content-Length", str(len(data)))
-                for key, value in extra.items():
+                for key, value in (extra or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
                 if data and status not in (204, 304):
