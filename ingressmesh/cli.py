@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Optional
 
 import click
 from rich.console import Console
@@ -20,21 +21,37 @@ from .nft.errors import NftError
 from .scan import namespaces_with_tables
 
 
-def _load_plan(cluster_file: str, node: str, grace: float) -> planner.NodePlan:
-    try:
-        cluster = snapshot.load(cluster_file)
-    except snapshot.SnapshotError as err:
-        raise click.ClickException(f"bad cluster file: {err}") from None
+def _load_plan(cluster_file: Optional[str], node: str, grace: float, controller: Optional[str] = None,
+               token_file: str = "") -> planner.NodePlan:
+    """The node's plan from a snapshot file, or from the live controller's snapshot."""
+    if controller:
+        from . import live
+        try:
+            _, cluster, _ = live.fetch_snapshot(controller, token_file)
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
+        source = controller
+    elif cluster_file:
+        try:
+            cluster = snapshot.load(cluster_file)
+        except snapshot.SnapshotError as err:
+            raise click.ClickException(f"bad cluster file: {err}") from None
+        source = cluster_file
+    else:
+        raise click.UsageError("give --cluster FILE or --controller URL")
     if cluster.node(node) is None:
-        known = ", ".join(n.id for n in cluster.nodes) or "none"
-        raise click.ClickException(f"--node {node!r} is not in {cluster_file} (nodes: {known})")
+        matches = [n.id for n in cluster.nodes if n.hostname == node]
+        if len(matches) != 1:
+            known = ", ".join(f"{n.id} ({n.hostname})" for n in cluster.nodes) or "none"
+            raise click.ClickException(f"--node {node!r} is not in {source} (nodes: {known})")
+        node = matches[0]
     return planner.plan_node(cluster, node, planner.PlanOptions(now=time.time(), drain_grace=grace))
 
 
 _cluster_options = (
-    click.option("--cluster", "cluster_file", required=True, type=click.Path(dir_okay=False),
+    click.option("--cluster", "cluster_file", default=None, type=click.Path(dir_okay=False),
                  help="Cluster snapshot (JSON)."),
-    click.option("--node", required=True, help="Node id to plan for."),
+    click.option("--node", required=True, help="Node id (or hostname) to plan for."),
     click.option("--drain-grace", default=10.0, show_default=True,
                  help="Seconds an ineligible task keeps its established connections."),
 )
@@ -72,9 +89,11 @@ def main() -> None:
 @main.command("plan")
 @cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan_command(cluster_file: str, node: str, drain_grace: float, as_json: bool) -> None:
+@click.option("--controller", default=None, help="Plan from the live controller's snapshot (instead of --cluster).")
+@click.option("--token-file", default="/etc/ingressmesh/token", show_default=True)
+def plan_command(cluster_file, node: str, drain_grace: float, as_json: bool, controller, token_file) -> None:
     """Print the data plane this node should have (no kernel access)."""
-    node_plan = _load_plan(cluster_file, node, drain_grace)
+    node_plan = _load_plan(cluster_file, node, drain_grace, controller, token_file)
     if as_json:
         click.echo(json.dumps(planner.to_dict(node_plan), indent=2, sort_keys=True))
         return
