@@ -87,8 +87,8 @@ write_default() {  # $1 = agent|controller, $2 = example options
     fi
     cat > "$file" <<DEFAULTS
 # Read by ingressmesh-$1.service (EnvironmentFile=); restart the service after editing.
-# The token shared by controllers and agents: the same content on every node, mode 0600.
-INGRESSMESH_TOKEN_FILE=/etc/ingressmesh/token
+# The shared token is read from /etc/ingressmesh/token (--token-file): the same content on
+# every node, mode 0600.
 # Options for \`ingressmesh $1\` (see \`ingressmesh $1 --help\`), e.g.
 #   INGRESSMESH_${upper}_OPTS="$2"
 INGRESSMESH_${upper}_OPTS=""
@@ -96,8 +96,8 @@ DEFAULTS
     chmod 0644 "$file"
     say "wrote $file"
 }
-write_default agent "--controller http://<manager-1>:<port> --controller http://<manager-2>:<port>"
-write_default controller "--listen 0.0.0.0:<port>"
+write_default agent "--controller http://<manager-1>:9401 --controller http://<manager-2>:9401"
+write_default controller "--listen 0.0.0.0:9401"
 
 # 4. the token (a secret: 0600, never overwritten)
 TOKEN="$ROOT/etc/ingressmesh/token"
