@@ -49,7 +49,7 @@ def up_command(lab_dir, nodes, managers, prefix, subnet, pool) -> None:
 @_dir_option
 @click.option("--prefix", default=LabConfig.prefix, show_default=True,
               help="Used when the state file is gone.")
-@click.option("--grace", default=2.0, show_default=True,
+@click.option("--grace", default=1.0, show_default=True,
               help="Seconds the dockerds get after SIGTERM before SIGKILL (0: kill at once).")
 def down_command(lab_dir, prefix, grace) -> None:
     """Remove every namespace, process, cgroup and file of the lab (also after a crash)."""

@@ -171,7 +171,7 @@ class Lab:
         if proc.returncode != 0:
             raise LabError(f"node{n}: importing {key}: {proc.stderr.strip()}")
 
-    def down(self, grace: float = 2.0) -> dict:
+    def down(self, grace: float = 1.0) -> dict:
         """Remove everything the lab made (see teardown.py); safe to repeat, and after crashes."""
         return teardown.down(self.config, grace)
 

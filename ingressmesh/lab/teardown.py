@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from . import fabric, procs
 from .config import LabConfig
@@ -85,19 +86,23 @@ def _remove_files(config: LabConfig) -> None:
         names = os.listdir(config.lab_dir)
     except OSError:
         return
+    trees = []
     for name in names:
         path = os.path.join(config.lab_dir, name)
         if name.startswith("node") and os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            trees.append(path)
         elif name.startswith(("state.json", "node-dockerd.sh")):
             os.unlink(path)
+    # Image layers are thousands of files per node: unlink the nodes' trees side by side.
+    with ThreadPoolExecutor(max_workers=max(1, len(trees))) as pool:
+        list(pool.map(shutil.rmtree, trees))
     try:
         os.rmdir(config.lab_dir)
     except OSError:
         pass
 
 
-def down(config: LabConfig, grace: float = 2.0) -> dict:
+def down(config: LabConfig, grace: float = 1.0) -> dict:
     """Tear the lab down; returns {"seconds": ..., "kept": [...]} (kept: what could not go)."""
     started = time.monotonic()
     state = LabState.load(config.state_file)

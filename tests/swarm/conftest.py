@@ -1,0 +1,37 @@
+"""The real swarm lab (ingressmesh.lab) as a session fixture: up once, down at the end.
+
+It uses its own prefix, lab dir and subnet, so a developer's `make lab` is left alone.
+Without root the tests are skipped, unless INGRESSMESH_REQUIRE_KERNEL=1 (make test): then they
+fail, so CI cannot pass without running them."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ingressmesh.lab import Lab, LabConfig
+
+TEST_CONFIG = LabConfig(lab_dir="/var/lib/ingressmesh/lab-test", prefix="imtest",
+                        subnet="10.78.0", pool="10.201.0.0/16", nodes=3, managers=1)
+
+
+@pytest.fixture(scope="session")
+def lab_root() -> None:
+    """Skip (or fail under INGRESSMESH_REQUIRE_KERNEL=1) without root."""
+    if os.geteuid() != 0:
+        if os.environ.get("INGRESSMESH_REQUIRE_KERNEL") == "1":
+            pytest.fail("the swarm lab tests need root (INGRESSMESH_REQUIRE_KERNEL=1)")
+        pytest.skip("the swarm lab tests need root")
+
+
+@pytest.fixture(scope="session")
+def lab(lab_root) -> Lab:
+    """A 3-node swarm (node1 manager), both lab images on every node."""
+    the_lab = Lab(TEST_CONFIG)
+    the_lab.down(grace=0)  # what a crashed earlier run may have left
+    the_lab.up()
+    try:
+        yield the_lab
+    finally:
+        result = the_lab.down()
+        assert not result["kept"], result["kept"]

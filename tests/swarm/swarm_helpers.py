@@ -1,0 +1,92 @@
+"""Docker and kernel helpers for the real-swarm mesh tests (every wait bounded)."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from ingressmesh.lab import BUSYBOX_IMAGE
+from ingressmesh.testbed.swarm_probe import kernel_map
+
+NETWORK = "ovl"
+
+
+def wait_for(what: str, check, timeout: float = 30.0, interval: float = 0.1):
+    """Poll `check()` until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as err:  # noqa: BLE001 - keep polling; report the last error
+            last = err
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
+
+
+def create_service(lab, name: str, *options: str, image: str = BUSYBOX_IMAGE, command: tuple = ()) -> None:
+    lab.docker(1, "service", "create", "--detach", "--no-resolve-image", "--name", name,
+               "--stop-grace-period", "5s", *options, image, *command)
+
+
+def remove_service(lab, name: str) -> None:
+    lab.docker(1, "service", "rm", name, check=False)
+
+
+def running_tasks(lab, service: str) -> list[dict]:
+    """The service's tasks that run and are meant to: id, node, container (= hostname), addresses."""
+    client = lab.docker_client(1)
+    try:
+        tasks = client.api.tasks(filters={"service": service, "desired-state": "running"})
+        nodes = {n["ID"]: n["Description"]["Hostname"] for n in client.api.nodes()}
+    finally:
+        client.close()
+    found = []
+    for task in tasks:
+        status = task.get("Status") or {}
+        if status.get("State") != "running":
+            continue
+        addresses = {a["Network"]["Spec"]["Name"]: a["Addresses"][0].split("/")[0]
+                     for a in task.get("NetworksAttachments") or [] if a.get("Addresses")}
+        found.append({"id": task["ID"], "node": nodes.get(task["NodeID"], task["NodeID"]),
+                      "container": status["ContainerStatus"]["ContainerID"][:12], "addresses": addresses,
+                      "since": status.get("Timestamp", "")})
+    return found
+
+
+def wait_running(lab, service: str, count: int, timeout: float = 60.0) -> list[dict]:
+    return wait_for(f"{count} running tasks of {service}",
+                    lambda: (lambda t: t if len(t) == count else None)(running_tasks(lab, service)), timeout, 0.2)
+
+
+def node_number(task: dict) -> int:
+    return int(task["node"].removeprefix("node"))
+
+
+def ingress_sbox(lab, n: int) -> str:
+    return f"{lab.netns_dir(n)}/ingress_sbox"
+
+
+def lb_netns(lab, n: int, network_id: str) -> str:
+    return f"{lab.netns_dir(n)}/lb_{network_id[:9]}"
+
+
+def network_id(lab, name: str = NETWORK) -> str:
+    return lab.docker(1, "network", "inspect", "-f", "{{.ID}}", name).stdout.strip()
+
+
+def active_on_node(lab, n: int, task_id: str) -> bool:
+    """Whether node n's ingress_sbox sends new published-port connections to the task (the
+    backend elements carry the task id in their comment; draining ones are not in this map)."""
+    return f' {task_id}"' in kernel_map(ingress_sbox(lab, n), "port_backends")
+
+
+def port_entries(lab, n: int) -> str:
+    return kernel_map(ingress_sbox(lab, n), "port_services")
+
+
+def summary(values: list[float]) -> str:
+    return (f"n={len(values)} p50={statistics.median(values) * 1000:.0f} ms "
+            f"max={max(values) * 1000:.0f} ms")
