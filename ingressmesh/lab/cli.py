@@ -33,11 +33,14 @@ def lab_group() -> None:
               help="Node N is SUBNET.N/24.")
 @click.option("--pool", default=LabConfig.pool, show_default=True,
               help="Swarm --default-addr-pool.")
-def up_command(lab_dir, nodes, managers, prefix, subnet, pool) -> None:
+@click.option("--images", default="busybox,python", show_default=True,
+              help="Lab images to import into every node (comma-separated; '' for none).")
+def up_command(lab_dir, nodes, managers, prefix, subnet, pool, images) -> None:
     """Bring the lab up (images are built once and cached)."""
     try:
         lab = Lab(LabConfig(lab_dir=lab_dir, nodes=nodes, managers=managers, prefix=prefix,
-                            subnet=subnet, pool=pool), log=_echo)
+                            subnet=subnet, pool=pool,
+                            images=tuple(i for i in images.split(",") if i)), log=_echo)
         times = lab.up()
     except (LabError, ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None

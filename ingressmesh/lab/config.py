@@ -33,6 +33,9 @@ class LabConfig:
             raise ValueError(f"prefix {self.prefix!r}: 2-12 lowercase letters/digits")
         if not os.path.isabs(self.lab_dir) or os.path.normpath(self.lab_dir) == "/":
             raise ValueError(f"lab_dir must be an absolute directory below /, not {self.lab_dir!r}")
+        unknown = set(self.images) - {"busybox", "python"}
+        if unknown:
+            raise ValueError(f"unknown lab images {sorted(unknown)}: busybox, python")
 
     @property
     def node_numbers(self) -> range:

@@ -96,10 +96,13 @@ def _remove_files(config: LabConfig) -> None:
     # Image layers are thousands of files per node: unlink the nodes' trees side by side.
     with ThreadPoolExecutor(max_workers=max(1, len(trees))) as pool:
         list(pool.map(shutil.rmtree, trees))
-    try:
-        os.rmdir(config.lab_dir)
-    except OSError:
-        pass
+    # The lab dir, and its parent when that is an empty .../ingressmesh made for it.
+    for path in (config.lab_dir, os.path.dirname(config.lab_dir)):
+        if path == config.lab_dir or os.path.basename(path) == "ingressmesh":
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
 
 
 def down(config: LabConfig, grace: float = 1.0) -> dict:

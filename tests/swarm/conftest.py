@@ -35,3 +35,16 @@ def lab(lab_root) -> Lab:
     finally:
         result = the_lab.down()
         assert not result["kept"], result["kept"]
+
+
+@pytest.fixture(scope="session")
+def mesh(lab):
+    """ingressmesh on the lab: a controller on node1 and an agent on every node, the overlay
+    network the tests share, all stopped at the end (before the lab goes down)."""
+    from ingressmesh.testbed.swarm_mesh import SwarmMesh
+    lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl")
+    running = SwarmMesh(lab).up()
+    try:
+        yield running
+    finally:
+        running.down()

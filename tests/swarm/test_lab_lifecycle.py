@@ -184,7 +184,8 @@ def test_down_after_dockerds_and_containerds_are_killed(crash_lab):
 
 def test_down_after_lab_up_is_killed_midway(crash_lab):
     up = subprocess.Popen([*LAB_CLI, "up", "--lab-dir", CRASH.lab_dir, "--prefix", CRASH.prefix,
-                           "--subnet", CRASH.subnet, "--pool", CRASH.pool, "--nodes", "2"],
+                           "--subnet", CRASH.subnet, "--pool", CRASH.pool, "--nodes", "2",
+                           "--images", "busybox"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def dockerds_launched():
