@@ -1,6 +1,6 @@
 # Two entry points do all set-up themselves (apt, venv, pip) and are idempotent:
-#   sudo make demo   the conformance topology, programmed by ingressmesh, with real traffic
-#   sudo make test   every test: rootless unit tests and the real-kernel conformance suite
+#   sudo make lab    a real 3-node swarm lab, ingressmesh controller + agents, the counter demo stack
+#   sudo make test   every test: unit, real-kernel conformance, the real swarm lab, IPVS under QEMU
 # `make unit` runs rootless (it needs python3 >= 3.10 with python3-venv).
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Targets that need network namespaces and nftables: refuse them early without root.
-ROOT_GOALS := test kernel kernel-lab demo demo-keep demo-down bench
+ROOT_GOALS := test kernel kernel-lab swarm lab lab-down install-systemd demo demo-keep demo-down bench
 ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
 $(error make $(filter $(ROOT_GOALS),$(MAKECMDGOALS)) needs root (network namespaces, nftables): run sudo make $(MAKECMDGOALS); `make unit` runs rootless)
@@ -16,10 +16,12 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test unit kernel kernel-lab demo demo-keep demo-down bench clean
+.PHONY: help deps venv test unit kernel kernel-lab swarm lab lab-down install-systemd demo demo-keep demo-down bench clean
 
 help:
-	@echo "sudo make test    every test (unit + real-kernel conformance suite)"
+	@echo "sudo make lab     3-node swarm lab + ingressmesh + counter demo stack (lab-down removes it)"
+	@echo "sudo make test    every test (unit, real kernel, real swarm lab, IPVS under QEMU)"
+	@echo "sudo make swarm   the real swarm lab tests only;  sudo make install-systemd  the units"
 	@echo "sudo make demo    2-node mesh in network namespaces with real traffic (demo-keep, demo-down)"
 	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  control-plane benchmark"
 	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
@@ -45,7 +47,7 @@ kernel: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q tests/kernel
 
 test: venv
-	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs tests
+	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/unit tests/kernel tests/swarm
 	$(MAKE) --no-print-directory kernel-lab
 
 # The same conformance suite (and the IPVS tests) with the ipvs backend, inside Debian's stock
@@ -58,7 +60,19 @@ kernel-lab: venv
 	    sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -p no:cacheprovider --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs.xml" \
 	    tests/kernel/test_conformance.py tests/kernel/test_ipvs.py'
 
+swarm: venv
+	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/swarm
+
 BACKEND ?= auto
+lab: venv
+	$(PY) -m ingressmesh.testbed.lab_demo --backend $(BACKEND)
+
+lab-down: venv
+	$(PY) -m ingressmesh.testbed.lab_demo --down
+
+install-systemd:
+	sh scripts/install-systemd.sh
+
 demo: venv
 	$(PY) -m ingressmesh.testbed.demo --backend $(BACKEND)
 

@@ -6,7 +6,10 @@
 #                all the rootless targets (make unit) need
 # The venv's pip comes from python3-venv (ensurepip + python3-pip-whl), so no python3-pip.
 set -eu
-PACKAGES="nftables conntrack iproute2 python3 python3-venv procps util-linux ipvsadm"
+PACKAGES="nftables conntrack iproute2 python3 python3-venv procps util-linux ipvsadm iptables"
+# The swarm lab: one dockerd per node namespace (never in the root namespace), offline images
+# from busybox-static and debootstrap.
+PACKAGES="$PACKAGES docker.io busybox-static debootstrap"
 
 check_python() {
     if ! command -v python3 >/dev/null 2>&1; then
@@ -47,6 +50,16 @@ done
 if [ -n "$missing" ]; then
     echo "installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
+    # docker.io's postinst would start a dockerd in the root namespace, which sets FORWARD to
+    # DROP and breaks every bridge test after it: forbid service starts while installing.
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# ingressmesh install-deps: no service starts during apt-get\nexit 101\n' \
+            > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        guard=1
+    fi
+    trap 'if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
     # shellcheck disable=SC2086  # $missing is a list of words
     apt-get install -y -q --no-install-recommends $missing ||
         { apt-get update -q && apt-get install -y -q --no-install-recommends $missing; }

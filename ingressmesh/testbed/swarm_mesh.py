@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
+from ..lab import procs
 from ..daemon.token import generate_token, write_token
 from ..netns import Netns
 
@@ -48,9 +49,38 @@ class SwarmMesh:
         log.close()
         self._record()
 
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.dir, "pids.json")
+
     def _record(self) -> None:
-        with open(os.path.join(self.dir, "pids.json"), "w", encoding="utf-8") as handle:
-            json.dump({name: p.pid for name, p in self.procs.items() if p.poll() is None}, handle)
+        """pid and start time per process, so a later `down` stops exactly these (never by name)."""
+        alive = {name: [p.pid, procs.start_time(p.pid)] for name, p in self.procs.items() if p.poll() is None}
+        with open(self.pid_file, "w", encoding="utf-8") as handle:
+            json.dump(alive, handle)
+
+    def recorded_alive(self) -> dict[str, int]:
+        """Processes a previous run started that still run (same pid and start time)."""
+        try:
+            with open(self.pid_file, encoding="utf-8") as handle:
+                recorded = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return {name: pid for name, (pid, start) in recorded.items() if procs.alive(pid, start)}
+
+    def stop_recorded(self, timeout: float = 10.0) -> dict[str, int]:
+        """Stop what a previous run started (SIGTERM, then SIGKILL after `timeout`)."""
+        alive = self.recorded_alive()
+        for pid in alive.values():
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.recorded_alive():
+            time.sleep(0.1)
+        for pid in self.recorded_alive().values():
+            os.kill(pid, signal.SIGKILL)
+        if os.path.exists(self.pid_file):
+            os.unlink(self.pid_file)
+        return alive
 
     def start_controller(self) -> None:
         self._spawn("controller", 1, ["controller", "--docker", f"unix://{self.lab.config.docker_sock(1)}",
