@@ -230,8 +230,10 @@ main.add_command(doctor_command)
 
 def _register_daemons() -> None:
     from .cli_daemons import agent_command, controller_command
+    from .lab.cli import lab_group
     main.add_command(controller_command)
     main.add_command(agent_command)
+    main.add_command(lab_group)
 
 
 _register_daemons()
