@@ -35,8 +35,9 @@ def remove_service(lab, name: str) -> None:
     lab.docker(1, "service", "rm", name, check=False)
 
 
-def running_tasks(lab, service: str) -> list[dict]:
-    """The service's tasks that run and are meant to: id, node, container (= hostname), addresses."""
+def running_tasks(lab, service: str, state: str = "running") -> list[dict]:
+    """The service's tasks in `state` that are meant to run: id, node, container (= hostname),
+    addresses.  (Swarm reports a task with a health check as "starting" until it is healthy.)"""
     client = lab.docker_client(1)
     try:
         tasks = client.api.tasks(filters={"service": service, "desired-state": "running"})
@@ -46,7 +47,7 @@ def running_tasks(lab, service: str) -> list[dict]:
     found = []
     for task in tasks:
         status = task.get("Status") or {}
-        if status.get("State") != "running":
+        if status.get("State") != state or not (status.get("ContainerStatus") or {}).get("ContainerID"):
             continue
         addresses = {a["Network"]["Spec"]["Name"]: a["Addresses"][0].split("/")[0]
                      for a in task.get("NetworksAttachments") or [] if a.get("Addresses")}

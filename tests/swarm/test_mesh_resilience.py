@@ -1,0 +1,145 @@
+"""The issue's tests 6, 7 and 9, plus the operator's CLI on a lab node: agent restarts and
+controller outages lose no traffic, bad services are reported by name, and `show`/`plan` tell
+the truth about what is programmed."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ingressmesh.testbed.swarm_probe import LoadGenerator, spread
+from swarm_helpers import (NETWORK, active_on_node, create_service, ingress_sbox, remove_service, wait_for,
+                           wait_running)
+from ingressmesh.testbed.swarm_probe import kernel_map
+
+PORT = 8086
+
+
+@pytest.fixture(scope="module")
+def steady(mesh):
+    lab = mesh.lab
+    create_service(lab, "steady", "--replicas", "3", "--replicas-max-per-node", "1", "--network", NETWORK,
+                   "--publish", f"{PORT}:80")
+    tasks = wait_running(lab, "steady", 3)
+    for n in lab.config.node_numbers:
+        wait_for("steady routed", lambda: all(active_on_node(lab, n, t["id"]) for t in tasks), timeout=20)
+    yield tasks
+    remove_service(lab, "steady")
+
+
+def _targets(lab):
+    return [(lab.node_address(n), PORT) for n in lab.config.node_numbers]
+
+
+def test_restarting_an_agent_under_load_fails_nothing_and_keeps_the_rules(mesh, steady):
+    lab = mesh.lab
+    with LoadGenerator(lab.client_netns(), _targets(lab), pause=0.01) as load:
+        time.sleep(1)
+        mesh.stop("agent2")
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < 3:  # the agent is gone; its rules are not
+            assert "steady" in kernel_map(ingress_sbox(lab, 2), "port_services")
+            time.sleep(0.2)
+        before = mesh.agent_health(1)[1]["applied_version"]
+        mesh.start_agent(2)
+        mesh.wait_synced(timeout=30)
+        assert mesh.agent_health(1)[1]["applied_version"] == before
+        time.sleep(1)
+    result = load.result
+    print(f"agent restart under load: {result.ok} requests, {len(result.failures)} failed")
+    assert result.ok > 100 and result.failures == []
+    log = open(mesh.log_path("agent2"), encoding="utf-8").read()
+    assert log.count("following http://") >= 2
+
+
+def test_stopping_the_controller_keeps_traffic_and_agents_say_so(mesh, steady):
+    lab = mesh.lab
+    with LoadGenerator(lab.client_netns(), _targets(lab), pause=0.01) as load:
+        mesh.stop("controller")
+        try:
+            body = wait_for("agent1 to notice the controller is gone",
+                            lambda: (lambda b: b if b["controller"]["reachable"] is False else None)(
+                                mesh.agent_health(1)[1]), timeout=40, interval=0.5)
+            code, _ = mesh.agent_health(1)
+            print(f"agent1 /healthz with the controller down: HTTP {code} {json.dumps(body)[:300]}")
+            assert any("controller unreachable" in p for p in body["problems"])
+            time.sleep(2)
+        finally:
+            mesh.start_controller()
+    result = load.result
+    print(f"controller outage under load: {result.ok} requests, {len(result.failures)} failed")
+    assert result.ok > 100 and result.failures == []
+    assert "controller unreachable" in open(mesh.log_path("agent1"), encoding="utf-8").read()
+    # Updates resume: a new service reaches every node through the restarted controller.
+    create_service(lab, "after", "--replicas", "1", "--publish", "8087:80")
+    try:
+        (task,) = wait_running(lab, "after", 1)
+        for n in lab.config.node_numbers:
+            wait_for(f"node{n} routes 'after'", lambda: active_on_node(lab, n, task["id"]), timeout=30)
+        assert set(spread(lab.client_netns(), lab.node_address(3), 8087, 3)) == {task["container"]}
+    finally:
+        remove_service(lab, "after")
+
+
+def test_bad_services_are_named_and_disturb_nothing(mesh, steady):
+    lab = mesh.lab
+    client = lab.docker_client(1)
+    from docker.types import EndpointSpec
+    try:
+        client.services.create("imlab/busybox:latest", name="absurd", endpoint_spec=EndpointSpec(ports={8088: 99999}))
+        create_service(lab, "oddlabel", "--replicas", "1", "--network", NETWORK,
+                       "--label", "io.ingressmesh.lb.scheduler=nonsense")
+        status = wait_for("the controller to refuse 'absurd'", lambda: (lambda b: b if any(
+            "absurd" in r for r in b[1].get("refused", ())) else None)(mesh.get(mesh.controller_url + "/healthz")),
+            timeout=20)
+        print(f"controller refused: {status[1]['refused']}")
+        assert any(r.startswith("service 'absurd': ") and "99999" in r for r in status[1]["refused"])
+        wait_for("an agent to name the bad label", lambda: "service oddlabel: label io.ingressmesh.lb.scheduler"
+                 in open(mesh.log_path("agent1"), encoding="utf-8").read(), timeout=20)
+        assert "8088" not in kernel_map(ingress_sbox(lab, 1), "port_services")
+        for n in lab.config.node_numbers:
+            assert set(spread(lab.client_netns(), lab.node_address(n), PORT, 12)) == {t["container"] for t in steady}
+    finally:
+        for name in ("absurd", "oddlabel"):
+            remove_service(lab, name)
+        client.close()
+
+
+def test_show_and_plan_on_a_lab_node(mesh, steady):
+    lab = mesh.lab
+    config = lab.config
+    show = lab.run_in_node(2, [sys.executable, "-m", "ingressmesh", "show", "--json", "--backend", "nftables",
+                               "--exec-root", config.exec_root(2), "--docker-pidfile", config.pidfile(2),
+                               "--controller", mesh.controller_url, "--token-file", mesh.token_file],
+                           capture_output=True, text=True, timeout=60)
+    assert show.returncode == 0, show.stderr
+    tables = json.loads(show.stdout)
+    ingress = next(rows for ns, rows in tables.items() if ns.endswith("/ingress_sbox"))
+    lines = [r for r in ingress if r["service"] == "steady"]
+    assert {r["node"] for r in lines} == {"node1", "node2", "node3"}
+    assert all(r["health"] == "none" and r["state"] == "active" and r["task"].startswith("steady.") for r in lines)
+    lb = [rows for ns, rows in tables.items() if "/lb_" in ns]
+    assert any(r["service"] == "steady" and r["frontend"].split()[0].count(".") == 3 for rows in lb for r in rows)
+    text = lab.run_in_node(2, [sys.executable, "-m", "ingressmesh", "show", "--backend", "nftables",
+                               "--exec-root", config.exec_root(2), "--docker-pidfile", config.pidfile(2),
+                               "--controller", mesh.controller_url, "--token-file", mesh.token_file],
+                           capture_output=True, text=True, timeout=60).stdout
+    print(text)
+    assert "steady.1" in text and "tcp/8086" in text
+    plan = lab.run_in_node(1, [sys.executable, "-m", "ingressmesh", "plan", "--node", "node3", "--json",
+                               "--controller", mesh.controller_url, "--token-file", mesh.token_file],
+                           capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    ports = [p for ns in json.loads(plan.stdout)["namespaces"] if ns["role"] == "ingress" for p in ns["ports"]]
+    assert any(p["service"] == "steady" and len(p["backends"]) == 3 for p in ports)
+
+
+def test_the_controller_refuses_requests_without_the_token(mesh):
+    code, body = mesh.get(mesh.controller_url + "/v1/snapshot?since=0")
+    assert code == 401 and "token" in json.dumps(body).lower()
+    probe = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer wrong",
+                            mesh.controller_url + "/v1/snapshot"], capture_output=True, text=True)
+    assert probe.returncode != 0 or probe.stdout != "200"  # from outside the lab it is not even reachable
