@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 from .controller_client import ControllerClient, ControllerError
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class Reporter:
-    def __init__(self, client: ControllerClient, current: Callable[[], dict], heartbeat: float = 5.0):
+    def __init__(self, client: ControllerClient, current: Callable[[], Optional[dict]], heartbeat: float = 5.0):
         self.client, self.current, self.heartbeat = client, current, heartbeat
         self._changed = threading.Event()
         self._stop = threading.Event()
@@ -39,8 +39,11 @@ class Reporter:
             self._changed.clear()
             if self._stop.is_set():
                 return
+            report = self.current()
+            if report is None:
+                continue  # nothing known yet; the first full read will call changed()
             try:
-                self.client.report(self.current())
+                self.client.report(report)
                 if self.last_error:
                     log.info("reports reach the controller again")
                 self.last_error = ""

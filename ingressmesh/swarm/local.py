@@ -50,6 +50,7 @@ class LocalFacts:
         self.lb_addresses: dict[str, str] = {}
         self.last_error = ""
         self._stop = threading.Event()
+        self.ready = threading.Event()  # set after the first full read: never report a blank node
         self._client = None
         self.events = EventFollower(make_api, LOCAL_EVENTS, self._on_event, self._resync, endpoint)
         self.thread = threading.Thread(target=self._periodic, name="local-refresh", daemon=True)
@@ -62,7 +63,11 @@ class LocalFacts:
         self._stop.set()
         self.events.stop()
 
-    def report(self) -> dict:
+    def report(self) -> Optional[dict]:
+        """The node report, or None before the first full read (an empty report would tell the
+        controller this node has no containers and no lb endpoints)."""
+        if not self.ready.is_set():
+            return None
         with self.lock:
             return {"node_id": self.node_id, "containers": {k: dict(v) for k, v in self.containers.items()},
                     "lb_addresses": dict(self.lb_addresses), "sent_at": time.time()}
@@ -93,8 +98,9 @@ class LocalFacts:
                                            "stopping": True}
                 elif now - since >= self.stopped_ttl:
                     del self.stopped_at[task_id]
-            changed = containers != self.containers or addresses != self.lb_addresses
+            changed = containers != self.containers or addresses != self.lb_addresses or not self.ready.is_set()
             self.containers, self.lb_addresses = containers, addresses
+        self.ready.set()
         if changed:
             self.on_change(self.report())
 
