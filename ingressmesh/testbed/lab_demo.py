@@ -87,10 +87,12 @@ def up(backend: str) -> None:
 
 def down() -> None:
     lab = Lab(LabConfig(), log=lambda msg: _say(f"  lab: {msg}"))
-    stopped = SwarmMesh(lab).stop_recorded()
+    mesh = SwarmMesh(lab)
+    stopped = mesh.stop_recorded()
     if stopped:
         _say(f"stopped ingressmesh processes {stopped}")
     result = lab.down()
+    mesh.remove_files()
     _say(f"lab down: {result}")
 
 

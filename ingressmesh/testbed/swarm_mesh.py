@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +121,14 @@ class SwarmMesh:
     def down(self) -> None:
         for name in list(self.procs):
             self.stop(name)
+
+    def remove_files(self) -> None:
+        """Logs, token and pid file go with the lab (call after everything is stopped)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            os.rmdir(self.lab.config.lab_dir)  # only if nothing else is left in it
+        except OSError:
+            pass
 
     def get(self, url: str, timeout: float = 3.0) -> tuple[int, dict]:
         """GET a JSON endpoint from inside node1's namespace (where the lab's addresses live)."""

@@ -48,3 +48,8 @@ def mesh(lab):
         yield running
     finally:
         running.down()
+        for name in ("controller", "agent1", "agent2", "agent3"):  # the logs, for the CI output
+            path = running.log_path(name)
+            if os.path.exists(path):
+                print(f"\n--- last lines of {name}.log ---\n" + "".join(open(path).readlines()[-15:]))
+        running.remove_files()
