@@ -5,7 +5,7 @@ from ingressmesh.netns import NetnsError
 from ingressmesh.nft.backend import NftBackend
 from ingressmesh.nft.fake import FakeNft
 
-from conftest import _BASE
+from small_swarm import _BASE
 
 
 def _web_tasks(swarm, hosts=(20, 21, 22)):
@@ -16,7 +16,7 @@ def test_dropping_one_published_port_forgets_nobody_still_served(swarm, fake, ba
     backend.apply(swarm.plan(_web_tasks(swarm), "ingress"))
     fewer = copy.deepcopy(_BASE)
     fewer["services"][0]["ports"] = fewer["services"][0]["ports"][:1]  # udp/5353 goes away
-    monkeypatch.setattr("conftest._BASE", fewer)
+    monkeypatch.setattr("small_swarm._BASE", fewer)
     tx = backend.apply(swarm.plan(_web_tasks(swarm), "ingress"))
     assert tx.removed > 0 and not tx.full
     assert fake.forgotten == []  # 10.255.0.20-22 still serve tcp/8080
