@@ -188,7 +188,7 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
         except (NftError, IpvsError, NetnsError, OSError) as err:
             raise click.ClickException(f"cannot read {netns.path or '(host)'}: {err}") from None
     if as_json:
-        click.echo(json.dumps({ns: live.annotated(rows, index) for ns, rows in result.items()}, indent=2))
+        click.echo(json.dumps({ns: live.as_json(rows, index) for ns, rows in result.items()}, indent=2))
         return
     console = Console(width=None if sys.stdout.isatty() else 160)
     if not result:

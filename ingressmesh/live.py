@@ -58,6 +58,21 @@ def task_index(cluster: model.Cluster) -> dict[str, TaskInfo]:
     return index
 
 
+def as_json(rows: list[Row], index: dict[str, TaskInfo]) -> list[dict]:
+    """`show --json`: one object per front-end; backends carry task, node and health when known."""
+    result = []
+    for row in rows:
+        backends = []
+        for address, state in row.backends:
+            info: Optional[TaskInfo] = index.get(address.split(":", 1)[0])
+            entry = {"address": address, "state": state}
+            if info:
+                entry.update(task=info.name, node=info.node, health=info.health)
+            backends.append(entry)
+        result.append({"service": row.service, "frontend": row.frontend, "note": row.note, "backends": backends})
+    return result
+
+
 def annotated(rows: list[Row], index: dict[str, TaskInfo]) -> list[dict]:
     """One line per (front-end, backend) with the task's name, node, health and state."""
     lines = []

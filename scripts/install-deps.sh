@@ -10,6 +10,8 @@ PACKAGES="nftables conntrack iproute2 python3 python3-venv procps util-linux ipv
 # The swarm lab: one dockerd per node namespace (never in the root namespace), offline images
 # from busybox-static and debootstrap.
 PACKAGES="$PACKAGES docker.io busybox-static debootstrap"
+# systemd-analyze verifies the unit files in the tests.
+PACKAGES="$PACKAGES systemd"
 
 check_python() {
     if ! command -v python3 >/dev/null 2>&1; then
@@ -63,5 +65,12 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086  # $missing is a list of words
     apt-get install -y -q --no-install-recommends $missing ||
         { apt-get update -q && apt-get install -y -q --no-install-recommends $missing; }
+    # We just installed docker.io for the lab: keep systemd from starting a root-namespace
+    # dockerd at the next boot or on socket activation.  (An existing Docker is left alone.)
+    case " $missing " in *" docker.io "*)
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now docker.service docker.socket 2>/dev/null || true
+        fi;;
+    esac
 fi
 check_python "$goal"

@@ -113,8 +113,9 @@ class Agent:
             fresh = False
             try:
                 got = self.client.follow(self.version, wait)
-                if self.health.status()[1]["controller"]["reachable"] is False:
-                    log.info("controller %s reachable again", self.client.current_url)
+                if self.health.status()[1]["controller"]["reachable"] is not True:
+                    log.info("controller %s reachable", self.client.current_url)
+                    self.reporter.changed()  # a restarted controller needs this node's facts now
                 self.health.controller_ok()
                 self.metrics.controller_up.set(1)
                 backoff.reset()
@@ -125,7 +126,12 @@ class Agent:
             if got is not None:
                 fresh = self._take(*got)
             if self.cluster is not None and (fresh or (due is not None and time.monotonic() >= due)):
-                due = self.sync()
+                try:
+                    due = self.sync()
+                except Exception as err:  # noqa: BLE001 - never die with the kernel half-known: retry
+                    log.exception("sync failed; retrying in %.0f s", RETRY)
+                    self.health.apply_failed(f"sync failed: {err!r}")
+                    due = time.monotonic() + RETRY
                 notifier.status(f"snapshot {self.version} applied" if self.health.status()[0] else "behind")
 
     def _unreachable(self, err: Exception, auth: bool) -> None:
@@ -156,7 +162,7 @@ class Agent:
             self.health.apply_failed(f"node {self.node_id} is not in the snapshot")
             return started + RETRY
         options = PlanOptions(now=time.time(), drain_grace=self.config.drain_grace,
-                              ingress_gateway=self.config.ingress_gateway)
+                              ingress_gateway=self.facts.ingress_gateway or self.config.ingress_gateway)
         plan = plan_node(self.cluster, self.node_id, options)
         for warning in sorted(set(plan.warnings) - self.warnings):
             log.warning("%s", warning)

@@ -3,10 +3,12 @@ VIP /32s on every lb endpoint (so containers' ARP for a VIP is answered) and the
 accepts for published ports in the host namespace.  Errors are per namespace, like apply's."""
 from __future__ import annotations
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from ..layout import Layout
 from ..netns import NetnsError
 from ..plan import NodePlan
-from .forward_accept import sync_forward_accept
+from .forward_accept import ensure_jump, sync_forward_accept
 from .vip_aliases import sync_vip_aliases
 
 
@@ -28,6 +30,8 @@ class DockerExtras:
                     if wanted != self.forwarded:
                         sync_forward_accept(ns.forward_to, list(wanted[1]))
                         self.forwarded = wanted
-            except (OSError, ValueError, NetnsError) as err:
+                    else:
+                        ensure_jump()  # an iptables reload (dockerd restart) may have removed it
+            except (OSError, ValueError, NetnsError, NetlinkError) as err:
                 errors[ns.key] = f"{ns.role} extras: {err}"
         return errors

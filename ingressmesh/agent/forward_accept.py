@@ -33,6 +33,12 @@ def sync_forward_accept(gateway: str, ports: list[tuple[str, int]]) -> None:
     done = _iptables(["iptables-restore", "--noflush", "--wait"], render_chain(gateway, ports))
     if done.returncode != 0:
         raise OSError(f"iptables-restore refused the {CHAIN} chain: {done.stderr.strip()}")
+    ensure_jump()
+
+
+def ensure_jump() -> None:
+    """FORWARD jumps to our chain first (Docker's own DOCKER-USER jump is re-inserted above it
+    only when dockerd restarts, and that chain returns by default)."""
     if _iptables(["iptables", "-w", "-C", "FORWARD", "-j", CHAIN]).returncode != 0:
         inserted = _iptables(["iptables", "-w", "-I", "FORWARD", "1", "-j", CHAIN])
         if inserted.returncode != 0:

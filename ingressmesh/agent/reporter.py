@@ -30,7 +30,7 @@ class Reporter:
         self._stop.set()
         self._changed.set()
 
-    def changed(self, report: dict = None) -> None:
+    def changed(self) -> None:
         self._changed.set()
 
     def _run(self) -> None:

@@ -26,6 +26,10 @@ from .store import SnapshotStore
 
 log = logging.getLogger(__name__)
 REPORT_FRESH = 60.0  # an agent silent for longer no longer counts as reporting
+# A controller that just started knows no node's health or lb addresses: publishing then would
+# make agents drop every namespace and every health-checked backend.  It waits for a report
+# from every ready node, or this long (two agent heartbeats and then some).
+REPORT_GRACE = 12.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Controller:
         self.reports: dict[str, dict] = {}
         self.tracker = SinceTracker()
         self.refused: tuple[str, ...] = ()
+        self.started = time.monotonic()
         self._merge_lock = threading.Lock()
         self.provider = SwarmProvider(docker_api(config.docker_url), config.docker_url, self._swarm_changed,
                                       on_read=self._swarm_read)
@@ -87,12 +92,20 @@ class Controller:
             self.provider.poke()  # the manager's task list is behind what this node just saw
         self.publish()
 
+    def _heard_enough(self, state: SwarmState) -> bool:
+        ready = {n.id for n in state.nodes if n.state == "ready"}
+        return ready <= set(self.reports) or time.monotonic() - self.started > REPORT_GRACE
+
     def publish(self) -> Optional[int]:
-        state = self.provider.state
-        if state is None:
-            return None
         with self._merge_lock:
-            merged = merge(state, dict(self.reports), self.tracker, time.time())
+            state = self.provider.state  # read under the lock: a newer state is never overwritten
+            if state is None or not self._heard_enough(state):
+                return None
+            try:
+                merged = merge(state, dict(self.reports), self.tracker, time.time())
+            except snapshot.SnapshotError as err:
+                log.error("merge failed, keeping the last snapshot: %s", err)
+                return None
             data = snapshot.to_dict(merged.cluster)
             data["refused"] = list(merged.refused)  # ignored by the snapshot reader; shown by the CLI
             for message in sorted(set(merged.refused) - set(self.refused)):
@@ -125,13 +138,18 @@ class Controller:
                 version, cluster = self.store.current()
                 if cluster is not None:
                     break
-                notifier.status(f"waiting for the swarm API at {self.config.docker_url}: "
-                                f"{self.provider.last_error or 'first read'}")
+                self.publish()
+                notifier.status(f"waiting for the swarm API at {self.config.docker_url} "
+                                f"({self.provider.last_error or 'first read'}) and the agents' reports")
                 stop.wait(0.2)
             notifier.ready()
             log.info("controller serving on %s:%d", *self.config.listen)
-            while not stop.wait(5.0):
-                notifier.status(f"snapshot {self.store.current()[0]}, {len(self.reports)} agents reporting")
+            ticks = 0
+            while not stop.wait(1.0):
+                self.publish()  # also ends the report grace of a fresh start on time
+                ticks += 1
+                if ticks % 5 == 0:
+                    notifier.status(f"snapshot {self.store.current()[0]}, {len(self.reports)} agents reporting")
         finally:
             notifier.stopping()
             watchdog.stop()

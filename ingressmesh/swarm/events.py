@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class EventFollower:
-    def __init__(self, make_api: Callable, filters: dict, on_event: Callable[[dict], None],
+    def __init__(self, make_api: Callable, filters, on_event: Callable[[dict], None],
                  on_reconnect: Callable[[], None], name: str):
         self.make_api, self.filters, self.name = make_api, filters, name
         self.on_event, self.on_reconnect = on_event, on_reconnect
@@ -30,19 +30,24 @@ class EventFollower:
 
     def stop(self) -> None:
         self.stopped.set()
-        api = self._api
-        if api is not None:
-            try:
-                api.close()  # unblocks the streaming read
-            except Exception:  # noqa: BLE001 - closing a broken client may fail any way it likes
-                pass
+        if self._api is not None:
+            self._close_quietly(self._api)  # unblocks the streaming read
+
+    @staticmethod
+    def _close_quietly(api) -> None:
+        try:
+            api.close()
+        except Exception:  # noqa: BLE001 - closing a broken client may fail any way it likes
+            pass
 
     def _run(self) -> None:
         backoff = Backoff()
         while not self.stopped.is_set():
             try:
+                if self._api is not None:
+                    self._close_quietly(self._api)
                 self._api = self.make_api()
-                stream = self._api.events(filters=self.filters, decode=True)
+                stream = self._api.events(filters={k: list(v) for k, v in self.filters.items()}, decode=True)
                 self.connected, self.last_error = True, ""
                 backoff.reset()
                 self.on_reconnect()

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import MappingProxyType
 from typing import Callable, Optional
 
 from .convert import TASK_LABEL, is_swarm_overlay
 from .events import EventFollower
 
 log = logging.getLogger(__name__)
-LOCAL_EVENTS = {"type": ["container", "network"]}
+LOCAL_EVENTS = MappingProxyType({"type": ("container", "network")})
 STOPPING_ACTIONS = ("kill", "die", "stop", "destroy", "oom")
 HEALTH_STATES = ("starting", "healthy", "unhealthy")
 
@@ -44,7 +45,10 @@ class LocalFacts:
                  on_change: Callable[[dict], None], stopped_ttl: float = 30.0, refresh: float = 10.0):
         self.make_api, self.endpoint, self.node_id = make_api, endpoint, node_id
         self.on_change, self.stopped_ttl, self.refresh = on_change, stopped_ttl, refresh
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the facts
+        # One full read or event at a time: a read taken before an event must not be written after it.
+        self.serial = threading.RLock()
+        self.ingress_gateway = ""  # ingress_sbox's address on docker_gwbridge: where published ports go
         self.containers: dict[str, dict] = {}  # task id -> {"health", "stopping"}
         self.stopped_at: dict[str, float] = {}  # task id -> when it began stopping
         self.lb_addresses: dict[str, str] = {}
@@ -78,12 +82,17 @@ class LocalFacts:
 
     def _resync(self) -> None:
         """Full re-read: after (re)connecting to the daemon, and periodically as a safety net."""
+        with self.serial:
+            self._resync_serial()
+
+    def _resync_serial(self) -> None:
         try:
             if self._client is None:
                 self._client = self.make_api()
             api = self._client
             containers = self._read_containers(api)
             addresses = self._read_lb_addresses(api)
+            self.ingress_gateway = self._read_gateway(api) or self.ingress_gateway
         except Exception as err:  # noqa: BLE001 - daemon outage: keep what we knew
             self._client = None
             self.last_error = f"{self.endpoint}: {err}"
@@ -126,7 +135,20 @@ class LocalFacts:
                 addresses[network["Id"]] = address
         return addresses
 
+    @staticmethod
+    def _read_gateway(api) -> str:
+        try:
+            bridge = api.inspect_network("docker_gwbridge")
+        except Exception:  # noqa: BLE001 - no gwbridge yet (no ingress on this node): keep the default
+            return ""
+        endpoint = (bridge.get("Containers") or {}).get("ingress-sbox") or {}
+        return (endpoint.get("IPv4Address") or "").split("/", 1)[0]
+
     def _on_event(self, event: dict) -> None:
+        with self.serial:
+            self._on_event_serial(event)
+
+    def _on_event_serial(self, event: dict) -> None:
         if event.get("Type") == "network":
             self._resync()  # an lb endpoint may have been (re)created with a new address
             return

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable, Optional
 
 from .backoff import Backoff
@@ -18,7 +19,7 @@ from .events import EventFollower
 from .state import SwarmState, read_swarm, read_tasks
 
 log = logging.getLogger(__name__)
-SWARM_EVENTS = {"type": ["service", "network", "node"]}
+SWARM_EVENTS = MappingProxyType({"type": ("service", "network", "node")})
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,11 @@ class SwarmProvider:
                     return
                 full = self._full_needed or self.state is None
                 self._poked = self._full_needed = False
-            error = self._read(full)
+            try:
+                error = self._read(full)
+            except Exception:  # noqa: BLE001 - a failing callback must not stop the polling
+                log.exception("swarm read handling failed; retrying")
+                error = "callback failed"
             now = time.monotonic()
             if error is None:
                 backoff.reset()

@@ -74,13 +74,17 @@ def up(backend: str) -> None:
                            capture_output=True, text=True, timeout=60)
     _say("\n$ ingressmesh show   (on node1)\n" + (show.stdout or show.stderr))
     _say("Requests from the client namespace through every node's published port 8000:")
+    failed = 0
     for n in config.node_numbers:
         for _ in range(3):
             try:
                 answer = http_hostname(lab.client_netns(), lab.node_address(n), 8000, timeout=5)
             except OSError as err:
                 answer = f"FAILED: {err}"
+                failed += 1
             _say(f"  {lab.node_address(n)}:8000 -> {answer}")
+    if failed:
+        raise SystemExit(f"{failed} of {3 * len(config.node_numbers)} requests failed; logs in {mesh.dir}")
     _say(f"\ndone in {time.monotonic() - started:.1f} s.  Try: scripts/lab status; scripts/lab docker 1 -- service ls;"
          f"\n  scripts/lab exec client -- wget -qO- http://{lab.node_address(2)}:8000/ ;  sudo make lab-down")
 

@@ -42,11 +42,12 @@ class SwarmMesh:
     def log_path(self, name: str) -> str:
         return os.path.join(self.dir, f"{name}.log")
 
-    def _spawn(self, name: str, n: int, argv: list[str]) -> None:
+    def _spawn(self, name: str, n: int, argv: list[str], env: Optional[dict] = None) -> None:
         os.makedirs(self.dir, exist_ok=True)
         log = open(self.log_path(name), "a", encoding="utf-8")
         self.procs[name] = self.lab.popen_in_node(n, [sys.executable, "-m", "ingressmesh", *argv],
-                                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                  env={**os.environ, **(env or {})})
         log.close()
         self._record()
 
@@ -83,18 +84,18 @@ class SwarmMesh:
             os.unlink(self.pid_file)
         return alive
 
-    def start_controller(self) -> None:
+    def start_controller(self, env: Optional[dict] = None) -> None:
         self._spawn("controller", 1, ["controller", "--docker", f"unix://{self.lab.config.docker_sock(1)}",
                                       "--token-file", self.token_file,
-                                      "--listen", f"{self.lab.node_address(1)}:{CONTROLLER_PORT}"])
+                                      "--listen", f"{self.lab.node_address(1)}:{CONTROLLER_PORT}"], env)
 
-    def start_agent(self, n: int) -> None:
+    def start_agent(self, n: int, env: Optional[dict] = None) -> None:
         config = self.lab.config
         self._spawn(f"agent{n}", n, [
             "agent", "--controller", self.controller_url, "--docker", f"unix://{config.docker_sock(n)}",
             "--token-file", self.token_file, "--exec-root", config.exec_root(n), "--docker-pidfile",
             config.pidfile(n), "--backend", self.backend, "--drain-grace", str(self.drain_grace),
-            "--listen", f"{self.lab.node_address(n)}:{AGENT_PORT}"])
+            "--listen", f"{self.lab.node_address(n)}:{AGENT_PORT}"], env)
 
     def up(self, timeout: float = 30.0) -> "SwarmMesh":
         os.makedirs(self.dir, exist_ok=True)

@@ -1,7 +1,11 @@
 """Docker and kernel helpers for the real-swarm mesh tests (every wait bounded)."""
 from __future__ import annotations
 
+import os
+import socket
 import statistics
+import tempfile
+import threading
 import time
 
 from ingressmesh.lab import BUSYBOX_IMAGE
@@ -84,6 +88,29 @@ def active_on_node(lab, n: int, task_id: str) -> bool:
     return f' {task_id}"' in kernel_map(ingress_sbox(lab, n), "port_backends")
 
 
+def lb_namespaces(lab, n: int) -> list[str]:
+    directory = lab.netns_dir(n)
+    return [f"{directory}/{name}" for name in sorted(os.listdir(directory)) if name.startswith("lb_")]
+
+
+def routed_on_node(lab, n: int, task_id: str) -> bool:
+    """Whether node n sends new connections to the task by any path: a published port in
+    ingress_sbox or a VIP in any of its lb_<network> namespaces."""
+    return active_on_node(lab, n, task_id) or any(
+        f' {task_id}"' in kernel_map(ns, "vip_backends") for ns in lb_namespaces(lab, n))
+
+
+def kernel_tables(lab, n: int) -> dict[str, str]:
+    """Node n's ingressmesh tables (ingress_sbox and every lb_*), as nft lists them."""
+    import subprocess
+    found = {}
+    for ns in [ingress_sbox(lab, n)] + lb_namespaces(lab, n):
+        done = subprocess.run(["nsenter", f"--net={ns}", "nft", "list", "table", "ip", "ingressmesh"],
+                              capture_output=True, text=True, timeout=10)
+        found[os.path.basename(ns)] = done.stdout
+    return found
+
+
 def port_entries(lab, n: int) -> str:
     return kernel_map(ingress_sbox(lab, n), "port_services")
 
@@ -91,3 +118,40 @@ def port_entries(lab, n: int) -> str:
 def summary(values: list[float]) -> str:
     return (f"n={len(values)} p50={statistics.median(values) * 1000:.0f} ms "
             f"max={max(values) * 1000:.0f} ms")
+
+
+class NotifySocket:
+    """A systemd-style NOTIFY_SOCKET: collects the datagrams a daemon sends (READY=1, WATCHDOG=1)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="imnotify-")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def env(self, watchdog_seconds: float = 2.0) -> dict:
+        return {"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": str(int(watchdog_seconds * 1e6))}
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def lines(self) -> list[str]:
+        return [line for _, line in self.messages]
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()
+        os.unlink(self.path)
+        os.rmdir(self.dir)

@@ -7,8 +7,8 @@ import time
 
 from ingressmesh.lab import PYTHON_IMAGE
 from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
-from swarm_helpers import (NETWORK, active_on_node, create_service, node_number, remove_service, running_tasks,
-                           summary, wait_for, wait_running)
+from swarm_helpers import (NETWORK, active_on_node, create_service, node_number, remove_service, routed_on_node,
+                           running_tasks, summary, wait_for, wait_running)
 
 # No -T: busybox-static 1.35 wget segfaults with a timeout option; --health-timeout bounds it.
 SICK = "test ! -e /tmp/sick && wget -q -O /dev/null http://127.0.0.1/"
@@ -32,7 +32,8 @@ def _unhealthy_event_time(lab, n: int, container: str, after: float, timeout: fl
 
 
 def _removal_trial(lab, task: dict) -> float:
-    """Make one task fail its check; seconds from its unhealthy event until no node routes to it."""
+    """Make one task fail its check; seconds from its unhealthy event until no node routes to it,
+    neither through the published port nor through the VIP."""
     n = node_number(task)
     started = time.time()
     found = {}
@@ -42,7 +43,7 @@ def _removal_trial(lab, task: dict) -> float:
     deadline = time.monotonic() + 20
     gone_at = None
     while time.monotonic() < deadline:
-        if not any(active_on_node(lab, m, task["id"]) for m in lab.config.node_numbers):
+        if not any(routed_on_node(lab, m, task["id"]) for m in lab.config.node_numbers):
             gone_at = time.time()
             break
         time.sleep(0.02)
@@ -55,6 +56,7 @@ def _removal_trial(lab, task: dict) -> float:
 def test_unhealthy_task_leaves_every_node_within_one_second(mesh):
     lab = mesh.lab
     create_service(lab, "hc", "--replicas", "3", "--replicas-max-per-node", "1", "--publish", "8083:80",
+                   "--network", NETWORK,
                    "--health-cmd", SICK, *HEALTH)
     try:
         latencies, sick = [], set()

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from ingressmesh.testbed.swarm_probe import LoadGenerator, spread
-from swarm_helpers import (NETWORK, active_on_node, create_service, ingress_sbox, remove_service, wait_for,
-                           wait_running)
+from swarm_helpers import (NETWORK, NotifySocket, active_on_node, create_service, ingress_sbox, kernel_tables,
+                           remove_service, wait_for, wait_running)
 from ingressmesh.testbed.swarm_probe import kernel_map
 
 PORT = 8086
@@ -36,6 +36,8 @@ def _targets(lab):
 
 def test_restarting_an_agent_under_load_fails_nothing_and_keeps_the_rules(mesh, steady):
     lab = mesh.lab
+    tables_before = kernel_tables(lab, 2)
+    assert tables_before and all("steady" in text for text in tables_before.values())
     with LoadGenerator(lab.client_netns(), _targets(lab), pause=0.01) as load:
         time.sleep(1)
         mesh.stop("agent2")
@@ -44,10 +46,17 @@ def test_restarting_an_agent_under_load_fails_nothing_and_keeps_the_rules(mesh, 
             assert "steady" in kernel_map(ingress_sbox(lab, 2), "port_services")
             time.sleep(0.2)
         before = mesh.agent_health(1)[1]["applied_version"]
-        mesh.start_agent(2)
-        mesh.wait_synced(timeout=30)
-        assert mesh.agent_health(1)[1]["applied_version"] == before
+        notify = NotifySocket()  # as systemd would: the restarted agent says READY, then pings
+        try:
+            mesh.start_agent(2, env=notify.env(watchdog_seconds=2))
+            mesh.wait_synced(timeout=30)
+            assert mesh.agent_health(1)[1]["applied_version"] == before
+            assert wait_for("READY and two WATCHDOG pings from the agent",
+                            lambda: "READY=1" in notify.lines() and notify.lines().count("WATCHDOG=1") >= 2, timeout=10)
+        finally:
+            notify.close()
         time.sleep(1)
+    assert kernel_tables(lab, 2) == tables_before  # a restarted agent rewrote nothing
     result = load.result
     print(f"agent restart under load: {result.ok} requests, {len(result.failures)} failed")
     assert result.ok > 100 and result.failures == []
@@ -57,18 +66,26 @@ def test_restarting_an_agent_under_load_fails_nothing_and_keeps_the_rules(mesh, 
 
 def test_stopping_the_controller_keeps_traffic_and_agents_say_so(mesh, steady):
     lab = mesh.lab
+    version = mesh.wait_synced(timeout=30)
     with LoadGenerator(lab.client_netns(), _targets(lab), pause=0.01) as load:
         mesh.stop("controller")
+        body = wait_for("agent1 to notice the controller is gone",
+                        lambda: (lambda b: b if b["controller"]["reachable"] is False else None)(
+                            mesh.agent_health(1)[1]), timeout=40, interval=0.5)
+        code, _ = mesh.agent_health(1)
+        print(f"agent1 /healthz with the controller down: HTTP {code} {json.dumps(body)[:300]}")
+        assert any("controller unreachable" in p for p in body["problems"])
+        time.sleep(2)
+        tables_during = kernel_tables(lab, 3)
+        notify = NotifySocket()
         try:
-            body = wait_for("agent1 to notice the controller is gone",
-                            lambda: (lambda b: b if b["controller"]["reachable"] is False else None)(
-                                mesh.agent_health(1)[1]), timeout=40, interval=0.5)
-            code, _ = mesh.agent_health(1)
-            print(f"agent1 /healthz with the controller down: HTTP {code} {json.dumps(body)[:300]}")
-            assert any("controller unreachable" in p for p in body["problems"])
-            time.sleep(2)
+            mesh.start_controller(env=notify.env())  # a fresh controller: it must not flush anything
+            wait_for("READY from the restarted controller", lambda: "READY=1" in notify.lines(), timeout=30)
+            mesh.wait_synced(timeout=40, since=version)
+            time.sleep(1)
         finally:
-            mesh.start_controller()
+            notify.close()
+        assert kernel_tables(lab, 3) == tables_during
     result = load.result
     print(f"controller outage under load: {result.ok} requests, {len(result.failures)} failed")
     assert result.ok > 100 and result.failures == []
@@ -108,6 +125,21 @@ def test_bad_services_are_named_and_disturb_nothing(mesh, steady):
         client.close()
 
 
+def test_metrics_and_healthz_on_every_node(mesh, steady):
+    for n in mesh.lab.config.node_numbers:
+        code, body = mesh.get(mesh.agent_url(n) + "/metrics")
+        text = body["text"]
+        assert code == 200
+        assert 'ingressmesh_service_backends{service="steady",state="active"} 3.0' in text
+        for name in ("ingressmesh_sync_duration_seconds_count", "ingressmesh_snapshot_version",
+                     "ingressmesh_last_successful_sync_timestamp_seconds", "ingressmesh_controller_up 1.0"):
+            assert name in text, name
+        code, health = mesh.agent_health(n)
+        assert code == 200 and health["ok"] and health["applied_version"] == health["received_version"]
+    code, body = mesh.get(mesh.controller_url + "/metrics")
+    assert code == 200 and "ingressmesh_snapshot_version" in body["text"] and "ingressmesh_agents_reporting 3.0" in body["text"]
+
+
 def test_show_and_plan_on_a_lab_node(mesh, steady):
     lab = mesh.lab
     config = lab.config
@@ -118,11 +150,13 @@ def test_show_and_plan_on_a_lab_node(mesh, steady):
     assert show.returncode == 0, show.stderr
     tables = json.loads(show.stdout)
     ingress = next(rows for ns, rows in tables.items() if ns.endswith("/ingress_sbox"))
-    lines = [r for r in ingress if r["service"] == "steady"]
-    assert {r["node"] for r in lines} == {"node1", "node2", "node3"}
-    assert all(r["health"] == "none" and r["state"] == "active" and r["task"].startswith("steady.") for r in lines)
+    (row,) = [r for r in ingress if r["service"] == "steady"]
+    assert row["frontend"] == f"tcp/{PORT}"
+    assert {b["node"] for b in row["backends"]} == {"node1", "node2", "node3"}
+    assert all(b["health"] == "none" and b["state"] == "active" and b["task"].startswith("steady.")
+               for b in row["backends"])
     lb = [rows for ns, rows in tables.items() if "/lb_" in ns]
-    assert any(r["service"] == "steady" and r["frontend"].split()[0].count(".") == 3 for rows in lb for r in rows)
+    assert any(r["service"] == "steady" and len(r["backends"]) == 3 for rows in lb for r in rows)
     text = lab.run_in_node(2, [sys.executable, "-m", "ingressmesh", "show", "--backend", "nftables",
                                "--exec-root", config.exec_root(2), "--docker-pidfile", config.pidfile(2),
                                "--controller", mesh.controller_url, "--token-file", mesh.token_file],

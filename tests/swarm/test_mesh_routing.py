@@ -4,6 +4,7 @@ Docker itself forwards nothing here (no IPVS); every answer below went through o
 """
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -124,20 +125,24 @@ def test_dnsrr_and_host_mode_are_left_alone_and_removal_cleans_every_node(mesh):
             wait_for(f"node{n} routes 'gone'", lambda: active_on_node(lab, n, gone[0]["id"]), timeout=20)
         node_of_gone = int(gone[0]["node"].removeprefix("node"))
         lb = lb_netns(lab, node_of_gone, net)
-        assert '"gone"' in kernel_map(lb, "vip_services") or "gone" in kernel_map(lb, "vip_backends")
+        vips = kernel_map(lb, "vip_backends")
+        assert f'"gone {gone[0]["id"]}"' in vips  # the map is there and holds gone's VIP ...
+        assert '"rr ' not in vips and '"rr"' not in kernel_map(lb, "vip_services")  # ... and no dnsrr rules
         for n in lab.config.node_numbers:
             ingress = kernel_map(ingress_sbox(lab, n), "port_services")
             assert "8091" in ingress and "8090" not in ingress  # host mode: Docker's business
             host = lab.run_in_node(n, ["nft", "list", "table", "ip", "ingressmesh"], capture_output=True,
                                    text=True, timeout=10).stdout
             assert "8091" in host and "8090" not in host
-            assert '"rr' not in kernel_map(lb_netns(lab, n, net), "vip_backends")  # dnsrr: no VIP rules
         remove_service(lab, "gone")
         removed_at = time.monotonic()
         for n in lab.config.node_numbers:
             wait_for(f"'gone' removed from node{n}", lambda: "gone" not in kernel_map(ingress_sbox(lab, n), "port_services")
                      and "8091" not in lab.run_in_node(n, ["nft", "list", "table", "ip", "ingressmesh"],
                                                        capture_output=True, text=True, timeout=10).stdout, timeout=15)
+        wait_for("'gone' removed from its node's lb namespace",
+                 lambda: "gone" not in kernel_map(lb, "vip_services") + kernel_map(lb, "vip_backends")
+                 or not os.path.exists(lb), timeout=15)
         print(f"service removed from every node's rules in {time.monotonic() - removed_at:.2f} s")
     finally:
         for name in ("rr", "hostport", "gone"):

@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 UNITS = ("ingressmesh-agent.service", "ingressmesh-controller.service")
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
-needs_analyze = pytest.mark.skipif(not (os.access(ANALYZE, os.X_OK) and SYSTEM_UNITS.is_dir()),
-                                   reason="systemd-analyze not installed (apt-get install systemd)")
+_HAVE_ANALYZE = os.access(ANALYZE, os.X_OK) and SYSTEM_UNITS.is_dir()
+if not _HAVE_ANALYZE and os.environ.get("INGRESSMESH_REQUIRE_KERNEL") == "1":
+    raise RuntimeError("systemd-analyze is needed to verify the units (make test installs systemd)")
+needs_analyze = pytest.mark.skipif(not _HAVE_ANALYZE, reason="systemd-analyze not installed (apt-get install systemd)")
 
 
 def _unit(name: str) -> configparser.ConfigParser:
