@@ -191,12 +191,20 @@ class Agent:
 
 
 def _backend_counts(plan: NodePlan) -> dict:
-    counts: dict[str, dict[str, int]] = {}
+    """Per service, how many distinct tasks this node sends to, by state (a task reached both
+    by VIP and by published port counts once; active wins over draining)."""
+    tasks: dict[str, dict[str, str]] = {}
     for ns in plan.namespaces:
         for entry in ns.vips + ns.ports:
+            states = tasks.setdefault(entry.service, {})
             for backend in entry.backends:
-                states = counts.setdefault(entry.service, {})
-                states[backend.state] = states.get(backend.state, 0) + 1
+                if states.get(backend.task_id) != "active":
+                    states[backend.task_id] = backend.state
+    counts: dict[str, dict[str, int]] = {}
+    for service, states in tasks.items():
+        counts[service] = {}
+        for state in states.values():
+            counts[service][state] = counts[service].get(state, 0) + 1
     return counts
 
 

@@ -100,14 +100,18 @@ def routed_on_node(lab, n: int, task_id: str) -> bool:
         f' {task_id}"' in kernel_map(ns, "vip_backends") for ns in lb_namespaces(lab, n))
 
 
-def kernel_tables(lab, n: int) -> dict[str, str]:
-    """Node n's ingressmesh tables (ingress_sbox and every lb_*), as nft lists them."""
+def kernel_tables(lab, n: int) -> dict[str, list[str]]:
+    """Node n's programmed entries (every map/set element; they carry a comment) in ingress_sbox
+    and every lb_*.  Chains are left out: a restarted agent's atomic rebuild drops unused
+    `pick_*` chains, which changes nothing a packet sees."""
     import subprocess
     found = {}
     for ns in [ingress_sbox(lab, n)] + lb_namespaces(lab, n):
         done = subprocess.run(["nsenter", f"--net={ns}", "nft", "list", "table", "ip", "ingressmesh"],
                               capture_output=True, text=True, timeout=10)
-        found[os.path.basename(ns)] = done.stdout
+        entries = [line.strip().removeprefix("elements = {").strip().rstrip(",}").strip()
+                   for line in done.stdout.splitlines() if 'comment "' in line]
+        found[os.path.basename(ns)] = sorted(entries)
     return found
 
 
