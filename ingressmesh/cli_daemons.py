@@ -49,7 +49,11 @@ docker_option = click.option("--docker", "docker_url", default="unix:///var/run/
 def controller_command(docker_url: str, token_file: str, listen) -> None:
     """Merge the swarm (this manager's API) with the agents' reports; serve snapshots to agents."""
     from .controller.app import Controller, ControllerConfig
-    controller = Controller(ControllerConfig(docker_url=docker_url, listen=listen), _token(token_file))
+    token = _token(token_file)
+    try:
+        controller = Controller(ControllerConfig(docker_url=docker_url, listen=listen), token)
+    except OSError as err:
+        raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
     _run_until_signalled(controller.run)
 
 
@@ -83,4 +87,8 @@ def agent_command(controllers, docker_url, token_file, exec_root, docker_pidfile
     config = AgentConfig(controllers=tuple(controllers), docker_url=docker_url,
                          namespaces=DockerNamespaces(exec_root, docker_pidfile), backend=backend, listen=listen,
                          drain_grace=drain_grace, open_forward=not no_forward_accept)
-    _run_until_signalled(Agent(config, token, node_id).run)
+    try:
+        agent = Agent(config, token, node_id)
+    except OSError as err:
+        raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
+    _run_until_signalled(agent.run)
