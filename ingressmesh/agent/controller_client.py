@@ -153,6 +153,14 @@ class ControllerClient:
         kind = ControllerAuthError if any(isinstance(e, ControllerAuthError) for e in refusals) else ControllerError
         raise kind("; ".join(f"{u}: {e}" for u, e in outcome.errors.items()))
 
+    def report_to(self, index: int, report: dict) -> None:
+        """Posts `report` to controller `index` only (one sender per controller, so a hung one
+        never delays the others).  Raises ControllerUnreachable or a ControllerError."""
+        try:
+            self._report_one(index, report)
+        except _Failed as exc:
+            raise ControllerUnreachable({self.urls[index]: str(exc)}) from None
+
     def _report_one(self, index: int, report: dict) -> None:
         url = self.urls[index]
         response = _call(self._report_sessions[index], "POST", url + "/v1/report", json=report,

@@ -15,39 +15,47 @@ log = logging.getLogger(__name__)
 
 
 class Reporter:
+    """One sender thread per controller: each sends the latest facts at once on a change and
+    every `heartbeat` seconds, so a slow or dead controller never delays the others."""
+
     def __init__(self, client: ControllerClient, current: Callable[[], Optional[dict]], heartbeat: float = 5.0):
         self.client, self.current, self.heartbeat = client, current, heartbeat
-        self._changed = threading.Event()
         self._stop = threading.Event()
-        self.last_error = ""
-        self.thread = threading.Thread(target=self._run, name="reporter", daemon=True)
+        self._changed = [threading.Event() for _ in client.urls]
+        self.errors: dict[str, str] = {}  # url -> last error, for logs and health
+        self.threads = [threading.Thread(target=self._run, args=(i,), name=f"reporter-{i}", daemon=True)
+                        for i in range(len(client.urls))]
 
     def start(self) -> "Reporter":
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._changed.set()
+        for event in self._changed:
+            event.set()
 
     def changed(self) -> None:
-        self._changed.set()
+        for event in self._changed:
+            event.set()
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
+        url = self.client.urls[index]
         while not self._stop.is_set():
-            self._changed.wait(self.heartbeat)
-            self._changed.clear()
+            self._changed[index].wait(self.heartbeat)
+            self._changed[index].clear()
             if self._stop.is_set():
                 return
             report = self.current()
             if report is None:
                 continue  # nothing known yet; the first full read will call changed()
             try:
-                self.client.report(report)
-                if self.last_error:
-                    log.info("reports reach the controller again")
-                self.last_error = ""
+                self.client.report_to(index, report)
             except ControllerError as err:
-                if str(err) != self.last_error:
-                    log.warning("node report not delivered: %s", err)
-                self.last_error = str(err)
+                if self.errors.get(url) != str(err):
+                    log.warning("node report not delivered to %s: %s", url, err)
+                self.errors[url] = str(err)
+                continue
+            if self.errors.pop(url, None):
+                log.info("reports reach %s again", url)

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,6 +121,15 @@ class _Server(ThreadingHTTPServer):
     def track(self, conn: socket.socket, open_: bool) -> None:
         with self._connections_lock:
             (self._connections.add if open_ else self._connections.discard)(conn)
+
+    def handle_error(self, request, client_address) -> None:
+        """A peer that went away mid-request (an agent restarting during a long-poll) is
+        normal: one log line, not socketserver's traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError, socket.timeout)):
+            log.debug("connection from %s ended: %r", client_address, error)
+        else:
+            log.exception("request from %s failed", client_address)
 
     def close_connections(self) -> None:
         with self._connections_lock:

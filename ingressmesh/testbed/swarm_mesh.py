@@ -84,15 +84,17 @@ class SwarmMesh:
             os.unlink(self.pid_file)
         return alive
 
-    def start_controller(self, env: Optional[dict] = None) -> None:
-        self._spawn("controller", 1, ["controller", "--docker", f"unix://{self.lab.config.docker_sock(1)}",
+    def start_controller(self, env: Optional[dict] = None, name: str = "controller",
+                         port: int = CONTROLLER_PORT) -> None:
+        self._spawn(name, 1, ["controller", "--docker", f"unix://{self.lab.config.docker_sock(1)}",
                                       "--token-file", self.token_file,
-                                      "--listen", f"{self.lab.node_address(1)}:{CONTROLLER_PORT}"], env)
+                                      "--listen", f"{self.lab.node_address(1)}:{port}"], env)
 
-    def start_agent(self, n: int, env: Optional[dict] = None) -> None:
+    def start_agent(self, n: int, env: Optional[dict] = None, controllers: Optional[list] = None) -> None:
         config = self.lab.config
+        urls = [arg for url in (controllers or [self.controller_url]) for arg in ("--controller", url)]
         self._spawn(f"agent{n}", n, [
-            "agent", "--controller", self.controller_url, "--docker", f"unix://{config.docker_sock(n)}",
+            "agent", *urls, "--docker", f"unix://{config.docker_sock(n)}",
             "--token-file", self.token_file, "--exec-root", config.exec_root(n), "--docker-pidfile",
             config.pidfile(n), "--backend", self.backend, "--drain-grace", str(self.drain_grace),
             "--listen", f"{self.lab.node_address(n)}:{AGENT_PORT}"], env)

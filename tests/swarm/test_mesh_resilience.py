@@ -101,6 +101,37 @@ def test_stopping_the_controller_keeps_traffic_and_agents_say_so(mesh, steady):
         remove_service(lab, "after")
 
 
+def test_an_agent_fails_over_to_a_second_controller(mesh, steady):
+    lab = mesh.lab
+    second = f"http://{lab.node_address(1)}:9403"
+    mesh.start_controller(name="controller-b", port=9403)
+    try:
+        mesh.stop("agent3")
+        mesh.start_agent(3, controllers=[mesh.controller_url, second])
+        mesh.wait_synced(timeout=40)
+        assert mesh.agent_health(3)[1]["controller_url"] == mesh.controller_url
+        with LoadGenerator(lab.client_netns(), [(lab.node_address(3), PORT)], pause=0.01) as load:
+            mesh.stop("controller")
+            body = wait_for("agent3 to follow the second controller", lambda: (lambda b: b if (
+                b["controller_url"] == second and b["controller"]["reachable"]) else None)(mesh.agent_health(3)[1]),
+                timeout=40, interval=0.5)
+            print(f"agent3 failed over to {body['controller_url']}")
+            create_service(lab, "failover", "--replicas", "1", "--publish", "8089:80")
+            (task,) = wait_running(lab, "failover", 1)
+            wait_for("node3 routes a service created after the fail-over", lambda: active_on_node(lab, 3, task["id"]),
+                     timeout=30)
+        assert load.result.ok > 50 and load.result.failures == []
+        assert "following controller " + second in open(mesh.log_path("agent3"), encoding="utf-8").read()
+    finally:
+        remove_service(lab, "failover")
+        if "controller" not in mesh.procs:
+            mesh.start_controller()
+        mesh.stop("controller-b")
+        mesh.stop("agent3")
+        mesh.start_agent(3)
+        mesh.wait_synced(timeout=40)
+
+
 def test_bad_services_are_named_and_disturb_nothing(mesh, steady):
     lab = mesh.lab
     client = lab.docker_client(1)

@@ -159,3 +159,30 @@ def test_urls_are_checked():
         ControllerClient([], TOKEN)
     with pytest.raises(ValueError, match="'ftp://x'"):
         ControllerClient(["ftp://x"], TOKEN)
+
+
+def test_reporter_keeps_reporting_to_a_live_controller_while_another_is_down(controllers):
+    """One sender per controller: a dead controller never holds back the live one's reports."""
+    from ingressmesh.agent.reporter import Reporter
+    a = controllers("a")
+    hung = socket.socket()  # accepts connections (backlog) and never answers: a hung controller
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    hung_url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+    client = ControllerClient([hung_url, a.url], TOKEN, timeout=3)
+    reporter = Reporter(client, lambda: REPORT, heartbeat=30).start()
+    try:
+        for _ in range(3):
+            before, started = len(a.reports), time.monotonic()
+            reporter.changed()
+            while len(a.reports) == before and time.monotonic() - started < 2:
+                time.sleep(0.01)
+            assert len(a.reports) == before + 1 and time.monotonic() - started < 1.0
+        deadline = time.monotonic() + 10
+        while hung_url not in reporter.errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hung_url in reporter.errors and a.url not in reporter.errors
+    finally:
+        reporter.stop()
+        client.close()
+        hung.close()
