@@ -93,7 +93,9 @@ class Agent:
         self.facts.start()
         self.reporter.start()
         self.reporter.changed()
-        watchdog = Watchdog(notifier, alive=lambda: time.monotonic() - self.last_loop < LONG_POLL + 20).start()
+        # One loop pass may wait a long-poll plus the request timeout on every controller in turn.
+        allowance = (LONG_POLL + self.client.timeout + 5) * len(self.config.controllers) + 10
+        watchdog = Watchdog(notifier, alive=lambda: time.monotonic() - self.last_loop < allowance).start()
         notifier.ready()
         log.info("agent for node %s following %s", self.node_id, ", ".join(self.config.controllers))
         try:

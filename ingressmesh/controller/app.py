@@ -121,7 +121,10 @@ class Controller:
     def _health(self) -> tuple[bool, dict]:
         age = time.time() - self.provider.last_success if self.provider.last_success else None
         ok = age is not None and age < self.config.stale_after
+        now = time.time()
+        stale = sorted(node for node, r in self.reports.items() if now - r.get("sent_at", 0) > REPORT_FRESH)
         details = {"swarm_endpoint": self.config.docker_url, "swarm_read_age": age,
+                   "stale_agents": stale,  # their nodes' health is as last reported
                    "swarm_error": self.provider.last_error or None, "refused": list(self.refused),
                    "agents": sorted(self.reports)}
         if not ok:
