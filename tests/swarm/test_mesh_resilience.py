@@ -149,7 +149,7 @@ def test_bad_services_are_named_and_disturb_nothing(mesh, steady):
                  in open(mesh.log_path("agent1"), encoding="utf-8").read(), timeout=20)
         assert "8088" not in kernel_map(ingress_sbox(lab, 1), "port_services")
         for n in lab.config.node_numbers:
-            assert set(spread(lab.client_netns(), lab.node_address(n), PORT, 12)) == {t["container"] for t in steady}
+            assert set(spread(lab.client_netns(), lab.node_address(n), PORT, 40)) == {t["container"] for t in steady}
     finally:
         for name in ("absurd", "oddlabel"):
             remove_service(lab, name)
