@@ -194,7 +194,8 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
     if not result:
         console.print("no ingressmesh tables found")
     for ns, rows in result.items():
-        table = Table(title=ns, title_justify="left")
+        console.print(f"[bold]{ns}[/]", soft_wrap=True)  # paths are long: never wrapped into a title
+        table = Table()
         columns = ("service", "front-end", "task", "node", "address", "health", "state")
         for column in columns:
             table.add_column(column)
