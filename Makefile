@@ -84,6 +84,7 @@ demo-down: venv
 
 bench: venv
 	$(PY) bench/control_plane.py
+	$(PY) bench/live_pipeline.py
 
 clean:
 	rm -rf $(VENV) *.egg-info $(LAB_OUT)
