@@ -6,7 +6,7 @@ dataclasses, so two calls with the same input give equal plans and `to_dict` is 
 Per node there is one NamespacePlan per namespace role:
   host     published ports (ingress mode) -> DNAT to this node's ingress namespace
   ingress  published port -> the service's tasks on the ingress network (target port), SNAT
-  lb       one per overlay network with a local task: VIP (all ports) -> tasks on that network, SNAT
+  lb       one per overlay network with a local task or LB endpoint: VIP (all ports) -> tasks, SNAT
 """
 from __future__ import annotations
 
@@ -158,9 +158,12 @@ def node_context(cluster: model.Cluster, node_id: str, options: PlanOptions,
         ingress_snat = ingress.lb_address(node_id)
     lb_networks = []
     for network in sorted(cluster.networks, key=lambda n: n.id):
-        if network.ingress or network.id not in local:
-            continue
         snat = network.lb_address(node_id)
+        # A network gets an LB namespace here when a task of ours uses it, or when this node
+        # already has an LB endpoint on it (Docker makes one for any container on the network,
+        # e.g. `docker run --network` on an attachable overlay, which also reaches VIPs).
+        if network.ingress or (network.id not in local and snat is None):
+            continue
         if snat is None:
             warnings.append(f"network {network.name}: no load-balancer address for node {node_id}; "
                             "its VIPs are not routed on this node")

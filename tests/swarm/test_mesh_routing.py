@@ -147,3 +147,31 @@ def test_dnsrr_and_host_mode_are_left_alone_and_removal_cleans_every_node(mesh):
     finally:
         for name in ("rr", "hostport", "gone"):
             remove_service(lab, name)
+
+
+def test_vip_from_an_attachable_container_on_a_node_without_tasks(mesh):
+    """Docker gives a node an lb endpoint for any container on an overlay (`docker run
+    --network` on an attachable one); its VIPs must work there too, not only where tasks run."""
+    lab = mesh.lab
+    lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "solo")
+    create_service(lab, "only1", "--replicas", "1", "--constraint", "node.hostname==node1", "--network", "solo")
+    try:
+        (task,) = wait_running(lab, "only1", 1)
+        client = ("import socket, sys, time\n"
+                  "for _ in range(5):\n"
+                  "    for attempt in range(40):\n"
+                  "        try:\n"
+                  "            s = socket.create_connection(('only1', 80), timeout=2); break\n"
+                  "        except OSError:\n"
+                  "            time.sleep(0.25)  # the agent programs the new lb namespace within ~1 s\n"
+                  "    s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); data = b''\n"
+                  "    while chunk := s.recv(4096): data += chunk\n"
+                  "    print(data.split(b'\\r\\n\\r\\n')[-1].decode().strip())\n")
+        out = lab.docker(3, "run", "--rm", "--network", "solo", PYTHON_IMAGE, "python3", "-c", client,
+                         timeout=120).stdout.split()
+        print(f"from node3 (no task on 'solo') via only1's VIP: {out}")
+        assert out == [task["container"]] * 5
+    finally:
+        remove_service(lab, "only1")
+        wait_for("network solo removed (once only1's task is gone)",
+                 lambda: lab.docker(1, "network", "rm", "solo", check=False).returncode == 0, timeout=30, interval=0.5)

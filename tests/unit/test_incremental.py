@@ -150,11 +150,11 @@ def test_a_task_change_keeps_other_services_entries_identical():
     assert [b.state for b in vips_after["web"].backends] == ["active", "draining", "active"]
 
 
-def test_losing_the_last_local_task_drops_the_lb_namespace():
+def test_losing_the_last_local_task_keeps_the_lb_namespace_while_the_endpoint_exists():
     cluster = scenario_cluster(Testbed(prefix="unit"))
     planner = IncrementalPlanner(cluster, "node2", PlanOptions(now=NOW))
     assert planner.plan().namespace(f"lb:{APP_ID}") is not None
     for task in [t for t in cluster.tasks if t.node_id == "node2"]:
         planner.remove_task(task.id)
-    assert planner.plan().namespace(f"lb:{APP_ID}") is None
+    assert planner.plan().namespace(f"lb:{APP_ID}") is not None  # node2 still has an lb endpoint
     assert planner.plan() == plan_node(planner.cluster(), "node2", planner.options)

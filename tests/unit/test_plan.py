@@ -71,11 +71,20 @@ def test_dnsrr_services_get_no_vip_and_host_mode_ports_are_left_alone():
     assert all(p.port != 7000 for ns in plan.namespaces for p in ns.ports)
 
 
-def test_lb_namespace_only_where_the_node_has_a_task_on_the_network():
+def test_lb_namespace_where_the_node_has_a_task_or_an_lb_endpoint_on_the_network():
     cluster = scenario_cluster(Testbed(prefix="unit"))
     tasks = tuple(t for t in cluster.tasks if t.node_id != "node2")
-    plan = plan_node(dataclasses.replace(cluster, tasks=tasks), "node2", PlanOptions(now=NOW))
-    assert [ns.key for ns in plan.namespaces] == ["host", "ingress"]
+    no_tasks = dataclasses.replace(cluster, tasks=tasks)
+    # node2 runs no task but still has an LB endpoint on each network (Docker keeps one for any
+    # container there, e.g. `docker run --network`): its VIPs are served.
+    plan = plan_node(no_tasks, "node2", PlanOptions(now=NOW))
+    assert [ns.key for ns in plan.namespaces if ns.role == "lb"] == [
+        f"lb:{n.id}" for n in sorted(cluster.networks, key=lambda n: n.id) if not n.ingress]
+    # Once the endpoint is gone too (Docker removed the sandbox), so is the namespace.
+    networks = tuple(n if n.ingress else dataclasses.replace(
+        n, lb_addresses=tuple(a for a in n.lb_addresses if a.node_id != "node2")) for n in cluster.networks)
+    plan = plan_node(dataclasses.replace(no_tasks, networks=networks), "node2", PlanOptions(now=NOW))
+    assert [ns.key for ns in plan.namespaces] == ["host", "ingress"] and plan.warnings == ()
 
 
 def test_missing_addresses_become_warnings_not_crashes():
