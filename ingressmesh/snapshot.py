@@ -270,6 +270,13 @@ def item_from_dict(kind: str, data: Any, where: str = ""):
     return _ITEM_BUILDERS[kind](_Reader(data, where))
 
 
+def check_cluster(cluster: model.Cluster) -> model.Cluster:
+    """The cross-object checks of `from_dict` on a Cluster built from already-checked objects
+    (the controller's merge): ids, references, ports and addresses, without a JSON round trip."""
+    _check_references(cluster)
+    return cluster
+
+
 def from_dict(data: Any) -> model.Cluster:
     root = _Reader(data, "")
     version = root.get("version", _int, FORMAT_VERSION)
@@ -301,17 +308,20 @@ def load(path: str) -> model.Cluster:
         raise SnapshotError(f"{path}: {err}") from None
 
 
+def plain_form(obj: Any) -> Any:
+    """A model object as plain JSON-ready data (labels as an object, tuples as lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: dict(getattr(obj, f.name)) if f.name == "labels" else plain_form(getattr(obj, f.name))
+                for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [plain_form(x) for x in obj]
+    return obj
+
+
 def to_dict(cluster: model.Cluster) -> dict:
     """Stable JSON form: the same Cluster always gives byte-identical `dumps` output."""
-    def plain(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj):
-            return {f.name: dict(getattr(obj, f.name)) if f.name == "labels" else plain(getattr(obj, f.name))
-                    for f in dataclasses.fields(obj)}
-        if isinstance(obj, tuple):
-            return [plain(x) for x in obj]
-        return obj
     out = {"version": FORMAT_VERSION}
-    out.update(plain(cluster))
+    out.update(plain_form(cluster))
     return out
 
 

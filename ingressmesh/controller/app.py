@@ -20,6 +20,7 @@ from ..daemon.metrics import ControllerMetrics
 from ..daemon.sdnotify import Notifier, Watchdog
 from ..swarm.provider import SwarmProvider
 from ..swarm.state import SwarmState
+from .encode import ObjectDicts
 from .merge import SinceTracker, merge
 from .server import ControllerServer
 from .store import SnapshotStore
@@ -50,6 +51,8 @@ class Controller:
         self.metrics = ControllerMetrics()
         self.reports: dict[str, dict] = {}
         self.tracker = SinceTracker()
+        self.encoder = ObjectDicts()
+        self.last_merged = None
         self.refused: tuple[str, ...] = ()
         self.started = time.monotonic()
         self._merge_lock = threading.Lock()
@@ -106,12 +109,15 @@ class Controller:
             except snapshot.SnapshotError as err:
                 log.error("merge failed, keeping the last snapshot: %s", err)
                 return None
-            data = snapshot.to_dict(merged.cluster)
+            if merged == self.last_merged:  # a heartbeat or an event that changed nothing
+                return self.store.version
+            self.last_merged = merged
+            data = self.encoder.cluster_dict(merged.cluster)
             data["refused"] = list(merged.refused)  # ignored by the snapshot reader; shown by the CLI
             for message in sorted(set(merged.refused) - set(self.refused)):
                 log.error("refused: %s", message)
             self.refused = merged.refused
-            version = self.store.publish(data)
+            version = self.store.publish(data, copy=False)
             self.metrics.observe_snapshot(version, data)
             now = time.time()
             self.metrics.agents_reporting.set(sum(1 for r in self.reports.values()

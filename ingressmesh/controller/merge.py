@@ -9,6 +9,7 @@ whole cluster.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -47,9 +48,17 @@ def _lb_addresses(network: model.Network, node_ids: list, reports: dict) -> tupl
     found = []
     for node_id in node_ids:
         address = ((reports.get(node_id) or {}).get("lb_addresses") or {}).get(network.id)
-        if address:
+        if address and _is_ipv4(address):  # the report API checks this too; the merge never trusts it
             found.append(model.NodeAddress(node_id, address))
     return tuple(found)
+
+
+def _is_ipv4(text) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _task(task: model.Task, state: SwarmState, reports: dict, tracker: SinceTracker, now: float) -> model.Task:
@@ -95,7 +104,9 @@ def validated(cluster: model.Cluster) -> Merged:
     refused = []
     for _ in range(MAX_DROPS):
         try:
-            return Merged(snapshot.from_dict(snapshot.to_dict(cluster)), tuple(refused))
+            # Every object was checked on its own (provider, report validation): only the
+            # cross-object checks remain, run on the model directly.
+            return Merged(snapshot.check_cluster(cluster), tuple(refused))
         except snapshot.SnapshotError as err:
             dropped = _drop(cluster, str(err))
             if dropped is None:

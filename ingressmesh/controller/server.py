@@ -79,6 +79,9 @@ class ControllerServer:
         if found is None:
             return 304, None, None
         version, cluster = found
+        body = self.store.encoded(version)  # encoded once per version, not once per agent
+        if body is not None:
+            return 200, body, "application/json"
         return 200, {"version": version, "cluster": cluster}, None
 
     def _report(self, request: Request) -> Response:

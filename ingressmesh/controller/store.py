@@ -32,20 +32,33 @@ class SnapshotStore:
         self._version = int(clock() * 1000)
         self._cluster: Optional[dict] = None
         self._canonical: Optional[str] = None
+        self._encoded: Optional[bytes] = None
         self._closed = False
 
-    def publish(self, cluster: dict) -> int:
-        """Stores `cluster` (deep-copied) and returns the version; bumps it and wakes waiters
-        only when the content differs from the current one."""
+    def publish(self, cluster: dict, copy: bool = True) -> int:
+        """Stores `cluster` and returns the version; bumps it and wakes waiters only when the
+        content differs from the current one.  With copy=False the caller promises never to
+        modify `cluster` again (the controller's encoder never does), which saves a deep copy."""
         text = canonical(cluster)
         with self._cond:
             if text != self._canonical:
-                # Store a private copy decoded from the canonical text: callers may keep
-                # mutating theirs, and readers get the exact content the version stands for.
-                self._cluster, self._canonical = json.loads(text), text
+                # A private copy decoded from the canonical text unless the caller gave it up:
+                # readers get the exact content the version stands for.
+                self._cluster, self._canonical = (json.loads(text) if copy else cluster), text
                 self._version += 1
+                self._encoded = None
                 self._cond.notify_all()
             return self._version
+
+    def encoded(self, version: int) -> Optional[bytes]:
+        """`{"version": V, "cluster": …}` as JSON bytes for the current version, built once per
+        version however many agents fetch it; None if `version` is no longer current."""
+        with self._cond:
+            if version != self._version or self._canonical is None:
+                return None
+            if self._encoded is None:
+                self._encoded = f'{{"version":{self._version},"cluster":{self._canonical}}}'.encode()
+            return self._encoded
 
     def current(self) -> tuple[int, Optional[dict]]:
         """(version, cluster); cluster is None before the first publish.  The dict is shared
