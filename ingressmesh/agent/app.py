@@ -21,9 +21,10 @@ from ..daemon.http import HttpService
 from ..daemon.metrics import AgentMetrics
 from ..daemon.sdnotify import Notifier, Watchdog
 from ..layout import Layout
-from ..plan import DRAINING, NodePlan, PlanOptions, plan_node
+from ..plan import DRAINING, NodePlan, PlanOptions
 from ..swarm.backoff import Backoff
 from ..swarm.local import LocalFacts
+from .cluster_follower import ClusterFollower
 from .controller_client import ControllerAuthError, ControllerClient, ControllerError
 from .docker_extras import DockerExtras
 from .docker_layout import DockerNamespaces
@@ -69,7 +70,7 @@ class Agent:
         self.reporter = Reporter(self.client, self.facts.report)
         self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
                                                 ("GET", "/metrics"): self._metrics}, token=None)
-        self.cluster = None
+        self.follower = ClusterFollower(node_id)
         self.version = 0
         self.plan: Optional[NodePlan] = None
         self.warnings: set[str] = set()
@@ -127,7 +128,7 @@ class Agent:
                 got = None
             if got is not None:
                 fresh = self._take(*got)
-            if self.cluster is not None and (fresh or (due is not None and time.monotonic() >= due)):
+            if self.follower.planner is not None and (fresh or (due is not None and time.monotonic() >= due)):
                 try:
                     due = self.sync()
                 except Exception as err:  # noqa: BLE001 - never die with the kernel half-known: retry
@@ -144,28 +145,31 @@ class Agent:
             log.error("controller unreachable%s: %s; keeping the kernel state as it is",
                       " (token refused)" if auth else "", err)
 
+    def _options(self) -> PlanOptions:
+        return PlanOptions(now=time.time(), drain_grace=self.config.drain_grace,
+                           ingress_gateway=self.facts.ingress_gateway or self.config.ingress_gateway)
+
     def _take(self, version: int, data: dict) -> bool:
         self.health.received(version)
         try:
-            cluster = snapshot.from_dict(data)
+            self.follower.take(data, self._options())
         except snapshot.SnapshotError as err:
             log.error("snapshot %d refused, keeping the last one: %s", version, err)
             self.health.apply_failed(f"snapshot {version}: {err}")
             return False
         for message in data.get("refused") or ():
             log.debug("controller refused: %s", message)
-        self.cluster, self.version = cluster, version
+        self.version = version
         return True
 
     def sync(self) -> Optional[float]:
         """Plan and apply; the monotonic time of the next sync a timer needs, or None."""
         started = time.monotonic()
-        if self.cluster.node(self.node_id) is None:
+        if not self.follower.node_known():
             self.health.apply_failed(f"node {self.node_id} is not in the snapshot")
             return started + RETRY
-        options = PlanOptions(now=time.time(), drain_grace=self.config.drain_grace,
-                              ingress_gateway=self.facts.ingress_gateway or self.config.ingress_gateway)
-        plan = plan_node(self.cluster, self.node_id, options)
+        options = self._options()
+        plan = self.follower.plan(options)
         for warning in sorted(set(plan.warnings) - self.warnings):
             log.warning("%s", warning)
         self.warnings = set(plan.warnings)
@@ -189,7 +193,7 @@ class Agent:
         self.health.applied(self.version)
         self.metrics.snapshot_version.set(self.version)
         self.metrics.last_successful_sync.set(time.time())
-        return _drain_deadline(plan, options, self.cluster)
+        return _drain_deadline(plan, options, self.follower)
 
 
 def _backend_counts(plan: NodePlan) -> dict:
@@ -210,11 +214,13 @@ def _backend_counts(plan: NodePlan) -> dict:
     return counts
 
 
-def _drain_deadline(plan: NodePlan, options: PlanOptions, cluster) -> Optional[float]:
+def _drain_deadline(plan: NodePlan, options: PlanOptions, follower: ClusterFollower) -> Optional[float]:
     """When the earliest draining backend's grace ends (monotonic), so it is removed on time."""
     draining = {b.task_id for ns in plan.namespaces for e in ns.vips + ns.ports for b in e.backends
                 if b.state == DRAINING}
     if not draining:
         return None
-    ends = [t.since + options.drain_grace for t in cluster.tasks if t.id in draining]
+    ends = [task.since + options.drain_grace for task in map(follower.task, draining) if task is not None]
+    if not ends:
+        return None
     return time.monotonic() + max(0.0, min(ends) - options.now) + 0.05
