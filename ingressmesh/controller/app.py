@@ -87,7 +87,7 @@ class Controller:
             previous = self.reports.get(node_id) or {}
             self.reports[node_id] = report
         state = self.provider.state
-        known = {t.id for t in state.tasks} if state else set()
+        known = state.task_ids if state else frozenset()
         old, new = previous.get("containers") or {}, report.get("containers") or {}
         started = set(new) - set(old) - known
         stopping = {t for t, e in new.items() if e.get("stopping") and not (old.get(t) or {}).get("stopping")}

@@ -5,6 +5,7 @@ in it: those come from each node's own dockerd, through the agents (see controll
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .. import model
@@ -21,6 +22,11 @@ class SwarmState:
     # Services whose spec has a health check: their tasks count as "starting" until a node says.
     health_checked: frozenset = frozenset()
     errors: tuple[str, ...] = ()  # objects refused, each message naming its object
+
+    @functools.cached_property
+    def task_ids(self) -> frozenset:
+        """Asked on every node report: computed once per state."""
+        return frozenset(t.id for t in self.tasks)
 
 
 def read_swarm(api) -> SwarmState:

@@ -28,11 +28,11 @@ def _say(text: str) -> None:
 def _running(lab: Lab) -> dict[str, int]:
     client = lab.docker_client(1)
     try:
-        counts = {}
+        names = {s.id: s.name.removeprefix(f"{STACK}_") for s in client.services.list()}
+        counts: dict[str, int] = {}
         for task in client.api.tasks(filters={"desired-state": "running"}):
             if (task.get("Status") or {}).get("State") == "running":
-                name = next((s.name for s in client.services.list() if s.id == task["ServiceID"]), "?")
-                short = name.removeprefix(f"{STACK}_")
+                short = names.get(task["ServiceID"], "?")
                 counts[short] = counts.get(short, 0) + 1
         return counts
     finally:

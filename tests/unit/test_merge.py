@@ -79,12 +79,17 @@ def test_a_service_claiming_a_published_port_twice_is_refused_by_name_and_the_re
     assert any(r.startswith("service 'webcopy': ") and "8080" in r for r in merged.refused)
 
 
-def test_a_bad_lb_address_from_one_node_is_dropped_naming_the_node():
+def _merged_with_lb_address(node_index: int, address: str):
+    """Merge with one node reporting `address` as its ovl lb address: (node, merged, ovl)."""
     reports = _reports()
-    node = sorted(STATE.nodes, key=lambda n: n.hostname)[1]
-    reports[node.id]["lb_addresses"][OVL.id] = "192.168.9.9"
+    node = sorted(STATE.nodes, key=lambda n: n.hostname)[node_index]
+    reports[node.id]["lb_addresses"][OVL.id] = address
     merged = merge(STATE, reports, SinceTracker(), now=1.0)
-    ovl = next(n for n in merged.cluster.networks if n.id == OVL.id)
+    return node, merged, next(n for n in merged.cluster.networks if n.id == OVL.id)
+
+
+def test_a_bad_lb_address_from_one_node_is_dropped_naming_the_node():
+    node, merged, ovl = _merged_with_lb_address(1, "192.168.9.9")
     assert node.id not in {a.node_id for a in ovl.lb_addresses} and len(ovl.lb_addresses) == 2
     assert any("network 'ovl'" in r and "192.168.9.9" in r for r in merged.refused)
 
@@ -122,9 +127,5 @@ def test_cached_encoding_equals_to_dict_and_reuses_unchanged_objects():
 
 
 def test_a_malformed_lb_address_is_ignored_not_a_crash():
-    reports = _reports()
-    node = sorted(STATE.nodes, key=lambda n: n.hostname)[0]
-    reports[node.id]["lb_addresses"][OVL.id] = "not-an-address"
-    merged = merge(STATE, reports, SinceTracker(), now=1.0)
-    ovl = next(n for n in merged.cluster.networks if n.id == OVL.id)
+    node, _, ovl = _merged_with_lb_address(0, "not-an-address")
     assert node.id not in {a.node_id for a in ovl.lb_addresses}
