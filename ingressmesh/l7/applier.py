@@ -1,0 +1,102 @@
+"""Puts a RouteTable into the running HAProxy the cheapest safe way.
+
+Same routes and pool sizes → runtime API only (no reload, no dropped connection).  Anything
+else → render, `haproxy -c`, install, seamless reload.  A config HAProxy refuses is never
+installed: the running one stays, the error is kept for /healthz and the metrics, and the next
+table is tried afresh.  A runtime reply that is not a success falls back to a reload.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+from . import runtime, slots
+from .haproxy import HAProxy, HAProxyError, write_atomic
+from .render import ProxySettings, render_config, render_map
+from .routes import RouteTable
+
+log = logging.getLogger(__name__)
+MIN_RELOAD_INTERVAL = 0.2  # seconds between reloads: bursts of route changes coalesce
+
+
+@dataclass
+class ApplyResult:
+    how: str  # "unchanged", "runtime", "reload", "start" or "refused"
+    commands: int = 0
+    error: Optional[str] = None
+
+
+class RouteApplier:
+    def __init__(self, haproxy: HAProxy, settings: ProxySettings,
+                 render: Callable[..., str] = render_config, clock: Callable[[], float] = time.monotonic):
+        self.haproxy, self.settings, self.render, self.clock = haproxy, settings, render, clock
+        self.table: Optional[RouteTable] = None  # what HAProxy runs now
+        self.slots: slots.Assignment = {}
+        self.generation = 0
+        self.last_reload = float("-inf")
+        self.runtime_commands = 0
+        self.refused_configs = 0
+        self.last_error: Optional[str] = None
+
+    def apply(self, table: RouteTable) -> ApplyResult:
+        wanted = slots.assign(self.slots, table)
+        if self.table is not None and self.haproxy.running and self._same_shape(table, wanted):
+            found = runtime.changes(self.slots, wanted)
+            if not found:
+                self.table, self.slots = table, wanted
+                return ApplyResult("unchanged")
+            try:
+                sent = runtime.apply_changes(self.haproxy.files.admin_socket, found)
+            except runtime.RuntimeApiError as err:
+                log.warning("runtime update failed (%s); reloading to resync", err)
+            else:
+                self.runtime_commands += sent
+                self.table, self.slots = table, wanted
+                return ApplyResult("runtime", sent)
+        return self._install(table, wanted)
+
+    def _same_shape(self, table: RouteTable, wanted: slots.Assignment) -> bool:
+        return table.shape() == self.table.shape() and slots.pool_sizes(wanted) == slots.pool_sizes(self.slots)
+
+    def _install(self, table: RouteTable, wanted: slots.Assignment) -> ApplyResult:
+        files = self.haproxy.files
+        generation = self.generation + 1
+        map_path = files.map_file(generation)
+        candidate = f"{files.config}.new"
+        try:
+            text = self.render(table, wanted, replace(self.settings, map_file=map_path))
+            write_atomic(map_path, render_map(table))
+            write_atomic(candidate, text)
+            self.haproxy.check(candidate)
+        except (HAProxyError, ValueError, OSError) as err:
+            self.refused_configs += 1
+            self.last_error = str(err)
+            log.error("new config not loaded, the running one stays: %s", err)
+            return ApplyResult("refused", error=str(err))
+        wait = self.last_reload + MIN_RELOAD_INTERVAL - self.clock()
+        if wait > 0:
+            time.sleep(wait)
+        os.replace(candidate, files.config)
+        starting = not self.haproxy.running
+        try:
+            self.haproxy.start() if starting else self.haproxy.reload()
+        except HAProxyError as err:
+            self.last_error = str(err)
+            log.error("%s", err)
+            return ApplyResult("refused", error=str(err))
+        self.last_reload = self.clock()
+        self.table, self.slots, self.generation, self.last_error = table, wanted, generation, None
+        self._remove_old_maps(keep={map_path})
+        return ApplyResult("start" if starting else "reload")
+
+    def _remove_old_maps(self, keep: set[str]) -> None:
+        for path in glob.glob(self.haproxy.files.map_file(0).replace("-0.map", "-*.map")):
+            if path not in keep:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass

@@ -1,0 +1,117 @@
+"""A service's `com.docker.lb.*` labels → its checked routing request, or an error naming why.
+
+One small parser per label family (grammar.py holds the value checkers).  A service either
+parses whole or is refused whole: half a route (hosts without the port, a path without its
+rewrite flag) would send requests somewhere the operator did not ask for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from . import grammar
+from .grammar import LabelError
+
+PREFIX = "com.docker.lb."
+BACKEND_MODES = ("task", "vip")
+
+# Interlock labels this version does not implement yet: reported by name, never ignored silently.
+NOT_YET = ("ssl_cert", "ssl_key", "ssl_only", "ssl_backend", "ssl_backend_tls_verify",
+           "ssl_passthrough", "websocket_endpoints", "sticky_session_cookie", "ip_hash")
+
+
+@dataclass(frozen=True)
+class Redirect:
+    source_host: str
+    target: str  # scheme://host[:port][path]: the request's path and query are appended
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What one service asks the proxy for, every value checked."""
+    hosts: tuple[str, ...] = ()
+    port: int = 0
+    network: Optional[str] = None
+    context_root: str = "/"
+    rewrite: bool = False
+    redirects: tuple[Redirect, ...] = ()
+    backend_mode: str = "task"
+    default_backend: bool = False
+    service_cluster: str = ""
+    notes: tuple[str, ...] = ()  # labels seen but not acted on (named in the proxy's log)
+
+
+def lb_labels(labels) -> dict[str, str]:
+    """The service's `com.docker.lb.*` labels, keyed without the prefix."""
+    return {key[len(PREFIX):]: value for key, value in dict(labels).items() if key.startswith(PREFIX)}
+
+
+def wants_routing(labels) -> bool:
+    return bool(lb_labels(labels))
+
+
+def _hosts(found: Mapping[str, str]) -> tuple[str, ...]:
+    value = found.get("hosts")
+    return grammar.host_list(PREFIX + "hosts", value) if value is not None else ()
+
+
+def _redirects(found: Mapping[str, str], hosts: tuple[str, ...]) -> tuple[Redirect, ...]:
+    label, value = PREFIX + "redirects", found.get("redirects")
+    if value is None:
+        return ()
+    pairs = [pair for pair in grammar.checked_text(label, value).split(";") if pair.strip()]
+    if not pairs or len(pairs) > grammar.MAX_LIST:
+        raise LabelError(label, value, f"expected 1 to {grammar.MAX_LIST} 'source,target' pairs separated by ';'")
+    redirects = []
+    for pair in pairs:
+        parts = pair.split(",")
+        if len(parts) != 2:
+            raise LabelError(label, value, f"{pair.strip()!r} is not a 'source,target' pair")
+        _, source_host, _ = grammar.url(label, parts[0])
+        if source_host not in hosts:
+            raise LabelError(label, value, f"source host {source_host!r} is not one of the service's hosts")
+        _, _, target = grammar.url(label, parts[1])
+        redirects.append(Redirect(source_host, target))
+    return tuple(redirects)
+
+
+def _flag(found: Mapping[str, str], key: str) -> bool:
+    value = found.get(key)
+    return grammar.boolean(PREFIX + key, value) if value is not None else False
+
+
+def _optional(found: Mapping[str, str], key: str, check, default=None):
+    value = found.get(key)
+    return check(PREFIX + key, value) if value is not None else default
+
+
+KNOWN = ("hosts", "port", "network", "context_root", "context_root_rewrite", "redirects",
+         "backend_mode", "default_backend", "service_cluster")
+
+
+def parse(labels) -> RouteRequest:
+    """The service's routing request; raises LabelError naming the first bad label."""
+    found = lb_labels(labels)
+    for key, value in found.items():
+        grammar.checked_text(PREFIX + key, value)
+    hosts = _hosts(found)
+    default_backend = _flag(found, "default_backend")
+    if not hosts and not default_backend:
+        raise LabelError(PREFIX + "hosts", found.get("hosts", ""),
+                         "a routed service needs com.docker.lb.hosts (or default_backend=true)")
+    if "port" not in found:
+        raise LabelError(PREFIX + "port", "", "missing: the port the service's tasks listen on")
+    notes = [f"label {PREFIX}{key} is not supported yet; ignored" for key in sorted(found) if key in NOT_YET]
+    notes += [f"label {PREFIX}{key} is not an Interlock label; ignored"
+              for key in sorted(found) if key not in KNOWN and key not in NOT_YET]
+    return RouteRequest(
+        hosts=hosts,
+        port=grammar.port(PREFIX + "port", found["port"]),
+        network=_optional(found, "network", grammar.name),
+        context_root=_optional(found, "context_root", grammar.path, "/"),
+        rewrite=_flag(found, "context_root_rewrite"),
+        redirects=_redirects(found, hosts),
+        backend_mode=_optional(found, "backend_mode", lambda l, v: grammar.choice(l, v, BACKEND_MODES), "task"),
+        default_backend=default_backend,
+        service_cluster=_optional(found, "service_cluster", grammar.name, ""),
+        notes=tuple(notes))

@@ -1,0 +1,140 @@
+"""RouteTable + slot assignment → the HAProxy configuration and its route map.
+
+Everything written here is either a constant, a number, or a value that passed a grammar in
+grammar.py (host names, safe paths, names, URLs); `check_safe` asserts that once more before
+any text is returned, so a bug upstream cannot smuggle a quote or newline into the config.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..plan import ACTIVE
+from .routes import DEFAULT_HOST, RouteTable
+from .slots import Assignment, slot_name
+
+NO_ROUTE = "be_no_route"
+_SAFE = re.compile(r"^[A-Za-z0-9_.:/~+=,-]*$")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Where the proxy listens and keeps its files (from the command line)."""
+    http_port: int = 80
+    bind_address: str = "0.0.0.0"
+    stats_port: int = 8405  # HAProxy's Prometheus exporter: /metrics
+    admin_socket: str = "/run/ingressmesh-proxy/admin.sock"
+    map_file: str = "/run/ingressmesh-proxy/routes.map"
+    proxy_id: str = "proxy"
+    server_info: str = "ingressmesh"
+    hard_stop_after: str = "30m"  # how long an old worker may keep long-lived connections
+    maxconn: int = 0  # 0: HAProxy derives it from the file descriptor limit
+
+
+class RenderError(ValueError):
+    """A value that should have been refused upstream reached the renderer."""
+
+
+def check_safe(value: str, what: str) -> str:
+    if not _SAFE.fullmatch(value):
+        raise RenderError(f"{what}: {value!r} holds characters that never go into a config")
+    return value
+
+
+def route_key(host: str, path: str) -> str:
+    """The map key of a route; requests are looked up as host + path + '/', so '/api' matches
+    '/api' and '/api/x' but not '/apix'."""
+    return check_safe(host, "host") + check_safe(path.rstrip("/"), "path") + "/"
+
+
+def render_map(table: RouteTable) -> str:
+    lines = [f"{route_key(r.host, r.path)} {check_safe(r.backend, 'backend')}"
+             for r in table.routes if r.host != DEFAULT_HOST]
+    return "".join(line + "\n" for line in lines)
+
+
+def _global(s: ProxySettings) -> list[str]:
+    return [
+        "global",
+        "    master-worker",
+        "    mworker-max-reloads 50",
+        f"    hard-stop-after {check_safe(s.hard_stop_after, 'hard_stop_after')}",
+        f"    stats socket {check_safe(s.admin_socket, 'admin socket')} mode 600 level admin expose-fd listeners",
+        "    stats timeout 30s",
+        *([f"    maxconn {int(s.maxconn)}"] if s.maxconn else []),
+        "",
+        "defaults",
+        "    mode http",
+        "    timeout connect 5s",
+        "    timeout client 60s",
+        "    timeout server 60s",
+        "    timeout http-request 10s",
+        "    timeout http-keep-alive 10s",
+        "    timeout tunnel 1h",
+        "    retries 2",
+        "    retry-on conn-failure",
+        "    option redispatch 1",
+        "",
+    ]
+
+
+def _frontend(table: RouteTable, s: ProxySettings) -> list[str]:
+    default = table.default_backend or NO_ROUTE
+    lines = [
+        "frontend http",
+        f"    bind {check_safe(s.bind_address, 'bind address')}:{int(s.http_port)}",
+        "    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid",
+        "    unique-id-header X-Request-Id",
+        "    http-request del-header X-Forwarded-For",
+        "    option forwardfor",
+        "    http-request set-header X-Real-IP %[src]",
+        "    http-request set-header X-Forwarded-Proto http",
+        "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
+        "    http-request set-var-fmt(txn.route) %[var(txn.host)]%[path]/",
+    ]
+    for redirect in table.redirects:
+        lines.append(f"    http-request redirect prefix {check_safe(redirect.target, 'redirect target')} code 302 "
+                     f"if {{ var(txn.host) -m str {check_safe(redirect.source_host, 'redirect host')} }}")
+    lines += [
+        "    http-response set-header X-Request-Id %[unique-id]",
+        f"    http-response set-header X-Proxy-Id {check_safe(s.proxy_id, 'proxy id')}",
+        f"    http-response set-header X-Server-Info {check_safe(s.server_info, 'server info')}",
+        f"    use_backend %[var(txn.route),map_beg({check_safe(s.map_file, 'map file')},{default})]",
+        f"    default_backend {default}",
+        "",
+    ]
+    return lines
+
+
+def _backends(table: RouteTable, slots: Assignment) -> list[str]:
+    lines = []
+    for backend in table.backends:
+        lines += [f"backend {check_safe(backend.name, 'backend')}", "    balance roundrobin"]
+        if backend.strip_prefix:
+            lines.append(f"    http-request replace-path '^{re.escape(check_safe(backend.strip_prefix, 'path'))}/?(.*)$' '/\\1'")
+        lines += ["    http-response set-header X-Upstream-Addr %[bc_dst]:%[bc_dst_port]",
+                  "    http-response set-header X-Upstream-Response-Time %Tr"]
+        for index, server in enumerate(slots[backend.name]):
+            name = slot_name(index)
+            if server is None:
+                lines.append(f"    server {name} 127.0.0.1:1 disabled weight 0")
+            else:
+                weight = 1 if server.state == ACTIVE else 0
+                lines.append(f"    server {name} {check_safe(server.address, 'address')}:{int(server.port)} weight {weight}")
+        lines.append("")
+    lines += [f"backend {NO_ROUTE}",
+              '    http-request return status 503 content-type text/plain string "no route for this host\\n"', ""]
+    return lines
+
+
+def _stats(s: ProxySettings) -> list[str]:
+    return ["frontend stats",
+            f"    bind {check_safe(s.bind_address, 'bind address')}:{int(s.stats_port)}",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            '    http-request return status 200 content-type text/plain string "ok\\n" if { path /healthz }',
+            ""]
+
+
+def render_config(table: RouteTable, slots: Assignment, settings: ProxySettings) -> str:
+    return "\n".join(_global(settings) + _frontend(table, settings) + _stats(settings)
+                     + _backends(table, slots))

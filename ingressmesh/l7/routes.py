@@ -1,0 +1,214 @@
+"""The L7 planner: a pure function from (Cluster, proxy scope, options) to a RouteTable.
+
+No I/O, no clock (options.now is given).  Same input, equal output: routes, backends and
+servers come out sorted, so the caller can compare tables to tell what changed.
+
+Rules (README "L7 routing"):
+- a route is (host, context root); requests take the longest context root of their host;
+- several services claiming one route share it: all their eligible tasks sit in one backend
+  with equal weight, so traffic splits in proportion to healthy replicas (Interlock's canary);
+- claimants of one route must agree on how it behaves (context_root_rewrite, backend_mode):
+  the first by service name keeps the route, the others are refused for it by name;
+- the same holds for `default_backend`, which serves hosts nobody claims (otherwise 503).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import model
+from ..plan import ACTIVE, PlanOptions, ip_sort_key, task_state
+from . import labels
+from .grammar import LabelError
+
+DEFAULT_HOST = ""  # the host of the default backend's route
+
+
+@dataclass(frozen=True)
+class ProxyScope:
+    """Which services one proxy serves: its service cluster, and (when known) the networks its
+    own task is attached to, so a service on a network the proxy has not joined yet waits."""
+    service_cluster: str = ""
+    networks: Optional[frozenset[str]] = None  # network ids; None: do not check
+    proxy_service: str = ""  # the proxy's own service name (never routed to)
+
+
+@dataclass(frozen=True)
+class Server:
+    service: str
+    task_id: str  # "vip" for a service reached through its VIP
+    node: str
+    address: str
+    port: int
+    state: str  # ACTIVE or DRAINING
+    health: str = "none"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    services: tuple[str, ...]
+    mode: str = "task"
+    strip_prefix: str = ""  # context root removed before the request reaches the app
+    servers: tuple[Server, ...] = ()
+
+    def shape(self) -> tuple:
+        """Everything about the backend except its servers (a change here needs a reload)."""
+        return self.name, self.services, self.mode, self.strip_prefix
+
+
+@dataclass(frozen=True)
+class Route:
+    host: str  # DEFAULT_HOST for the default backend
+    path: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    service: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    routes: tuple[Route, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    redirects: tuple[labels.Redirect, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def backend(self, name: str) -> Optional[Backend]:
+        return next((b for b in self.backends if b.name == name), None)
+
+    def shape(self) -> tuple:
+        return self.routes, self.redirects, tuple(b.shape() for b in self.backends)
+
+    @property
+    def default_backend(self) -> Optional[str]:
+        return next((r.backend for r in self.routes if r.host == DEFAULT_HOST), None)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    service: model.Service
+    request: labels.RouteRequest
+    network: model.Network
+
+
+def _network_of(service: model.Service, request: labels.RouteRequest, cluster: model.Cluster,
+                tasks) -> model.Network:
+    """The network the proxy reaches the service on: the label's, or the only one it is on."""
+    by_id = {n.id: n for n in cluster.networks}
+    if request.network is not None:
+        found = next((n for n in cluster.networks if n.name == request.network), None)
+        if found is None or found.ingress:
+            raise LabelError(labels.PREFIX + "network", request.network, "no such overlay network")
+        return found
+    ids = {v.network_id for v in service.vips} | {a.network_id for t in tasks for a in t.addresses}
+    candidates = sorted(by_id[i].name for i in ids if i in by_id and not by_id[i].ingress)
+    if len(candidates) != 1:
+        reason = ("the service is on no overlay network" if not candidates else
+                  f"the service is on several networks ({', '.join(candidates)}): set com.docker.lb.network")
+        raise LabelError(labels.PREFIX + "network", "", reason)
+    return next(n for n in cluster.networks if n.name == candidates[0])
+
+
+def _servers(claim: _Claim, tasks, node_of, options: PlanOptions) -> list[Server]:
+    service, request, network = claim.service, claim.request, claim.network
+    found = []
+    for task in tasks:
+        node = node_of.get(task.node_id)
+        state = task_state(task, node.state if node else None, options)
+        address = task.address_on(network.id)
+        if state and address:
+            found.append(Server(service.name, task.id, node.hostname if node else task.node_id,
+                                address, request.port, state, task.health))
+    if request.backend_mode == "vip":
+        vip = service.vip_on(network.id)
+        if not vip or not any(s.state == ACTIVE for s in found):
+            return []
+        return [Server(service.name, "vip", "", vip, request.port, ACTIVE)]
+    return found
+
+
+def _backend_name(services: tuple[str, ...], mode: str, strip: str) -> str:
+    """Stable and safe (service names are [A-Za-z0-9_.-]); long canary sets get a hash."""
+    text = "__".join(services)
+    if len(text) > 60:
+        text = services[0][:40] + "__" + hashlib.sha1("\0".join(services).encode()).hexdigest()[:12]
+    suffix = "" if not strip else "_strip" + hashlib.sha1(strip.encode()).hexdigest()[:8]
+    return f"be_{text}{'_vip' if mode == 'vip' else ''}{suffix}"
+
+
+def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
+                options: PlanOptions = PlanOptions()) -> RouteTable:
+    tasks_of: dict[str, list[model.Task]] = {}
+    for task in cluster.tasks:
+        tasks_of.setdefault(task.service_id, []).append(task)
+    node_of = {n.id: n for n in cluster.nodes}
+    refused, notes = [], []
+    claims: dict[tuple[str, str], list[_Claim]] = {}
+    redirects: dict[str, labels.Redirect] = {}
+    for service in sorted(cluster.services, key=lambda s: s.name):
+        if service.name == scope.proxy_service or not labels.wants_routing(service.labels):
+            continue
+        tasks = tasks_of.get(service.id, ())
+        try:
+            request = labels.parse(service.labels)
+            if request.service_cluster != scope.service_cluster:
+                continue
+            network = _network_of(service, request, cluster, tasks)
+        except LabelError as err:
+            refused.append(Refusal(service.name, str(err)))
+            continue
+        if scope.networks is not None and network.id not in scope.networks:
+            notes.append(f"service {service.name}: waiting for the proxy to join network {network.name}")
+            continue
+        notes += [f"service {service.name}: {note}" for note in request.notes]
+        claim = _Claim(service, request, network)
+        keys = [(h, request.context_root) for h in request.hosts]
+        if request.default_backend:
+            keys.append((DEFAULT_HOST, "/"))
+        for key in keys:
+            claims.setdefault(key, []).append(claim)
+        for redirect in request.redirects:
+            redirects.setdefault(redirect.source_host, redirect)
+    routes, backends = [], {}
+    for (host, path), claimants in sorted(claims.items()):
+        first = claimants[0].request
+        behaviour = (first.rewrite, first.backend_mode)
+        sharing = []
+        for claim in claimants:
+            if (claim.request.rewrite, claim.request.backend_mode) == behaviour:
+                sharing.append(claim)
+            else:
+                refused.append(Refusal(claim.service.name, f"route {host or '(default)'}{path}: "
+                                       f"{claims_text(claim)} differs from {claimants[0].service.name}'s "
+                                       f"{claims_text(claimants[0])}; {claimants[0].service.name} keeps the route"))
+        strip = path if first.rewrite and path != "/" else ""
+        services = tuple(c.service.name for c in sharing)
+        name = _backend_name(services, first.backend_mode, strip)
+        if name not in backends:
+            servers = [s for c in sharing for s in _servers(c, tasks_of.get(c.service.id, ()), node_of, options)]
+            servers.sort(key=lambda s: (ip_sort_key(s.address), s.port, s.task_id))
+            backends[name] = Backend(name, services, first.backend_mode, strip, tuple(servers))
+        routes.append(Route(host, path, name))
+    # Longest context root first within a host: the renderer keeps this order.
+    routes.sort(key=lambda r: (r.host, -len(r.path), r.path))
+    return RouteTable(routes=tuple(routes), backends=tuple(sorted(backends.values(), key=lambda b: b.name)),
+                      redirects=tuple(sorted(redirects.values(), key=lambda r: r.source_host)),
+                      refused=tuple(refused), notes=tuple(sorted(set(notes))))
+
+
+def claims_text(claim: _Claim) -> str:
+    return (f"context_root_rewrite={str(claim.request.rewrite).lower()}, "
+            f"backend_mode={claim.request.backend_mode}")
+
+
+def next_change(cluster: model.Cluster, table: RouteTable, options: PlanOptions) -> Optional[float]:
+    """When (options.now clock) the earliest draining server's grace ends, so it is dropped on time."""
+    draining = {s.task_id for b in table.backends for s in b.servers if s.state != ACTIVE}
+    ends = [t.since + options.drain_grace for t in cluster.tasks if t.id in draining]
+    return min(ends) if ends else None

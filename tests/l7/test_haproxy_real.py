@@ -1,0 +1,157 @@
+"""The applier against a real HAProxy: routing, runtime-only endpoint changes, reloads,
+refused configs, a crashed haproxy — with real requests on loopback."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+
+from ingressmesh import snapshot
+from ingressmesh.l7.haproxy import proc_state
+from ingressmesh.l7.render import render_config
+from ingressmesh.l7.routes import plan_routes
+from ingressmesh.plan import PlanOptions
+from l7_backends import free_port
+
+NOW = 1000.0
+
+
+class Swarm:
+    """Services by labels; task i of the swarm answers on 127.0.0.(i+2) at its service's port."""
+
+    def __init__(self, backends):
+        self.backends, self.services, self.tasks, self.ports = backends, {}, [], {}
+
+    def service(self, name: str, **labels) -> "Swarm":
+        self.ports.setdefault(name, free_port())
+        labels.setdefault("port", str(self.ports[name]))
+        self.services[name] = {"id": name, "name": name,
+                               "labels": {f"com.docker.lb.{k}": v for k, v in labels.items()}}
+        return self
+
+    def task(self, task_id: str, service: str, **fields) -> str:
+        address = f"127.0.0.{len(self.tasks) + 2}"
+        self.tasks.append({"id": task_id, "service_id": service, "node_id": "n1", "since": NOW - 100,
+                           "addresses": [{"network_id": "lo", "address": address}], **fields})
+        self.backends.start(task_id, address, self.ports[service])
+        return task_id
+
+    def set(self, task_id: str, **fields) -> None:
+        next(t for t in self.tasks if t["id"] == task_id).update(fields)
+
+    def table(self):
+        cluster = snapshot.from_dict({
+            "nodes": [{"id": "n1", "hostname": "node1", "address": "10.9.0.1"}],
+            "networks": [{"id": "lo", "name": "app", "subnet": "127.0.0.0/8"}],
+            "services": list(self.services.values()), "tasks": self.tasks})
+        return plan_routes(cluster, options=PlanOptions(now=NOW, drain_grace=10.0))
+
+
+def get(applier, host: str, path: str = "/"):
+    conn = http.client.HTTPConnection("127.0.0.1", applier.settings.http_port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def hits(applier, host: str, n: int = 12, path: str = "/") -> set:
+    seen = set()
+    for _ in range(n):
+        status, _, body = get(applier, host, path)
+        assert status == 200, (status, body)
+        seen.add(json.loads(body)["backend"])
+    return seen
+
+
+def master(applier) -> tuple:
+    reloads, failed, _ = proc_state(applier.haproxy.files.master_socket)
+    return applier.haproxy.master_pid, reloads, failed
+
+
+def test_hosts_route_to_their_service_and_unknown_hosts_get_503(proxy, backends):
+    swarm = Swarm(backends).service("a", hosts="a.com").service("b", hosts="b.com,www.b.com")
+    a1, a2, b1 = swarm.task("a1", "a"), swarm.task("a2", "a"), swarm.task("b1", "b")
+    assert proxy.apply(swarm.table()).how == "start"
+    assert hits(proxy, "A.com:80") == {a1, a2}
+    assert hits(proxy, "www.b.com") == {b1}
+    status, headers, body = get(proxy, "nobody.com")
+    assert status == 503 and b"no route" in body
+    status, headers, body = get(proxy, "a.com", "/x?y=1")
+    seen = json.loads(body)
+    assert seen["path"] == "/x?y=1"
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1" and seen["headers"]["x-real-ip"] == "127.0.0.1"
+    assert seen["headers"]["x-forwarded-proto"] == "http" and seen["headers"]["x-request-id"]
+    assert headers["x-proxy-id"] == "test-proxy" and headers["x-server-info"] == "ingressmesh"
+    assert headers["x-upstream-addr"].startswith("127.0.0.") and headers["x-upstream-response-time"].isdigit()
+    ids = {get(proxy, "a.com")[1]["x-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+def test_task_churn_and_health_use_the_runtime_api_without_a_reload(proxy, backends):
+    swarm = Swarm(backends).service("a", hosts="a.com")
+    a1, a2 = swarm.task("a1", "a"), swarm.task("a2", "a")
+    proxy.apply(swarm.table())
+    before = master(proxy)
+    a3 = swarm.task("a3", "a")
+    assert proxy.apply(swarm.table()).how == "runtime"
+    assert hits(proxy, "a.com") == {a1, a2, a3}
+    swarm.set(a2, health="unhealthy", since=NOW - 1)  # drains: no new requests
+    assert proxy.apply(swarm.table()).how == "runtime"
+    assert hits(proxy, "a.com") == {a1, a3}
+    swarm.set(a1, current_state="shutdown", desired_state="shutdown")  # gone
+    assert proxy.apply(swarm.table()).how == "runtime"
+    assert hits(proxy, "a.com") == {a3}
+    assert master(proxy) == before  # same master, no reload, no failure
+    assert proxy.apply(swarm.table()).how == "unchanged"
+
+
+def test_route_changes_reload_seamlessly_and_keep_the_slots(proxy, backends):
+    swarm = Swarm(backends).service("a", hosts="a.com")
+    a1 = swarm.task("a1", "a")
+    proxy.apply(swarm.table())
+    pid, reloads, _ = master(proxy)
+    swarm.service("b", hosts="b.com")
+    b1 = swarm.task("b1", "b")
+    assert proxy.apply(swarm.table()).how == "reload"
+    assert master(proxy) == (pid, reloads + 1, 0)
+    assert hits(proxy, "b.com") == {b1} and hits(proxy, "a.com") == {a1}
+    swarm.service("a", hosts="a.com", context_root="/api", context_root_rewrite="true")
+    swarm.service("b", hosts="b.com", redirects="http://b.com,https://new.b.com:8443")
+    assert proxy.apply(swarm.table()).how == "reload"
+    status, _, body = get(proxy, "a.com", "/api/x")
+    assert status == 200 and json.loads(body)["path"] == "/x"
+    assert json.loads(get(proxy, "a.com", "/api")[2])["path"] == "/"
+    assert get(proxy, "a.com", "/apix")[0] == 503  # a context root is a path prefix, not a string prefix
+    status, headers, _ = get(proxy, "b.com", "/p?q=1")
+    assert status == 302 and headers["location"] == "https://new.b.com:8443/p?q=1"
+
+
+def test_a_config_haproxy_refuses_is_never_loaded(proxy, backends):
+    swarm = Swarm(backends).service("a", hosts="a.com")
+    a1 = swarm.task("a1", "a")
+    proxy.apply(swarm.table())
+    before = master(proxy)
+    proxy.render = lambda *args: render_config(*args) + "\nbackend broken\n    frobnicate yes\n"
+    swarm.service("b", hosts="b.com")
+    swarm.task("b1", "b")
+    result = proxy.apply(swarm.table())
+    assert result.how == "refused" and "frobnicate" in result.error
+    assert proxy.last_error and proxy.refused_configs == 1
+    assert hits(proxy, "a.com") == {a1} and get(proxy, "b.com")[0] == 503
+    assert master(proxy) == before
+    proxy.render = render_config
+    assert proxy.apply(swarm.table()).how == "reload" and proxy.last_error is None
+
+
+def test_a_crashed_haproxy_is_started_again_with_the_same_config(proxy, backends):
+    swarm = Swarm(backends).service("a", hosts="a.com")
+    a1 = swarm.task("a1", "a")
+    proxy.apply(swarm.table())
+    os.kill(proxy.haproxy.master_pid, signal.SIGKILL)
+    proxy.haproxy.process.wait(5)
+    assert proxy.haproxy.restart_if_dead()
+    assert hits(proxy, "a.com") == {a1}
