@@ -163,9 +163,17 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
 @click.option("--docker-pidfile", default="", help="dockerd's pidfile, when it runs in its own mount namespace.")
 @click.option("--controller", default=None, help="Controller URL: name each backend's task, node and health.")
 @click.option("--token-file", default="/etc/ingressmesh/token", show_default=True)
-def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfile, controller, token_file) -> None:
-    """VIP-to-task tables as programmed in the kernel."""
+@click.option("--l7", "l7", is_flag=True, help="The L7 routes of this node's proxy tasks, as their HAProxy serves them.")
+@click.option("--docker", "docker_url", default="unix:///var/run/docker.sock", show_default=True,
+              help="This node's dockerd (for --l7).")
+def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfile, controller, token_file,
+                 l7, docker_url) -> None:
+    """VIP-to-task tables as programmed in the kernel (--l7: host + path -> service -> servers)."""
     from . import live
+    if l7:
+        from .cli_l7 import show_l7
+        show_l7(docker_url, as_json)
+        return
     if exec_root is not None:
         from .agent.docker_layout import DockerNamespaces
         try:
@@ -235,6 +243,9 @@ def _register_daemons() -> None:
     main.add_command(controller_command)
     main.add_command(agent_command)
     main.add_command(lab_group)
+    from .cli_l7 import l7_group, proxy_command
+    main.add_command(proxy_command)
+    main.add_command(l7_group)
 
 
 _register_daemons()

@@ -97,7 +97,7 @@ class _Claim:
     network: model.Network
 
 
-def _network_of(service: model.Service, request: labels.RouteRequest, cluster: model.Cluster,
+def network_of(service: model.Service, request: labels.RouteRequest, cluster: model.Cluster,
                 tasks) -> model.Network:
     """The network the proxy reaches the service on: the label's, or the only one it is on."""
     by_id = {n.id: n for n in cluster.networks}
@@ -159,7 +159,7 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
             request = labels.parse(service.labels)
             if request.service_cluster != scope.service_cluster:
                 continue
-            network = _network_of(service, request, cluster, tasks)
+            network = network_of(service, request, cluster, tasks)
         except LabelError as err:
             refused.append(Refusal(service.name, str(err)))
             continue

@@ -33,7 +33,7 @@ def lab_group() -> None:
               help="Node N is SUBNET.N/24.")
 @click.option("--pool", default=LabConfig.pool, show_default=True,
               help="Swarm --default-addr-pool.")
-@click.option("--images", default="busybox,python", show_default=True,
+@click.option("--images", default=",".join(LabConfig.images), show_default=True,
               help="Lab images to import into every node (comma-separated; '' for none).")
 def up_command(lab_dir, nodes, managers, prefix, subnet, pool, images) -> None:
     """Bring the lab up (images are built once and cached)."""
@@ -129,3 +129,24 @@ def docker_command(lab_dir, node, args) -> None:
     _target(lab, str(node))
     from .config import DOCKER
     os.execv(DOCKER, [DOCKER, "-H", lab.docker_socket(node), *args])
+
+
+@lab_group.command("show")
+@_dir_option
+@click.argument("node", type=int)
+@click.option("--l7", "l7", is_flag=True, help="The L7 routes of the node's proxy tasks.")
+@click.option("--json", "as_json", is_flag=True)
+def show_command(lab_dir, node, l7, as_json) -> None:
+    """`ingressmesh show` on node NODE with its namespaces, the lab controller and token."""
+    import sys
+    from ..testbed.swarm_mesh import SwarmMesh
+    lab = Lab.attach(lab_dir)
+    path = _target(lab, str(node))
+    mesh = SwarmMesh(lab)
+    config = lab.config
+    argv = [sys.executable, "-m", "ingressmesh", "show", "--exec-root", config.exec_root(node),
+            "--docker-pidfile", config.pidfile(node), "--docker", f"unix://{config.docker_sock(node)}"]
+    if os.path.exists(mesh.token_file):
+        argv += ["--controller", mesh.controller_url, "--token-file", mesh.token_file]
+    argv += (["--l7"] if l7 else []) + (["--json"] if as_json else [])
+    os.execvp("nsenter", ["nsenter", f"--net={path}", "--", *argv])

@@ -21,7 +21,7 @@ class LabConfig:
     subnet: str = "10.77.0"               # node N is SUBNET.N/24, the client SUBNET.100
     pool: str = "10.200.0.0/16"           # swarm --default-addr-pool
     image_cache: str = IMAGE_CACHE
-    images: tuple = ("busybox", "python")  # which lab images `up` imports (see images.py)
+    images: tuple = ("busybox", "python", "proxy")  # which lab images `up` imports (images.py)
     client_host: int = 100
 
     def __post_init__(self) -> None:
@@ -33,9 +33,9 @@ class LabConfig:
             raise ValueError(f"prefix {self.prefix!r}: 2-12 lowercase letters/digits")
         if not os.path.isabs(self.lab_dir) or os.path.normpath(self.lab_dir) == "/":
             raise ValueError(f"lab_dir must be an absolute directory below /, not {self.lab_dir!r}")
-        unknown = set(self.images) - {"busybox", "python"}
+        unknown = set(self.images) - {"busybox", "python", "proxy"}
         if unknown:
-            raise ValueError(f"unknown lab images {sorted(unknown)}: busybox, python")
+            raise ValueError(f"unknown lab images {sorted(unknown)}: busybox, python, proxy")
 
     @property
     def node_numbers(self) -> range:

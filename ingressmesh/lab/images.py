@@ -1,8 +1,10 @@
 """The lab's offline images: built once into a cache of rootfs tarballs, imported into every
 node at `up` (no registry is reachable). A cache file's name carries a hash of its recipe, so
-changing the recipe (RECIPE_VERSION, scripts, busybox binary) builds a new one."""
+changing the recipe (RECIPE_VERSION, scripts, busybox binary) builds a new one. The proxy
+image (ingressmesh itself, haproxy) is built in two cached layers: see proxy_image.py."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -17,6 +19,7 @@ from . import procs
 RECIPE_VERSION = "1"
 BUSYBOX_IMAGE = "imlab/busybox:latest"
 PYTHON_IMAGE = "imlab/python:latest"
+PROXY_IMAGE = "imlab/proxy:latest"
 BUSYBOX_BIN = "/bin/busybox"  # from busybox-static (statically linked: runs in an empty rootfs)
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -41,7 +44,7 @@ class ImageError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImageSpec:
-    key: str          # "busybox" / "python"
+    key: str          # "busybox" / "python" / "proxy"
     tag: str
     changes: tuple    # docker import -c lines
 
@@ -51,6 +54,9 @@ SPECS = {
         f"ENV {PATH_ENV}", "EXPOSE 80", 'CMD ["/usr/local/bin/hostname-httpd"]')),
     "python": ImageSpec("python", PYTHON_IMAGE, (
         f"ENV {PATH_ENV}", "ENV LINGER=3", "EXPOSE 80", 'CMD ["/usr/local/bin/hostname-server"]')),
+    "proxy": ImageSpec("proxy", PROXY_IMAGE, (
+        f"ENV {PATH_ENV}", "EXPOSE 80", "STOPSIGNAL SIGTERM",
+        'CMD ["/usr/local/bin/ingressmesh", "proxy"]')),
 }
 
 
@@ -60,6 +66,9 @@ def _read(path: str) -> bytes:
 
 
 def recipe_hash(key: str) -> str:
+    if key in ("proxy", "proxy-base"):
+        from . import proxy_image  # it imports this module
+        return proxy_image.recipe_hash(key)
     digest = hashlib.sha256(f"{RECIPE_VERSION}\0{key}\0".encode())
     if key == "busybox":
         digest.update(BUSYBOX_SERVER.encode() + _read(BUSYBOX_BIN))
@@ -110,11 +119,12 @@ def _busybox_rootfs(root: str) -> None:
     _write(os.path.join(root, "usr/local/bin/hostname-httpd"), BUSYBOX_SERVER)
 
 
-def _python_rootfs(root: str, log) -> None:
+def debootstrap(root: str, args: tuple, image: str, log) -> None:
+    """A Debian rootfs in `root` (debootstrap `args`), without docs, caches and logs (STRIP)."""
     # Own mount namespace: the /proc and /sys debootstrap mounts vanish if we are interrupted.
     argv = ["unshare", "--mount", "--propagation", "private", "--", "debootstrap",
-            *DEBOOTSTRAP_ARGS, root, debian_mirror()]
-    log(f"building {PYTHON_IMAGE}: {' '.join(argv[5:])} (once, ~30-60 s)")
+            *args, root, debian_mirror()]
+    log(f"building {image}: {' '.join(argv[5:])} (once, ~30-60 s)")
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise ImageError(f"debootstrap failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -122,36 +132,56 @@ def _python_rootfs(root: str, log) -> None:
         path = os.path.join(root, sub)
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path, exist_ok=True)
+
+
+def _python_rootfs(root: str, log) -> None:
+    debootstrap(root, DEBOOTSTRAP_ARGS, PYTHON_IMAGE, log)
     _write(os.path.join(root, "usr/local/bin/hostname-server"),
            _read(PYTHON_SERVER).decode("utf-8"))
 
 
 def ensure(cache_dir: str, key: str, log=print) -> str:
-    """The cached tarball for image `key`, building it if missing (atomic: temp dir, rename)."""
+    """The cached tarball for image `key` ("proxy-base" too), building it if missing (atomic:
+    temp dir, rename)."""
+    from . import proxy_image  # it imports this module
+    if key == "proxy":
+        return proxy_image.ensure(cache_dir, log)
     target = cache_path(cache_dir, key)
     if os.path.exists(target):
         return target
-    os.makedirs(cache_dir, exist_ok=True)
-    with open(os.path.join(cache_dir, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; others then find the file
+    with building(cache_dir) as work:
         if os.path.exists(target):
             return target
+        root = os.path.join(work, "root")
+        os.makedirs(root)
+        if key == "busybox":
+            _busybox_rootfs(root)
+        elif key == "python":
+            _python_rootfs(root, log)
+        elif key == "proxy-base":
+            proxy_image.base_rootfs(root, log)
+        else:
+            raise ImageError(f"unknown lab image {key!r}")
+        tmp_tar = os.path.join(work, "image.tar")
+        subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tmp_tar, "."],
+                       check=True, timeout=600, capture_output=True)
+        os.replace(tmp_tar, target)
+    return target
+
+
+@contextlib.contextmanager
+def building(cache_dir: str):
+    """Hold the cache lock (one builder at a time; the others then find the file) and yield a
+    fresh work dir in the cache dir, removed afterwards."""
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(os.path.join(cache_dir, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         _remove_stale_builds(cache_dir)
         work = tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=cache_dir)
         try:
-            root = os.path.join(work, "root")
-            os.makedirs(root)
-            if key == "busybox":
-                _busybox_rootfs(root)
-            else:
-                _python_rootfs(root, log)
-            tmp_tar = os.path.join(work, "image.tar")
-            subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tmp_tar, "."],
-                           check=True, timeout=600, capture_output=True)
-            os.replace(tmp_tar, target)
+            yield work
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return target
 
 
 def _remove_stale_builds(cache_dir: str) -> None:

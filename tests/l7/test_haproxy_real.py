@@ -155,3 +155,18 @@ def test_a_crashed_haproxy_is_started_again_with_the_same_config(proxy, backends
     proxy.haproxy.process.wait(5)
     assert proxy.haproxy.restart_if_dead()
     assert hits(proxy, "a.com") == {a1}
+
+
+def test_live_state_shows_each_slot_as_haproxy_serves_it(proxy, backends):
+    from ingressmesh.l7.state import state_document, with_live_state
+    swarm = Swarm(backends).service("a", hosts="a.com")
+    swarm.task("a1", "a")
+    proxy.apply(swarm.table())
+    swarm.task("a2", "a")  # added at runtime into a slot that was disabled in the config
+    swarm.task("a3", "a")
+    swarm.set("a3", health="unhealthy", since=NOW - 1)
+    assert proxy.apply(swarm.table()).how == "runtime"
+    document = with_live_state(state_document(proxy, 7, ""))
+    slots = {s["task_id"]: s for s in document["backends"]["be_a"]["slots"]}
+    assert {t: s["serving"] for t, s in slots.items()} == {"a1": "active", "a2": "active", "a3": "draining"}
+    assert document["routes"] == [{"host": "a.com", "path": "/", "backend": "be_a"}]

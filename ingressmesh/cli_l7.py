@@ -1,0 +1,234 @@
+"""CLI for the L7 layer: `ingressmesh proxy` (inside proxy tasks), `ingressmesh l7 …` (the proxy
+services, on a manager; the proxy's state, inside a task)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+import click
+
+from .cli_daemons import _listen, _run_until_signalled, _token, docker_option, token_option
+
+
+@click.command("proxy")
+@click.option("--controller", "controllers", multiple=True, required=True, help="Controller URL (repeat for fail-over).")
+@token_option
+@click.option("--service-cluster", default="", help="Serve only services labelled with this com.docker.lb.service_cluster.")
+@click.option("--proxy-service", default="", help="This proxy's own service name (never routed to).")
+@click.option("--task-id", default=lambda: os.environ.get("INGRESSMESH_TASK_ID", ""),
+              help="This task's swarm id [env INGRESSMESH_TASK_ID]: which networks the proxy has joined.")
+@click.option("--http-port", default=80, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--bind", "bind_address", default="0.0.0.0", show_default=True)
+@click.option("--stats-port", default=8405, show_default=True, type=click.IntRange(1, 65535),
+              help="HAProxy's Prometheus exporter (/metrics).")
+@click.option("--listen", default="0.0.0.0:9403", show_default=True, callback=_listen, help="/healthz and /metrics.")
+@click.option("--workdir", default="/run/ingressmesh-proxy", show_default=True)
+@click.option("--proxy-id", default=lambda: socket.gethostname(), help="X-Proxy-Id (default: the hostname).")
+@click.option("--drain-grace", default=10.0, show_default=True)
+@click.option("--stop-linger", default=2.0, show_default=True, help="Seconds to keep serving after SIGTERM.")
+@click.option("--stop-timeout", default=20.0, show_default=True, help="Seconds in-flight requests get to finish.")
+@click.option("--hard-stop-after", default="30m", show_default=True,
+              help="How long an old worker keeps long-lived connections after a reload.")
+@click.option("--haproxy", "haproxy_binary", default="haproxy", show_default=True)
+def proxy_command(controllers, token_file, service_cluster, proxy_service, task_id, http_port, bind_address,
+                  stats_port, listen, workdir, proxy_id, drain_grace, stop_linger, stop_timeout, hard_stop_after,
+                  haproxy_binary) -> None:
+    """Run HAProxy for the com.docker.lb.* routes of one service cluster (the proxy service's task)."""
+    from .l7 import grammar
+    from .l7.proxy import Proxy, ProxyConfig
+    from .l7.render import ProxySettings
+    try:
+        proxy_id = grammar.host("--proxy-id", proxy_id)
+    except grammar.LabelError as err:
+        raise click.BadParameter(str(err)) from None
+    settings = ProxySettings(http_port=http_port, bind_address=bind_address, stats_port=stats_port,
+                             proxy_id=proxy_id, server_info="ingressmesh", hard_stop_after=hard_stop_after)
+    config = ProxyConfig(controllers=tuple(controllers), workdir=workdir, settings=settings,
+                         service_cluster=service_cluster, proxy_service=proxy_service, task_id=task_id,
+                         listen=listen, drain_grace=drain_grace, stop_linger=stop_linger,
+                         stop_timeout=stop_timeout, haproxy_binary=haproxy_binary)
+    try:
+        proxy = Proxy(config, _token(token_file))
+    except OSError as err:
+        raise click.ClickException(f"cannot start the proxy: {err}") from None
+    _run_until_signalled(proxy.run)
+
+
+@click.group("l7")
+def l7_group() -> None:
+    """The L7 proxy services (Interlock's com.docker.lb.* labels on HAProxy)."""
+
+
+config_option = click.option("--config", "config_path", required=True,
+                             help="Proxy services file ([Extensions.<name>] tables, Interlock's config.toml keys).")
+
+
+def _settings(path: str):
+    from .l7.settings import SettingsError, load
+    try:
+        return load(path)
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _snapshot(client):
+    from . import snapshot
+    from .agent.controller_client import ControllerError
+    try:
+        version, data = client.follow(0, 0)
+        return version, snapshot.from_dict(data)
+    except (ControllerError, snapshot.SnapshotError, TypeError) as err:
+        raise click.ClickException(f"cannot read the controller's snapshot: {err}") from None
+
+
+@l7_group.command("deploy")
+@config_option
+@docker_option
+@token_option
+@click.option("--controller", "controllers", multiple=True, required=True,
+              help="Controller URL the proxies follow (reachable from the proxy tasks).")
+@click.option("--watch", is_flag=True, help="Keep following the snapshot: attach and detach networks as labels change.")
+def deploy_command(config_path, docker_url, token_file, controllers, watch) -> None:
+    """Create or update the proxy services; with --watch keep their networks in line with the labels."""
+    import docker
+    from .agent.controller_client import ControllerClient, ControllerError
+    from .l7.proxy_service import ProxyServices, desired_spec
+    settings = _settings(config_path)
+    token = _token(token_file)
+    services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), token)
+    client = ControllerClient(list(controllers), token)
+
+    def reconcile(cluster):
+        secret = services.token_secret()
+        for item in settings:
+            spec = desired_spec(item, cluster, secret, item.controllers or tuple(controllers))
+            outcome = services.ensure(spec)
+            if outcome != "unchanged" or not watch:
+                click.echo(f"{item.name}: {outcome}")
+
+    version, cluster = _snapshot(client)
+    try:
+        reconcile(cluster)
+    except docker.errors.APIError as err:
+        raise click.ClickException(f"{docker_url}: {err.explanation or err}") from None
+    if not watch:
+        return
+
+    def run(stop: threading.Event, notifier) -> None:
+        nonlocal version
+        from . import snapshot
+        notifier.ready()
+        while not stop.is_set():
+            try:
+                got = client.follow(version, 25.0)
+                if got is not None:
+                    version = got[0]
+                    reconcile(snapshot.from_dict(got[1]))
+            except (ControllerError, snapshot.SnapshotError, docker.errors.APIError, OSError) as err:
+                click.echo(f"l7 deploy: {err}; retrying", err=True)
+                stop.wait(2.0)
+    _run_until_signalled(run)
+
+
+@l7_group.command("status")
+@config_option
+@docker_option
+@click.option("--json", "as_json", is_flag=True)
+def status_command(config_path, docker_url, as_json) -> None:
+    """Each proxy service: replicas, running tasks, networks, published port."""
+    import docker
+    api = docker.APIClient(base_url=docker_url, version="auto", timeout=30)
+    result = {}
+    for item in _settings(config_path):
+        found = [s for s in api.services(filters={"name": item.name}) if s["Spec"]["Name"] == item.name]
+        if not found:
+            result[item.name] = {"deployed": False}
+            continue
+        spec = found[0]["Spec"]
+        tasks = api.tasks(filters={"service": item.name, "desired-state": "running"})
+        result[item.name] = {
+            "deployed": True, "service_cluster": item.service_cluster,
+            "replicas": spec["Mode"].get("Replicated", {}).get("Replicas"),
+            "running": sum(1 for t in tasks if t["Status"]["State"] == "running"),
+            "networks": [n["Target"][:12] for n in spec["TaskTemplate"].get("Networks") or []],
+            "ports": [f"{p['PublishedPort']}/{p['PublishMode']}" for p in spec.get("EndpointSpec", {}).get("Ports", [])]}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for name, info in result.items():
+        click.echo(f"{name}: " + (", ".join(f"{k}={v}" for k, v in info.items() if k != "deployed")
+                                  if info["deployed"] else "not deployed"))
+
+
+@l7_group.command("remove")
+@config_option
+@docker_option
+def remove_command(config_path, docker_url) -> None:
+    """Remove the proxy services."""
+    import docker
+    from .l7.proxy_service import ProxyServices
+    services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), "")
+    for item in _settings(config_path):
+        click.echo(f"{item.name}: {'removed' if services.remove(item.name) else 'not deployed'}")
+
+
+@l7_group.command("state")
+@click.option("--workdir", default="/run/ingressmesh-proxy", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def state_command(workdir, as_json) -> None:
+    """(Inside a proxy task) the routes and servers as the running HAProxy serves them."""
+    from .l7 import runtime
+    from .l7.show import rows
+    from .l7.state import with_live_state
+    try:
+        with open(os.path.join(workdir, "state.json"), encoding="utf-8") as handle:
+            document = json.load(handle)
+        document = with_live_state(document)
+    except (OSError, ValueError, runtime.RuntimeApiError) as err:
+        raise click.ClickException(f"no proxy state in {workdir}: {err}") from None
+    if as_json:
+        click.echo(json.dumps(document))
+        return
+    _print_rows({"this proxy": document})
+
+
+def _print_rows(states: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from .l7.show import rows
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if not states:
+        console.print("no proxy task runs on this node")
+    for name, document in states.items():
+        if "error" in document:
+            console.print(f"[bold]{name}[/]: [red]{document['error']}[/]")
+            continue
+        console.print(f"[bold]{name}[/] (snapshot {document['snapshot_version']}, config generation "
+                      f"{document['config_generation']}, reloads {document['reloads']})", soft_wrap=True)
+        table = Table()
+        for column in ("route", "service", "task", "node", "address", "health", "state"):
+            table.add_column(column)
+        for line in rows(document):
+            state = line["state"] if line["state"] == "active" else f"[yellow]{line['state']}[/]"
+            table.add_row(line["route"], line["service"], line["task"], line["node"], line["address"],
+                          line["health"], state)
+        console.print(table)
+        for refusal in document.get("refused", ()):
+            console.print(f"[red]refused[/] {refusal['service']}: {refusal['reason']}", soft_wrap=True)
+
+
+def show_l7(docker_url: str, as_json: bool) -> None:
+    import docker
+    from .l7.show import proxy_states
+    try:
+        states = proxy_states(docker.APIClient(base_url=docker_url, version="auto", timeout=30))
+    except docker.errors.DockerException as err:
+        raise click.ClickException(f"{docker_url}: {err}") from None
+    if as_json:
+        click.echo(json.dumps(states, indent=2))
+    else:
+        _print_rows(states)

@@ -1,0 +1,49 @@
+"""The proxy's own Prometheus series; `/metrics` appends HAProxy's exporter (per frontend,
+backend and server request/error counters) so one scrape sees both."""
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from ..daemon.metrics import _SYNC_BUCKETS, _Metrics
+
+
+class ProxyMetrics(_Metrics):
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.snapshot_version = Gauge("ingressmesh_l7_snapshot_version", "Snapshot the routes come from.", registry=r)
+        self.config_generation = Gauge("ingressmesh_l7_config_generation", "Config generation HAProxy runs.", registry=r)
+        self.reloads = Counter("ingressmesh_l7_reloads_total", "Seamless HAProxy reloads (route changes).", registry=r)
+        self.runtime_commands = Counter("ingressmesh_l7_runtime_commands_total",
+                                        "Runtime API commands (endpoint changes without a reload).", registry=r)
+        self.refused_configs = Counter("ingressmesh_l7_refused_configs_total",
+                                       "Configs HAProxy refused (the running one stayed).", registry=r)
+        self.haproxy_restarts = Counter("ingressmesh_l7_haproxy_restarts_total", "HAProxy restarts after it died.",
+                                        registry=r)
+        self.refused_services = Gauge("ingressmesh_l7_refused_service", "1 per service whose labels are refused.",
+                                      ["service"], registry=r)
+        self.routes = Gauge("ingressmesh_l7_routes", "Host + context root routes served.", registry=r)
+        self.servers = Gauge("ingressmesh_l7_servers", "Servers per backend and state.", ["backend", "state"], registry=r)
+        self.apply_duration = Histogram("ingressmesh_l7_apply_duration_seconds", "Plan + apply of one snapshot.",
+                                        buckets=_SYNC_BUCKETS, registry=r)
+
+    def observe_table(self, table) -> None:
+        self.routes.set(len(table.routes))
+        self.refused_services.clear()
+        for refusal in table.refused:
+            self.refused_services.labels(service=refusal.service).set(1)
+        self.servers.clear()
+        for backend in table.backends:
+            for state in ("active", "draining"):
+                self.servers.labels(backend=backend.name, state=state).set(
+                    sum(1 for s in backend.servers if s.state == state))
+
+    def render_with(self, haproxy_url: str) -> tuple[str, bytes]:
+        content_type, ours = self.render()
+        try:
+            with urllib.request.urlopen(haproxy_url, timeout=2) as response:
+                return content_type, ours + response.read()
+        except OSError:
+            return content_type, ours

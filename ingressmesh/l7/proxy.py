@@ -1,0 +1,190 @@
+"""`ingressmesh proxy`: the main process of every proxy-service task.
+
+Follows the controller's snapshot (the agent's client: long-poll, token, fail-over), plans this
+proxy's routes (routes.py), and drives HAProxy through the applier: endpoint changes by the
+runtime API, route changes by a checked, seamless reload.  A supervisor thread starts HAProxy
+again if it dies.  On SIGTERM it keeps serving `stop_linger` seconds (the mesh takes the task
+out of every node first), then stops accepting and lets in-flight requests finish.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .. import model, snapshot
+from ..agent.controller_client import ControllerClient, ControllerError
+from ..daemon.http import HttpService
+from ..daemon.sdnotify import Notifier
+from ..plan import PlanOptions
+from ..swarm.backoff import Backoff
+from .applier import RouteApplier
+from .haproxy import HAProxy, HAProxyError, HAProxyFiles, write_atomic
+from .metrics import ProxyMetrics
+from .render import ProxySettings
+from .routes import ProxyScope, RouteTable, next_change, plan_routes
+from .state import state_document
+
+log = logging.getLogger(__name__)
+LONG_POLL = 25.0
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    controllers: tuple[str, ...]
+    workdir: str = "/run/ingressmesh-proxy"
+    settings: ProxySettings = field(default_factory=ProxySettings)
+    service_cluster: str = ""
+    proxy_service: str = ""
+    task_id: str = ""  # this task's swarm id: tells which networks the proxy has joined
+    listen: tuple[str, int] = ("0.0.0.0", 9403)
+    drain_grace: float = 10.0
+    stop_linger: float = 2.0
+    stop_timeout: float = 20.0
+    haproxy_binary: str = "haproxy"
+
+
+def own_networks(cluster: model.Cluster, task_id: str) -> Optional[frozenset[str]]:
+    task = next((t for t in cluster.tasks if t.id == task_id), None) if task_id else None
+    return frozenset(a.network_id for a in task.addresses) if task else None
+
+
+class Proxy:
+    def __init__(self, config: ProxyConfig, token: str):
+        self.config = config
+        os.makedirs(config.workdir, mode=0o700, exist_ok=True)
+        files = HAProxyFiles(config.workdir)
+        settings = config.settings
+        if settings.admin_socket != files.admin_socket:
+            from dataclasses import replace
+            settings = replace(settings, admin_socket=files.admin_socket)
+        self.applier = RouteApplier(HAProxy(files, config.haproxy_binary), settings)
+        self.client = ControllerClient(list(config.controllers), token)
+        self.metrics = ProxyMetrics()
+        self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
+                                                ("GET", "/metrics"): self._metrics}, token=None)
+        self.lock = threading.Lock()  # applier and supervisor never touch HAProxy at once
+        self.version = 0
+        self.cluster: Optional[model.Cluster] = None
+        self.table: Optional[RouteTable] = None
+        self.stopping = False
+        self.reload_requested = threading.Event()
+        self._said: set[str] = set()
+
+    # -- HTTP -------------------------------------------------------------------------------
+    def _healthz(self, request):
+        serving = self.applier.haproxy.running and self.applier.table is not None
+        details = {"serving": serving, "stopping": self.stopping, "snapshot_version": self.version,
+                   "config_generation": self.applier.generation, "reloads": self.applier.haproxy.reloads,
+                   "runtime_commands": self.applier.runtime_commands, "last_error": self.applier.last_error,
+                   "controller": {"url": self.client.current_url, "reachable": self.client.reachable,
+                                  "error": self.client.last_error},
+                   "refused_services": [{"service": r.service, "reason": r.reason}
+                                        for r in (self.table.refused if self.table else ())]}
+        return (200 if serving and not self.stopping else 503), details, None
+
+    def _metrics(self, request):
+        return 200, self.metrics.render_with(f"http://127.0.0.1:{self.applier.settings.stats_port}/metrics")[1], \
+            self.metrics.render()[0]
+
+    # -- main loop --------------------------------------------------------------------------
+    def run(self, stop: threading.Event, notifier: Notifier) -> None:
+        self.http.start()
+        supervisor = threading.Thread(target=self._supervise, args=(stop,), name="haproxy-supervisor", daemon=True)
+        supervisor.start()
+        notifier.ready()
+        log.info("proxy (service cluster %r) following %s", self.config.service_cluster or "(none)",
+                 ", ".join(self.config.controllers))
+        try:
+            self._loop(stop)
+        finally:
+            self._stop_gracefully()
+            self.http.stop()
+            self.client.close()
+
+    def _loop(self, stop: threading.Event) -> None:
+        backoff = Backoff(first=0.5, cap=5.0)
+        due: Optional[float] = None
+        while not stop.is_set():
+            wait = LONG_POLL if due is None else max(0.0, min(LONG_POLL, due - time.monotonic()))
+            if self.reload_requested.is_set():
+                wait = 0.0
+            try:
+                got = self.client.follow(self.version, wait)
+                backoff.reset()
+            except ControllerError as err:
+                log.warning("controller: %s; HAProxy keeps its routes", err)
+                stop.wait(backoff.next_delay())
+                got = None
+            fresh = False
+            if got is not None:
+                try:
+                    self.cluster, self.version, fresh = snapshot.from_dict(got[1]), got[0], True
+                    self.metrics.snapshot_version.set(self.version)
+                except snapshot.SnapshotError as err:
+                    log.error("snapshot %d refused, keeping the last one: %s", got[0], err)
+            timer = due is not None and time.monotonic() >= due
+            if self.cluster is not None and (fresh or timer or self.reload_requested.is_set()):
+                self.reload_requested.clear()
+                due = self.sync()
+
+    def sync(self) -> Optional[float]:
+        """Plan and apply; the monotonic time a draining server must be dropped, or None."""
+        started = time.monotonic()
+        options = PlanOptions(now=time.time(), drain_grace=self.config.drain_grace)
+        scope = ProxyScope(self.config.service_cluster, own_networks(self.cluster, self.config.task_id),
+                           self.config.proxy_service)
+        table = plan_routes(self.cluster, scope, options)
+        self._say(table)
+        with self.lock:
+            result = self.applier.apply(table)
+        self.table = table
+        if result.how == "reload":
+            self.metrics.reloads.inc()
+        if result.how == "refused":
+            self.metrics.refused_configs.inc()
+        self.metrics.runtime_commands.inc(result.commands)
+        self.metrics.config_generation.set(self.applier.generation)
+        self.metrics.observe_table(table)
+        self.metrics.apply_duration.observe(time.monotonic() - started)
+        self._write_state()
+        if result.how == "refused":
+            return time.monotonic() + 2.0  # try again (a transient failure, or the next snapshot fixes it)
+        ends = next_change(self.cluster, table, options)
+        return None if ends is None else time.monotonic() + max(0.0, ends - options.now) + 0.05
+
+    def _say(self, table: RouteTable) -> None:
+        """Log each refusal and note once, when it first appears."""
+        lines = {f"service {r.service} refused: {r.reason}" for r in table.refused} | set(table.notes)
+        for line in sorted(lines - self._said):
+            log.warning("%s", line)
+        self._said = lines
+
+    def _write_state(self) -> None:
+        document = state_document(self.applier, self.version, self.config.service_cluster)
+        try:
+            write_atomic(os.path.join(self.config.workdir, "state.json"), json.dumps(document))
+        except OSError as err:
+            log.warning("cannot write state.json: %s", err)
+
+    def _supervise(self, stop: threading.Event) -> None:
+        while not stop.wait(0.5):
+            with self.lock:
+                try:
+                    if self.applier.haproxy.restart_if_dead():
+                        self.metrics.haproxy_restarts.inc()
+                except HAProxyError as err:
+                    log.error("cannot start haproxy again: %s", err)
+
+    def _stop_gracefully(self) -> None:
+        self.stopping = True
+        if self.applier.haproxy.running and self.config.stop_linger > 0:
+            log.info("stopping: serving %.1f s more while the mesh drains this task", self.config.stop_linger)
+            time.sleep(self.config.stop_linger)
+        with self.lock:
+            self.applier.haproxy.soft_stop(self.config.stop_timeout)
+        log.info("stopped")

@@ -1,0 +1,140 @@
+"""Keeps each proxy service (the role of Interlock's core service) in shape.
+
+`desired_spec` is pure: settings + the cluster → the Docker service spec, with the networks the
+cluster's labelled services ask for (adding one, or dropping one nobody needs, is a start-first
+rolling update, so no request fails).  `ProxyServices` compares a fingerprint of that spec
+(kept as a service label) with what runs and creates or updates the service only on a change.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Optional
+
+from .. import model
+from . import labels
+from .grammar import LabelError
+from .routes import network_of
+from .settings import ProxyServiceSettings
+
+log = logging.getLogger(__name__)
+SPEC_LABEL = "io.ingressmesh.l7.spec"
+ROLE_LABEL = "io.ingressmesh.l7.proxy"
+TOKEN_PATH = "/run/secrets/ingressmesh_token"
+HEALTH = ("python3 -c \"import urllib.request; "
+          "urllib.request.urlopen('http://127.0.0.1:9403/healthz', timeout=2)\"")
+STOP_LINGER = 2.0
+
+
+def networks_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> list[model.Network]:
+    """The networks of every routable labelled service of this proxy's service cluster."""
+    tasks: dict[str, list] = {}
+    for task in cluster.tasks:
+        tasks.setdefault(task.service_id, []).append(task)
+    found = {}
+    for service in cluster.services:
+        if service.name == settings.name or not labels.wants_routing(service.labels):
+            continue
+        try:
+            request = labels.parse(service.labels)
+            if request.service_cluster != settings.service_cluster:
+                continue
+            network = network_of(service, request, cluster, tasks.get(service.id, ()))
+        except LabelError:
+            continue  # refused by name in the proxies' own logs and /healthz
+        found[network.id] = network
+    return sorted(found.values(), key=lambda n: n.name)
+
+
+def _nanos(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_secret: tuple[str, str],
+                 controllers: tuple[str, ...]) -> dict:
+    """The service spec (Docker API shape).  token_secret = (secret id, secret name)."""
+    argv = ["ingressmesh", "proxy", "--token-file", TOKEN_PATH, "--http-port", "80",
+            "--proxy-service", settings.name, "--stop-linger", f"{STOP_LINGER:g}",
+            "--stop-timeout", f"{max(1.0, settings.stop_grace_period - STOP_LINGER - 3):g}"]
+    for url in controllers:
+        argv += ["--controller", url]
+    if settings.service_cluster:
+        argv += ["--service-cluster", settings.service_cluster]
+    task_template = {
+        "ContainerSpec": {
+            "Image": settings.image, "Command": argv,
+            "Env": ["INGRESSMESH_TASK_ID={{.Task.ID}}"],
+            "Labels": {ROLE_LABEL: settings.service_cluster or "default"},
+            "StopGracePeriod": _nanos(settings.stop_grace_period),
+            "Healthcheck": {"Test": ["CMD-SHELL", HEALTH], "Interval": _nanos(1), "Timeout": _nanos(2),
+                            "Retries": 2, "StartPeriod": _nanos(20)},
+            "Secrets": [{"SecretID": token_secret[0], "SecretName": token_secret[1],
+                         "File": {"Name": "ingressmesh_token", "UID": "0", "GID": "0", "Mode": 0o400}}],
+        },
+        "Networks": [{"Target": n.id} for n in networks_needed(cluster, settings)],
+        "Placement": {"Constraints": list(settings.constraints)},
+        "RestartPolicy": {"Condition": "any", "Delay": _nanos(1)},
+    }
+    return {
+        "Name": settings.name,
+        "Labels": {ROLE_LABEL: settings.service_cluster or "default"},
+        "TaskTemplate": task_template,
+        "Mode": {"Replicated": {"Replicas": settings.replicas}},
+        "UpdateConfig": {"Parallelism": 1, "Delay": _nanos(settings.update_delay), "Order": "start-first",
+                         "FailureAction": "pause", "Monitor": _nanos(5)},
+        "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80,
+                                                   "PublishedPort": settings.published_port,
+                                                   "PublishMode": settings.publish_mode}]},
+    }
+
+
+def fingerprint(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ProxyServices:
+    """Creates, updates and removes proxy services through a manager's Docker API."""
+
+    def __init__(self, api, token: str):
+        self.api, self.token = api, token
+
+    def token_secret(self) -> tuple[str, str]:
+        """A secret holding the token; its name carries the content hash (secrets are immutable)."""
+        name = "ingressmesh_token_" + hashlib.sha256(self.token.encode()).hexdigest()[:12]
+        found = self.api.secrets(filters={"name": name})
+        found = [s for s in found if s["Spec"]["Name"] == name]
+        if found:
+            return found[0]["ID"], name
+        created = self.api.create_secret(name, self.token.encode(), labels={ROLE_LABEL: "token"})
+        return created["ID"], name
+
+    def current(self, name: str) -> Optional[dict]:
+        found = [s for s in self.api.services(filters={"name": name}) if s["Spec"]["Name"] == name]
+        return found[0] if found else None
+
+    def ensure(self, spec: dict) -> str:
+        """'created', 'updated' or 'unchanged'."""
+        print_spec = dict(spec)
+        wanted = fingerprint(print_spec)
+        labelled = {**spec["Labels"], SPEC_LABEL: wanted}
+        current = self.current(spec["Name"])
+        args = dict(task_template=spec["TaskTemplate"], name=spec["Name"], labels=labelled, mode=spec["Mode"],
+                    update_config=spec["UpdateConfig"], endpoint_spec=spec["EndpointSpec"])
+        if current is None:
+            self.api.create_service(**args)
+            log.info("proxy service %s created", spec["Name"])
+            return "created"
+        if current["Spec"].get("Labels", {}).get(SPEC_LABEL) == wanted:
+            return "unchanged"
+        self.api.update_service(current["ID"], current["Version"]["Index"], **args)
+        log.info("proxy service %s updated (networks: %s)", spec["Name"],
+                 ", ".join(n["Target"][:12] for n in spec["TaskTemplate"]["Networks"]) or "none")
+        return "updated"
+
+    def remove(self, name: str) -> bool:
+        current = self.current(name)
+        if current is None:
+            return False
+        self.api.remove_service(current["ID"])
+        return True

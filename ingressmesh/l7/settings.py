@@ -1,0 +1,127 @@
+"""The proxy services' settings: a TOML file shaped like Interlock's `config.toml`.
+
+Each `[Extensions.<name>]` table is one proxy service (one service cluster), with Interlock's
+key names where they mean the same thing (README "Proxy service options" has the mapping):
+
+    [Extensions.default]
+    ProxyServiceName = "ingressmesh-proxy"
+    ProxyImage = "imlab/proxy:latest"
+    ProxyReplicas = 2
+    PublishMode = "ingress"          # or "host"
+    PublishedPort = 8080
+    ServiceCluster = ""
+    ProxyConstraints = ["node.role==worker"]
+    ProxyUpdateDelay = "1s"
+    ProxyStopGracePeriod = "30s"
+    Controllers = ["http://10.0.0.1:9401"]
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+
+from . import grammar
+
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?)(ms|s|m)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.\-]+ *(==|!=) *[A-Za-z0-9_.\-:/]+$")
+_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+
+
+class SettingsError(ValueError):
+    """A bad settings file; the message names the extension and the key."""
+
+
+@dataclass(frozen=True)
+class ProxyServiceSettings:
+    name: str = "ingressmesh-proxy"
+    image: str = "imlab/proxy:latest"
+    replicas: int = 2
+    publish_mode: str = "ingress"
+    published_port: int = 8080
+    service_cluster: str = ""
+    constraints: tuple[str, ...] = ()
+    update_delay: float = 1.0
+    stop_grace_period: float = 30.0
+    controllers: tuple[str, ...] = ()
+    token_secret: str = "ingressmesh_token"
+
+
+_KEYS = {"ProxyServiceName": "name", "ProxyImage": "image", "ProxyReplicas": "replicas",
+         "PublishMode": "publish_mode", "PublishedPort": "published_port", "ServiceCluster": "service_cluster",
+         "ProxyConstraints": "constraints", "ProxyUpdateDelay": "update_delay",
+         "ProxyStopGracePeriod": "stop_grace_period", "Controllers": "controllers", "TokenSecret": "token_secret"}
+
+
+def _duration(where: str, value) -> float:
+    found = _DURATION.fullmatch(str(value))
+    if not found:
+        raise SettingsError(f"{where}: {value!r} is not a duration like 500ms, 2s or 1m")
+    return float(found.group(1)) * _UNITS[found.group(3)]
+
+
+def _check(where: str, key: str, value):
+    try:
+        if key == "name" or key == "token_secret":
+            return grammar.name(where, str(value))
+        if key == "service_cluster":
+            return grammar.name(where, value) if value else ""
+        if key == "image":
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-/:@]{0,254}", value):
+                raise SettingsError(f"{where}: {value!r} is not an image reference")
+            return value
+        if key == "replicas":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                raise SettingsError(f"{where}: {value!r} is not a number of replicas (0-100)")
+            return value
+        if key == "published_port":
+            return grammar.port(where, str(value)) if not isinstance(value, bool) else grammar.port(where, "x")
+        if key == "publish_mode":
+            return grammar.choice(where, str(value), ("ingress", "host"))
+        if key in ("update_delay", "stop_grace_period"):
+            return _duration(where, value)
+        if key in ("constraints", "controllers"):
+            pattern = _CONSTRAINT if key == "constraints" else _URL
+            if not isinstance(value, list) or not all(isinstance(v, str) and pattern.fullmatch(v) for v in value):
+                raise SettingsError(f"{where}: expected a list of {'constraints like node.role==worker' if key == 'constraints' else 'http(s)://host:port URLs'}")
+            return tuple(value)
+    except grammar.LabelError as err:
+        raise SettingsError(f"{where}: {err.reason}") from None
+    raise SettingsError(f"{where}: unknown key")
+
+
+def parse(text: str, source: str = "l7 config") -> tuple[ProxyServiceSettings, ...]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"{source}: not valid TOML: {err}") from None
+    extensions = data.get("Extensions")
+    if not isinstance(extensions, dict) or not extensions:
+        raise SettingsError(f"{source}: expected at least one [Extensions.<name>] table")
+    found, names, clusters = [], set(), set()
+    for ext, table in extensions.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"{source}: Extensions.{ext} is not a table")
+        values = {}
+        for key, value in table.items():
+            if key not in _KEYS:
+                raise SettingsError(f"{source}: Extensions.{ext}.{key}: unknown key (known: {', '.join(_KEYS)})")
+            values[_KEYS[key]] = _check(f"{source}: Extensions.{ext}.{key}", _KEYS[key], value)
+        values.setdefault("name", "ingressmesh-proxy" if ext == "default" else f"ingressmesh-proxy-{ext}")
+        settings = ProxyServiceSettings(**values)
+        if settings.name in names or settings.service_cluster in clusters:
+            raise SettingsError(f"{source}: Extensions.{ext}: another extension has the same "
+                                "ProxyServiceName or ServiceCluster")
+        names.add(settings.name)
+        clusters.add(settings.service_cluster)
+        found.append(settings)
+    return tuple(found)
+
+
+def load(path: str) -> tuple[ProxyServiceSettings, ...]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse(handle.read(), path)
+    except OSError as err:
+        raise SettingsError(f"{path}: {err.strerror or err}") from None

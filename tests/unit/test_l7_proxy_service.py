@@ -1,0 +1,70 @@
+"""Proxy-service settings (Interlock's config.toml keys) and the desired service spec."""
+import pytest
+
+from ingressmesh.l7 import settings as l7_settings
+from ingressmesh.l7.proxy_service import desired_spec, fingerprint, networks_needed
+from ingressmesh.l7.settings import SettingsError
+
+from l7_swarm import cluster, service, task
+
+CONFIG = """
+[Extensions.default]
+ProxyReplicas = 3
+PublishMode = "host"
+PublishedPort = 8080
+ProxyConstraints = ["node.role==worker"]
+ProxyUpdateDelay = "500ms"
+ProxyStopGracePeriod = "1m"
+Controllers = ["http://10.0.0.1:9401"]
+
+[Extensions.blue]
+ServiceCluster = "blue"
+PublishedPort = 8090
+"""
+
+
+def test_extensions_become_proxy_services():
+    default, blue = l7_settings.parse(CONFIG)
+    assert (default.name, default.replicas, default.publish_mode, default.published_port, default.constraints,
+            default.update_delay, default.stop_grace_period) == \
+        ("ingressmesh-proxy", 3, "host", 8080, ("node.role==worker",), 0.5, 60.0)
+    assert (blue.name, blue.service_cluster, blue.published_port) == ("ingressmesh-proxy-blue", "blue", 8090)
+
+
+@pytest.mark.parametrize("text,culprit", [
+    ("[Extensions.default]\nPublishedPort = 99999\n", "Extensions.default.PublishedPort"),
+    ("[Extensions.default]\nPublishMode = 'bridge'\n", "Extensions.default.PublishMode"),
+    ("[Extensions.default]\nProxyReplicas = '2'\n", "Extensions.default.ProxyReplicas"),
+    ("[Extensions.default]\nProxyConstraints = ['node.role==worker; rm -rf']\n", "Extensions.default.ProxyConstraints"),
+    ("[Extensions.default]\nProxyImage = 'a b'\n", "Extensions.default.ProxyImage"),
+    ("[Extensions.default]\nColour = 'red'\n", "Extensions.default.Colour: unknown key"),
+    ("[Extensions.a]\n[Extensions.b]\n", "same ProxyServiceName or ServiceCluster"),
+    ("[Extensions.default\n", "not valid TOML"),
+    ("", "at least one [Extensions"),
+])
+def test_bad_settings_name_the_key(text, culprit):
+    with pytest.raises(SettingsError, match=culprit.replace("[", r"\[").replace(".", r"\.")):
+        l7_settings.parse(text)
+
+
+def test_the_spec_attaches_the_networks_labelled_services_need_and_updates_start_first():
+    default, blue = l7_settings.parse(CONFIG)
+    c = cluster([service("a", {"hosts": "a.com", "port": "80"}),
+                 service("b", {"hosts": "b.com", "port": "80", "network": "other"}),
+                 service("c", {"hosts": "c.com", "port": "80", "service_cluster": "blue"}),
+                 service("bad", {"hosts": "x;y", "port": "80", "network": "other"})],
+                [task("a1", "a", 2), task("b1", "b", 3, network="othernet"), task("c1", "c", 4)])
+    assert [n.name for n in networks_needed(c, default)] == ["app", "other"]
+    assert [n.name for n in networks_needed(c, blue)] == ["app"]
+    spec = desired_spec(default, c, ("sec-id", "ingressmesh_token_x"), default.controllers)
+    assert [n["Target"] for n in spec["TaskTemplate"]["Networks"]] == ["appnet", "othernet"]
+    assert spec["UpdateConfig"]["Order"] == "start-first"
+    assert spec["EndpointSpec"]["Ports"] == [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080,
+                                              "PublishMode": "host"}]
+    command = spec["TaskTemplate"]["ContainerSpec"]["Command"]
+    assert command[:2] == ["ingressmesh", "proxy"] and "http://10.0.0.1:9401" in command
+    assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.role==worker"]
+    same = desired_spec(default, c, ("sec-id", "ingressmesh_token_x"), default.controllers)
+    assert fingerprint(spec) == fingerprint(same)
+    fewer = cluster([service("a", {"hosts": "a.com", "port": "80"})], [task("a1", "a", 2)])
+    assert fingerprint(desired_spec(default, fewer, ("sec-id", "n"), ())) != fingerprint(spec)
