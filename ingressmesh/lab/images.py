@@ -55,7 +55,7 @@ SPECS = {
     "python": ImageSpec("python", PYTHON_IMAGE, (
         f"ENV {PATH_ENV}", "ENV LINGER=3", "EXPOSE 80", 'CMD ["/usr/local/bin/hostname-server"]')),
     "proxy": ImageSpec("proxy", PROXY_IMAGE, (
-        f"ENV {PATH_ENV}", "EXPOSE 80", "STOPSIGNAL SIGTERM",
+        f"ENV {PATH_ENV}", "EXPOSE 80",  # docker import takes no STOPSIGNAL (SIGTERM is the default)
         'CMD ["/usr/local/bin/ingressmesh", "proxy"]')),
 }
 

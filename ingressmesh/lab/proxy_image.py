@@ -109,12 +109,30 @@ def ensure(cache_dir: str, log=print) -> str:
         build_overlay(src, overlay, work)
         tmp_tar = os.path.join(work, "image.tar")
         shutil.copyfile(base, tmp_tar)
+        # docker import refuses a tar holding one path twice: append only what the base lacks
+        # (the overlay's parent directories, e.g. ./usr/local/bin, are already in it).
+        listing = os.path.join(work, "append.list")
+        with open(listing, "w", encoding="utf-8") as handle:
+            handle.writelines(p + "\n" for p in _new_paths(base, overlay))
         _run(["tar", "-rf", tmp_tar, "-C", overlay, "--numeric-owner", "--owner=0", "--group=0",
-              "--mode=go-w,a+rX", "--sort=name", f"./{os.path.dirname(SITE)}", f"./{WRAPPER}"],
-             "appending the overlay", 600)
+              "--mode=go-w,a+rX", "--no-recursion", "-T", listing], "appending the overlay", 600)
         os.replace(tmp_tar, target)
         _prune(cache_dir, keep=target)
     return target
+
+
+def _new_paths(base: str, overlay: str) -> list[str]:
+    """Every path under `overlay` (as ./relative, parents first) that the base tarball lacks."""
+    listed = subprocess.run(["tar", "-tf", base], capture_output=True, text=True, check=True, timeout=300).stdout
+    in_base = {line.rstrip("/") for line in listed.splitlines()}
+    found = []
+    for root, dirs, files in os.walk(overlay):
+        dirs.sort()
+        for name in sorted(dirs) + sorted(files):
+            path = "./" + os.path.relpath(os.path.join(root, name), overlay)
+            if path not in in_base:
+                found.append(path)
+    return found
 
 
 def build_overlay(src: str, overlay: str, work: str) -> None:
