@@ -66,7 +66,8 @@ class Proxy:
         self.client = ControllerClient(list(config.controllers), token)
         self.metrics = ProxyMetrics()
         self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
-                                                ("GET", "/metrics"): self._metrics}, token=None)
+                                                ("GET", "/metrics"): self._metrics,
+                                                ("GET", "/l7/state"): self._state}, token=None)
         self.lock = threading.Lock()  # applier and supervisor never touch HAProxy at once
         self.version = 0
         self.cluster: Optional[model.Cluster] = None
@@ -86,6 +87,17 @@ class Proxy:
                    "refused_services": [{"service": r.service, "reason": r.reason}
                                         for r in (self.table.refused if self.table else ())]}
         return (200 if serving and not self.stopping else 503), details, None
+
+    def _state(self, request):
+        """The routes and each server as HAProxy serves it now (no secrets: addresses and names)."""
+        from .state import with_live_state
+        document = state_document(self.applier, self.version, self.config.service_cluster)
+        if self.applier.haproxy.running:
+            try:
+                document = with_live_state(document)
+            except Exception as err:  # noqa: BLE001 - the HTTP answer says why, the proxy goes on
+                document["live_error"] = str(err)
+        return 200, document, None
 
     def _metrics(self, request):
         return 200, self.metrics.render_with(f"http://127.0.0.1:{self.applier.settings.stats_port}/metrics")[1], \

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """HTTP server baked into the lab's python image (python3-minimal: stdlib without http.server).
 
-GET /        -> this container's hostname (which task answered)
+GET /        -> this container's hostname (which task answered); every answer also carries
+                the path it saw (X-Path) and the proxy headers it got (X-Seen-<header>)
 GET /health  -> 200 "ok", or 503 "draining" once SIGTERM arrived
 On SIGTERM it keeps serving for $LINGER seconds (default 3), then exits 0, like an app that
 drains gracefully. `hostname-server --check` probes /health on 127.0.0.1 (for --health-cmd).
@@ -19,11 +20,24 @@ LINGER = float(os.environ.get("LINGER", "3"))
 HOSTNAME = socket.gethostname()
 
 
-def reply(conn, status, body, draining):
+ECHOED = ("x-forwarded-for", "x-forwarded-proto", "x-real-ip", "x-request-id")
+
+
+def reply(conn, status, body, draining, seen=""):
     head = (f"HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\nX-Hostname: {HOSTNAME}\r\n"
+            f"Connection: close\r\nX-Hostname: {HOSTNAME}\r\n{seen}"
             f"X-Draining: {'yes' if draining.is_set() else 'no'}\r\n\r\n")
     conn.sendall(head.encode() + body)
+
+
+def echoed(data, path):
+    """X-Path and X-Seen-* lines: what the app was sent (printable ASCII only, cut short)."""
+    lines = [("X-Path", path)]
+    for line in data.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ECHOED:
+            lines.append(("X-Seen-" + name.strip(), value.strip()))
+    return "".join(f"{k}: {''.join(c for c in v if 32 <= ord(c) < 127)[:200]}\r\n" for k, v in lines)
 
 
 def handle(conn, draining):
@@ -44,7 +58,7 @@ def handle(conn, draining):
                 else:
                     reply(conn, "200 OK", b"ok\n", draining)
             else:
-                reply(conn, "200 OK", (HOSTNAME + "\n").encode(), draining)
+                reply(conn, "200 OK", (HOSTNAME + "\n").encode(), draining, echoed(data, path))
         except OSError:
             pass
 

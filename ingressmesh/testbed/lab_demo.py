@@ -12,6 +12,8 @@ import sys
 import time
 
 from ..lab import Lab, LabConfig
+from . import l7_lab
+from .l7_probe import http_request
 from .swarm_mesh import SwarmMesh
 from .swarm_probe import http_hostname
 
@@ -19,6 +21,7 @@ STACK = "counter"
 STACK_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           "demo", "counter", "stack.yml")
 EXPECTED = {"web": 2, "app": 5, "db": 1}
+L7_PORT, L7_HOST, PROXY = 8080, "counter.local", "ingressmesh-proxy"
 
 
 def _say(text: str) -> None:
@@ -83,10 +86,47 @@ def up(backend: str) -> None:
                 answer = f"FAILED: {err}"
                 failed += 1
             _say(f"  {lab.node_address(n)}:8000 -> {answer}")
+    failed += _l7(lab, mesh)
     if failed:
-        raise SystemExit(f"{failed} of {3 * len(config.node_numbers)} requests failed; logs in {mesh.dir}")
+        raise SystemExit(f"{failed} requests failed; logs in {mesh.dir}")
     _say(f"\ndone in {time.monotonic() - started:.1f} s.  Try: scripts/lab status; scripts/lab docker 1 -- service ls;"
          f"\n  scripts/lab exec client -- wget -qO- http://{lab.node_address(2)}:8000/ ;  sudo make lab-down")
+
+
+def _l7(lab: Lab, mesh: SwarmMesh) -> int:
+    """Deploys the L7 proxy service (kept by `l7 deploy --watch`), shows what it serves, and
+    sends requests with Host: counter.local through every node; the number that failed."""
+    if "l7" not in mesh.recorded_alive():
+        l7_lab.deploy(mesh, l7_lab.extension("default", mesh.controller_url, L7_PORT))
+    _wait("2 healthy L7 proxy tasks", lambda: _running(lab).get(PROXY, 0) == 2, 180)
+    _wait(f"{L7_HOST} routed", lambda: _answers(lab, 1).status == 200, 60)
+    config = lab.config
+    for n in config.node_numbers:
+        show = lab.run_in_node(n, [sys.executable, "-m", "ingressmesh", "show", "--l7",
+                                   "--docker", f"unix://{config.docker_sock(n)}"],
+                               capture_output=True, text=True, timeout=60)
+        if "no proxy task" not in show.stdout:
+            _say(f"\n$ ingressmesh show --l7   (on node{n})\n" + (show.stdout or show.stderr))
+            break
+    _say(f"L7: requests with Host: {L7_HOST} from the client namespace through every node's port {L7_PORT}:")
+    failed = 0
+    for n in config.node_numbers:
+        for _ in range(3):
+            answer = _answers(lab, n)
+            if answer.status != 200:
+                failed += 1
+            _say(f"  {lab.node_address(n)}:{L7_PORT} Host: {L7_HOST} -> HTTP {answer.status} via proxy "
+                 f"{answer.headers.get('x-proxy-id', '?')} -> {answer.headers.get('x-upstream-addr', '?')}: "
+                 f"{answer.body.strip()[:60]}")
+    return failed
+
+
+def _answers(lab: Lab, n: int):
+    from .l7_probe import Answer
+    try:
+        return http_request(lab.client_netns(), lab.node_address(n), L7_PORT, L7_HOST, timeout=5)
+    except OSError as err:
+        return Answer(0, {}, f"FAILED: {err}")
 
 
 def down() -> None:

@@ -51,6 +51,10 @@ class SwarmMesh:
         log.close()
         self._record()
 
+    def start_daemon(self, name: str, n: int, argv: list[str], env: Optional[dict] = None) -> None:
+        """Any other ingressmesh daemon (e.g. `l7 deploy --watch`), kept and stopped like the rest."""
+        self._spawn(name, n, argv, env)
+
     @property
     def pid_file(self) -> str:
         return os.path.join(self.dir, "pids.json")

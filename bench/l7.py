@@ -1,0 +1,522 @@
+"""L7 benchmark: what the ingressmesh proxy's HAProxy costs per request, how fast a route or
+endpoint change reaches traffic, and what 1,000 host routes cost.  All on loopback.
+
+    .venv/bin/python bench/l7.py [--quick] [--duration 5] [--connections 16] [--repeat 2]
+                                 [--trials 20] [--routes 1000] [--explain auto|always|never]
+                                 [--out bench/results/l7.json]
+
+1. Throughput/latency (wrk -t1, keep-alive and Connection: close) to the same backend servers
+   (HAProxy `http-request return` on 127.0.0.2-5) (a) directly, (b) through a hand-written
+   minimal HAProxy config, (c) through the config ingressmesh renders (plan_routes +
+   RouteApplier + HAProxy); (c)/(b) req/s is the number to quote (target >= 0.95).  When a
+   ratio misses it, each piece the product config adds is taken out in turn and measured
+   (CPU time per request of the haproxy workers, less noisy than req/s on a shared machine).
+2. Route-change latency: the real `ingressmesh proxy` process follows a stand-in controller;
+   a new host (reload) and a new task (runtime API) are timed from publish to first answer.
+3. 1,000 host routes: plan + render, `haproxy -c`, start, seamless reload, memory.
+Exits 1 only if a measurement failed.  Results: bench/results/l7.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import l7_helpers as h  # noqa: E402  (bench/ is not a package)
+from ingressmesh import snapshot  # noqa: E402
+from ingressmesh.l7 import slots  # noqa: E402
+from ingressmesh.l7.applier import RouteApplier  # noqa: E402
+from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles  # noqa: E402
+from ingressmesh.l7.render import ProxySettings, render_config, render_map  # noqa: E402
+from ingressmesh.l7.routes import plan_routes  # noqa: E402
+from ingressmesh.plan import PlanOptions  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "results", "l7.json")
+TARGET = 0.95
+SERVERS = [f"127.0.0.{i}" for i in range(2, 6)]  # the backend servers of app.local
+SPARE = [f"127.0.0.{i}" for i in range(10, 14)]  # tasks added during the endpoint trials
+REFERENCE_POLL_S = {"Interlock (PollInterval default)": 3.0, "Traefik swarm provider (refreshSeconds default)": 15.0}
+OPTIONS = PlanOptions(now=1000.0)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _stats(samples_ms: list[float]) -> dict:
+    ordered = sorted(samples_ms)
+    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return {"n": len(ordered), "p50_ms": round(statistics.median(ordered), 1), "p99_ms": round(p99, 1),
+            "max_ms": round(ordered[-1], 1), "samples_ms": [round(s, 1) for s in samples_ms]}
+
+
+class Bench:
+    def __init__(self, args, procs: h.Processes, workdir: str):
+        self.args, self.procs, self.workdir = args, procs, workdir
+        self.haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        self.port = h.free_port()  # every backend server listens on this port, at its own address
+        self.failures: list[str] = []
+
+    def applier(self, name: str) -> RouteApplier:
+        path = os.path.join(self.workdir, name)
+        os.makedirs(path, mode=0o700)
+        settings = ProxySettings(http_port=h.free_port(), bind_address="127.0.0.1", stats_port=h.free_port(),
+                                 admin_socket=os.path.join(path, "admin.sock"), proxy_id="bench")
+        return RouteApplier(HAProxy(HAProxyFiles(path), binary=self.haproxy), settings)
+
+    def cluster(self, tasks: int = len(SERVERS)) -> h.Cluster:
+        found = h.Cluster().service("app", "app.local", self.port)
+        for i in range(tasks):
+            found.task(f"app-{i}", "app", SERVERS[i % len(SERVERS)])
+        return found
+
+    # -- 1. throughput ---------------------------------------------------------------------------
+    def wrk(self, url: str, close: bool, master: int, duration: float) -> dict:
+        argv = h.wrk_argv(url, self.args.connections, duration, close)
+        before = h.cpu_ticks(master)
+        result = h.run_wrk(argv, duration)
+        used = h.cpu_ticks(master) - before
+        return {**result, "cpu_us_per_req": round(used * h.TICK_US / max(1, result["requests"]), 1),
+                "command": " ".join(argv)}
+
+    def throughput(self, backends_master: int) -> dict:
+        args, modes = self.args, {"keep-alive": False, "close": True}
+        hand_port = h.free_port()
+        hand_text = h.hand_config(hand_port, [(a, self.port) for a in SERVERS])
+        hand = h.start_haproxy(self.procs, self.haproxy, self.workdir, "hand", hand_text, "127.0.0.1", hand_port)
+        product = self.applier("product")
+        try:
+            table = plan_routes(snapshot.from_dict(self.cluster().to_dict()), options=OPTIONS)
+            if product.apply(table).how != "start":
+                raise RuntimeError(f"product haproxy did not start: {product.last_error}")
+            port = product.settings.http_port
+            targets = {"a": (f"http://{SERVERS[0]}:{self.port}/", backends_master),
+                       "b": (f"http://127.0.0.1:{hand_port}/", hand.pid),
+                       "c": (f"http://127.0.0.1:{port}/", product.haproxy.master_pid)}
+            runs = {mode: {t: [] for t in targets} for mode in modes}
+            for rep in range(args.repeat):
+                for mode, close in modes.items():  # interleaved, b/c order alternating: drift hits both
+                    for t in ("a", "b", "c") if rep % 2 == 0 else ("a", "c", "b"):
+                        url, master = targets[t]
+                        runs[mode][t].append(self.wrk(url, close, master, args.duration))
+            result = {"how": "best of %d (highest req/s)" % args.repeat if args.repeat <= 2
+                      else "median of %d (by req/s)" % args.repeat, "modes": {}}
+            for mode in modes:
+                picked = {t: _pick(runs[mode][t]) for t in targets}
+                result["modes"][mode] = {**picked, "all_rps": {t: [r["rps"] for r in runs[mode][t]] for t in targets},
+                                         "ratio_c_b": round(picked["c"]["rps"] / picked["b"]["rps"], 3),
+                                         "cpu_ratio_c_b": round(picked["c"]["cpu_us_per_req"]
+                                                                / max(0.1, picked["b"]["cpu_us_per_req"]), 2)}
+            result["memory_1_route"] = {"hand": h.haproxy_rss(hand.pid), "product": h.haproxy_rss(product.haproxy.master_pid)}
+            with open(product.haproxy.files.config, encoding="utf-8") as handle:
+                product_text = handle.read()
+            result["configs"] = {"hand": hand_text, "product": product_text}
+            result["check_ms_1_route"] = _check_ms(product.haproxy, product.haproxy.files.config)
+            low = [m for m in modes if result["modes"][m]["ratio_c_b"] < TARGET]
+            if args.explain == "always" or (args.explain == "auto" and low):
+                result["explain"] = self.explain(product_text, product, table, hand_port, hand.pid,
+                                                 low if args.explain == "auto" else list(modes))
+            return result
+        finally:
+            product.haproxy.kill()
+            self.procs.stop(hand)
+
+    def explain(self, text: str, product: RouteApplier, table, hand_port: int, hand_pid: int, modes) -> dict:
+        """Each feature of the product config taken out in turn (and all at once): CPU µs per
+        request of the haproxy workers, next to (b) and (c) measured in the same round."""
+        backend, duration = table.routes[0].backend, min(3.0, self.args.duration)
+        variants = {name: [name] for name in h.FEATURES} | {"all four": list(h.FEATURES)}
+        found = {mode: {} for mode in modes}
+        s = product.settings
+        for name, features in variants.items():
+            port = h.free_port()
+            config = h.rebind(h.without(text, features, backend, "app.local"),
+                              {s.http_port: port, s.stats_port: h.free_port()},
+                              os.path.join(self.workdir, "variant-admin.sock"))
+            proc = h.start_haproxy(self.procs, self.haproxy, self.workdir, "variant", config, "127.0.0.1", port)
+            try:
+                for mode in modes:
+                    found[mode][f"c without {name}"] = self.wrk(f"http://127.0.0.1:{port}/", mode == "close",
+                                                                proc.pid, duration)
+            finally:
+                self.procs.stop(proc)
+        for mode in modes:  # the two ends, measured right after, same duration
+            found[mode]["b"] = self.wrk(f"http://127.0.0.1:{hand_port}/", mode == "close", hand_pid, duration)
+            found[mode]["c"] = self.wrk(f"http://127.0.0.1:{s.http_port}/", mode == "close",
+                                        product.haproxy.master_pid, duration)
+        return {"duration_s": duration, "modes": found}
+
+    # -- 2. route changes through the real `ingressmesh proxy` -----------------------------------
+    def route_changes(self) -> dict:
+        token = secrets.token_hex(16)
+        token_file = os.path.join(self.workdir, "token")
+        with open(os.open(token_file, os.O_WRONLY | os.O_CREAT, 0o600), "w", encoding="ascii") as handle:
+            handle.write(token + "\n")
+        controller = h.FakeController(token)
+        swarm = self.cluster(tasks=2)
+        controller.publish(swarm.to_dict())
+        http_port, listen = h.free_port(), h.free_port()
+        argv = [sys.executable, "-m", "ingressmesh", "proxy", "--controller", controller.url,
+                "--token-file", token_file, "--http-port", str(http_port), "--bind", "127.0.0.1",
+                "--stats-port", str(h.free_port()), "--listen", f"127.0.0.1:{listen}",
+                "--workdir", os.path.join(self.workdir, "proxy"), "--stop-linger", "0", "--stop-timeout", "5",
+                "--proxy-id", "bench-proxy", "--haproxy", self.haproxy]
+        log_path = os.path.join(self.workdir, "proxy.log")
+        with open(log_path, "wb") as log:
+            proxy = self.procs.start(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _until(lambda: _healthz(listen).get("serving") and h.get(http_port, "app.local")[0] == 200, 30,
+                   lambda: f"the proxy did not serve: {h.tail(log_path)}")
+            self.procs.extra_pids += [p for p in h.children(proxy.pid) if _comm(p) == "haproxy"]
+            result = {"command": " ".join(argv), "poll_interval_ms": 5, "bound_s": 5,
+                      "reference_poll_s": REFERENCE_POLL_S,
+                      "reference_note": "documented default poll intervals of those products, not measured here"}
+            result["new_host"] = self._host_trials(controller, swarm, http_port, "new", self.args.trials)
+            before = _healthz(listen)
+            result["new_task"] = self._task_trials(controller, swarm, http_port, listen)
+            after = _healthz(listen)
+            result["new_task"]["reloads_during"] = after["reloads"] - before["reloads"]
+            result["new_task"]["runtime_commands"] = after["runtime_commands"] - before["runtime_commands"]
+            result["proxy_rss_mb_small"] = round(h.rss_kb(proxy.pid) / 1024, 1)
+            if self.args.routes:
+                result["at_scale"] = self._at_scale(controller, swarm, http_port, listen, proxy.pid)
+            return result
+        finally:
+            self.procs.stop(proxy, timeout=15)
+            controller.close()
+
+    def _host_trials(self, controller, swarm: h.Cluster, port: int, prefix: str, trials: int) -> dict:
+        samples = []
+        for k in range(trials):
+            name, host = f"{prefix}{k}", f"{prefix}{k}.bench.local"
+            swarm.service(name, host, self.port).task(f"{name}-0", name, SERVERS[k % len(SERVERS)])
+            started = controller.publish(swarm.to_dict())
+            samples.append(_first(lambda: h.get(port, host)[0] == 200, started, f"host {host}"))
+            time.sleep(0.25)  # the applier spaces reloads 0.2 s apart: measure one change, not a burst
+        return _stats(samples)
+
+    def _task_trials(self, controller, swarm: h.Cluster, port: int, listen: int) -> dict:
+        samples = []
+        for k in range(self.args.trials):
+            address, task = SPARE[k % len(SPARE)], f"app-extra-{k}"
+            swarm.task(task, "app", address)
+            started = controller.publish(swarm.to_dict())
+            samples.append(_first(lambda: address.encode() in _burst(port, 4), started, f"task {address}"))
+            commands = _healthz(listen)["runtime_commands"]
+            swarm.remove_task(task)
+            controller.publish(swarm.to_dict())
+            _until(lambda: _healthz(listen)["runtime_commands"] > commands, 5, lambda: f"task {task} not removed")
+            time.sleep(0.05)
+        return _stats(samples)
+
+    def _at_scale(self, controller, swarm: h.Cluster, port: int, listen: int, proxy_pid: int) -> dict:
+        for i in range(self.args.routes):
+            name = f"svc{i:05d}"
+            swarm.service(name, f"{name}.bench.local", self.port)
+            for j in range(2):
+                swarm.task(f"{name}-{j}", name, SERVERS[(2 * i + j) % len(SERVERS)])
+        last = f"svc{self.args.routes - 1:05d}.bench.local"
+        generation = _healthz(listen)["config_generation"]
+        started = controller.publish(swarm.to_dict())
+        first_ms = _first(lambda: h.get(port, last)[0] == 200, started, f"host {last}", bound=30)
+        _until(lambda: _healthz(listen)["config_generation"] > generation, 10, lambda: "no new generation")
+        time.sleep(0.3)
+        trials = 3 if self.args.quick else 5
+        found = {"routes": self.args.routes, "publish_to_serving_ms": round(first_ms, 1),
+                 "new_host": self._host_trials(controller, swarm, port, "late", trials)}
+        time.sleep(0.5)  # old workers leave once their (closed) connections are gone
+        master = next((p for p in h.children(proxy_pid) if _comm(p) == "haproxy"), None)
+        found["proxy_rss_mb"] = round(h.rss_kb(proxy_pid) / 1024, 1)
+        found["haproxy_rss"] = h.haproxy_rss(master) if master else None
+        return found
+
+    # -- 3. 1,000 host routes, in process ---------------------------------------------------------
+    def routes_at_scale(self) -> dict:
+        n, reps = self.args.routes, 3 if self.args.quick else 5
+        swarm = self.cluster(tasks=2)
+        for i in range(n):
+            name = f"svc{i:05d}"
+            swarm.service(name, f"{name}.bench.local", self.port)
+            for j in range(2):
+                swarm.task(f"{name}-{j}", name, SERVERS[(2 * i + j) % len(SERVERS)])
+        data = swarm.to_dict()
+        applier = self.applier("scale")
+        try:
+            times = {"from_dict": [], "plan_routes": [], "slots_and_render_config": [], "render_map": []}
+            map_path = os.path.join(self.workdir, "scale", "check.map")
+            settings = replace(applier.settings, map_file=map_path)
+            for _ in range(reps):
+                cluster = _into(times["from_dict"], lambda: snapshot.from_dict(data))
+                table = _into(times["plan_routes"], lambda: plan_routes(cluster, options=OPTIONS))
+                config = _into(times["slots_and_render_config"],
+                               lambda: render_config(table, slots.assign({}, table), settings))
+                routes_map = _into(times["render_map"], lambda: render_map(table))
+            config_path = os.path.join(self.workdir, "scale", "check.cfg")
+            for path, text in ((map_path, routes_map), (config_path, config)):
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+            result = {"routes": len(table.routes), "backends": len(table.backends), "repeats": reps,
+                      "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
+                      "config_kb": round(len(config) / 1024), "map_kb": round(len(routes_map) / 1024),
+                      "haproxy_check_ms": _check_ms(applier.haproxy, config_path, reps)}
+            started = time.perf_counter()
+            if applier.apply(table).how != "start":
+                raise RuntimeError(f"haproxy did not start on {n} routes: {applier.last_error}")
+            result["start_ms"] = _ms(time.perf_counter() - started)
+            result["haproxy_rss_after_start"] = h.haproxy_rss(applier.haproxy.master_pid)
+            result["reload"] = self._reloads(applier, swarm, 3 if self.args.quick else 5)
+            time.sleep(0.5)
+            result["haproxy_rss_after_reloads"] = h.haproxy_rss(applier.haproxy.master_pid)
+            return result
+        finally:
+            applier.haproxy.kill()
+
+    def _reloads(self, applier: RouteApplier, swarm: h.Cluster, count: int) -> dict:
+        """Add one host, apply: render + check + SIGUSR2 + new worker answering on its socket,
+        then the first 200 for the new host."""
+        parts = {"apply": [], "check": [], "sigusr2_to_new_worker": [], "first_200_after_apply": []}
+        haproxy = applier.haproxy
+        check, reload = haproxy.check, haproxy.reload
+        haproxy.check = lambda path: parts["check"].append(_timed(lambda: check(path))[1])
+        haproxy.reload = lambda: parts["sigusr2_to_new_worker"].append(_timed(reload)[1])
+        try:
+            for k in range(count):
+                name = f"extra{k}"
+                swarm.service(name, f"{name}.bench.local", self.port).task(f"{name}-0", name, SERVERS[0])
+                table = plan_routes(snapshot.from_dict(swarm.to_dict()), options=OPTIONS)
+                time.sleep(0.25)  # past the applier's 0.2 s reload spacing
+                outcome, elapsed = _timed(lambda: applier.apply(table))
+                if outcome.how != "reload":
+                    raise RuntimeError(f"expected a reload, got {outcome}")
+                parts["apply"].append(elapsed)
+                started = time.perf_counter()
+                parts["first_200_after_apply"].append(
+                    _first(lambda: h.get(applier.settings.http_port, f"{name}.bench.local")[0] == 200, started, name))
+        finally:
+            haproxy.check, haproxy.reload = check, reload
+        return {"count": count, "median_ms": {k: round(statistics.median(v), 1) for k, v in parts.items()},
+                "max_ms": {k: round(max(v), 1) for k, v in parts.items()}}
+
+
+def _pick(results: list[dict]) -> dict:
+    ordered = sorted(results, key=lambda r: r["rps"])
+    return ordered[-1] if len(ordered) <= 2 else ordered[len(ordered) // 2]
+
+
+def _timed(func):
+    started = time.perf_counter()
+    value = func()
+    return value, (time.perf_counter() - started) * 1000
+
+
+def _into(samples: list, func):
+    value, elapsed = _timed(func)
+    samples.append(elapsed)
+    return value
+
+
+def _check_ms(haproxy: HAProxy, path: str, reps: int = 3) -> float:
+    return round(statistics.median(_timed(lambda: haproxy.check(path))[1] for _ in range(reps)), 1)
+
+
+def _first(ready, started: float, what: str, bound: float = 5.0, every: float = 0.005) -> float:
+    """ms from `started` (perf_counter) until ready() is true, polled every 5 ms, bounded."""
+    deadline = started + bound
+    while True:
+        try:
+            if ready():
+                return (time.perf_counter() - started) * 1000
+        except OSError:
+            pass
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what}: not served within {bound:g} s")
+        time.sleep(every)
+
+
+def _until(ready, bound: float, why) -> None:
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(why())
+        time.sleep(0.02)
+
+
+def _healthz(port: int) -> dict:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as err:  # 503 while not serving: the details still come
+        return json.loads(err.read())
+
+
+def _burst(port: int, count: int) -> bytes:
+    """`count` requests to app.local, each on a fresh connection: the bodies name the servers."""
+    return b" ".join(h.get(port, "app.local")[1] for _ in range(count))
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="ascii", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+# -- report -----------------------------------------------------------------------------------------
+def machine_info(haproxy: str) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="ascii", errors="replace")
+                if line.startswith("model name")), "")
+    version = subprocess.run([haproxy, "-v"], capture_output=True, text=True, check=False).stdout.splitlines()
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version(),
+            "haproxy_version": version[0] if version else "", "wrk_version": (wrk.stdout or wrk.stderr).split("\n")[0],
+            "root": os.geteuid() == 0, "loadavg_start": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def render(results: dict) -> str:
+    args, lines = results["parameters"], []
+    tp = results.get("throughput")
+    if tp:
+        lines += [f"L7 data path: wrk -t1 -c{args['connections']} -d{args['duration']:g}s --latency, Host: app.local, "
+                  f"{len(SERVERS)} backend servers (HAProxy `return`), {tp['how']}",
+                  f"{'mode':<11} {'path':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10}"]
+        names = {"a": "(a) direct to one backend server", "b": "(b) hand-written haproxy config",
+                 "c": "(c) ingressmesh-rendered config"}
+        for mode, found in tp["modes"].items():
+            for t, name in names.items():
+                r = found[t]
+                cpu = f"{r['cpu_us_per_req']:>10.1f}"
+                lines.append(f"{mode:<11} {name:<34} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {cpu}")
+            verdict = "met" if found["ratio_c_b"] >= TARGET else "NOT MET"
+            lines.append(f"{mode:<11} {'(c)/(b) req/s':<34} {found['ratio_c_b']:>8.3f}   target >= {TARGET} {verdict}; "
+                         f"cpu/req (c)/(b) {found['cpu_ratio_c_b']:.2f}")
+        lines.append("cpu us/req: haproxy master + workers (for (a) the backend server), from /proc/<pid>/stat")
+        for mode, found in tp.get("explain", {}).get("modes", {}).items():
+            c_cpu = found["c"]["cpu_us_per_req"]
+            lines.append(f"why (c) costs more, {mode} ({tp['explain']['duration_s']:g} s runs): "
+                         f"the product config with one piece taken out")
+            for name, r in found.items():
+                saved = "" if name in ("b", "c") else f"  saves {c_cpu - r['cpu_us_per_req']:+.1f} us/req"
+                lines.append(f"  {name:<44} {r['rps']:>8.0f} req/s {r['cpu_us_per_req']:>6.1f} us/req{saved}")
+    rc = results.get("route_changes")
+    if rc:
+        lines.append(f"Route changes through `ingressmesh proxy` (publish -> first answer, polled every 5 ms)")
+        for key, label in (("new_host", "new host (reload)"), ("new_task", "new task (runtime API)")):
+            s = rc[key]
+            lines.append(f"  {label:<24} p50 {s['p50_ms']:>6.1f} ms  p99 {s['p99_ms']:>6.1f} ms  "
+                         f"max {s['max_ms']:>6.1f} ms  ({s['n']} trials)")
+        lines.append(f"  reloads during the task trials: {rc['new_task']['reloads_during']}")
+        scale = rc.get("at_scale")
+        if scale:
+            s = scale["new_host"]
+            lines.append(f"  at {scale['routes']} routes: first publish -> serving {scale['publish_to_serving_ms']:.0f} ms; "
+                         f"new host p50 {s['p50_ms']:.0f} ms, max {s['max_ms']:.0f} ms ({s['n']} trials); "
+                         f"proxy RSS {scale['proxy_rss_mb']} MB (small: {rc['proxy_rss_mb_small']} MB), "
+                         f"haproxy {scale['haproxy_rss']['total_mb'] if scale['haproxy_rss'] else '?'} MB")
+        lines.append("  reference, documented default poll intervals (not measured here): " +
+                     ", ".join(f"{k} {v:g} s" for k, v in REFERENCE_POLL_S.items()))
+    sc = results.get("routes_at_scale")
+    if sc:
+        m, r = sc["median_ms"], sc["reload"]
+        lines += [f"{sc['routes']} host routes ({sc['backends']} backends, 2 tasks each; medians of {sc['repeats']})",
+                  f"  from_dict {m['from_dict']:.0f} ms, plan_routes {m['plan_routes']:.0f} ms, slots + render_config "
+                  f"{m['slots_and_render_config']:.0f} ms, render_map {m['render_map']:.1f} ms "
+                  f"(config {sc['config_kb']} KB, map {sc['map_kb']} KB)",
+                  f"  haproxy -c {sc['haproxy_check_ms']:.0f} ms (1 route: "
+                  f"{(tp or {}).get('check_ms_1_route', float('nan')):.0f} ms), cold start {sc['start_ms']:.0f} ms",
+                  f"  seamless reload (+1 host, {r['count']}x): apply {r['median_ms']['apply']:.0f} ms median, "
+                  f"{r['max_ms']['apply']:.0f} ms max = check {r['median_ms']['check']:.0f} + SIGUSR2 -> new worker "
+                  f"{r['median_ms']['sigusr2_to_new_worker']:.0f} ms + render; first 200 "
+                  f"{r['median_ms']['first_200_after_apply']:.1f} ms later",
+                  f"  haproxy RSS master+workers: {sc['haproxy_rss_after_start']['total_mb']} MB after start, "
+                  f"{sc['haproxy_rss_after_reloads']['total_mb']} MB after the reloads "
+                  f"(1 route: {(tp or {}).get('memory_1_route', {}).get('product', {}).get('total_mb', '?')} MB)"]
+    lines.append(f"cpu steal during the run: {results['machine'].get('steal_percent', '?')} %, "
+                 f"load average at start {results['machine']['loadavg_start'][0]:.1f}")
+    for failure in results["failures"]:
+        lines.append(f"FAILED: {failure}")
+    return "\n".join(lines)
+
+
+def _interrupted(*_):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short runs (about a minute)")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (5; --quick 2)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=2, help="wrk runs per measurement: 2 = best of 2, 3+ = median")
+    parser.add_argument("--trials", type=int, help="route-change trials of each kind (20; --quick 8)")
+    parser.add_argument("--routes", type=int, default=1000, help="host routes for the scale test (0: skip)")
+    parser.add_argument("--explain", choices=("auto", "always", "never"),
+                        help="take the product config apart when (c)/(b) misses the target (auto; --quick never)")
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    args.duration = args.duration or (2.0 if args.quick else 5.0)
+    args.trials = args.trials or (8 if args.quick else 20)
+    args.explain = args.explain or ("never" if args.quick else "auto")
+    if args.repeat < 1 or args.trials < 1 or args.connections < 1 or args.duration <= 0 or args.routes < 0:
+        parser.error("--repeat, --trials, --connections and --duration must be positive")
+    missing = [tool for tool in ("wrk", "haproxy") if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
+    if missing:
+        print(f"needs {' and '.join(missing)} (Debian: apt-get install {' '.join(missing)})", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _interrupted)  # so the finally blocks stop what was started
+    procs, workdir = h.Processes(), tempfile.mkdtemp(prefix="ingressmesh-l7-bench-")
+    bench = Bench(args, procs, workdir)
+    results = {"machine": machine_info(bench.haproxy), "parameters": {k: v for k, v in vars(args).items()},
+               "target_ratio": TARGET, "failures": []}
+    stat_before, started = h.cpu_stat(), time.monotonic()
+    try:
+        backends = h.start_haproxy(procs, bench.haproxy, workdir, "backends",
+                                   h.backend_config(SERVERS + SPARE, bench.port), SERVERS[0], bench.port)
+        results["backend_servers"] = {"addresses": SERVERS, "spare": SPARE, "port": bench.port,
+                                      "config": h.backend_config(SERVERS + SPARE, bench.port)}
+        for key, run in (("throughput", lambda: bench.throughput(backends.pid)),
+                         ("route_changes", bench.route_changes),
+                         ("routes_at_scale", bench.routes_at_scale if args.routes else None)):
+            if run is None:
+                continue
+            try:
+                results[key] = run()
+            except Exception as err:  # noqa: BLE001 - one failed measurement must not hide the others
+                results["failures"].append(f"{key}: {type(err).__name__}: {err}")
+    finally:
+        procs.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["machine"]["steal_percent"] = h.steal_percent(stat_before, h.cpu_stat())
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(render(results))
+    print(f"({results['elapsed_s']:.0f} s)  JSON: {args.out}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+    return 1 if results["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

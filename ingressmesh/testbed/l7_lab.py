@@ -1,0 +1,29 @@
+"""The L7 proxy services on a lab swarm: an Interlock-style config and `ingressmesh l7 deploy
+--watch` on node1 (where a manager would run it), kept by SwarmMesh like the other daemons."""
+from __future__ import annotations
+
+import os
+
+from ..lab import PROXY_IMAGE
+
+
+def extension(name: str, controller_url: str, port: int, replicas: int = 2, mode: str = "ingress",
+              cluster: str = "") -> str:
+    lines = [f"[Extensions.{name}]", f'ProxyImage = "{PROXY_IMAGE}"', f"ProxyReplicas = {replicas}",
+             f'PublishMode = "{mode}"', f"PublishedPort = {port}", 'ProxyUpdateDelay = "0s"',
+             'ProxyStopGracePeriod = "20s"', f'Controllers = ["{controller_url}"]']
+    if cluster:
+        lines.append(f'ServiceCluster = "{cluster}"')
+    return "\n".join(lines) + "\n"
+
+
+def deploy(mesh, config_text: str) -> str:
+    """Writes the config into the mesh dir and starts `l7 deploy --watch` on node1; its path."""
+    path = os.path.join(mesh.dir, "l7.toml")
+    os.makedirs(mesh.dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(config_text)
+    mesh.start_daemon("l7", 1, ["l7", "deploy", "--config", path, "--docker",
+                                f"unix://{mesh.lab.config.docker_sock(1)}", "--token-file", mesh.token_file,
+                                "--controller", mesh.controller_url, "--watch"])
+    return path

@@ -1,0 +1,102 @@
+"""The L7 proxy services on the swarm lab: deploy them, find every replica, ask each one
+directly (from its node, through its docker_gwbridge address) what it serves."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+from ingressmesh.netns import Netns
+from ingressmesh.testbed import l7_lab
+from ingressmesh.testbed.l7_probe import http_request
+from swarm_helpers import wait_for
+
+HTTP_PORT, BLUE_PORT = 8080, 8090
+DEFAULT_PROXY, BLUE_PROXY = "ingressmesh-proxy", "ingressmesh-proxy-blue"
+
+
+def deploy(mesh) -> str:
+    """Both proxy services: `default` (ingress, 2 replicas) and `blue` (host mode, 1 replica)."""
+    url = mesh.controller_url
+    return l7_lab.deploy(mesh, l7_lab.extension("default", url, HTTP_PORT) + "\n"
+                         + l7_lab.extension("blue", url, BLUE_PORT, replicas=1, mode="host", cluster="blue"))
+
+
+def replicas(lab, service: str) -> list[tuple[int, str, str]]:
+    """(node, container id, docker_gwbridge address) of every running task of a proxy service."""
+    found = []
+    for n in lab.config.node_numbers:
+        ids = lab.docker(n, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.swarm.service.name={service}",
+                         "--filter", "status=running").stdout.split()
+        if not ids:
+            continue
+        bridge = json.loads(lab.docker(n, "network", "inspect", "docker_gwbridge").stdout)[0]["Containers"]
+        for cid in ids:
+            if cid in bridge:  # a task on an overlay network reaches its node through docker_gwbridge
+                found.append((n, cid, bridge[cid]["IPv4Address"].split("/")[0]))
+                continue
+            # A task on no overlay (host-mode ports only) sits on the default bridge instead.
+            networks = json.loads(lab.docker(n, "inspect", cid).stdout)[0]["NetworkSettings"]["Networks"]
+            address = (networks.get("bridge") or {}).get("IPAddress")
+            if address:
+                found.append((n, cid, address))
+    return found
+
+
+def _in_node(lab, n: int, call):
+    with Netns.from_ref(lab.node_netns(n)).entered():
+        return call()
+
+
+def replica_json(lab, n: int, address: str, path: str, timeout: float = 2.0) -> tuple[int, dict]:
+    def call():
+        try:
+            with urllib.request.urlopen(f"http://{address}:9403{path}", timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+    return _in_node(lab, n, call)
+
+
+def replica_get(lab, n: int, address: str, host: str, path: str = "/", port: int = 80):
+    """One request straight to one proxy replica (no L4 mesh in between)."""
+    return http_request(lab.node_netns(n), address, port, host, path)
+
+
+def healthy_replicas(lab, service: str, count: int, timeout: float = 120.0) -> list[tuple[int, str, str]]:
+    def ready():
+        found = replicas(lab, service)
+        if len(found) != count:
+            return None
+        return found if all(replica_json(lab, n, ip, "/healthz")[0] == 200 for n, _, ip in found) else None
+    return wait_for(f"{count} healthy replicas of {service}", ready, timeout=timeout, interval=0.5)
+
+
+def served_by_every_replica(lab, service: str, host: str, status: int = 200, path: str = "/") -> bool:
+    found = replicas(lab, service)
+    return bool(found) and all(replica_get(lab, n, ip, host, path).status == status for n, _, ip in found)
+
+
+def reload_counts(lab, service: str) -> dict[str, tuple]:
+    """Per replica: (HAProxy master pid, reloads, config generation)."""
+    counts = {}
+    for n, cid, ip in replicas(lab, service):
+        _, state = replica_json(lab, n, ip, "/l7/state")
+        counts[cid] = (state["master_pid"], state["reloads"], state["config_generation"])
+    return counts
+
+
+def wait_routed(lab, host: str, services=(DEFAULT_PROXY,), timeout: float = 60.0) -> None:
+    for service in services:
+        wait_for(f"{host} served by every replica of {service}",
+                 lambda: served_by_every_replica(lab, service, host), timeout=timeout, interval=0.2)
+
+
+def time_until(check, timeout: float = 10.0, interval: float = 0.01) -> float:
+    """Seconds until check() is true (bounded)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(interval)
+    raise AssertionError(f"not true within {timeout:g} s")
