@@ -47,7 +47,7 @@ kernel: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q tests/kernel
 
 test: venv
-	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/unit tests/kernel tests/swarm
+	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/unit tests/l7 tests/kernel tests/swarm
 	$(MAKE) --no-print-directory kernel-lab
 
 # The same conformance suite (and the IPVS tests) with the ipvs backend, inside Debian's stock

@@ -49,7 +49,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "l7.json")
 TARGET = 0.95
 SERVERS = [f"127.0.0.{i}" for i in range(2, 6)]  # the backend servers of app.local
-SPARE = [f"127.0.0.{i}" for i in range(10, 14)]  # tasks added during the endpoint trials
+# Every task address in a snapshot is unique (snapshot.from_dict checks it): tasks that must
+# answer take one of these (all bound by the backend HAProxy), the other 1,000-route tasks get
+# an address in 127.1.0.0/16 where nothing listens and no request is ever sent.
+LIVE = [f"127.0.0.{i}" for i in range(2, 255)]
+MAX_TRIALS = 100
 REFERENCE_POLL_S = {"Interlock (PollInterval default)": 3.0, "Traefik swarm provider (refreshSeconds default)": 15.0}
 OPTIONS = PlanOptions(now=1000.0)
 
@@ -80,10 +84,19 @@ class Bench:
         return RouteApplier(HAProxy(HAProxyFiles(path), binary=self.haproxy), settings)
 
     def cluster(self, tasks: int = len(SERVERS)) -> h.Cluster:
-        found = h.Cluster().service("app", "app.local", self.port)
+        """app.local on the first `tasks` backend servers."""
+        found = h.Cluster(LIVE).service("app", "app.local", self.port)
         for i in range(tasks):
-            found.task(f"app-{i}", "app", SERVERS[i % len(SERVERS)])
+            found.task(f"app-{i}", "app")
         return found
+
+    def add_routes(self, swarm: h.Cluster) -> None:
+        """--routes services, each with its own host and 2 tasks (addresses nobody listens on)."""
+        for i in range(self.args.routes):
+            name = f"svc{i:05d}"
+            swarm.service(name, f"{name}.bench.local", self.port)
+            for j in range(2):
+                swarm.task(f"{name}-{j}", name, f"127.1.{(2 * i + j) // 256}.{(2 * i + j) % 256}")
 
     # -- 1. throughput ---------------------------------------------------------------------------
     def wrk(self, url: str, close: bool, master: int, duration: float) -> dict:
@@ -204,7 +217,7 @@ class Bench:
         samples = []
         for k in range(trials):
             name, host = f"{prefix}{k}", f"{prefix}{k}.bench.local"
-            swarm.service(name, host, self.port).task(f"{name}-0", name, SERVERS[k % len(SERVERS)])
+            swarm.service(name, host, self.port).task(f"{name}-0", name)
             started = controller.publish(swarm.to_dict())
             samples.append(_first(lambda: h.get(port, host)[0] == 200, started, f"host {host}"))
             time.sleep(0.25)  # the applier spaces reloads 0.2 s apart: measure one change, not a burst
@@ -213,8 +226,8 @@ class Bench:
     def _task_trials(self, controller, swarm: h.Cluster, port: int, listen: int) -> dict:
         samples = []
         for k in range(self.args.trials):
-            address, task = SPARE[k % len(SPARE)], f"app-extra-{k}"
-            swarm.task(task, "app", address)
+            task = f"app-extra-{k}"
+            address = swarm.task(task, "app")
             started = controller.publish(swarm.to_dict())
             samples.append(_first(lambda: address.encode() in _burst(port, 4), started, f"task {address}"))
             commands = _healthz(listen)["runtime_commands"]
@@ -225,12 +238,9 @@ class Bench:
         return _stats(samples)
 
     def _at_scale(self, controller, swarm: h.Cluster, port: int, listen: int, proxy_pid: int) -> dict:
-        for i in range(self.args.routes):
-            name = f"svc{i:05d}"
-            swarm.service(name, f"{name}.bench.local", self.port)
-            for j in range(2):
-                swarm.task(f"{name}-{j}", name, SERVERS[(2 * i + j) % len(SERVERS)])
-        last = f"svc{self.args.routes - 1:05d}.bench.local"
+        self.add_routes(swarm)
+        swarm.service("last", "last.bench.local", self.port).task("last-0", "last")  # answers
+        last = "last.bench.local"
         generation = _healthz(listen)["config_generation"]
         started = controller.publish(swarm.to_dict())
         first_ms = _first(lambda: h.get(port, last)[0] == 200, started, f"host {last}", bound=30)
@@ -249,11 +259,7 @@ class Bench:
     def routes_at_scale(self) -> dict:
         n, reps = self.args.routes, 3 if self.args.quick else 5
         swarm = self.cluster(tasks=2)
-        for i in range(n):
-            name = f"svc{i:05d}"
-            swarm.service(name, f"{name}.bench.local", self.port)
-            for j in range(2):
-                swarm.task(f"{name}-{j}", name, SERVERS[(2 * i + j) % len(SERVERS)])
+        self.add_routes(swarm)
         data = swarm.to_dict()
         applier = self.applier("scale")
         try:
@@ -297,7 +303,7 @@ class Bench:
         try:
             for k in range(count):
                 name = f"extra{k}"
-                swarm.service(name, f"{name}.bench.local", self.port).task(f"{name}-0", name, SERVERS[0])
+                swarm.service(name, f"{name}.bench.local", self.port).task(f"{name}-0", name)
                 table = plan_routes(snapshot.from_dict(swarm.to_dict()), options=OPTIONS)
                 time.sleep(0.25)  # past the applier's 0.2 s reload spacing
                 outcome, elapsed = _timed(lambda: applier.apply(table))
@@ -478,8 +484,10 @@ def main(argv=None) -> int:
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.trials = args.trials or (8 if args.quick else 20)
     args.explain = args.explain or ("never" if args.quick else "auto")
-    if args.repeat < 1 or args.trials < 1 or args.connections < 1 or args.duration <= 0 or args.routes < 0:
-        parser.error("--repeat, --trials, --connections and --duration must be positive")
+    if args.repeat < 1 or args.connections < 1 or args.duration <= 0 or not 1 <= args.trials <= MAX_TRIALS:
+        parser.error(f"--repeat, --connections and --duration must be positive, --trials 1-{MAX_TRIALS}")
+    if not 0 <= args.routes <= 20000:
+        parser.error("--routes: 0 (skip) to 20000")
     missing = [tool for tool in ("wrk", "haproxy") if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
     if missing:
         print(f"needs {' and '.join(missing)} (Debian: apt-get install {' '.join(missing)})", file=sys.stderr)
@@ -492,9 +500,10 @@ def main(argv=None) -> int:
     stat_before, started = h.cpu_stat(), time.monotonic()
     try:
         backends = h.start_haproxy(procs, bench.haproxy, workdir, "backends",
-                                   h.backend_config(SERVERS + SPARE, bench.port), SERVERS[0], bench.port)
-        results["backend_servers"] = {"addresses": SERVERS, "spare": SPARE, "port": bench.port,
-                                      "config": h.backend_config(SERVERS + SPARE, bench.port)}
+                                   h.backend_config(LIVE, bench.port), SERVERS[0], bench.port)
+        results["backend_servers"] = {"addresses": f"{LIVE[0]}-{LIVE[-1]}", "app.local": SERVERS,
+                                      "port": bench.port, "kind": "one haproxy (nbthread 1), "
+                                      "http-request return 200 with the address as the body"}
         for key, run in (("throughput", lambda: bench.throughput(backends.pid)),
                          ("route_changes", bench.route_changes),
                          ("routes_at_scale", bench.routes_at_scale if args.routes else None)):

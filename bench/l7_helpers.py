@@ -6,6 +6,7 @@ PID and stopped by that PID (never by name); every wait is bounded in time.
 """
 from __future__ import annotations
 
+import collections
 import http.client
 import ipaddress
 import json
@@ -269,24 +270,31 @@ class FakeController:
 # -- snapshots in the controller's format ------------------------------------------------------
 class Cluster:
     """One node, one overlay network ("app", 127.0.0.0/8 so tasks can live on loopback),
-    services labelled for the proxy, tasks with one address each."""
+    services labelled for the proxy, tasks with one address each.  Task addresses are unique
+    (the snapshot format requires it): a task that must answer takes the next free address of
+    `live` (freed addresses go to the back of the queue)."""
 
-    def __init__(self):
+    def __init__(self, live: list[str]):
         self.services: dict[str, dict] = {}
         self.tasks: dict[str, dict] = {}
+        self.live, self.free = frozenset(live), collections.deque(live)
 
     def service(self, name: str, host: str, port: int) -> "Cluster":
         self.services[name] = {"id": name, "name": name, "labels": {
             "com.docker.lb.hosts": host, "com.docker.lb.port": str(port)}}
         return self
 
-    def task(self, task_id: str, service: str, address: str) -> "Cluster":
+    def task(self, task_id: str, service: str, address: Optional[str] = None) -> str:
+        """Adds a task; its address (the next free live one unless given)."""
+        address = loopback(address or self.free.popleft())
         self.tasks[task_id] = {"id": task_id, "service_id": service, "node_id": "n1", "since": 1.0,
-                               "addresses": [{"network_id": "app-net", "address": loopback(address)}]}
-        return self
+                               "addresses": [{"network_id": "app-net", "address": address}]}
+        return address
 
     def remove_task(self, task_id: str) -> None:
-        del self.tasks[task_id]
+        address = self.tasks.pop(task_id)["addresses"][0]["address"]
+        if address in self.live:
+            self.free.append(address)
 
     def to_dict(self) -> dict:
         return {"nodes": [{"id": "n1", "hostname": "node1", "address": "127.0.0.1"}],

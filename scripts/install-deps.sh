@@ -12,6 +12,8 @@ PACKAGES="nftables conntrack iproute2 python3 python3-venv procps util-linux ipv
 PACKAGES="$PACKAGES docker.io busybox-static debootstrap"
 # systemd-analyze verifies the unit files in the tests.
 PACKAGES="$PACKAGES systemd"
+# The L7 proxy's real-HAProxy tests and bench/l7.py (HAProxy 2.6, wrk as the load tool).
+PACKAGES="$PACKAGES haproxy wrk"
 
 check_python() {
     if ! command -v python3 >/dev/null 2>&1; then
@@ -70,6 +72,13 @@ if [ -n "$missing" ]; then
     case " $missing " in *" docker.io "*)
         if [ -d /run/systemd/system ]; then
             systemctl disable --now docker.service docker.socket 2>/dev/null || true
+        fi;;
+    esac
+    # haproxy is for the L7 tests and benchmark (they start their own on loopback): Debian's
+    # haproxy.service would listen on this host at the next boot.  (An existing one is left alone.)
+    case " $missing " in *" haproxy "*)
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now haproxy.service 2>/dev/null || true
         fi;;
     esac
 fi
