@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -198,17 +199,23 @@ def run_wrk(argv: list[str], duration: float) -> dict:
 # -- a stand-in for the controller's snapshot API ----------------------------------------------
 class FakeController:
     """GET /v1/snapshot?since=V&wait=W with the bearer token, like the real controller: 200 at
-    once when the current version is not V, else a long-poll woken by publish(), else 304."""
+    once when the current version is not V, else a long-poll woken by publish(), else 304.
+
+    Headers and body go out as two writes, as in ingressmesh/daemon/http.py.  With `nagle`
+    False (the default) the socket has TCP_NODELAY, so the body leaves at once; with True it
+    does not (as the real controller's sockets today), and on a kept-alive connection the body
+    waits for the client's delayed ACK of the headers."""
 
     MAX_WAIT = 30.0
 
-    def __init__(self, token: str, address: str = "127.0.0.1"):
+    def __init__(self, token: str, address: str = "127.0.0.1", nagle: bool = False):
         self.token, self.cond = token, threading.Condition()
         self.version, self.body, self.closing = 0, b"", False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = not nagle
 
             def do_GET(self):  # noqa: N802 - http.server's naming
                 parts = urlsplit(self.path)
@@ -303,13 +310,18 @@ class Cluster:
 
 
 # -- memory --------------------------------------------------------------------------------------
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS", path: str = "status") -> int:
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
-            found = re.search(r"^VmRSS:\s+(\d+) kB", handle.read(), re.M)
+        with open(f"/proc/{pid}/{path}", encoding="ascii", errors="replace") as handle:
+            found = re.search(rf"^{field}:\s+(\d+) kB", handle.read(), re.M)
         return int(found.group(1)) if found else 0
     except OSError:
         return 0
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages (a worker shares its master's) counted once in a sum."""
+    return rss_kb(pid, "Pss", "smaps_rollup")
 
 
 def children(pid: int) -> list[int]:
@@ -330,9 +342,11 @@ def children(pid: int) -> list[int]:
 
 
 def haproxy_rss(master: int) -> dict:
-    workers = children(master)
-    master_kb, worker_kb = rss_kb(master), [rss_kb(w) for w in workers]
-    return {"master_kb": master_kb, "workers_kb": worker_kb, "total_mb": round((master_kb + sum(worker_kb)) / 1024, 1)}
+    """VmRSS of a haproxy master and each worker; their sum, and the sum of their PSS."""
+    pids = [master, *children(master)]
+    rss = [rss_kb(p) for p in pids]
+    return {"master_kb": rss[0], "workers_kb": rss[1:], "total_mb": round(sum(rss) / 1024, 1),
+            "pss_total_mb": round(sum(pss_kb(p) for p in pids) / 1024, 1)}
 
 
 def cpu_ticks(master: int) -> int:
@@ -358,8 +372,27 @@ def steal_percent(before: list[int], after: list[int]) -> float:
 
 
 def cpu_stat() -> list[int]:
+    """user nice system idle iowait irq softirq steal, in clock ticks, of the whole machine."""
     with open("/proc/stat", encoding="ascii") as handle:
         return [int(x) for x in handle.readline().split()[1:9]]
+
+
+def own_ticks() -> int:
+    """CPU ticks of this process and its reaped children (wrk)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return round(total * os.sysconf("SC_CLK_TCK"))
+
+
+def other_percent(before: list[int], after: list[int], own: int) -> float:
+    """% of the machine's CPU time that processes other than `own` ticks' used between readings
+    (user + nice + system; irq and softirq time, where loopback traffic is mostly handled, is
+    not charged to any process and left out)."""
+    delta = [b - a for a, b in zip(before, after)]
+    busy = delta[0] + delta[1] + delta[2]
+    return round(max(0.0, 100.0 * (busy - own) / sum(delta)), 1) if sum(delta) else 0.0
 
 
 # -- what the product config adds over the hand-written one, one piece at a time ---------------
