@@ -3,11 +3,12 @@ services, on a manager; the proxy's state, inside a task)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import socket
 import sys
 import threading
-import time
 
 import click
 
@@ -55,6 +56,12 @@ def proxy_command(controllers, token_file, service_cluster, proxy_service, task_
         proxy = Proxy(config, _token(token_file))
     except OSError as err:
         raise click.ClickException(f"cannot start the proxy: {err}") from None
+    # Only SIGTERM/SIGINT stop the proxy.  SIGHUP reloads HAProxy (same routes, fresh worker);
+    # SIGUSR1/SIGUSR2 (which would kill a Python process) are logged and ignored.
+    signal.signal(signal.SIGHUP, lambda *_: proxy.reload_requested.set())
+    for ignored in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(ignored, lambda signum, _frame: logging.getLogger("ingressmesh.proxy").info(
+            "signal %d ignored (SIGTERM stops, SIGHUP reloads)", signum))
     _run_until_signalled(proxy.run)
 
 

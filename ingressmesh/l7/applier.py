@@ -59,6 +59,13 @@ class RouteApplier:
                 return ApplyResult("runtime", sent)
         return self._install(table, wanted)
 
+    def reinstall(self) -> ApplyResult:
+        """Render, check and reload what runs now (SIGHUP: e.g. after editing nothing but wanting
+        a fresh worker).  Nothing to do before the first table."""
+        if self.table is None:
+            return ApplyResult("unchanged")
+        return self._install(self.table, self.slots)
+
     def _same_shape(self, table: RouteTable, wanted: slots.Assignment) -> bool:
         return table.shape() == self.table.shape() and slots.pool_sizes(wanted) == slots.pool_sizes(self.slots)
 

@@ -111,9 +111,16 @@ class Proxy:
         notifier.ready()
         log.info("proxy (service cluster %r) following %s", self.config.service_cluster or "(none)",
                  ", ".join(self.config.controllers))
+        # The follow loop runs on its own thread: a long-poll in flight must not delay a stop.
+        follower = threading.Thread(target=self._loop, args=(stop,), name="follow", daemon=True)
+        follower.start()
         try:
-            self._loop(stop)
+            while not stop.wait(1.0) and follower.is_alive():
+                pass
+            if not stop.is_set():
+                raise RuntimeError("the follow loop ended unexpectedly")  # exit non-zero: restarted
         finally:
+            stop.set()
             self._stop_gracefully()
             self.http.stop()
             self.client.close()
@@ -123,8 +130,6 @@ class Proxy:
         due: Optional[float] = None
         while not stop.is_set():
             wait = LONG_POLL if due is None else max(0.0, min(LONG_POLL, due - time.monotonic()))
-            if self.reload_requested.is_set():
-                wait = 0.0
             try:
                 got = self.client.follow(self.version, wait)
                 backoff.reset()
@@ -140,9 +145,12 @@ class Proxy:
                 except snapshot.SnapshotError as err:
                     log.error("snapshot %d refused, keeping the last one: %s", got[0], err)
             timer = due is not None and time.monotonic() >= due
-            if self.cluster is not None and (fresh or timer or self.reload_requested.is_set()):
-                self.reload_requested.clear()
-                due = self.sync()
+            if self.cluster is not None and (fresh or timer):
+                try:
+                    due = self.sync()
+                except Exception:  # noqa: BLE001 - keep serving what HAProxy has; try again soon
+                    log.exception("applying snapshot %d failed; HAProxy keeps its routes, retrying", self.version)
+                    due = time.monotonic() + 2.0
 
     def sync(self) -> Optional[float]:
         """Plan and apply; the monotonic time a draining server must be dropped, or None."""
@@ -153,6 +161,8 @@ class Proxy:
         table = plan_routes(self.cluster, scope, options)
         self._say(table)
         with self.lock:
+            if self.stopping:
+                return None  # HAProxy is shutting down: nothing more to apply
             result = self.applier.apply(table)
         self.table = table
         if result.how == "reload":
@@ -184,6 +194,7 @@ class Proxy:
             log.warning("cannot write state.json: %s", err)
 
     def _supervise(self, stop: threading.Event) -> None:
+        """Starts HAProxy again when it died; reloads it when asked (SIGHUP)."""
         while not stop.wait(0.5):
             with self.lock:
                 try:
@@ -191,6 +202,12 @@ class Proxy:
                         self.metrics.haproxy_restarts.inc()
                 except HAProxyError as err:
                     log.error("cannot start haproxy again: %s", err)
+                if self.reload_requested.is_set() and not self.stopping:
+                    self.reload_requested.clear()
+                    result = self.applier.reinstall()
+                    log.info("reload requested (SIGHUP): %s%s", result.how, f" ({result.error})" if result.error else "")
+                    if result.how == "reload":
+                        self.metrics.reloads.inc()
 
     def _stop_gracefully(self) -> None:
         self.stopping = True

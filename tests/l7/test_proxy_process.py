@@ -1,0 +1,169 @@
+"""The real `ingressmesh proxy` process (HAProxy included) against a stand-in controller on
+loopback: it follows snapshots, keeps serving through a controller outage and a bad snapshot,
+restarts a killed HAProxy, and finishes in-flight requests on SIGTERM."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fake_controller import FakeController
+from l7_backends import free_port
+
+TOKEN = "t0ken-for-the-l7-tests"
+
+
+def cluster(services: dict, backends, port: int) -> dict:
+    """services: name -> hosts; one task per service on 127.0.0.N:port (started here)."""
+    tasks, svc = [], []
+    for i, (name, hosts) in enumerate(sorted(services.items())):
+        address = f"127.0.0.{i + 2}"
+        if name not in backends.servers:
+            backends.start(name, address, port)
+        svc.append({"id": name, "name": name, "labels": {"com.docker.lb.hosts": hosts, "com.docker.lb.port": str(port)}})
+        tasks.append({"id": f"{name}-1", "service_id": name, "node_id": "n1", "since": time.time() - 100,
+                      "addresses": [{"network_id": "lo", "address": address}]})
+    return {"nodes": [{"id": "n1", "hostname": "node1", "address": "10.9.0.1"}],
+            "networks": [{"id": "lo", "name": "app", "subnet": "127.0.0.0/8"}], "services": svc, "tasks": tasks}
+
+
+class ProxyProcess:
+    def __init__(self, tmp_path, controller_url: str, haproxy: str):
+        self.http, self.listen = free_port(), free_port()
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        self.workdir = tmp_path / "work"
+        self.log = open(tmp_path / "proxy.log", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingressmesh", "proxy", "--controller", controller_url, "--token-file", str(token_file),
+             "--http-port", str(self.http), "--bind", "127.0.0.1", "--stats-port", str(free_port()),
+             "--listen", f"127.0.0.1:{self.listen}", "--workdir", str(self.workdir), "--stop-linger", "0.5",
+             "--stop-timeout", "5", "--haproxy", haproxy, "--proxy-id", "test-proxy"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def get(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"Host": host})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def state(self) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", self.listen, timeout=3)
+        try:
+            conn.request("GET", "/l7/state")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def wait(self, what: str, check, timeout: float = 10.0) -> float:
+        start = time.monotonic()
+        last = None
+        while time.monotonic() - start < timeout:
+            try:
+                if check():
+                    return time.monotonic() - start
+            except OSError as err:
+                last = err
+            time.sleep(0.02)
+        self.log.seek(0)
+        raise AssertionError(f"{what} not within {timeout} s (last: {last}); proxy log:\n{self.log.read()[-3000:]}")
+
+    def serves(self, host: str) -> bool:
+        return self.get(host)[0] == 200
+
+    def log_text(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def controller():
+    running = FakeController(TOKEN)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def proxy(tmp_path, controller, haproxy_binary):
+    running = ProxyProcess(tmp_path, controller.url, haproxy_binary)
+    yield running
+    running.stop()
+
+
+def test_follows_snapshots_and_keeps_serving_through_a_controller_outage(proxy, controller, backends, tmp_path):
+    port = free_port()
+    controller.publish(cluster({"a": "a.test"}, backends, port))
+    proxy.wait("a.test served", lambda: proxy.serves("a.test"))
+    controller.publish(cluster({"a": "a.test", "b": "b.test"}, backends, port))
+    print(f"new route served {proxy.wait('b.test served', lambda: proxy.serves('b.test')) * 1000:.0f} ms after publish")
+    address = controller.server.server_address
+    controller.close()  # outage: the proxy keeps what it serves
+    time.sleep(2)
+    assert proxy.serves("a.test") and proxy.serves("b.test")
+    again = FakeController(TOKEN, port=address[1])
+    try:
+        again.version = 10
+        again.publish(cluster({"b": "b.test"}, backends, port))
+        proxy.wait("a.test gone after the controller came back", lambda: proxy.get("a.test")[0] == 503)
+        assert proxy.serves("b.test")
+    finally:
+        again.close()
+
+
+def test_a_snapshot_that_fails_validation_keeps_the_last_routes(proxy, controller, backends):
+    port = free_port()
+    controller.publish(cluster({"a": "a.test"}, backends, port))
+    proxy.wait("a.test served", lambda: proxy.serves("a.test"))
+    bad = cluster({"a": "a.test"}, backends, port)
+    bad["tasks"][0]["addresses"][0]["address"] = "999.1.1.1\nfrontend evil"
+    controller.publish(bad)
+    proxy.wait("the refusal logged", lambda: "refused, keeping the last one" in proxy.log_text())
+    assert proxy.serves("a.test")
+
+
+def test_a_killed_haproxy_is_started_again(proxy, controller, backends):
+    port = free_port()
+    controller.publish(cluster({"a": "a.test"}, backends, port))
+    proxy.wait("a.test served", lambda: proxy.serves("a.test"))
+    master = proxy.state()["master_pid"]
+    os.kill(master, signal.SIGKILL)
+    proxy.wait("a new haproxy master", lambda: proxy.state()["master_pid"] not in (None, master))
+    proxy.wait("a.test served again", lambda: proxy.serves("a.test"))
+
+
+def test_sigterm_lets_in_flight_requests_finish_then_exits(proxy, controller, backends):
+    port = free_port()
+    controller.publish(cluster({"a": "a.test"}, backends, port))
+    proxy.wait("a.test served", lambda: proxy.serves("a.test"))
+    result = {}
+    slow = threading.Thread(target=lambda: result.update(answer=proxy.get("a.test", "/slow?2")))
+    slow.start()
+    time.sleep(0.3)
+    generation = proxy.state()["config_generation"]
+    for odd in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # odd signals are not a stop
+        proxy.proc.send_signal(odd)
+    proxy.wait("SIGHUP reloads", lambda: proxy.state()["config_generation"] == generation + 1)
+    assert proxy.proc.poll() is None and proxy.serves("a.test")
+    proxy.proc.send_signal(signal.SIGTERM)
+    slow.join(10)
+    assert result["answer"][0] == 200
+    assert proxy.proc.wait(15) == 0
+    with pytest.raises(OSError):
+        proxy.get("a.test", timeout=1)
