@@ -55,6 +55,7 @@ LIVE = [f"127.0.0.{i}" for i in range(2, 255)]
 MAX_TRIALS = 100
 REFERENCE_POLL_S = {"Interlock (PollInterval default)": 3.0, "Traefik swarm provider (refreshSeconds default)": 15.0}
 OPTIONS = PlanOptions(now=1000.0)
+MODES = {"keep-alive": False, "close": True}  # wrk's default, and -H "Connection: close"
 
 
 def _ms(seconds: float) -> float:
@@ -73,7 +74,6 @@ class Bench:
         self.args, self.procs, self.workdir = args, procs, workdir
         self.haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
         self.port = h.free_port()  # every backend server listens on this port, at its own address
-        self.failures: list[str] = []
         self.backends_pid = 0  # the backend servers' haproxy master
 
     def applier(self, name: str) -> RouteApplier:
@@ -104,15 +104,15 @@ class Bench:
         of the machine processes other than this bench's used meanwhile (noise)."""
         argv = h.wrk_argv(url, self.args.connections, duration, close)
         pids = {master, self.backends_pid}
-        before, stat, own = h.cpu_ticks(master), h.cpu_stat(), h.own_ticks() + sum(map(h.cpu_ticks, pids))
+        before, stat, own = h.cpu_ns(master), h.cpu_stat(), h.own_ns() + sum(map(h.cpu_ns, pids))
         result = h.run_wrk(argv, duration)
-        used = h.cpu_ticks(master) - before
-        own = h.own_ticks() + sum(map(h.cpu_ticks, pids)) - own
-        return {**result, "cpu_us_per_req": round(used * h.TICK_US / max(1, result["requests"]), 1),
+        used = h.cpu_ns(master) - before
+        own = h.own_ns() + sum(map(h.cpu_ns, pids)) - own
+        return {**result, "cpu_us_per_req": round(used / 1000 / max(1, result["requests"]), 2),
                 "other_cpu_pct": h.other_percent(stat, h.cpu_stat(), own), "command": " ".join(argv)}
 
     def throughput(self) -> dict:
-        args, modes = self.args, {"keep-alive": False, "close": True}
+        args, modes = self.args, MODES
         hand_port = h.free_port()
         hand_text = h.hand_config(hand_port, [(a, self.port) for a in SERVERS])
         hand = h.start_haproxy(self.procs, self.haproxy, self.workdir, "hand", hand_text, "127.0.0.1", hand_port)
@@ -138,8 +138,9 @@ class Bench:
                 picked = {t: _pick(runs[mode][t]) for t in targets}
                 result["modes"][mode] = {**picked, "all_rps": {t: [r["rps"] for r in runs[mode][t]] for t in targets},
                                          "ratio_c_b": round(picked["c"]["rps"] / picked["b"]["rps"], 3),
-                                         "cpu_ratio_c_b": round(picked["c"]["cpu_us_per_req"]
-                                                                / max(0.1, picked["b"]["cpu_us_per_req"]), 2)}
+                                         "all_cpu_us_per_req": {t: [r["cpu_us_per_req"] for r in runs[mode][t]]
+                                                                for t in targets},
+                                         "cpu_ratio_c_b": round(_median_cpu(runs[mode]["c"]) / _median_cpu(runs[mode]["b"]), 2)}
             result["memory_1_route"] = {"hand": h.haproxy_rss(hand.pid), "product": h.haproxy_rss(product.haproxy.master_pid)}
             with open(product.haproxy.files.config, encoding="utf-8") as handle:
                 product_text = handle.read()
@@ -157,8 +158,9 @@ class Bench:
         """The product config with each piece it adds over the hand-written one taken out (and
         all four at once), each run paired with (c) right before or after it (order alternating
         by round), so drift cancels: per pair, variant req/s / (c) req/s and the CPU µs per
-        request saved.  Medians over --repeat rounds."""
-        backend, duration, s = table.routes[0].backend, min(3.0, self.args.duration), product.settings
+        request saved (CPU per request is far steadier than req/s when other processes load the
+        machine).  Medians over --explain-rounds rounds of short runs."""
+        backend, duration, s = table.routes[0].backend, self.args.explain_duration, product.settings
         c = (f"http://127.0.0.1:{s.http_port}/", product.haproxy.master_pid)
         others = {"(b) hand-written": (f"http://127.0.0.1:{hand_port}/", hand_pid)}
         started = []
@@ -174,7 +176,7 @@ class Bench:
                 started.append(proc)
                 others[f"(c) without {name or 'all four'}"] = (f"http://127.0.0.1:{port}/", proc.pid)
             pairs = {mode: {name: [] for name in others} for mode in modes}
-            for rnd in range(self.args.repeat):
+            for rnd in range(self.args.explain_rounds):
                 for mode, close in modes.items():
                     for name, (url, pid) in others.items():
                         order = [("c", c), (name, (url, pid))]
@@ -185,15 +187,17 @@ class Bench:
                             "rps": runs[name]["rps"], "c_rps": runs["c"]["rps"],
                             "rps_vs_c": runs[name]["rps"] / runs["c"]["rps"],
                             "cpu_saved_us": runs["c"]["cpu_us_per_req"] - runs[name]["cpu_us_per_req"],
+                            "c_cpu_us": runs["c"]["cpu_us_per_req"],
                             "other_cpu_pct": max(runs[name]["other_cpu_pct"], runs["c"]["other_cpu_pct"])})
         finally:
             for proc in started:
                 self.procs.stop(proc)
         summary = {mode: {name: {"rps_vs_c": round(statistics.median(p["rps_vs_c"] for p in found), 3),
                                  "cpu_saved_us": round(statistics.median(p["cpu_saved_us"] for p in found), 1),
+                                 "c_cpu_us": round(statistics.median(p["c_cpu_us"] for p in found), 1),
                                  "pairs": found}
                           for name, found in by_name.items()} for mode, by_name in pairs.items()}
-        return {"duration_s": duration, "rounds": self.args.repeat, "modes": summary}
+        return {"duration_s": duration, "rounds": self.args.explain_rounds, "modes": summary}
 
     # -- 2. route changes through the real `ingressmesh proxy` -----------------------------------
     def route_changes(self) -> dict:
@@ -222,7 +226,7 @@ class Bench:
                       "reference_note": "documented default poll intervals of those products, not measured here"}
             result["new_host"] = self._host_trials(controller, swarm, http_port, "new", self.args.trials)
             before = _healthz(listen)
-            result["new_task"] = self._task_trials(controller, swarm, http_port, listen)
+            result["new_task"] = self._task_trials(controller, swarm, http_port)
             after = _healthz(listen)
             result["new_task"]["reloads_during"] = after["reloads"] - before["reloads"]
             result["new_task"]["runtime_commands"] = after["runtime_commands"] - before["runtime_commands"]
@@ -244,28 +248,35 @@ class Bench:
             time.sleep(0.25)  # the applier spaces reloads 0.2 s apart: measure one change, not a burst
         return _stats(samples)
 
-    def _task_trials(self, controller, swarm: h.Cluster, port: int, listen: int) -> dict:
+    def _task_trials(self, controller, swarm: h.Cluster, port: int) -> dict:
         samples = []
         for k in range(self.args.trials):
             task = f"app-extra-{k}"
             address = swarm.task(task, "app")
             started = controller.publish(swarm.to_dict())
             samples.append(_first(lambda: address.encode() in _burst(port, 4), started, f"task {address}"))
-            commands = _healthz(listen)["runtime_commands"]
             swarm.remove_task(task)
             controller.publish(swarm.to_dict())
-            _until(lambda: _healthz(listen)["runtime_commands"] > commands, 5, lambda: f"task {task} not removed")
+            self._synced(controller.version)
             time.sleep(0.05)
         return _stats(samples)
+
+    def _synced(self, version: int, bound: float = 10) -> None:
+        """Until the proxy has applied `version` (its state.json is written after each apply)."""
+        path = os.path.join(self.workdir, "proxy", "state.json")
+
+        def applied() -> bool:
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle).get("snapshot_version") == version
+        _until(applied, bound, lambda: f"the proxy did not apply snapshot {version}")
 
     def _at_scale(self, controller, swarm: h.Cluster, port: int, listen: int, proxy_pid: int) -> dict:
         self.add_routes(swarm)
         swarm.service("last", "last.bench.local", self.port).task("last-0", "last")  # answers
         last = "last.bench.local"
-        generation = _healthz(listen)["config_generation"]
         started = controller.publish(swarm.to_dict())
         first_ms = _first(lambda: h.get(port, last)[0] == 200, started, f"host {last}", bound=30)
-        _until(lambda: _healthz(listen)["config_generation"] > generation, 10, lambda: "no new generation")
+        self._synced(controller.version)
         time.sleep(0.3)
         trials = 3 if self.args.quick else 5
         found = {"routes": self.args.routes, "publish_to_serving_ms": round(first_ms, 1),
@@ -279,7 +290,7 @@ class Bench:
     # -- 3. 1,000 host routes, in process ---------------------------------------------------------
     def routes_at_scale(self) -> dict:
         n, reps = self.args.routes, 3 if self.args.quick else 5
-        swarm = self.cluster(tasks=2)
+        swarm = self.cluster()
         self.add_routes(swarm)
         data = swarm.to_dict()
         applier = self.applier("scale")
@@ -306,6 +317,9 @@ class Bench:
                 raise RuntimeError(f"haproxy did not start on {n} routes: {applier.last_error}")
             result["start_ms"] = _ms(time.perf_counter() - started)
             result["haproxy_rss_after_start"] = h.haproxy_rss(applier.haproxy.master_pid)
+            url = f"http://127.0.0.1:{applier.settings.http_port}/"  # app.local among all the routes
+            result["throughput"] = {mode: self.wrk(url, close, applier.haproxy.master_pid, self.args.duration)
+                                    for mode, close in MODES.items()}
             result["reload"] = self._reloads(applier, swarm, 3 if self.args.quick else 5)
             time.sleep(0.5)
             result["haproxy_rss_after_reloads"] = h.haproxy_rss(applier.haproxy.master_pid)
@@ -341,6 +355,10 @@ class Bench:
             haproxy.check, haproxy.reload = check, reload
         return {"count": count, "median_ms": {k: round(statistics.median(v), 1) for k, v in parts.items()},
                 "max_ms": {k: round(max(v), 1) for k, v in parts.items()}}
+
+
+def _median_cpu(results: list[dict]) -> float:
+    return max(0.01, statistics.median(r["cpu_us_per_req"] for r in results))
 
 
 def _pick(results: list[dict]) -> dict:
@@ -445,10 +463,11 @@ def render(results: dict) -> str:
                      " other %: CPU used by processes outside this bench during the run (noise)")
         explain = tp.get("explain")
         for mode, found in (explain or {}).get("modes", {}).items():
-            lines.append(f"  {mode}: what each piece of (c) costs (paired {explain['duration_s']:g} s runs, "
-                         f"median of {explain['rounds']})")
+            lines.append(f"  {mode}: what each piece of (c) costs, haproxy CPU per request (paired "
+                         f"{explain['duration_s']:g} s runs, median of {explain['rounds']})")
             for name, r in found.items():
-                lines.append(f"    {name:<42} req/s vs (c) {r['rps_vs_c']:>6.3f}   cpu saved {r['cpu_saved_us']:>+6.1f} us/req")
+                lines.append(f"    {name:<40} cpu saved {r['cpu_saved_us']:>+5.1f} of {r['c_cpu_us']:>5.1f} us/req "
+                             f"({100 * r['cpu_saved_us'] / r['c_cpu_us']:>+4.0f} %), req/s vs (c) {r['rps_vs_c']:.2f}")
     rc = results.get("route_changes")
     if rc:
         lines.append(f"Route changes through `ingressmesh proxy` (publish -> first answer, polled every 5 ms)")
@@ -489,6 +508,10 @@ def render(results: dict) -> str:
                   f"(config {sc['config_kb']} KB, map {sc['map_kb']} KB)",
                   f"  haproxy -c {sc['haproxy_check_ms']:.0f} ms (1 route: "
                   f"{(tp or {}).get('check_ms_1_route', float('nan')):.0f} ms), cold start {sc['start_ms']:.0f} ms",
+                  *[f"  (c) with all these routes, {mode}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.2f} ms, "
+                    f"{r['cpu_us_per_req']:.1f} us/req (1 route: "
+                    f"{(tp or {}).get('modes', {}).get(mode, {}).get('c', {}).get('cpu_us_per_req', float('nan')):.1f}"
+                    f" us/req), other {r['other_cpu_pct']:.0f} %" for mode, r in sc["throughput"].items()],
                   f"  haproxy master + worker: RSS {sc['haproxy_rss_after_start']['total_mb']} MB "
                   f"(PSS {sc['haproxy_rss_after_start']['pss_total_mb']} MB) after start, RSS "
                   f"{sc['haproxy_rss_after_reloads']['total_mb']} MB after the reloads; 1 route: RSS "
@@ -507,21 +530,24 @@ def _interrupted(*_):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute)")
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (5; --quick 2)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (5; --quick 2)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=2, help="wrk runs per measurement: 2 = best of 2, 3+ = median")
     parser.add_argument("--trials", type=int, help="route-change trials of each kind (20; --quick 8)")
     parser.add_argument("--routes", type=int, default=1000, help="host routes for the scale test (0: skip)")
     parser.add_argument("--explain", action="store_true",
                         help="also measure the product config with each piece it adds taken out (about 2.5 min more)")
+    parser.add_argument("--explain-rounds", type=int, default=6, help="paired runs per piece (median)")
+    parser.add_argument("--explain-duration", type=int, default=1, help="seconds per explain run")
     parser.add_argument("--controller-nagle", action="store_true",
                         help="the stand-in controller's sockets without TCP_NODELAY, like the real controller's")
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    args.duration = args.duration or (2.0 if args.quick else 5.0)
+    args.duration = args.duration or (2 if args.quick else 5)
     args.trials = args.trials or (8 if args.quick else 20)
-    if args.repeat < 1 or args.connections < 1 or args.duration <= 0 or not 1 <= args.trials <= MAX_TRIALS:
-        parser.error(f"--repeat, --connections and --duration must be positive, --trials 1-{MAX_TRIALS}")
+    if min(args.repeat, args.connections, args.duration, args.explain_rounds, args.explain_duration) < 1 \
+            or not 1 <= args.trials <= MAX_TRIALS:
+        parser.error(f"--repeat, --connections, --duration, --explain-* must be >= 1, --trials 1-{MAX_TRIALS}")
     if not 0 <= args.routes <= 20000:
         parser.error("--routes: 0 (skip) to 20000")
     missing = [tool for tool in ("wrk", "haproxy") if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]

@@ -177,10 +177,9 @@ def parse_wrk(text: str) -> dict:
             "non_2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def wrk_argv(url: str, connections: int, duration: float, close: bool) -> list[str]:
-    host = urlsplit(url).hostname
-    loopback(host)
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-H", "Host: app.local"]
+def wrk_argv(url: str, connections: int, duration: int, close: bool) -> list[str]:
+    loopback(urlsplit(url).hostname)
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{int(duration)}s", "--latency", "-H", "Host: app.local"]
     if close:
         argv += ["-H", "Connection: close"]
     return argv + [url]
@@ -349,20 +348,22 @@ def haproxy_rss(master: int) -> dict:
             "pss_total_mb": round(sum(pss_kb(p) for p in pids) / 1024, 1)}
 
 
-def cpu_ticks(master: int) -> int:
-    """utime + stime (clock ticks) of a haproxy master and its workers."""
+def cpu_ns(master: int) -> int:
+    """On-CPU time (ns, from /proc/<pid>/task/*/schedstat) of a haproxy master and its workers,
+    all threads: finer than the 10 ms ticks of /proc/<pid>/stat."""
     total = 0
     for pid in [master, *children(master)]:
         try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in threads:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as handle:
+                    total += int(handle.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
     return total
-
-
-TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
 def steal_percent(before: list[int], after: list[int]) -> float:
@@ -377,21 +378,22 @@ def cpu_stat() -> list[int]:
         return [int(x) for x in handle.readline().split()[1:9]]
 
 
-def own_ticks() -> int:
-    """CPU ticks of this process and its reaped children (wrk)."""
+def own_ns() -> int:
+    """CPU time (ns) of this process and its reaped children (wrk)."""
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
-    return round(total * os.sysconf("SC_CLK_TCK"))
+    return round(total * 1e9)
 
 
-def other_percent(before: list[int], after: list[int], own: int) -> float:
-    """% of the machine's CPU time that processes other than `own` ticks' used between readings
-    (user + nice + system; irq and softirq time, where loopback traffic is mostly handled, is
-    not charged to any process and left out)."""
+def other_percent(before: list[int], after: list[int], own_ns: int) -> float:
+    """% of the machine's CPU time that processes other than the `own_ns` ones used between two
+    /proc/stat readings (user + nice + system; irq and softirq time, where loopback traffic is
+    mostly handled, is charged to no process and left out)."""
     delta = [b - a for a, b in zip(before, after)]
     busy = delta[0] + delta[1] + delta[2]
+    own = own_ns * os.sysconf("SC_CLK_TCK") / 1e9
     return round(max(0.0, 100.0 * (busy - own) / sum(delta)), 1) if sum(delta) else 0.0
 
 

@@ -2,9 +2,11 @@
 services, on a manager; the proxy's state, inside a task)."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -46,6 +48,12 @@ def proxy_command(controllers, token_file, service_cluster, proxy_service, task_
         proxy_id = grammar.host("--proxy-id", proxy_id)
     except grammar.LabelError as err:
         raise click.BadParameter(str(err)) from None
+    if not re.fullmatch(r"[0-9]{1,6}(ms|s|m|h|d)?", hard_stop_after):
+        raise click.BadParameter(f"--hard-stop-after {hard_stop_after!r}: expected a duration like 30m, 90s or 2h")
+    try:
+        ipaddress.IPv4Address(bind_address)
+    except ValueError:
+        raise click.BadParameter(f"--bind {bind_address!r}: expected an IPv4 address") from None
     settings = ProxySettings(http_port=http_port, bind_address=bind_address, stats_port=stats_port,
                              proxy_id=proxy_id, server_info="ingressmesh", hard_stop_after=hard_stop_after)
     config = ProxyConfig(controllers=tuple(controllers), workdir=workdir, settings=settings,
@@ -133,8 +141,8 @@ def deploy_command(config_path, docker_url, token_file, controllers, watch) -> N
             try:
                 got = client.follow(version, 25.0)
                 if got is not None:
-                    version = got[0]
                     reconcile(snapshot.from_dict(got[1]))
+                    version = got[0]  # only once applied: a failed update is tried again
             except (ControllerError, snapshot.SnapshotError, docker.errors.APIError, OSError) as err:
                 click.echo(f"l7 deploy: {err}; retrying", err=True)
                 stop.wait(2.0)

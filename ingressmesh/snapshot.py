@@ -64,7 +64,7 @@ def _choice(*allowed: str) -> Callable[[Any, str], str]:
 
 def _pattern(regex: re.Pattern, what: str) -> Callable[[Any, str], str]:
     def check(value: Any, where: str) -> str:
-        if not isinstance(value, str) or not regex.match(value):
+        if not isinstance(value, str) or not regex.fullmatch(value):
             raise SnapshotError(f"{where}: {_show(value)} is not a valid {what}")
         return value
     return check

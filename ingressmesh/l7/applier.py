@@ -2,8 +2,11 @@
 
 Same routes and pool sizes → runtime API only (no reload, no dropped connection).  Anything
 else → render, `haproxy -c`, install, seamless reload.  A config HAProxy refuses is never
-installed: the running one stays, the error is kept for /healthz and the metrics, and the next
-table is tried afresh.  A runtime reply that is not a success falls back to a reload.
+installed: the running one stays, the error is kept for /healthz and the metrics, endpoint
+changes of the backends that did not change shape still go through the runtime API (so one
+bad route never stops health changes elsewhere), and the next table is tried afresh.  After
+anything that leaves HAProxy's state unknown (a runtime reply that is not a success, a failed
+reload, a crash) the next apply re-installs the whole state from the config.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from .render import ProxySettings, render_config, render_map
 from .routes import RouteTable
 
 log = logging.getLogger(__name__)
-MIN_RELOAD_INTERVAL = 0.2  # seconds between reloads: bursts of route changes coalesce
+MIN_RELOAD_INTERVAL = 0.2  # seconds between two reloads (a new worker per change at most this often)
 
 
 @dataclass
@@ -41,10 +44,11 @@ class RouteApplier:
         self.runtime_commands = 0
         self.refused_configs = 0
         self.last_error: Optional[str] = None
+        self.dirty = False  # HAProxy's state may differ from self.slots: re-install next time
 
     def apply(self, table: RouteTable) -> ApplyResult:
         wanted = slots.assign(self.slots, table)
-        if self.table is not None and self.haproxy.running and self._same_shape(table, wanted):
+        if self.table is not None and self.haproxy.running and not self.dirty and self._same_shape(table, wanted):
             found = runtime.changes(self.slots, wanted)
             if not found:
                 self.table, self.slots = table, wanted
@@ -53,6 +57,7 @@ class RouteApplier:
                 sent = runtime.apply_changes(self.haproxy.files.admin_socket, found)
             except runtime.RuntimeApiError as err:
                 log.warning("runtime update failed (%s); reloading to resync", err)
+                self.dirty = True
             else:
                 self.runtime_commands += sent
                 self.table, self.slots = table, wanted
@@ -83,22 +88,44 @@ class RouteApplier:
             self.refused_configs += 1
             self.last_error = str(err)
             log.error("new config not loaded, the running one stays: %s", err)
-            return ApplyResult("refused", error=str(err))
+            return ApplyResult("refused", self._runtime_where_possible(table, wanted), str(err))
         wait = self.last_reload + MIN_RELOAD_INTERVAL - self.clock()
         if wait > 0:
             time.sleep(wait)
+        previous = _read(files.config)
         os.replace(candidate, files.config)
         starting = not self.haproxy.running
         try:
             self.haproxy.start() if starting else self.haproxy.reload()
         except HAProxyError as err:
-            self.last_error = str(err)
+            self.last_error, self.dirty = str(err), True
             log.error("%s", err)
+            if previous is not None:  # a later restart must load the last good config
+                write_atomic(files.config, previous)
             return ApplyResult("refused", error=str(err))
         self.last_reload = self.clock()
         self.table, self.slots, self.generation, self.last_error = table, wanted, generation, None
+        self.dirty = False
         self._remove_old_maps(keep={map_path})
         return ApplyResult("start" if starting else "reload")
+
+    def _runtime_where_possible(self, table: RouteTable, wanted: slots.Assignment) -> int:
+        """Runtime changes for the backends whose shape and pool did not change; commands sent."""
+        if self.table is None or not self.haproxy.running or self.dirty:
+            return 0
+        old = {b.name: b.shape() for b in self.table.backends}
+        same = {b.name for b in table.backends
+                if old.get(b.name) == b.shape() and len(wanted[b.name]) == len(self.slots.get(b.name, ()))}
+        subset = {name: wanted[name] for name in same}
+        try:
+            sent = runtime.apply_changes(self.haproxy.files.admin_socket, runtime.changes(self.slots, subset))
+        except runtime.RuntimeApiError as err:
+            log.warning("runtime update failed (%s); re-installing next time", err)
+            self.dirty = True
+            return 0
+        self.runtime_commands += sent
+        self.slots = {**self.slots, **subset}
+        return sent
 
     def _remove_old_maps(self, keep: set[str]) -> None:
         for path in glob.glob(self.haproxy.files.map_file(0).replace("-0.map", "-*.map")):
@@ -107,3 +134,11 @@ class RouteApplier:
                     os.unlink(path)
                 except OSError:
                     pass
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None

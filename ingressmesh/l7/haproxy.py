@@ -74,8 +74,11 @@ class HAProxy:
 
     def check(self, config_path: str) -> None:
         """`haproxy -c`; raises HAProxyError with HAProxy's own alert lines."""
-        done = subprocess.run([self.binary, "-c", "-f", config_path], capture_output=True,
-                              text=True, timeout=60)
+        try:
+            done = subprocess.run([self.binary, "-c", "-f", config_path], capture_output=True,
+                                  text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise HAProxyError(f"haproxy -c could not run: {err}") from None
         if done.returncode != 0:
             alerts = [line for line in (done.stdout + done.stderr).splitlines() if "ALERT" in line]
             raise HAProxyError("haproxy -c refused the config: " + " | ".join(alerts or [done.stderr[-500:]]))
@@ -93,8 +96,12 @@ class HAProxy:
         for path in (self.files.master_socket, self.files.admin_socket):
             if os.path.exists(path):
                 os.unlink(path)
-        self.process = subprocess.Popen([self.binary, "-W", "-db", "-S", self.files.master_socket,
-                                         "-f", self.files.config], stdin=subprocess.DEVNULL)
+        try:  # its own session: a Ctrl-C meant for the proxy must not hard-stop HAProxy
+            self.process = subprocess.Popen([self.binary, "-W", "-db", "-S", self.files.master_socket,
+                                             "-f", self.files.config], stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        except OSError as err:
+            raise HAProxyError(f"cannot start {self.binary}: {err}") from None
         try:
             self._wait_worker(lambda state: bool(state[2]), "start")
         except HAProxyError:
@@ -105,7 +112,10 @@ class HAProxy:
         """Seamless reload onto the config in place (listeners pass to the new worker)."""
         if not self.running:
             raise HAProxyError("haproxy is not running")
-        reloads, failed, _ = proc_state(self.files.master_socket)
+        try:
+            reloads, failed, _ = proc_state(self.files.master_socket)
+        except runtime.RuntimeApiError as err:
+            raise HAProxyError(f"cannot ask the master before a reload: {err}") from None
         os.kill(self.process.pid, signal.SIGUSR2)
         state = self._wait_worker(lambda s: s[0] > reloads or s[1] > failed, "reload")
         if state[1] > failed:
@@ -132,14 +142,10 @@ class HAProxy:
         found = re.search(r"^Pid: (\d+)", runtime.send(self.files.admin_socket, "show info"), re.M)
         return int(found.group(1)) if found else None
 
-    def restart_if_dead(self) -> bool:
-        """Start again after a crash (same config); True when it had to."""
-        if self.process is None or self.running:
-            return False
-        log.error("haproxy exited with status %s; starting it again", self.process.returncode)
-        self.restarts += 1
-        self.start()
-        return True
+    @property
+    def died(self) -> bool:
+        """It was started and is not running any more (a crash, or killed)."""
+        return self.process is not None and self.process.poll() is not None
 
     def soft_stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (SIGUSR1), then hard stop after `timeout`."""

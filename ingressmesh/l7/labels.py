@@ -102,7 +102,7 @@ def parse(labels) -> RouteRequest:
     if "port" not in found:
         raise LabelError(PREFIX + "port", "", "missing: the port the service's tasks listen on")
     notes = [f"label {PREFIX}{key} is not supported yet; ignored" for key in sorted(found) if key in NOT_YET]
-    notes += [f"label {PREFIX}{key} is not an Interlock label; ignored"
+    notes += [f"label {grammar.shown(PREFIX + key)} is not an Interlock label; ignored"  # repr: no forged log lines
               for key in sorted(found) if key not in KNOWN and key not in NOT_YET]
     return RouteRequest(
         hosts=hosts,

@@ -23,7 +23,7 @@ from ..daemon.sdnotify import Notifier
 from ..plan import PlanOptions
 from ..swarm.backoff import Backoff
 from .applier import RouteApplier
-from .haproxy import HAProxy, HAProxyError, HAProxyFiles, write_atomic
+from .haproxy import HAProxy, HAProxyFiles, write_atomic
 from .metrics import ProxyMetrics
 from .render import ProxySettings
 from .routes import ProxyScope, RouteTable, next_change, plan_routes
@@ -67,7 +67,7 @@ class Proxy:
         self.metrics = ProxyMetrics()
         self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
                                                 ("GET", "/metrics"): self._metrics,
-                                                ("GET", "/l7/state"): self._state}, token=None)
+                                                ("GET", "/v1/l7/state"): self._state}, token=token)
         self.lock = threading.Lock()  # applier and supervisor never touch HAProxy at once
         self.version = 0
         self.cluster: Optional[model.Cluster] = None
@@ -128,10 +128,11 @@ class Proxy:
     def _loop(self, stop: threading.Event) -> None:
         backoff = Backoff(first=0.5, cap=5.0)
         due: Optional[float] = None
+        followed = self.version
         while not stop.is_set():
             wait = LONG_POLL if due is None else max(0.0, min(LONG_POLL, due - time.monotonic()))
             try:
-                got = self.client.follow(self.version, wait)
+                got = self.client.follow(followed, wait)
                 backoff.reset()
             except ControllerError as err:
                 log.warning("controller: %s; HAProxy keeps its routes", err)
@@ -139,6 +140,7 @@ class Proxy:
                 got = None
             fresh = False
             if got is not None:
+                followed = got[0]  # a refused version is not asked for again (no busy loop)
                 try:
                     self.cluster, self.version, fresh = snapshot.from_dict(got[1]), got[0], True
                     self.metrics.snapshot_version.set(self.version)
@@ -197,11 +199,13 @@ class Proxy:
         """Starts HAProxy again when it died; reloads it when asked (SIGHUP)."""
         while not stop.wait(0.5):
             with self.lock:
-                try:
-                    if self.applier.haproxy.restart_if_dead():
-                        self.metrics.haproxy_restarts.inc()
-                except HAProxyError as err:
-                    log.error("cannot start haproxy again: %s", err)
+                if self.applier.haproxy.died and not self.stopping:
+                    log.error("haproxy exited with status %s; starting it again with the state it should have",
+                              self.applier.haproxy.process.returncode)
+                    self.metrics.haproxy_restarts.inc()
+                    result = self.applier.reinstall()  # the config holds the runtime changes too
+                    if result.error:
+                        log.error("cannot start haproxy again: %s", result.error)
                 if self.reload_requested.is_set() and not self.stopping:
                     self.reload_requested.clear()
                     result = self.applier.reinstall()

@@ -13,7 +13,7 @@ from ..plan import ACTIVE
 from .routes import DEFAULT_HOST, RouteTable
 from .slots import Assignment, slot_name
 
-NO_ROUTE = "be_no_route"
+NO_ROUTE = "im:no-route"  # never a service backend: those start with "be:"
 _SAFE = re.compile(r"^[A-Za-z0-9_.:/~+=,-]*$")
 
 
@@ -83,6 +83,7 @@ def _frontend(table: RouteTable, s: ProxySettings) -> list[str]:
     lines = [
         "frontend http",
         f"    bind {check_safe(s.bind_address, 'bind address')}:{int(s.http_port)}",
+        "    http-request del-header X-Request-Id",  # ours replaces any the client sent
         "    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid",
         "    unique-id-header X-Request-Id",
         "    http-request del-header X-Forwarded-For",

@@ -133,13 +133,14 @@ def _servers(claim: _Claim, tasks, node_of, options: PlanOptions) -> list[Server
     return found
 
 
-def _backend_name(services: tuple[str, ...], mode: str, strip: str) -> str:
-    """Stable and safe (service names are [A-Za-z0-9_.-]); long canary sets get a hash."""
-    text = "__".join(services)
+def backend_name(services: tuple[str, ...], mode: str, strip: str) -> str:
+    """Stable, safe and collision-free: parts are joined with ':', which HAProxy allows in
+    names and Docker never allows in a service name; long canary sets get a hash."""
+    text = ":".join(services)
     if len(text) > 60:
-        text = services[0][:40] + "__" + hashlib.sha1("\0".join(services).encode()).hexdigest()[:12]
-    suffix = "" if not strip else "_strip" + hashlib.sha1(strip.encode()).hexdigest()[:8]
-    return f"be_{text}{'_vip' if mode == 'vip' else ''}{suffix}"
+        text = services[0][:40] + ":" + hashlib.sha1("\0".join(services).encode()).hexdigest()[:12]
+    suffix = "" if not strip else ":strip-" + hashlib.sha1(strip.encode()).hexdigest()[:8]
+    return f"be:{text}{':vip' if mode == 'vip' else ''}{suffix}"
 
 
 def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
@@ -150,7 +151,7 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
     node_of = {n.id: n for n in cluster.nodes}
     refused, notes = [], []
     claims: dict[tuple[str, str], list[_Claim]] = {}
-    redirects: dict[str, labels.Redirect] = {}
+    redirects: dict[str, tuple[str, labels.Redirect]] = {}  # source host -> (service, redirect)
     for service in sorted(cluster.services, key=lambda s: s.name):
         if service.name == scope.proxy_service or not labels.wants_routing(service.labels):
             continue
@@ -174,8 +175,8 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
         for key in keys:
             claims.setdefault(key, []).append(claim)
         for redirect in request.redirects:
-            redirects.setdefault(redirect.source_host, redirect)
-    routes, backends = [], {}
+            redirects.setdefault(redirect.source_host, (service.name, redirect))
+    routes, backends, keeping = [], {}, set()
     for (host, path), claimants in sorted(claims.items()):
         first = claimants[0].request
         behaviour = (first.rewrite, first.backend_mode)
@@ -189,7 +190,8 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
                                        f"{claims_text(claimants[0])}; {claimants[0].service.name} keeps the route"))
         strip = path if first.rewrite and path != "/" else ""
         services = tuple(c.service.name for c in sharing)
-        name = _backend_name(services, first.backend_mode, strip)
+        name = backend_name(services, first.backend_mode, strip)
+        keeping.update(services)
         if name not in backends:
             servers = [s for c in sharing for s in _servers(c, tasks_of.get(c.service.id, ()), node_of, options)]
             servers.sort(key=lambda s: (ip_sort_key(s.address), s.port, s.task_id))
@@ -198,7 +200,8 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
     # Longest context root first within a host: the renderer keeps this order.
     routes.sort(key=lambda r: (r.host, -len(r.path), r.path))
     return RouteTable(routes=tuple(routes), backends=tuple(sorted(backends.values(), key=lambda b: b.name)),
-                      redirects=tuple(sorted(redirects.values(), key=lambda r: r.source_host)),
+                      # A service refused for its routes gets no redirects either.
+                      redirects=tuple(r for _, (svc, r) in sorted(redirects.items()) if svc in keeping),
                       refused=tuple(refused), notes=tuple(sorted(set(notes))))
 
 

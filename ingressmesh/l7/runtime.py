@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from ..plan import ACTIVE
+from .render import check_safe
 from .slots import Assignment, Pool, slot_name
 
 _ADDR_OK = ("IP changed from", "no need to change the addr", "port changed from")
@@ -49,11 +50,12 @@ class Change:
     def commands(self) -> list[tuple[str, tuple[str, ...]]]:
         """(command, accepted reply starts; () means an empty reply) in the order that never
         opens a window: address first, then weight, then the state that lets traffic in."""
-        target = f"{self.backend}/{slot_name(self.index)}"
+        target = f"{check_safe(self.backend, 'backend')}/{slot_name(self.index)}"
         if self.server is None:
             return [(f"set server {target} state maint", ())]
         weight = 1 if self.server.state == ACTIVE else 0
-        return [(f"set server {target} addr {self.server.address} port {self.server.port}", _ADDR_OK),
+        address = check_safe(self.server.address, "address")
+        return [(f"set server {target} addr {address} port {int(self.server.port)}", _ADDR_OK),
                 (f"set weight {target} {weight}", ()),
                 (f"set server {target} state ready", ())]
 

@@ -48,10 +48,10 @@ class Swarm:
         return plan_routes(cluster, options=PlanOptions(now=NOW, drain_grace=10.0))
 
 
-def get(applier, host: str, path: str = "/"):
+def get(applier, host: str, path: str = "/", headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", applier.settings.http_port, timeout=5)
     try:
-        conn.request("GET", path, headers={"Host": host})
+        conn.request("GET", path, headers={"Host": host, **(headers or {})})
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
@@ -80,8 +80,9 @@ def test_hosts_route_to_their_service_and_unknown_hosts_get_503(proxy, backends)
     assert hits(proxy, "www.b.com") == {b1}
     status, headers, body = get(proxy, "nobody.com")
     assert status == 503 and b"no route" in body
-    status, headers, body = get(proxy, "a.com", "/x?y=1")
+    status, headers, body = get(proxy, "a.com", "/x?y=1", {"X-Request-Id": "spoofed", "X-Forwarded-For": "6.6.6.6"})
     seen = json.loads(body)
+    assert headers["x-request-id"] == seen["headers"]["x-request-id"] != "spoofed"
     assert seen["path"] == "/x?y=1"
     assert seen["headers"]["x-forwarded-for"] == "127.0.0.1" and seen["headers"]["x-real-ip"] == "127.0.0.1"
     assert seen["headers"]["x-forwarded-proto"] == "http" and seen["headers"]["x-request-id"]
@@ -147,14 +148,30 @@ def test_a_config_haproxy_refuses_is_never_loaded(proxy, backends):
     assert proxy.apply(swarm.table()).how == "reload" and proxy.last_error is None
 
 
-def test_a_crashed_haproxy_is_started_again_with_the_same_config(proxy, backends):
+def test_a_crashed_haproxy_comes_back_with_the_runtime_changes_too(proxy, backends):
     swarm = Swarm(backends).service("a", hosts="a.com")
-    a1 = swarm.task("a1", "a")
+    a1, a2 = swarm.task("a1", "a"), swarm.task("a2", "a")
     proxy.apply(swarm.table())
+    swarm.set(a2, current_state="shutdown", desired_state="shutdown")
+    assert proxy.apply(swarm.table()).how == "runtime"  # a2 left at runtime, not in the last config
     os.kill(proxy.haproxy.master_pid, signal.SIGKILL)
     proxy.haproxy.process.wait(5)
-    assert proxy.haproxy.restart_if_dead()
+    assert proxy.haproxy.died
+    assert proxy.reinstall().how == "start"
     assert hits(proxy, "a.com") == {a1}
+
+
+def test_a_refused_config_still_lets_health_changes_through_elsewhere(proxy, backends):
+    swarm = Swarm(backends).service("a", hosts="a.com")
+    a1, a2 = swarm.task("a1", "a"), swarm.task("a2", "a")
+    proxy.apply(swarm.table())
+    proxy.render = lambda *args: render_config(*args) + "\nbackend broken\n    frobnicate yes\n"
+    swarm.service("b", hosts="b.com")
+    swarm.task("b1", "b")
+    swarm.set(a2, health="unhealthy", since=NOW - 1)
+    result = proxy.apply(swarm.table())
+    assert result.how == "refused" and result.commands > 0
+    assert hits(proxy, "a.com") == {a1}  # a2 drained although the new route could not load
 
 
 def test_live_state_shows_each_slot_as_haproxy_serves_it(proxy, backends):
@@ -167,6 +184,6 @@ def test_live_state_shows_each_slot_as_haproxy_serves_it(proxy, backends):
     swarm.set("a3", health="unhealthy", since=NOW - 1)
     assert proxy.apply(swarm.table()).how == "runtime"
     document = with_live_state(state_document(proxy, 7, ""))
-    slots = {s["task_id"]: s for s in document["backends"]["be_a"]["slots"]}
+    slots = {s["task_id"]: s for s in document["backends"]["be:a"]["slots"]}
     assert {t: s["serving"] for t, s in slots.items()} == {"a1": "active", "a2": "active", "a3": "draining"}
-    assert document["routes"] == [{"host": "a.com", "path": "/", "backend": "be_a"}]
+    assert document["routes"] == [{"host": "a.com", "path": "/", "backend": "be:a"}]

@@ -60,7 +60,7 @@ class ProxyProcess:
     def state(self) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", self.listen, timeout=3)
         try:
-            conn.request("GET", "/l7/state")
+            conn.request("GET", "/v1/l7/state", headers={"Authorization": f"Bearer {TOKEN}"})
             return json.loads(conn.getresponse().read())
         finally:
             conn.close()
@@ -125,6 +125,10 @@ def test_follows_snapshots_and_keeps_serving_through_a_controller_outage(proxy, 
         assert proxy.serves("b.test")
     finally:
         again.close()
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.listen, timeout=3)
+    conn.request("GET", "/v1/l7/state")  # the route table (task addresses) needs the token
+    assert conn.getresponse().status == 401
+    conn.close()
 
 
 def test_a_snapshot_that_fails_validation_keeps_the_last_routes(proxy, controller, backends):

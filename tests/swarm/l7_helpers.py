@@ -48,10 +48,21 @@ def _in_node(lab, n: int, call):
         return call()
 
 
+def _token(lab) -> str:
+    from ingressmesh.testbed.swarm_mesh import SwarmMesh
+    with open(SwarmMesh(lab).token_file, encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
 def replica_json(lab, n: int, address: str, path: str, timeout: float = 2.0) -> tuple[int, dict]:
+    """A JSON endpoint of one proxy replica (paths under /v1/ with the cluster token)."""
+    request = urllib.request.Request(f"http://{address}:9403{path}")
+    if path.startswith("/v1/"):
+        request.add_header("Authorization", f"Bearer {_token(lab)}")
+
     def call():
         try:
-            with urllib.request.urlopen(f"http://{address}:9403{path}", timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"{}")
@@ -81,7 +92,7 @@ def reload_counts(lab, service: str) -> dict[str, tuple]:
     """Per replica: (HAProxy master pid, reloads, config generation)."""
     counts = {}
     for n, cid, ip in replicas(lab, service):
-        _, state = replica_json(lab, n, ip, "/l7/state")
+        _, state = replica_json(lab, n, ip, "/v1/l7/state")
         counts[cid] = (state["master_pid"], state["reloads"], state["config_generation"])
     return counts
 

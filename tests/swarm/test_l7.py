@@ -110,7 +110,7 @@ def test_3_canary_shares_follow_healthy_replicas(l7):
         wait_running(lab, "canary-v1", 4)
         v2 = {t["container"] for t in wait_running(lab, "canary-v2", 1)}
         wait_for("5 canary servers on every replica", lambda: all(
-            sum(len(b["slots"]) for b in replica_json(lab, n, ip, "/l7/state")[1]["backends"].values()
+            sum(len(b["slots"]) for b in replica_json(lab, n, ip, "/v1/l7/state")[1]["backends"].values()
                 if "canary-v1" in b["services"]) == 5 for n, _, ip in replicas(lab, DEFAULT_PROXY)), timeout=60, interval=0.3)
         share = _share(lab, "canary.l7", v2, 500)
         print(f"canary v2 (1 of 5 replicas): {share:.1%} of 500 requests")
@@ -118,7 +118,7 @@ def test_3_canary_shares_follow_healthy_replicas(l7):
         lab.docker(1, "service", "scale", "--detach", "canary-v2=4")
         v2 = {t["container"] for t in wait_running(lab, "canary-v2", 4)}
         wait_for("8 canary servers on every replica", lambda: all(
-            sum(len(b["slots"]) for b in replica_json(lab, n, ip, "/l7/state")[1]["backends"].values()
+            sum(len(b["slots"]) for b in replica_json(lab, n, ip, "/v1/l7/state")[1]["backends"].values()
                 if "canary-v2" in b["services"]) == 8 for n, _, ip in replicas(lab, DEFAULT_PROXY)), timeout=60, interval=0.3)
         share = _share(lab, "canary.l7", v2, 500)
         print(f"canary v2 (4 of 8 replicas): {share:.1%} of 500 requests")
@@ -171,7 +171,7 @@ def test_5_each_service_cluster_has_its_own_proxy_service(l7):
 def _serving(lab, task_id: str) -> bool:
     """Whether any default proxy replica would send a new request to the task."""
     for n, _, ip in replicas(lab, DEFAULT_PROXY):
-        state = replica_json(lab, n, ip, "/l7/state")[1]
+        state = replica_json(lab, n, ip, "/v1/l7/state")[1]
         if any(s["task_id"] == task_id and s.get("serving") == "active"
                for b in state["backends"].values() for s in b["slots"]):
             return True
@@ -297,7 +297,7 @@ def test_8_hostile_labels_refuse_that_service_by_name_and_nothing_else(l7):
         assert "com.docker.lb.port" in refused["hostile-port"] and "com.docker.lb.hosts" in refused["hostile-newline"]
         assert {a.status for a in every_node(lab, "good.l7")} == {200}
         for n, _, ip in replicas(lab, DEFAULT_PROXY):
-            assert replica_json(lab, n, ip, "/l7/state")[1]["last_error"] is None
+            assert replica_json(lab, n, ip, "/v1/l7/state")[1]["last_error"] is None
     finally:
         for name in ["good-l7", *names]:
             remove_service(lab, name)
@@ -343,3 +343,40 @@ def test_route_changes_reach_every_replica_within_one_second(l7):
     finally:
         remove_service(lab, "moving")
         remove_service(lab, "leaving")
+
+
+def test_metrics_healthz_and_lab_show_l7(l7):
+    import subprocess
+    import sys
+    lab = l7.lab
+    labelled(lab, "seen", "--replicas", "2", hosts="seen.l7", port="80")
+    try:
+        tasks = wait_running(lab, "seen", 2)
+        wait_routed(lab, "seen.l7")
+        hostnames(lab, "seen.l7", 6)
+        n, _, ip = replicas(lab, DEFAULT_PROXY)[0]
+
+        def metrics():
+            from ingressmesh.netns import Netns
+            import urllib.request
+            with Netns.from_ref(lab.node_netns(n)).entered():
+                return urllib.request.urlopen(f"http://{ip}:9403/metrics", timeout=3).read().decode()
+        text = metrics()
+        for series in ("ingressmesh_l7_reloads_total", "ingressmesh_l7_runtime_commands_total", "ingressmesh_l7_routes",
+                       'ingressmesh_l7_servers{backend="be:seen",state="active"} 2.0',
+                       'haproxy_backend_http_requests_total{proxy="be:seen"}'):
+            assert series in text, series
+        shown = subprocess.run([sys.executable, "-m", "ingressmesh.lab", "show", "--lab-dir", lab.config.lab_dir,
+                                str(n), "--l7", "--json"], capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        states = json.loads(shown.stdout)
+        slots = [s for doc in states.values() for b in doc["backends"].values() for s in b["slots"]
+                 if s["service"] == "seen"]
+        assert {s["task_id"] for s in slots} == {t["id"] for t in tasks}
+        assert {s["serving"] for s in slots} == {"active"}
+        text_view = subprocess.run([sys.executable, "-m", "ingressmesh.lab", "show", "--lab-dir", lab.config.lab_dir,
+                                    str(n), "--l7"], capture_output=True, text=True, timeout=60)
+        print(text_view.stdout)
+        assert "seen.l7/" in text_view.stdout and "active" in text_view.stdout
+    finally:
+        remove_service(lab, "seen")

@@ -99,7 +99,7 @@ class TestServiceLabels:
     def test_labels_not_implemented_yet_and_unknown_ones_are_named(self):
         request = parse(hosts="a.com", port="80", sticky_session_cookie="sid", host="typo.com")
         assert any("com.docker.lb.sticky_session_cookie is not supported yet" in n for n in request.notes)
-        assert any("com.docker.lb.host is not an Interlock label" in n for n in request.notes)
+        assert any("'com.docker.lb.host' is not an Interlock label" in n for n in request.notes)
 
     def test_non_ascii_in_any_lb_label_refuses_the_service(self):
         with pytest.raises(LabelError, match="com.docker.lb.ssl_only"):

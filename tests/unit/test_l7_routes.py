@@ -111,3 +111,24 @@ def test_the_plan_is_deterministic():
     services = [service("b", {"hosts": "b.com,a.com", "port": "80"}), service("a", {"hosts": "a.com", "port": "80"})]
     tasks = [task("x", "b", 5), task("y", "a", 2)]
     assert plan(services, tasks) == plan(list(reversed(services)), list(reversed(tasks)))
+
+
+def test_service_names_never_collide_into_another_backend():
+    table = plan([service("a", {"hosts": "shop.com", "port": "80"}), service("b", {"hosts": "shop.com", "port": "80"}),
+                  service("a__b", {"hosts": "other.com", "port": "80"}), service("no_route", {"hosts": "x.com", "port": "80"}),
+                  service("c", {"hosts": "c.com", "port": "80", "backend_mode": "vip"}, vip="50"),
+                  service("c_vip", {"hosts": "d.com", "port": "80"})],
+                 [task("t1", "a", 2), task("t2", "b", 3), task("t3", "a__b", 4), task("t4", "no_route", 5),
+                  task("t5", "c", 6), task("t6", "c_vip", 7)])
+    assert [s[0] for s in servers(table, "shop.com")] == ["a", "b"]
+    assert [s[0] for s in servers(table, "other.com")] == ["a__b"]
+    names = [b.name for b in table.backends]
+    assert len(names) == len(set(names)) and all(n.startswith("be:") for n in names)
+
+
+def test_a_service_refused_for_its_route_gets_no_redirect_either():
+    table = plan([service("alpha", {"hosts": "shop.com", "port": "80", "context_root": "/x"}),
+                  service("beta", {"hosts": "shop.com", "port": "80", "context_root": "/x", "backend_mode": "vip",
+                                   "redirects": "http://shop.com,http://evil.example"}, vip="9")],
+                 [task("a", "alpha", 2), task("b", "beta", 3)])
+    assert [r.service for r in table.refused] == ["beta"] and table.redirects == ()
