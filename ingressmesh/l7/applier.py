@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from . import runtime, slots
 from .haproxy import HAProxy, HAProxyError, write_atomic
-from .render import ProxySettings, render_config, render_map
+from .render import ProxySettings, map_commands, render_config, render_map
 from .routes import RouteTable
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,17 @@ class RouteApplier:
         wanted = slots.assign(self.slots, table)
         if self.table is not None and self.haproxy.running and not self.dirty and self._same_shape(table, wanted):
             found = runtime.changes(self.slots, wanted)
-            if not found:
+            map_path = self.haproxy.files.map_file(self.generation)
+            edits = map_commands(map_path, self.table.map_entries(), table.map_entries())
+            if not found and not edits:
                 self.table, self.slots = table, wanted
                 return ApplyResult("unchanged")
             try:
+                # Servers first: a new route then never points at a backend without them.
                 sent = runtime.apply_changes(self.haproxy.files.admin_socket, found)
+                sent += runtime.apply_commands(self.haproxy.files.admin_socket, edits)
+                if edits:
+                    write_atomic(map_path, render_map(table))  # what a reload or restart reads
             except runtime.RuntimeApiError as err:
                 log.warning("runtime update failed (%s); reloading to resync", err)
                 self.dirty = True

@@ -53,6 +53,19 @@ def render_map(table: RouteTable) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def map_commands(map_file: str, old: dict, new: dict) -> list[str]:
+    """Runtime commands turning map entries `old` into `new` (HAProxy's map_beg is a prefix tree:
+    the longest key wins whatever the order, so entries can be added anywhere)."""
+    path = check_safe(map_file, "map file")
+    commands = [f"del map {path} {check_safe(key, 'map key')}" for key in sorted(old.keys() - new.keys())]
+    for key, backend in sorted(new.items()):
+        if key not in old:
+            commands.append(f"add map {path} {check_safe(key, 'map key')} {check_safe(backend, 'backend')}")
+        elif old[key] != backend:
+            commands.append(f"set map {path} {check_safe(key, 'map key')} {check_safe(backend, 'backend')}")
+    return commands
+
+
 def _global(s: ProxySettings) -> list[str]:
     return [
         "global",

@@ -83,7 +83,13 @@ class RouteTable:
         return next((b for b in self.backends if b.name == name), None)
 
     def shape(self) -> tuple:
-        return self.routes, self.redirects, tuple(b.shape() for b in self.backends)
+        """What only a new config can change: redirects, the default backend and every backend's
+        shape.  Routes to existing backends are map entries, changed at runtime."""
+        return self.redirects, self.default_backend, tuple(b.shape() for b in self.backends)
+
+    def map_entries(self) -> dict[str, str]:
+        """The route map: key (host + context root + '/') -> backend, default route excluded."""
+        return {r.host + r.path.rstrip("/") + "/": r.backend for r in self.routes if r.host != DEFAULT_HOST}
 
     @property
     def default_backend(self) -> Optional[str]:

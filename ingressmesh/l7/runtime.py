@@ -92,6 +92,15 @@ def apply_changes(socket_path: str, found: list[Change]) -> int:
     return sent
 
 
+def apply_commands(socket_path: str, commands: list[str]) -> int:
+    """Commands whose success is an empty reply (map edits); raises RuntimeApiError otherwise."""
+    for command in commands:
+        reply = send(socket_path, command).strip()
+        if reply:
+            raise RuntimeApiError(f"{command!r} answered {reply[:200]!r}")
+    return len(commands)
+
+
 def servers_state(socket_path: str) -> list[dict]:
     """`show servers state` as dicts (backend, server, address, port, op_state, admin_state, weight)."""
     lines = send(socket_path, "show servers state").splitlines()

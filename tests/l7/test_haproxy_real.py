@@ -187,3 +187,27 @@ def test_live_state_shows_each_slot_as_haproxy_serves_it(proxy, backends):
     slots = {s["task_id"]: s for s in document["backends"]["be:a"]["slots"]}
     assert {t: s["serving"] for t, s in slots.items()} == {"a1": "active", "a2": "active", "a3": "draining"}
     assert document["routes"] == [{"host": "a.com", "path": "/", "backend": "be:a"}]
+
+
+def test_a_new_host_for_an_existing_backend_is_a_map_edit_not_a_reload(proxy, backends):
+    swarm = Swarm(backends).service("a", hosts="a.com").service("b", hosts="b.com")
+    a1, b1 = swarm.task("a1", "a"), swarm.task("b1", "b")
+    proxy.apply(swarm.table())
+    before = master(proxy)
+    swarm.service("a", hosts="a.com,www.a.com", port=str(swarm.ports["a"]))
+    assert proxy.apply(swarm.table()).how == "runtime"
+    assert hits(proxy, "www.a.com") == {a1}
+    swarm.service("b", hosts="b.com,www.a.com", port=str(swarm.ports["b"]))  # a canary host: a new backend
+    assert proxy.apply(swarm.table()).how == "reload"
+    assert hits(proxy, "www.a.com") == {a1, b1}
+    swarm.service("a", hosts="a.com", port=str(swarm.ports["a"]))  # the canary backend goes
+    assert proxy.apply(swarm.table()).how == "reload"
+    swarm.service("b", hosts="b.com", port=str(swarm.ports["b"]))  # back to a backend that exists
+    assert proxy.apply(swarm.table()).how == "runtime"
+    after = master(proxy)
+    swarm.service("b", hosts="b.com,shop.b.com", port=str(swarm.ports["b"]))
+    assert proxy.apply(swarm.table()).how == "runtime"
+    assert hits(proxy, "shop.b.com") == {b1} and get(proxy, "www.a.com")[0] == 503
+    assert master(proxy) == after and after[0] == before[0]
+    with open(proxy.haproxy.files.map_file(proxy.generation)) as handle:  # what a reload would load
+        assert "shop.b.com/ be:b\n" in handle.read()

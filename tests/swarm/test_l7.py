@@ -321,28 +321,38 @@ def test_9_host_publish_mode_passes_the_client_address_and_unique_request_ids(l7
 
 
 def test_route_changes_reach_every_replica_within_one_second(l7):
+    """Timed from the API's answer (the swarm event is committed before it answers) until every
+    proxy replica, asked directly, serves the change."""
     lab = l7.lab
     labelled(lab, "moving", hosts="moving0.l7", port="80")
+    fresh = [f"fresh{i}" for i in range(5)]
+    for name in fresh:  # running, not labelled yet: labelling one makes a new labelled service
+        create_service(lab, name, "--network", NETWORK)
     try:
         wait_running(lab, "moving", 1)
+        for name in fresh:
+            wait_running(lab, name, 1)
         wait_routed(lab, "moving0.l7")
-        edits, removals = [], []
-        for trial in range(1, 11):
+        edits, new, removed = [], [], []
+        for trial in range(1, 11):  # a host added to a routed service: a map edit, no reload
             host = f"moving{trial}.l7"
-            # Timed from the API's answer: the swarm event is committed before it answers.
             lab.docker(1, "service", "update", "--detach", "--label-add", f"{LB}hosts={host}", "moving")
             edits.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, host), timeout=10))
+        for name in fresh:  # a new labelled service: a new backend, a checked seamless reload
+            lab.docker(1, "service", "update", "--detach", "--label-add", f"{LB}hosts={name}.l7",
+                       "--label-add", f"{LB}port=80", name)
+            new.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7"), timeout=10))
+        for name in fresh:  # a removed service: its routes go (503)
+            remove_service(lab, name)
+            removed.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7", status=503),
+                                      timeout=10))
         print(f"label edit -> served by every proxy replica: {summary(edits)}")
-        labelled(lab, "leaving", hosts="leaving.l7", port="80")
-        wait_running(lab, "leaving", 1)
-        wait_routed(lab, "leaving.l7")
-        remove_service(lab, "leaving")
-        removals.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, "leaving.l7", status=503), timeout=10))
-        print(f"service removed -> 503 on every proxy replica: {summary(removals)}")
-        assert max(edits) < 1.0 and max(removals) < 1.0
+        print(f"new labelled service -> served by every proxy replica: {summary(new)}")
+        print(f"service removed -> 503 on every proxy replica: {summary(removed)}")
+        assert max(edits) < 1.0 and max(new) < 1.0 and max(removed) < 1.0
     finally:
-        remove_service(lab, "moving")
-        remove_service(lab, "leaving")
+        for name in ["moving", *fresh]:
+            remove_service(lab, name)
 
 
 def test_metrics_healthz_and_lab_show_l7(l7):
