@@ -83,8 +83,9 @@ def healthy_replicas(lab, service: str, count: int, timeout: float = 120.0) -> l
     return wait_for(f"{count} healthy replicas of {service}", ready, timeout=timeout, interval=0.5)
 
 
-def served_by_every_replica(lab, service: str, host: str, status: int = 200, path: str = "/") -> bool:
-    found = replicas(lab, service)
+def served_by_every_replica(lab, service: str, host: str, status: int = 200, path: str = "/", found=None) -> bool:
+    """Every replica (`found`, or looked up now) answers `status` for host + path."""
+    found = replicas(lab, service) if found is None else found
     return bool(found) and all(replica_get(lab, n, ip, host, path).status == status for n, _, ip in found)
 
 

@@ -333,19 +333,21 @@ def test_route_changes_reach_every_replica_within_one_second(l7):
         for name in fresh:
             wait_running(lab, name, 1)
         wait_routed(lab, "moving0.l7")
+        proxies = replicas(lab, DEFAULT_PROXY)  # looked up once: each probe is then only HTTP
         edits, new, removed = [], [], []
         for trial in range(1, 11):  # a host added to a routed service: a map edit, no reload
             host = f"moving{trial}.l7"
             lab.docker(1, "service", "update", "--detach", "--label-add", f"{LB}hosts={host}", "moving")
-            edits.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, host), timeout=10))
+            edits.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, host, found=proxies), timeout=10))
         for name in fresh:  # a new labelled service: a new backend, a checked seamless reload
             lab.docker(1, "service", "update", "--detach", "--label-add", f"{LB}hosts={name}.l7",
                        "--label-add", f"{LB}port=80", name)
-            new.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7"), timeout=10))
+            new.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7", found=proxies),
+                                  timeout=10))
         for name in fresh:  # a removed service: its routes go (503)
             remove_service(lab, name)
-            removed.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7", status=503),
-                                      timeout=10))
+            removed.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7", status=503,
+                                                                      found=proxies), timeout=10))
         print(f"label edit -> served by every proxy replica: {summary(edits)}")
         print(f"new labelled service -> served by every proxy replica: {summary(new)}")
         print(f"service removed -> 503 on every proxy replica: {summary(removed)}")
