@@ -103,7 +103,9 @@ class NodeApplier:
                 continue
             if tx is not None:
                 report.changed[ns_plan.key] = (tx.added, tx.removed, tx.full)
-        wanted = {ns.key for ns in plan.namespaces}
+        for key, why in plan.held:
+            report.errors[key] = why  # not applied, not removed: reported until the facts return
+        wanted = {ns.key for ns in plan.namespaces} | {key for key, _ in plan.held}
         for key in sorted(set(self.backends) - wanted):
             identity, netns, backend = self.backends.pop(key)
             try:

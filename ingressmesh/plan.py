@@ -82,6 +82,9 @@ class NodePlan:
     node_id: str
     namespaces: tuple[NamespacePlan, ...]
     warnings: tuple[str, ...] = ()
+    # Namespace keys whose facts are missing from the snapshot (this node's ingress or LB
+    # address): what is programmed there stays as it is — neither rewritten nor removed.
+    held: tuple[tuple[str, str], ...] = ()  # (namespace key, why)
 
     def namespace(self, key: str) -> Optional[NamespacePlan]:
         return next((ns for ns in self.namespaces if ns.key == key), None)
@@ -97,6 +100,7 @@ class NodeContext:
     ingress_snat: str
     lb_networks: tuple[tuple[model.Network, str], ...]  # (network, this node's LB address)
     warnings: tuple[str, ...] = ()
+    held: tuple[tuple[str, str], ...] = ()  # see NodePlan.held
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,7 @@ def node_context(cluster: model.Cluster, node_id: str, options: PlanOptions,
                  local: Optional[set[str]] = None) -> NodeContext:
     local = local_networks(cluster, node_id) if local is None else local
     warnings: list[str] = []
+    held: list[tuple[str, str]] = []
     if cluster.node(node_id) is None:
         warnings.append(f"node {node_id} is not in the cluster")
     ingress, ingress_snat = cluster.ingress_network(), ""
@@ -151,8 +156,10 @@ def node_context(cluster: model.Cluster, node_id: str, options: PlanOptions,
         if any(p.publish_mode == "ingress" for svc in cluster.services for p in svc.ports):
             warnings.append("no ingress network in the cluster: published ports are not routed")
     elif ingress.lb_address(node_id) is None:
-        warnings.append(f"network {ingress.name}: no ingress address for node {node_id}; "
-                        "published ports are not routed on this node")
+        # A missing fact (a lost report, the ingress network re-created), not a removal: keep
+        # what the host and ingress namespaces have until the address is known again.
+        why = f"network {ingress.name}: no ingress address for node {node_id} in the snapshot; kept as programmed"
+        held += [("host", why), ("ingress", why)]
         ingress = None
     else:
         ingress_snat = ingress.lb_address(node_id)
@@ -165,14 +172,14 @@ def node_context(cluster: model.Cluster, node_id: str, options: PlanOptions,
         if network.ingress or (network.id not in local and snat is None):
             continue
         if snat is None:
-            warnings.append(f"network {network.name}: no load-balancer address for node {node_id}; "
-                            "its VIPs are not routed on this node")
+            held.append((f"lb:{network.id}", f"network {network.name}: no load-balancer address for node "
+                                             f"{node_id} in the snapshot; kept as programmed"))
             continue
         lb_networks.append((network, snat))
     return NodeContext(node_id=node_id, options=options,
                        node_states=MappingProxyType({n.id: n.state for n in cluster.nodes}),
                        ingress=ingress, ingress_snat=ingress_snat, lb_networks=tuple(lb_networks),
-                       warnings=tuple(warnings))
+                       warnings=tuple(warnings), held=tuple(held))
 
 
 def _backends(tasks, states: dict, network_id: str, port: int) -> tuple[Backend, ...]:
@@ -246,7 +253,8 @@ def assemble(ctx: NodeContext, service_plans) -> NodePlan:
         entries = sorted(vips[network.id], key=lambda e: ip_sort_key(e.vip))
         namespaces.append(NamespacePlan(role="lb", network_id=network.id, network_name=network.name,
                                         snat_address=snat, vips=tuple(entries)))
-    return NodePlan(node_id=ctx.node_id, namespaces=tuple(namespaces), warnings=ctx.warnings + tuple(sorted(warnings)))
+    return NodePlan(node_id=ctx.node_id, namespaces=tuple(namespaces), warnings=ctx.warnings + tuple(sorted(warnings)),
+                    held=ctx.held)
 
 
 def tasks_by_service(cluster: model.Cluster) -> dict[str, list[model.Task]]:

@@ -188,11 +188,13 @@ def _check_references(cluster: model.Cluster) -> None:
             if vip.network_id not in networks:
                 raise SnapshotError(f"services[{i}].vips[{j}].network_id: {vip.network_id!r} is not a known network")
         for j, port in enumerate(svc.ports):
+            if port.publish_mode != "ingress":
+                continue  # a host-mode port is each task's own: it never shares the routing mesh
             key = (port.protocol, port.published_port)
-            if port.publish_mode == "ingress" and key in claimed:
+            if key in claimed:
                 raise SnapshotError(f"services[{i}].ports[{j}].published_port: {port.protocol}/"
                                     f"{port.published_port} is already published by {claimed[key]!r}")
-            claimed.setdefault(key, svc.name)
+            claimed[key] = svc.name
     for i, task in enumerate(cluster.tasks):
         if task.service_id not in services:
             raise SnapshotError(f"tasks[{i}].service_id: {task.service_id!r} is not a known service")

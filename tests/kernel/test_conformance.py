@@ -180,3 +180,22 @@ def test_a_change_the_kernel_refuses_leaves_everything_as_it_was(mesh, backend_k
     # And the next real change still lands.
     mesh.apply({"t4": {"health": "healthy"}})
     assert set(traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 120)) == ELIGIBLE | {"t4"}
+
+
+def test_missing_facts_keep_what_is_programmed_until_they_return(mesh):
+    """A snapshot without node1's ingress and LB addresses (a lost report, the ingress network
+    re-created) is not a removal: node1 keeps serving, says so, and converges once they return."""
+    cluster = mesh.cluster()
+    blind = dataclasses.replace(cluster, networks=tuple(
+        dataclasses.replace(n, lb_addresses=tuple(a for a in n.lb_addresses if a.node_id != "node1"))
+        for n in cluster.networks))
+    applier = mesh.appliers[1]
+    plan = plan_node(blind, "node1", PlanOptions(now=time.time()))
+    report = applier.apply(plan)
+    held = {key for key, _ in plan.held}
+    assert {"host", "ingress"} <= held and any(k.startswith("lb:") for k in held), plan.held
+    assert set(report.errors) == held and all("kept as programmed" in e for e in report.errors.values())
+    assert set(traffic.tcp_spread(mesh.bed.ext_ns, mesh.bed.node_address(1), WEB_TCP, 30)) <= ELIGIBLE
+    assert set(traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 30)) <= ELIGIBLE
+    assert set(traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 60)) == ELIGIBLE
+    assert mesh.apply()[1].ok  # the facts are back: everything converges again

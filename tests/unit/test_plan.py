@@ -87,12 +87,14 @@ def test_lb_namespace_where_the_node_has_a_task_or_an_lb_endpoint_on_the_network
     assert [ns.key for ns in plan.namespaces] == ["host", "ingress"] and plan.warnings == ()
 
 
-def test_missing_addresses_become_warnings_not_crashes():
+def test_missing_addresses_hold_the_namespaces_instead_of_removing_them():
     cluster = scenario_cluster(Testbed(prefix="unit"))
     networks = tuple(dataclasses.replace(n, lb_addresses=()) for n in cluster.networks)
     plan = plan_node(dataclasses.replace(cluster, networks=networks), "node1", PlanOptions(now=NOW))
-    assert plan.namespaces == ()
-    assert len(plan.warnings) == 2 and "no ingress address for node node1" in plan.warnings[0]
+    assert plan.namespaces == () and plan.warnings == ()
+    held = dict(plan.held)
+    assert held.keys() == {"host", "ingress"} | {f"lb:{n.id}" for n in cluster.networks if not n.ingress}
+    assert "no ingress address for node node1 in the snapshot; kept as programmed" in held["ingress"]
 
 
 def test_plan_is_deterministic_whatever_the_input_order():

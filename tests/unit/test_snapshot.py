@@ -40,6 +40,8 @@ def test_labels_survive_as_an_object():
      "tasks[0].service_id: 'nope' is not a known service"),
     (lambda d: d["services"][1].update(name="bad name; drop"),
      "services[1].name: 'bad name; drop' is not a valid service name"),
+    (lambda d: d["services"][1].update(name="api\n"),  # a trailing newline once slipped through `$`
+     "services[1].name: 'api\\n' is not a valid service name"),
     (lambda d: d["networks"][0].update(subnet="nonsense"),
      "networks[0].subnet: 'nonsense' is not an IPv4 subnet"),
     (lambda d: d["services"][1]["ports"][0].update(published_port=8080),
@@ -53,6 +55,17 @@ def test_bad_field_is_named(mutate, message):
     with pytest.raises(snapshot.SnapshotError) as err:
         snapshot.from_dict(data)
     assert message in str(err.value)
+
+
+def test_a_host_mode_port_does_not_claim_the_routing_mesh_port_whatever_the_order():
+    data = _cluster_dict()
+    taken = data["services"][0]["ports"][0]
+    host_mode = {**taken, "publish_mode": "host"}
+    data["services"][1]["ports"] = [host_mode]
+    for _ in range(2):  # the host-mode service listed after, then before the ingress one
+        cluster = snapshot.from_dict(data)
+        assert len(cluster.services) == len(data["services"])
+        data["services"][0], data["services"][1] = data["services"][1], data["services"][0]
 
 
 def _address(kind: str, i: int, field: str, j: int, address: str):
