@@ -16,6 +16,9 @@ from . import model
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# A node's hostname: up to 253 characters in dot-separated labels of up to 63 (RFC 1123).
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -127,7 +130,7 @@ _node_id = _pattern(_ID, "id")
 
 def _node(r: _Reader) -> model.Node:
     return model.Node(
-        id=r.get("id", _node_id), hostname=r.get("hostname", _pattern(_NAME, "hostname")),
+        id=r.get("id", _node_id), hostname=r.get("hostname", _pattern(_HOSTNAME, "hostname")),
         address=r.get("address", _ipv4), role=r.get("role", _choice(*model.NODE_ROLES), "worker"),
         availability=r.get("availability", _choice(*model.NODE_AVAILABILITIES), "active"),
         state=r.get("state", _choice(*model.NODE_STATES), "ready"))

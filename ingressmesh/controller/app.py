@@ -56,6 +56,9 @@ class Controller:
         self.refused: tuple[str, ...] = ()
         self.started = time.monotonic()
         self._merge_lock = threading.Lock()
+        # The report map is written by request threads and read by merges and /healthz: every
+        # access copies or changes it under this (short) lock, never iterates it bare.
+        self._reports_lock = threading.Lock()
         self.provider = SwarmProvider(docker_api(config.docker_url), config.docker_url, self._swarm_changed,
                                       on_read=self._swarm_read)
         self.server = ControllerServer(self.store, self._on_report, token, self.metrics, config.listen,
@@ -83,7 +86,7 @@ class Controller:
 
     def _on_report(self, report: dict) -> None:
         node_id = report["node_id"]
-        with self._merge_lock:
+        with self._reports_lock:
             previous = self.reports.get(node_id) or {}
             self.reports[node_id] = report
         state = self.provider.state
@@ -95,17 +98,31 @@ class Controller:
             self.provider.poke()  # the manager's task list is behind what this node just saw
         self.publish()
 
-    def _heard_enough(self, state: SwarmState) -> bool:
+    def _reports(self) -> dict:
+        with self._reports_lock:
+            return dict(self.reports)
+
+    def _forget_departed(self, state: SwarmState) -> None:
+        """Reports of nodes that left the swarm go (they would count as agents forever)."""
+        nodes = {n.id for n in state.nodes}
+        with self._reports_lock:
+            for node_id in set(self.reports) - nodes:
+                del self.reports[node_id]
+
+    def _heard_enough(self, state: SwarmState, reports: dict) -> bool:
         ready = {n.id for n in state.nodes if n.state == "ready"}
-        return ready <= set(self.reports) or time.monotonic() - self.started > REPORT_GRACE
+        return ready <= set(reports) or time.monotonic() - self.started > REPORT_GRACE
 
     def publish(self) -> Optional[int]:
         with self._merge_lock:
             state = self.provider.state  # read under the lock: a newer state is never overwritten
-            if state is None or not self._heard_enough(state):
+            if state is not None:
+                self._forget_departed(state)
+            reports = self._reports()
+            if state is None or not self._heard_enough(state, reports):
                 return None
             try:
-                merged = merge(state, dict(self.reports), self.tracker, time.time())
+                merged = merge(state, reports, self.tracker, time.time())
             except snapshot.SnapshotError as err:
                 log.error("merge failed, keeping the last snapshot: %s", err)
                 return None
@@ -120,7 +137,7 @@ class Controller:
             version = self.store.publish(data, copy=False)
             self.metrics.observe_snapshot(version, data)
             now = time.time()
-            self.metrics.agents_reporting.set(sum(1 for r in self.reports.values()
+            self.metrics.agents_reporting.set(sum(1 for r in reports.values()
                                                   if now - r.get("sent_at", 0) < REPORT_FRESH))
         return version
 
@@ -128,11 +145,12 @@ class Controller:
         age = time.time() - self.provider.last_success if self.provider.last_success else None
         ok = age is not None and age < self.config.stale_after
         now = time.time()
-        stale = sorted(node for node, r in self.reports.items() if now - r.get("sent_at", 0) > REPORT_FRESH)
+        reports = self._reports()
+        stale = sorted(node for node, r in reports.items() if now - r.get("sent_at", 0) > REPORT_FRESH)
         details = {"swarm_endpoint": self.config.docker_url, "swarm_read_age": age,
                    "stale_agents": stale,  # their nodes' health is as last reported
                    "swarm_error": self.provider.last_error or None, "refused": list(self.refused),
-                   "agents": sorted(self.reports)}
+                   "agents": sorted(reports)}
         if not ok:
             details["problem"] = (f"swarm API not read for {age:.0f} s" if age is not None
                                   else "swarm API never read successfully")
@@ -158,7 +176,7 @@ class Controller:
                 self.publish()  # also ends the report grace of a fresh start on time
                 ticks += 1
                 if ticks % 5 == 0:
-                    notifier.status(f"snapshot {self.store.current()[0]}, {len(self.reports)} agents reporting")
+                    notifier.status(f"snapshot {self.store.current()[0]}, {len(self._reports())} agents reporting")
         finally:
             notifier.stopping()
             watchdog.stop()

@@ -62,11 +62,19 @@ def _is_ipv4(text) -> bool:
 
 
 def _task(task: model.Task, state: SwarmState, reports: dict, tracker: SinceTracker, now: float) -> model.Task:
-    entry = ((reports.get(task.node_id) or {}).get("containers") or {}).get(task.id)
+    report = reports.get(task.node_id)
+    entry = ((report or {}).get("containers") or {}).get(task.id)
     if entry is not None:
         health = entry.get("health", "none")
+    elif task.service_id not in state.health_checked:
+        health = "none"
+    elif report is None:
+        # A silent node (its agent stopped, or this controller is fresh): Swarm lists a task
+        # with a health check as running only once it was healthy, so it stays healthy until
+        # its node says otherwise — a silent agent must not take healthy tasks out everywhere.
+        health = "healthy"
     else:
-        health = "starting" if task.service_id in state.health_checked else "none"
+        health = "starting"  # its node reports, just not this container yet: it earns traffic first
     desired = "shutdown" if entry is not None and entry.get("stopping") else task.desired_state
     since = tracker.since(task.id, (desired, task.current_state, health), now)
     return dataclasses.replace(task, health=health, desired_state=desired, since=since)

@@ -120,8 +120,13 @@ class NftBackend:
         tx = transaction.changes(diff.added, diff.removed, new_chains)
         self._run(tx.script)
         self.applied = Applied(plan.role, skeleton_text, old.chains | new_chains, diff.entries, new_entries)
-        self._refs.update(diff.refs)
-        self._forget({a for a, delta in diff.refs.items() if delta < 0 and self._refs[a] <= 0})
+        for address, delta in diff.refs.items():  # counts of 0 are dropped, not kept forever
+            count = self._refs.get(address, 0) + delta
+            if count > 0:
+                self._refs[address] = count
+            else:
+                self._refs.pop(address, None)
+        self._forget({a for a, delta in diff.refs.items() if delta < 0 and a not in self._refs})
         return tx
 
     def _full(self, plan: NamespacePlan, skeleton_text: str) -> transaction.Transaction:

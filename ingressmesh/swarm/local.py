@@ -9,18 +9,36 @@ controller stops sending it new connections before the manager's task state catc
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
+import signal
 import threading
 import time
 from types import MappingProxyType
 from typing import Callable, Optional
+
+from docker.errors import NotFound
 
 from .convert import TASK_LABEL, is_swarm_overlay
 from .events import EventFollower
 
 log = logging.getLogger(__name__)
 LOCAL_EVENTS = MappingProxyType({"type": ("container", "network")})
-STOPPING_ACTIONS = ("kill", "die", "stop", "destroy", "oom")
+STOPPING_ACTIONS = ("die", "stop", "destroy", "oom")
+# A `kill` event is a stop only with a signal that stops: SIGTERM, SIGKILL or the container's
+# own stop signal.  `docker kill -s HUP` (reload your config) must not drain a healthy task.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGKILL)
+
+
+def signal_number(value) -> int:
+    """A signal as Docker writes it ("15", "SIGTERM", "TERM", None) as a number; 0 if unknown."""
+    text = str(value or "").strip().upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(signal.Signals[text if text.startswith("SIG") else "SIG" + text])
+    except KeyError:
+        return 0
 HEALTH_STATES = ("starting", "healthy", "unhealthy")
 
 
@@ -113,13 +131,30 @@ class LocalFacts:
         if changed:
             self.on_change(self.report())
 
+    def _stops(self, actor: dict, sent) -> bool:
+        """Whether a kill with signal `sent` stops the container (its stop signal is read from
+        dockerd; when that fails, only SIGTERM and SIGKILL count)."""
+        number = signal_number(sent)
+        if number in STOP_SIGNALS:
+            return True
+        try:
+            api = self._client or self.make_api()
+            configured = ((api.inspect_container(actor.get("ID", "")).get("Config") or {}).get("StopSignal"))
+        except Exception as err:  # noqa: BLE001 - gone or unreachable: fall back to the defaults
+            log.info("kill signal %s for %s: cannot read its stop signal (%s)", sent, actor.get("ID", "?")[:12], err)
+            return False
+        return bool(configured) and signal_number(configured) == number
+
     def _read_containers(self, api) -> dict[str, dict]:
         found = {}
         for summary in api.containers(filters={"label": TASK_LABEL}):
             task_id = (summary.get("Labels") or {}).get(TASK_LABEL)
             if not task_id:
                 continue
-            inspected = api.inspect_container(summary["Id"])
+            try:
+                inspected = api.inspect_container(summary["Id"])
+            except NotFound:  # removed between the list and the inspect: only it is skipped
+                continue
             running = (inspected.get("State") or {}).get("Running", False)
             found[task_id] = {"health": container_health(inspected),
                               "stopping": not running or task_id in self.stopped_at}
@@ -142,7 +177,12 @@ class LocalFacts:
         except Exception:  # noqa: BLE001 - no gwbridge yet (no ingress on this node): keep the default
             return ""
         endpoint = (bridge.get("Containers") or {}).get("ingress-sbox") or {}
-        return (endpoint.get("IPv4Address") or "").split("/", 1)[0]
+        address = (endpoint.get("IPv4Address") or "").split("/", 1)[0]
+        try:  # it ends up in a DNAT rule: only a real IPv4 address may
+            return str(ipaddress.IPv4Address(address)) if address else ""
+        except ValueError:
+            log.warning("docker_gwbridge: ingress-sbox address %r is not an IPv4 address; ignored", address[:60])
+            return ""
 
     def _on_event(self, event: dict) -> None:
         with self.serial:
@@ -161,7 +201,8 @@ class LocalFacts:
             entry = dict(self.containers.get(task_id, {"health": "none", "stopping": False}))
             if action.startswith("health_status"):
                 entry["health"] = action.split(":", 1)[1].strip() if ":" in action else entry["health"]
-            elif action.split(":")[0] in STOPPING_ACTIONS:
+            elif action.split(":")[0] in STOPPING_ACTIONS or (
+                    action == "kill" and self._stops(event.get("Actor") or {}, attributes.get("signal"))):
                 entry["stopping"] = True
                 self.stopped_at.setdefault(task_id, time.time())
             elif action == "start":

@@ -64,6 +64,60 @@ def test_restarting_an_agent_under_load_fails_nothing_and_keeps_the_rules(mesh, 
     assert log.count("following http://") >= 2
 
 
+def test_a_reload_signal_is_not_a_stop(mesh, steady):
+    """`docker kill -s HUP` (or USR1) asks an app to reload: its task stays in every node's rules
+    and no request fails (only a stop signal drains a task)."""
+    lab = mesh.lab
+    task = steady[0]
+    n = int(task["node"].removeprefix("node"))
+    with LoadGenerator(lab.client_netns(), _targets(lab), pause=0.01) as load:
+        time.sleep(0.5)
+        for sig in ("HUP", "USR1", "HUP"):
+            lab.docker(n, "kill", "-s", sig, task["container"])
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                assert all(active_on_node(lab, m, task["id"]) for m in lab.config.node_numbers), \
+                    f"task {task['id']} left the rules after SIG{sig}"
+                time.sleep(0.1)
+    result = load.result
+    print(f"HUP/USR1/HUP to a task under load: {result.ok} ok, {len(result.failures)} failed")
+    assert result.ok > 100 and not result.failures, result.failures[:5]
+    assert task["container"] in result.seen  # it kept serving
+
+
+def test_a_silent_agent_does_not_take_healthy_tasks_out_after_a_controller_restart(mesh):
+    """Agent 3 stopped, then a fresh controller (which never heard node3): node3's running,
+    health-checked task stays in every node's rules, and no request fails."""
+    from ingressmesh.lab import PYTHON_IMAGE
+    lab = mesh.lab
+    create_service(lab, "hcsilent", "--replicas", "3", "--replicas-max-per-node", "1", "--network", NETWORK,
+                   "--publish", "8087:80", "--health-cmd", "hostname-server --check", "--health-interval", "1s",
+                   "--health-timeout", "2s", "--health-retries", "1", "--health-start-period", "0s", image=PYTHON_IMAGE)
+    try:
+        tasks = wait_running(lab, "hcsilent", 3, timeout=90)
+        on3 = next(t for t in tasks if t["node"] == "node3")
+        for n in lab.config.node_numbers:
+            wait_for("hcsilent routed", lambda: all(active_on_node(lab, n, t["id"]) for t in tasks), timeout=30)
+        targets = [(lab.node_address(n), 8087) for n in (1, 2)]
+        with LoadGenerator(lab.client_netns(), targets, pause=0.01) as load:
+            mesh.stop("agent3")
+            mesh.stop("controller")
+            mesh.start_controller()
+            deadline = time.monotonic() + 20  # past the fresh controller's report grace (12 s)
+            while time.monotonic() < deadline:
+                for n in (1, 2):
+                    assert active_on_node(lab, n, on3["id"]), f"node{n} dropped node3's healthy task"
+                time.sleep(0.2)
+        result = load.result
+        print(f"silent agent + controller restart: {result.ok} ok, {len(result.failures)} failed; seen {dict(result.seen)}")
+        assert result.ok > 200 and not result.failures, result.failures[:5]
+        assert on3["container"] in result.seen
+    finally:
+        mesh.start_agent(3)
+        mesh.wait_synced(timeout=60)
+        remove_service(lab, "hcsilent")
+
+
 def test_stopping_the_controller_keeps_traffic_and_agents_say_so(mesh, steady):
     lab = mesh.lab
     version = mesh.wait_synced(timeout=30)

@@ -55,3 +55,11 @@ def test_a_new_backend_reads_the_old_table_once_to_forget_tasks_gone_since(swarm
     tx = restarted.apply(swarm.plan(_web_tasks(swarm, (20,)), "lb:appnet"))
     assert tx.full
     assert fake.forgotten == ["10.0.1.21", "10.0.1.22"]
+
+
+def test_the_use_counts_keep_no_zero_entries(swarm, fake, backend):
+    backend.apply(swarm.plan(_web_tasks(swarm), "lb:appnet"))
+    for hosts in ((20, 21), (20,), (21, 22), (20, 21, 22)):
+        backend.apply(swarm.plan(_web_tasks(swarm, hosts), "lb:appnet"))
+        assert all(count > 0 for count in backend._refs.values()), backend._refs
+        assert set(backend._refs) == {f"10.0.1.{h}" for h in hosts}

@@ -129,3 +129,17 @@ def test_cached_encoding_equals_to_dict_and_reuses_unchanged_objects():
 def test_a_malformed_lb_address_is_ignored_not_a_crash():
     node, _, ovl = _merged_with_lb_address(0, "not-an-address")
     assert node.id not in {a.node_id for a in ovl.lb_addresses}
+
+
+def test_a_silent_node_keeps_its_running_health_checked_tasks_in_service():
+    a, b, c = _web_tasks()
+    reports = _reports(**{a.id: {"health": "healthy"}})
+    silent = c.node_id
+    assert silent != a.node_id
+    del reports[silent]  # that node's agent is stopped (or this controller just started)
+    merged = merge(STATE, reports, SinceTracker(), now=100.0)
+    tasks = {t.id: t for t in merged.cluster.tasks}
+    assert tasks[c.id].health == "healthy"  # running in Swarm = it passed its health check
+    plan = plan_node(merged.cluster, a.node_id, PlanOptions(now=100.0))
+    (vip,) = [v for v in plan.namespace(f"lb:{OVL.id}").vips if v.service == "web"]
+    assert c.id in [x.task_id for x in vip.active()]

@@ -57,6 +57,16 @@ def test_bad_field_is_named(mutate, message):
     assert message in str(err.value)
 
 
+def test_node_hostnames_up_to_253_characters_in_labels_of_up_to_63():
+    data = _cluster_dict()
+    data["nodes"][0]["hostname"] = ".".join(["a" * 63] * 3 + ["b" * 61])
+    assert len(snapshot.from_dict(data).nodes[0].hostname) == 253
+    for bad in (".".join(["a" * 63] * 4), "a" * 64 + ".x", "-a.b", "a..b", "a b", "a\n"):
+        data["nodes"][0]["hostname"] = bad
+        with pytest.raises(snapshot.SnapshotError, match="nodes\\[0\\].hostname"):
+            snapshot.from_dict(data)
+
+
 def test_a_host_mode_port_does_not_claim_the_routing_mesh_port_whatever_the_order():
     data = _cluster_dict()
     taken = data["services"][0]["ports"][0]

@@ -112,3 +112,65 @@ def test_local_facts_report_nothing_before_the_first_read_then_follow_events():
     finally:
         facts.stop()
         api.close()
+
+
+def _kill(task_id: str, sig: str, container: str = "c1") -> dict:
+    return {"Type": "container", "Action": "kill",
+            "Actor": {"ID": container, "Attributes": {"com.docker.swarm.task.id": task_id, "signal": sig}}}
+
+
+def _ready_facts(api):
+    facts = LocalFacts(lambda: api, "unix:///fake/node.sock", "node-x", lambda report: None, refresh=30)
+    facts._resync()
+    return facts
+
+
+def test_a_signal_is_not_a_stop_only_a_stopping_signal_is():
+    api = FakeDocker(DATA)
+    task_id, container = next((c["Labels"]["com.docker.swarm.task.id"], c["Id"]) for c in DATA["node_containers"])
+    facts = _ready_facts(api)
+    from ingressmesh.swarm.local import signal_number
+    assert [signal_number(s) for s in ("15", "SIGTERM", "term", "KILL", "nonsense", None)] == [15, 15, 15, 9, 0, 0]
+    for sig in ("1", "10", "SIGHUP", "USR2"):  # reload-your-config signals
+        facts._on_event(_kill(task_id, sig, container))
+        assert facts.report()["containers"][task_id]["stopping"] is False, sig
+    facts._on_event(_kill(task_id, "15", container))
+    assert facts.report()["containers"][task_id]["stopping"] is True
+
+
+def test_the_containers_own_stop_signal_counts_as_a_stop():
+    api = FakeDocker(DATA)
+    task_id, container = next((c["Labels"]["com.docker.swarm.task.id"], c["Id"]) for c in DATA["node_containers"])
+    api.data["node_inspect"] = dict(DATA["node_inspect"])
+    api.data["node_inspect"][container] = {**DATA["node_inspect"][container],
+                                           "Config": {**(DATA["node_inspect"][container].get("Config") or {}),
+                                                      "StopSignal": "SIGQUIT"}}
+    facts = _ready_facts(api)
+    facts._on_event(_kill(task_id, "1", container))
+    assert facts.report()["containers"][task_id]["stopping"] is False
+    facts._on_event(_kill(task_id, "3", container))  # SIGQUIT: this container's stop signal
+    assert facts.report()["containers"][task_id]["stopping"] is True
+
+
+def test_a_container_gone_between_list_and_inspect_does_not_abort_the_read():
+    from docker.errors import NotFound
+    api = FakeDocker(DATA)
+    gone = DATA["node_containers"][0]["Id"]
+    original = api.inspect_container
+
+    def inspect(container_id):
+        if container_id == gone:
+            raise NotFound("no such container")
+        return original(container_id)
+    api.inspect_container = inspect
+    facts = _ready_facts(api)
+    assert facts.last_error == "" and len(facts.report()["containers"]) == len(DATA["node_containers"]) - 1
+
+
+def test_a_gateway_that_is_not_an_address_never_reaches_a_rule():
+    api = FakeDocker(DATA)
+    bridge = {"Containers": {"ingress-sbox": {"IPv4Address": "172.18.0.2; drop/16"}}}
+    api.inspect_network = lambda network_id: bridge if network_id == "docker_gwbridge" else FakeDocker.inspect_network(api, network_id)
+    assert LocalFacts._read_gateway(api) == ""
+    bridge["Containers"]["ingress-sbox"]["IPv4Address"] = "172.18.0.2/16"
+    assert LocalFacts._read_gateway(api) == "172.18.0.2"
