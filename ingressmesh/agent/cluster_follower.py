@@ -10,9 +10,11 @@ snapshot it sent, so the fast path only re-checks each changed object and its re
 """
 from __future__ import annotations
 
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 from .. import model, snapshot
+from ..arrival import ArrivalClock
 from ..incremental import IncrementalPlanner
 from ..plan import NodePlan, PlanOptions
 
@@ -26,8 +28,9 @@ def _by_id(items) -> dict:
 
 
 class ClusterFollower:
-    def __init__(self, node_id: str):
+    def __init__(self, node_id: str, clock: Callable[[], float] = time.time):
         self.node_id = node_id
+        self.arrival = ArrivalClock(clock)  # drain grace on this host's clock, not the controller's
         self.planner: Optional[IncrementalPlanner] = None
         self.raw: dict = {}  # kind -> {id: plain form} of the last snapshot taken
         self.full_syncs = 0
@@ -49,18 +52,21 @@ class ClusterFollower:
             old = self.raw[kind]
             for item_id, item in new[kind].items():
                 if old.get(item_id) != item:
-                    sets.append(("set", singular, snapshot.item_from_dict(singular, item, f"{kind}[{item_id!r}]")))
+                    value = snapshot.item_from_dict(singular, item, f"{kind}[{item_id!r}]")
+                    sets.append(("set", singular, self.arrival.stamp(value) if singular == "task" else value))
             removals += [("remove", singular, item_id) for item_id in old.keys() - new[kind].keys()]
         # Services before their tasks when adding; tasks before their service when removing.
         changes = sets + sorted(removals, key=lambda change: change[1] != "task")
         self._check_references(changes, new)
         for action, singular, value in changes:
             getattr(self.planner, f"{action}_{singular}")(value)
+            if action == "remove" and singular == "task":
+                self.arrival.forget(value)
         self.raw.update(new)
         self.changed_objects += len(changes)
 
     def _full(self, data: dict, options: PlanOptions) -> None:
-        cluster = snapshot.from_dict(data)
+        cluster = self.arrival.stamp_all(snapshot.from_dict(data))
         self.planner = IncrementalPlanner(cluster, self.node_id, options)
         self.raw = {"version": data.get("version"), "nodes": data.get("nodes"), "networks": data.get("networks"),
                     **{kind: _by_id(data.get(kind, [])) for kind, _ in _ITEMS}}

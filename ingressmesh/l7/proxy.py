@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import model, snapshot
+from ..arrival import ArrivalClock
 from ..agent.controller_client import ControllerClient, ControllerError
 from ..daemon.http import HttpService
 from ..daemon.sdnotify import Notifier
@@ -74,6 +75,7 @@ class Proxy:
         self.table: Optional[RouteTable] = None
         self.stopping = False
         self.reload_requested = threading.Event()
+        self.arrival = ArrivalClock()
         self._said: set[str] = set()
 
     # -- HTTP -------------------------------------------------------------------------------
@@ -142,7 +144,8 @@ class Proxy:
             if got is not None:
                 followed = got[0]  # a refused version is not asked for again (no busy loop)
                 try:
-                    self.cluster, self.version, fresh = snapshot.from_dict(got[1]), got[0], True
+                    cluster = self.arrival.stamp_all(snapshot.from_dict(got[1]))  # drains on our clock
+                    self.cluster, self.version, fresh = cluster, got[0], True
                     self.metrics.snapshot_version.set(self.version)
                 except snapshot.SnapshotError as err:
                     log.error("snapshot %d refused, keeping the last one: %s", got[0], err)

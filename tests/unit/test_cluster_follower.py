@@ -1,6 +1,7 @@
 """The agent's ClusterFollower: snapshot after snapshot, the same plan as planning from scratch,
 at the cost of the objects that changed; a bad object is refused by name and nothing moves."""
 import copy
+import dataclasses
 import random
 
 import pytest
@@ -14,15 +15,20 @@ from ingressmesh.testbed.topology import Testbed
 NOW = 1000.0
 
 
-def _start():
+def _start(clock=lambda: NOW):
     data = snapshot.to_dict(scenario_cluster(Testbed(prefix="unit")))
-    follower = ClusterFollower("node1")
+    follower = ClusterFollower("node1", clock=clock)
     follower.take(data, PlanOptions(now=NOW))
     return follower, data
 
 
-def _expected(data, now=NOW):
-    return plan_node(snapshot.from_dict(data), "node1", PlanOptions(now=now))
+def _expected(data, now=NOW, follower=None):
+    """plan_node on the snapshot, with each task's `since` as the follower stamped it on arrival."""
+    cluster = snapshot.from_dict(data)
+    if follower is not None:
+        cluster = dataclasses.replace(cluster, tasks=tuple(
+            dataclasses.replace(t, since=follower.arrival.seen[t.id][1]) for t in cluster.tasks))
+    return plan_node(cluster, "node1", PlanOptions(now=now))
 
 
 def test_first_snapshot_is_a_full_sync_and_plans_like_plan_node():
@@ -32,7 +38,8 @@ def test_first_snapshot_is_a_full_sync_and_plans_like_plan_node():
 
 
 def test_random_task_and_service_changes_take_the_fast_path_and_stay_equal():
-    follower, data = _start()
+    clock = [NOW]
+    follower, data = _start(lambda: clock[0])
     rng = random.Random(7)
     for step in range(60):
         data = copy.deepcopy(data)
@@ -54,8 +61,9 @@ def test_random_task_and_service_changes_take_the_fast_path_and_stay_equal():
             service = rng.choice(data["services"])
             service["labels"] = {"io.ingressmesh.lb.scheduler": rng.choice(("rr", "sh", "bogus"))}
         now = NOW + step
+        clock[0] = now - rng.choice((0, 3, 9, 12))  # arrivals at various ages, some past the grace
         follower.take(data, PlanOptions(now=now))
-        assert follower.plan(PlanOptions(now=now)) == _expected(data, now), (step, choice)
+        assert follower.plan(PlanOptions(now=now)) == _expected(data, now, follower), (step, choice)
     assert follower.full_syncs == 1 and follower.changed_objects > 0
 
 
