@@ -18,7 +18,8 @@ from .layout import Layout
 from .netns import Netns, NetnsError
 from .ipvs.kernel import IpvsError
 from .nft.errors import NftError
-from .plan import NodePlan
+from .plan import NamespacePlan, NodePlan
+from .udp_revive import forget_destinations, reviving
 
 # DNAT only works where forwarding is on; Docker sets the same in its namespaces and host.
 SYSCTLS = (("net.ipv4.ip_forward", "1"),)
@@ -57,6 +58,7 @@ class NodeApplier:
         self.layout = layout
         self.make_backend = make_backend
         self.backends: dict[str, tuple[tuple, Netns, object]] = {}
+        self.applied: dict[str, NamespacePlan] = {}  # the last plan each namespace took
 
     def _backend(self, key: str, netns: Netns, identity: tuple):
         known = self.backends.get(key)
@@ -103,11 +105,16 @@ class NodeApplier:
                 continue
             if tx is not None:
                 report.changed[ns_plan.key] = (tx.added, tx.removed, tx.full)
+            stale = reviving(self.applied.get(ns_plan.key), ns_plan)
+            if stale:
+                forget_destinations(netns, stale)
+            self.applied[ns_plan.key] = ns_plan
         for key, why in plan.held:
             report.errors[key] = why  # not applied, not removed: reported until the facts return
         wanted = {ns.key for ns in plan.namespaces} | {key for key, _ in plan.held}
         for key in sorted(set(self.backends) - wanted):
             identity, netns, backend = self.backends.pop(key)
+            self.applied.pop(key, None)
             try:
                 if _identity(netns) == identity:
                     backend.cleanup()

@@ -199,3 +199,66 @@ def test_missing_facts_keep_what_is_programmed_until_they_return(mesh):
     assert set(traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 30)) <= ELIGIBLE
     assert set(traffic.tcp_spread(mesh.bed.client_ns(1), WEB_VIP, TCP_PORT, 60)) == ELIGIBLE
     assert mesh.apply()[1].ok  # the facts are back: everything converges again
+
+
+class _FixedPortSender:
+    """Sends a datagram every 50 ms from one fixed source port (like syslog or statsd) and
+    records when the first answer came back; bounded to `limit` seconds."""
+
+    def __init__(self, ns: str, address: str, port: int, limit: float = 15.0):
+        import socket
+        import threading
+        from ingressmesh.netns import Netns
+        with Netns.from_ref(ns).entered():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("0.0.0.0", 0))
+        self.sock.settimeout(0.05)
+        self.target, self.limit, self.answered = (address, port), limit, None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        deadline = time.monotonic() + self.limit
+        while not self.stop.is_set() and time.monotonic() < deadline and self.answered is None:
+            try:
+                self.sock.sendto(b"ping", self.target)
+                data, _ = self.sock.recvfrom(4096)
+                self.answered = (time.monotonic(), data.decode(errors="replace"))
+            except OSError:  # refused (ICMP) or no answer yet
+                pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_a_fixed_port_udp_sender_reaches_a_service_that_appears_after_it(mesh):
+    """Packets to node:PORT before any service publishes PORT are delivered locally (port
+    unreachable) and leave a confirmed conntrack entry without NAT that every packet refreshes.
+    When the port appears with a backend, entries for it are deleted by destination, so the
+    same flow reaches the task within a second.  (With the service there but no backend, our
+    reject rule never lets such an entry be confirmed.)"""
+    tcp_only = {"empty": {"ports": (model.PublishedPort("tcp", EMPTY_TCP, 80),)}}
+    mesh.apply(services=tcp_only)
+    senders = {f"node{n}:{EMPTY_UDP}": _FixedPortSender(mesh.bed.ext_ns, mesh.bed.node_address(n), EMPTY_UDP)
+               for n in (1, 2)}
+    try:
+        time.sleep(1.5)  # the stale entries exist and are refreshed by every packet
+        assert all(s.answered is None for s in senders.values())
+        started = time.monotonic()
+        mesh.apply({"t4": {"service_id": "svcempty", "health": "healthy"}})
+        deadline = started + 5
+        while time.monotonic() < deadline and any(s.answered is None for s in senders.values()):
+            time.sleep(0.02)
+        for name, sender in senders.items():
+            assert sender.answered is not None, f"{name}: the fixed-port flow never reached the new task"
+            seconds = sender.answered[0] - started
+            print(f"UDP {name}: a fixed-port sender reached {sender.answered[1].split()[0]} "
+                  f"{seconds * 1000:.0f} ms after the port was published")
+            assert seconds < 1.0 and sender.answered[1].startswith("t4")
+    finally:
+        for sender in senders.values():
+            sender.close()
+        mesh.apply()
