@@ -11,14 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from . import plan as planner
-from . import backends, snapshot
-from .apply import NodeApplier
+from .dataplane import backends
+from . import snapshot
+from .dataplane.apply import NodeApplier
 from .doctor import doctor_command
-from .layout import Layout
+from .dataplane.layout import Layout
 from .netns import Netns, NetnsError
 from .ipvs.kernel import IpvsError
 from .nft.errors import NftError
-from .scan import namespaces_with_tables
+from .dataplane.scan import namespaces_with_tables
 
 
 def _load_plan(cluster_file: Optional[str], node: str, grace: float, controller: Optional[str] = None,

@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from . import backends
+from .dataplane import backends
 from .daemon.sdnotify import Notifier
 from .daemon.token import TokenError, load_token
 

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import backends
+from .dataplane import backends
 from .nft.render import pick_chain_rule, skeleton
 from .plan import NamespacePlan
 

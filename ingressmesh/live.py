@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import model, snapshot
-from .view import Row
+from .dataplane.view import Row
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,13 @@ from typing import Optional
 
 import docker
 
-from .. import backends, snapshot
-from ..apply import NodeApplier
+from ..dataplane import backends
+from .. import snapshot
+from ..dataplane.apply import NodeApplier
 from ..daemon.http import HttpService
 from ..daemon.metrics import AgentMetrics
 from ..daemon.sdnotify import Notifier, Watchdog
-from ..layout import Layout
+from ..dataplane.layout import Layout
 from ..plan import DRAINING, NodePlan, PlanOptions
 from ..swarm.backoff import Backoff
 from ..swarm.local import LocalFacts

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..layout import Layout
+from ..dataplane.layout import Layout
 from ..netns import NetnsError
 from ..plan import NodePlan
 from .forward_accept import ensure_jump, sync_forward_accept

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..layout import Layout
+from ..dataplane.layout import Layout
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..forget import ConnectionForgetter
+from ..dataplane.forget import ConnectionForgetter
 from ..netns import Netns
 from ..nft import transaction
 from ..nft.backend import NftBackend
@@ -20,7 +20,7 @@ from ..nft.kernel import KernelNft
 from ..nft.reader import state_from_json
 from ..nft.state import TableState
 from ..plan import NamespacePlan
-from ..view import REFUSED, Row, port_frontend, vip_frontend
+from ..dataplane.view import REFUSED, Row, port_frontend, vip_frontend
 from .desired import allocate_marks, mark_elements, virtual_services
 from .diff import diff, removed_addresses
 from .kernel import IpvsError, KernelIpvs

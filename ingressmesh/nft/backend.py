@@ -16,10 +16,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Optional, Protocol
 
-from ..forget import ConnectionForgetter
+from ..dataplane.forget import ConnectionForgetter
 from ..netns import NetnsError
 from ..plan import NamespacePlan
-from ..view import Row
+from ..dataplane.view import Row
 from . import transaction
 from .errors import NftError
 from .reader import state_from_json

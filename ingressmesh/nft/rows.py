@@ -1,7 +1,7 @@
 """VIP-to-task rows from what an nftables table holds (its elements and their comments)."""
 from __future__ import annotations
 
-from ..view import REFUSED, Row, port_frontend, vip_frontend
+from ..dataplane.view import REFUSED, Row, port_frontend, vip_frontend
 from .state import TableState
 
 

@@ -17,8 +17,8 @@ from typing import Callable
 
 import pytest
 
-from ingressmesh.apply import NodeApplier, kernel_nft_backend
-from ingressmesh.layout import Layout
+from ingressmesh.dataplane.apply import NodeApplier, kernel_nft_backend
+from ingressmesh.dataplane.layout import Layout
 from ingressmesh.netns import Netns
 from ingressmesh.ipvs.kernel import IpvsError
 from ingressmesh.nft.errors import NftError

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from ingressmesh import backends
-from ingressmesh.apply import kernel_nft_backend
+from ingressmesh.dataplane import backends
+from ingressmesh.dataplane.apply import kernel_nft_backend
 from ingressmesh.ipvs.backend import IpvsBackend, IpvsTimeouts
 from ingressmesh.netns import Netns
 from ingressmesh.plan import PlanOptions, plan_node

@@ -135,7 +135,7 @@ def test_missing_tools_are_reported_without_running_anything(monkeypatch):
 
 
 def test_ipvs_check_says_which_backend_auto_picks(monkeypatch):
-    from ingressmesh import backends
+    from ingressmesh.dataplane import backends
     monkeypatch.setattr(backends, "ipvs_available", lambda: (True, "/proc/net/ip_vs present"))
     check = doctor.check_ipvs()
     assert check.ok and check.meaning == ("the ipvs backend can run here; "

@@ -14,7 +14,7 @@ from ingressmesh.nft.fake import FakeNft, FakeRule
 from ingressmesh.nft.reader import state_from_json
 from ingressmesh.nft.tracer import FROM_OUTSIDE, LOCALLY_GENERATED, TraceError, trace
 from ingressmesh.plan import ACTIVE, Backend
-from ingressmesh.view import Row
+from ingressmesh.dataplane.view import Row
 
 HOST_LOCAL = frozenset({"10.9.0.1", "172.18.0.1"})
 INGRESS_LOCAL = frozenset({"172.18.0.2", "10.255.0.2"})

@@ -1,6 +1,6 @@
 """Which UDP destinations get their stale conntrack entries deleted: front-ends coming alive."""
 from ingressmesh.plan import ACTIVE, DRAINING, Backend, NamespacePlan, PortEntry, VipEntry
-from ingressmesh.udp_revive import Destination, reviving
+from ingressmesh.dataplane.udp_revive import Destination, reviving
 
 T1, T2 = Backend("t1", "10.0.1.5", 0, ACTIVE), Backend("t2", "10.0.1.6", 0, DRAINING)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from .netns import Netns
-from .nft.kernel import KernelNft
+from ..netns import Netns
+from ..nft.kernel import KernelNft
 
 NAMESPACE_DIRS = ("/run/netns", "/run/docker/netns")
 

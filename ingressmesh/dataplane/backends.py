@@ -9,7 +9,7 @@ import os
 import shutil
 from typing import Callable
 
-from .netns import Netns
+from ..netns import Netns
 
 CHOICES = ("auto", "nftables", "ipvs")
 
@@ -46,7 +46,7 @@ def explain() -> str:
 def factory(choice: str, ipvs_timeouts=None) -> Callable[[Netns], object]:
     """Netns -> backend for the resolved choice (`ipvs_timeouts`: an IpvsTimeouts, or defaults)."""
     if resolve(choice) == "ipvs":
-        from .ipvs.backend import IpvsBackend, IpvsTimeouts
+        from ..ipvs.backend import IpvsBackend, IpvsTimeouts
         timeouts = ipvs_timeouts or IpvsTimeouts()
         return lambda netns: IpvsBackend(netns, timeouts)
     from .apply import kernel_nft_backend

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .layout import Layout
-from .netns import Netns, NetnsError
-from .ipvs.kernel import IpvsError
-from .nft.errors import NftError
-from .plan import NamespacePlan, NodePlan
+from ..netns import Netns, NetnsError
+from ..ipvs.kernel import IpvsError
+from ..nft.errors import NftError
+from ..plan import NamespacePlan, NodePlan
 from .udp_revive import forget_destinations, reviving
 
 # DNAT only works where forwarding is on; Docker sets the same in its namespaces and host.
@@ -27,8 +27,8 @@ _FAILURES = (NftError, IpvsError, NetnsError, OSError, ValueError, subprocess.Su
 
 
 def kernel_nft_backend(netns: Netns):
-    from .nft.backend import NftBackend
-    from .nft.kernel import KernelNft
+    from ..nft.backend import NftBackend
+    from ..nft.kernel import KernelNft
     return NftBackend(KernelNft(netns))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional, Protocol
 
-from .plan import NamespacePlan
+from ..plan import NamespacePlan
 from .view import Row
 
 

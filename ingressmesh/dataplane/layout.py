@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .netns import Netns
-from .plan import NamespacePlan
+from ..netns import Netns
+from ..plan import NamespacePlan
 
 
 @dataclass(frozen=True)

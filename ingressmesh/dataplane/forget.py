@@ -10,7 +10,7 @@ import logging
 import subprocess
 from typing import Callable
 
-from .netns import NetnsError
+from ..netns import NetnsError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-from .netns import Netns, NetnsError
-from .plan import NamespacePlan
+from ..netns import Netns, NetnsError
+from ..plan import NamespacePlan
 
 log = logging.getLogger(__name__)
 
