@@ -85,6 +85,7 @@ demo-down: venv
 bench: venv
 	$(PY) bench/control_plane.py
 	$(PY) bench/live_pipeline.py
+	$(PY) bench/l7.py
 
 clean:
 	rm -rf $(VENV) *.egg-info $(LAB_OUT)

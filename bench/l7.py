@@ -9,7 +9,8 @@ endpoint change reaches traffic, and what 1,000 host routes cost.  All on loopba
    (HAProxy `http-request return` on 127.0.0.2-5) (a) directly, (b) through a hand-written
    minimal HAProxy config, (c) through the config ingressmesh renders (plan_routes +
    RouteApplier + HAProxy); (c)/(b) req/s is the number to quote (target >= 0.95).  With
-   --explain, each piece the product config adds is taken out in turn and measured against (c).
+   --explain, haproxy's instructions per request (callgrind) for (b), (c), and (c) with each
+   piece it adds over (b) taken out in turn.
 2. Route-change latency: the real `ingressmesh proxy` process follows a stand-in controller;
    a new host (reload) and a new task (runtime API) are timed from publish to first answer.
 3. 1,000 host routes: plan + render, `haproxy -c`, start, seamless reload, memory.
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import secrets
+import shlex
 import shutil
 import signal
 import statistics
@@ -109,7 +111,7 @@ class Bench:
         used = h.cpu_ns(master) - before
         own = h.own_ns() + sum(map(h.cpu_ns, pids)) - own
         return {**result, "cpu_us_per_req": round(used / 1000 / max(1, result["requests"]), 2),
-                "other_cpu_pct": h.other_percent(stat, h.cpu_stat(), own), "command": " ".join(argv)}
+                "other_cpu_pct": h.other_percent(stat, h.cpu_stat(), own), "command": shlex.join(argv)}
 
     def throughput(self) -> dict:
         args, modes = self.args, MODES
@@ -136,68 +138,52 @@ class Bench:
                       else "median of %d (by req/s)" % args.repeat, "modes": {}}
             for mode in modes:
                 picked = {t: _pick(runs[mode][t]) for t in targets}
-                result["modes"][mode] = {**picked, "all_rps": {t: [r["rps"] for r in runs[mode][t]] for t in targets},
-                                         "ratio_c_b": round(picked["c"]["rps"] / picked["b"]["rps"], 3),
-                                         "all_cpu_us_per_req": {t: [r["cpu_us_per_req"] for r in runs[mode][t]]
-                                                                for t in targets},
-                                         "cpu_ratio_c_b": round(_median_cpu(runs[mode]["c"]) / _median_cpu(runs[mode]["b"]), 2)}
-            result["memory_1_route"] = {"hand": h.haproxy_rss(hand.pid), "product": h.haproxy_rss(product.haproxy.master_pid)}
+                every = runs[mode]
+                result["modes"][mode] = {
+                    **picked, "ratio_c_b": round(picked["c"]["rps"] / picked["b"]["rps"], 3),
+                    "cpu_ratio_c_b": round(_median_cpu(every["c"]) / _median_cpu(every["b"]), 2),
+                    "all_rps": {t: [r["rps"] for r in every[t]] for t in targets},
+                    "all_cpu_us_per_req": {t: [r["cpu_us_per_req"] for r in every[t]] for t in targets}}
+            result["memory_1_route"] = {"hand": h.haproxy_rss(hand.pid),
+                                        "product": h.haproxy_rss(product.haproxy.master_pid)}
             with open(product.haproxy.files.config, encoding="utf-8") as handle:
                 product_text = handle.read()
             result["configs"] = {"hand": hand_text, "product": product_text}
             result["check_ms_1_route"] = _check_ms(product.haproxy, product.haproxy.files.config)
             if args.explain:
-                result["explain"] = self.explain(product_text, product, table, hand_port, hand.pid, modes)
+                result["explain"] = self.explain(product_text, table, product.settings)
             result["reload_1_route"] = self._reloads(product, swarm, 3 if args.quick else 5)
             return result
         finally:
             product.haproxy.kill()
             self.procs.stop(hand)
 
-    def explain(self, text: str, product: RouteApplier, table, hand_port: int, hand_pid: int, modes) -> dict:
-        """The product config with each piece it adds over the hand-written one taken out (and
-        all four at once), each run paired with (c) right before or after it (order alternating
-        by round), so drift cancels: per pair, variant req/s / (c) req/s and the CPU µs per
-        request saved (CPU per request is far steadier than req/s when other processes load the
-        machine).  Medians over --explain-rounds rounds of short runs."""
-        backend, duration, s = table.routes[0].backend, self.args.explain_duration, product.settings
-        c = (f"http://127.0.0.1:{s.http_port}/", product.haproxy.master_pid)
-        others = {"(b) hand-written": (f"http://127.0.0.1:{hand_port}/", hand_pid)}
-        started = []
-        try:
-            for name in [*h.FEATURES, None]:
-                port = h.free_port()
-                features = [name] if name else list(h.FEATURES)
+    def explain(self, text: str, table, settings: ProxySettings) -> dict:
+        """What each piece the product config adds over the hand-written one costs: haproxy (one
+        process, one thread) under callgrind, user-space instructions per request while wrk
+        runs, for (b), (c), (c) with each piece taken out and with all of them taken out.
+        Instruction counts do not move with the other load on the machine; kernel time
+        (sockets) is not in them."""
+        backend, found = table.routes[0].backend, {}
+        variants = {"(b) hand-written": None, "(c) ingressmesh": [], **{f"(c) without {n}": [n] for n in h.FEATURES},
+                    "(c) without all four": list(h.FEATURES)}
+        for index, (name, features) in enumerate(variants.items()):
+            port = h.free_port()
+            if features is None:
+                config = h.hand_config(port, [(a, self.port) for a in SERVERS])
+            else:
                 config = h.rebind(h.without(text, features, backend, "app.local"),
-                                  {s.http_port: port, s.stats_port: h.free_port()},
-                                  os.path.join(self.workdir, f"variant{len(started)}-admin.sock"))
-                proc = h.start_haproxy(self.procs, self.haproxy, self.workdir, f"variant{len(started)}", config,
-                                       "127.0.0.1", port)
-                started.append(proc)
-                others[f"(c) without {name or 'all four'}"] = (f"http://127.0.0.1:{port}/", proc.pid)
-            pairs = {mode: {name: [] for name in others} for mode in modes}
-            for rnd in range(self.args.explain_rounds):
-                for mode, close in modes.items():
-                    for name, (url, pid) in others.items():
-                        order = [("c", c), (name, (url, pid))]
-                        if rnd % 2:
-                            order.reverse()
-                        runs = {key: self.wrk(u, close, p, duration) for key, (u, p) in order}
-                        pairs[mode][name].append({
-                            "rps": runs[name]["rps"], "c_rps": runs["c"]["rps"],
-                            "rps_vs_c": runs[name]["rps"] / runs["c"]["rps"],
-                            "cpu_saved_us": runs["c"]["cpu_us_per_req"] - runs[name]["cpu_us_per_req"],
-                            "c_cpu_us": runs["c"]["cpu_us_per_req"],
-                            "other_cpu_pct": max(runs[name]["other_cpu_pct"], runs["c"]["other_cpu_pct"])})
-        finally:
-            for proc in started:
-                self.procs.stop(proc)
-        summary = {mode: {name: {"rps_vs_c": round(statistics.median(p["rps_vs_c"] for p in found), 3),
-                                 "cpu_saved_us": round(statistics.median(p["cpu_saved_us"] for p in found), 1),
-                                 "c_cpu_us": round(statistics.median(p["c_cpu_us"] for p in found), 1),
-                                 "pairs": found}
-                          for name, found in by_name.items()} for mode, by_name in pairs.items()}
-        return {"duration_s": duration, "rounds": self.args.explain_rounds, "modes": summary}
+                                  {settings.http_port: port, settings.stats_port: h.free_port()},
+                                  os.path.join(self.workdir, f"explain{index}-admin.sock"))
+            found[name] = h.instructions_per_request(self.procs, self.haproxy, self.workdir, f"explain{index}",
+                                                     config, port, MODES, self.args.explain_duration)
+        summary = {}
+        for mode in MODES:
+            c = found["(c) ingressmesh"][mode]["instructions_per_req"]
+            summary[mode] = {name: {**r[mode], "vs_c": round(r[mode]["instructions_per_req"] / c, 3)}
+                             for name, r in found.items()}
+        return {"how": "valgrind --tool=callgrind, haproxy -db nbthread 1, wrk -c4; counted only during the run",
+                "duration_s": self.args.explain_duration, "modes": summary}
 
     # -- 2. route changes through the real `ingressmesh proxy` -----------------------------------
     def route_changes(self) -> dict:
@@ -221,30 +207,34 @@ class Bench:
             _until(lambda: _healthz(listen).get("serving") and h.get(http_port, "app.local")[0] == 200, 30,
                    lambda: f"the proxy did not serve: {h.tail(log_path)}")
             self.procs.extra_pids += [p for p in h.children(proxy.pid) if _comm(p) == "haproxy"]
-            result = {"command": " ".join(argv), "poll_interval_ms": 5, "bound_s": 5,
+            result = {"command": shlex.join(argv), "poll_interval_ms": 5, "bound_s": 5,
                       "reference_poll_s": REFERENCE_POLL_S,
                       "reference_note": "documented default poll intervals of those products, not measured here"}
             result["new_host"] = self._host_trials(controller, swarm, http_port, "new", self.args.trials)
-            before = _healthz(listen)
-            result["new_task"] = self._task_trials(controller, swarm, http_port)
-            after = _healthz(listen)
-            result["new_task"]["reloads_during"] = after["reloads"] - before["reloads"]
-            result["new_task"]["runtime_commands"] = after["runtime_commands"] - before["runtime_commands"]
+            for key, trials in (("new_task", self._task_trials), ("host_alias", self._alias_trials)):
+                before = _healthz(listen)
+                result[key] = trials(controller, swarm, http_port)
+                after = _healthz(listen)
+                result[key]["reloads_during"] = after["reloads"] - before["reloads"]
+                result[key]["runtime_commands"] = after["runtime_commands"] - before["runtime_commands"]
             result["proxy_rss_mb_small"] = round(h.rss_kb(proxy.pid) / 1024, 1)
             if self.args.routes:
-                result["at_scale"] = self._at_scale(controller, swarm, http_port, listen, proxy.pid)
+                result["at_scale"] = self._at_scale(controller, swarm, http_port, proxy.pid)
             return result
+        except (TimeoutError, OSError, KeyError, ValueError) as err:
+            raise RuntimeError(f"{err}; the proxy's log said: {h.problems(log_path)}") from err
         finally:
             self.procs.stop(proxy, timeout=15)
             controller.close()
 
-    def _host_trials(self, controller, swarm: h.Cluster, port: int, prefix: str, trials: int) -> dict:
+    def _host_trials(self, controller, swarm: h.Cluster, port: int, prefix: str, trials: int,
+                     bound: float = 5.0) -> dict:
         samples = []
         for k in range(trials):
             name, host = f"{prefix}{k}", f"{prefix}{k}.bench.local"
             swarm.service(name, host, self.port).task(f"{name}-0", name)
             started = controller.publish(swarm.to_dict())
-            samples.append(_first(lambda: h.get(port, host)[0] == 200, started, f"host {host}"))
+            samples.append(_first(lambda: h.get(port, host)[0] == 200, started, f"host {host}", bound))
             time.sleep(0.25)  # the applier spaces reloads 0.2 s apart: measure one change, not a burst
         return _stats(samples)
 
@@ -261,6 +251,21 @@ class Bench:
             time.sleep(0.05)
         return _stats(samples)
 
+    def _alias_trials(self, controller, swarm: h.Cluster, port: int) -> dict:
+        """A host added to an existing service's label (a route to a backend that exists)."""
+        samples = []
+        for k in range(self.args.trials):
+            host = f"alias{k}.bench.local"
+            swarm.service("app", f"app.local,{host}", self.port)
+            started = controller.publish(swarm.to_dict())
+            samples.append(_first(lambda: h.get(port, host)[0] == 200, started, f"host {host}"))
+            self._synced(controller.version)
+            time.sleep(0.05)
+        swarm.service("app", "app.local", self.port)
+        controller.publish(swarm.to_dict())
+        self._synced(controller.version)
+        return _stats(samples)
+
     def _synced(self, version: int, bound: float = 10) -> None:
         """Until the proxy has applied `version` (its state.json is written after each apply)."""
         path = os.path.join(self.workdir, "proxy", "state.json")
@@ -270,7 +275,9 @@ class Bench:
                 return json.load(handle).get("snapshot_version") == version
         _until(applied, bound, lambda: f"the proxy did not apply snapshot {version}")
 
-    def _at_scale(self, controller, swarm: h.Cluster, port: int, listen: int, proxy_pid: int) -> dict:
+    def _at_scale(self, controller, swarm: h.Cluster, port: int, proxy_pid: int) -> dict:
+        """--routes more services through the running proxy, then new services among them (a
+        reload of the whole config each: bounded 15 s, not 5)."""
         self.add_routes(swarm)
         swarm.service("last", "last.bench.local", self.port).task("last-0", "last")  # answers
         last = "last.bench.local"
@@ -280,7 +287,7 @@ class Bench:
         time.sleep(0.3)
         trials = 3 if self.args.quick else 5
         found = {"routes": self.args.routes, "publish_to_serving_ms": round(first_ms, 1),
-                 "new_host": self._host_trials(controller, swarm, port, "late", trials)}
+                 "new_host": self._host_trials(controller, swarm, port, "late", trials, bound=15.0)}
         time.sleep(0.5)  # old workers leave once their (closed) connections are gone
         master = next((p for p in h.children(proxy_pid) if _comm(p) == "haproxy"), None)
         found["proxy_rss_mb"] = round(h.rss_kb(proxy_pid) / 1024, 1)
@@ -320,12 +327,30 @@ class Bench:
             url = f"http://127.0.0.1:{applier.settings.http_port}/"  # app.local among all the routes
             result["throughput"] = {mode: self.wrk(url, close, applier.haproxy.master_pid, self.args.duration)
                                     for mode, close in MODES.items()}
+            if self.args.explain:  # does routing cost grow with the routes? (deterministic count)
+                with open(applier.haproxy.files.config, encoding="utf-8") as handle:
+                    text, port = h.rebind_all(handle.read(), os.path.join(self.workdir, "scale-cg-admin.sock"))
+                result["instructions_per_req"] = h.instructions_per_request(
+                    self.procs, self.haproxy, self.workdir, "scale-cg", text, port, {"keep-alive": False},
+                    self.args.explain_duration)["keep-alive"]["instructions_per_req"]
             result["reload"] = self._reloads(applier, swarm, 3 if self.args.quick else 5)
             time.sleep(0.5)
             result["haproxy_rss_after_reloads"] = h.haproxy_rss(applier.haproxy.master_pid)
+            result["haproxy_rss_without_spare_slots"] = self._rss_without_spare_slots(config)
             return result
         finally:
             applier.haproxy.kill()
+
+    def _rss_without_spare_slots(self, config: str) -> dict:
+        """The same config without the disabled (spare) server slots: what the pools cost."""
+        text = "\n".join(line for line in config.splitlines() if not line.endswith(" disabled weight 0"))
+        text, port = h.rebind_all(text + "\n", os.path.join(self.workdir, "slim-admin.sock"))
+        proc = h.start_haproxy(self.procs, self.haproxy, self.workdir, "slim", text, "127.0.0.1", port)
+        try:
+            time.sleep(0.2)
+            return h.haproxy_rss(proc.pid)
+        finally:
+            self.procs.stop(proc)
 
     def _reloads(self, applier: RouteApplier, swarm: h.Cluster, count: int) -> dict:
         """Add one host, apply: render + check + SIGUSR2 + new worker answering on its socket,
@@ -432,23 +457,24 @@ def _comm(pid: int) -> str:
 
 # -- report -----------------------------------------------------------------------------------------
 def machine_info(haproxy: str) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="ascii", errors="replace")
-                if line.startswith("model name")), "")
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+        cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
     version = subprocess.run([haproxy, "-v"], capture_output=True, text=True, check=False).stdout.splitlines()
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version(),
-            "haproxy_version": version[0] if version else "", "wrk_version": (wrk.stdout or wrk.stderr).split("\n")[0],
-            "root": os.geteuid() == 0, "loadavg_start": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "haproxy_version": version[0] if version else "",
+            "wrk_version": (wrk.stdout or wrk.stderr).split("\n")[0], "root": os.geteuid() == 0,
+            "loadavg_start": os.getloadavg(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def render(results: dict) -> str:
     args, lines = results["parameters"], []
     tp = results.get("throughput")
     if tp:
-        lines += [f"L7 data path: wrk -t1 -c{args['connections']} -d{args['duration']:g}s --latency, Host: app.local, "
-                  f"{len(SERVERS)} backend servers (HAProxy `return`), {tp['how']}",
-                  f"{'mode':<11} {'path':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} {'other %':>7}"]
+        lines += [f"L7 data path: wrk -t1 -c{args['connections']} -d{args['duration']:g}s --latency, "
+                  f"Host: app.local, {len(SERVERS)} backend servers (HAProxy `return`), {tp['how']}",
+                  f"{'mode':<11} {'path':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} "
+                  f"{'other %':>7}"]
         names = {"a": "(a) direct to one backend server", "b": "(b) hand-written haproxy config",
                  "c": "(c) ingressmesh-rendered config"}
         for mode, found in tp["modes"].items():
@@ -459,30 +485,34 @@ def render(results: dict) -> str:
             verdict = "met" if found["ratio_c_b"] >= TARGET else "NOT MET"
             lines.append(f"{mode:<11} {'(c)/(b) req/s':<34} {found['ratio_c_b']:>8.3f}   target >= {TARGET}: {verdict}"
                          f"  (cpu/req (c)/(b) {found['cpu_ratio_c_b']:.2f})")
-        lines.append("cpu us/req: the haproxy serving it (master + workers; (a): the backend server) from /proc/<pid>/stat;"
-                     " other %: CPU used by processes outside this bench during the run (noise)")
+        lines.append("cpu us/req: on-CPU time of the haproxy serving it (all threads of master + workers; (a): the "
+                     "backend server) per request; other %: CPU used meanwhile by processes outside this bench (noise)")
         explain = tp.get("explain")
-        for mode, found in (explain or {}).get("modes", {}).items():
-            lines.append(f"  {mode}: what each piece of (c) costs, haproxy CPU per request (paired "
-                         f"{explain['duration_s']:g} s runs, median of {explain['rounds']})")
-            for name, r in found.items():
-                lines.append(f"    {name:<40} cpu saved {r['cpu_saved_us']:>+5.1f} of {r['c_cpu_us']:>5.1f} us/req "
-                             f"({100 * r['cpu_saved_us'] / r['c_cpu_us']:>+4.0f} %), req/s vs (c) {r['rps_vs_c']:.2f}")
+        if explain:
+            lines.append(f"  haproxy user-space instructions per request ({explain['how']})")
+            lines.append(f"    {'':<42}" + "".join(f"{mode:>22}" for mode in explain["modes"]))
+            for name in next(iter(explain["modes"].values())):
+                lines.append(f"    {name:<42}" + "".join(
+                    f"{found[name]['instructions_per_req']:>12,} ({found[name]['vs_c']:>5.2f}x)"
+                    for found in explain["modes"].values()))
     rc = results.get("route_changes")
     if rc:
         lines.append(f"Route changes through `ingressmesh proxy` (publish -> first answer, polled every 5 ms)")
-        for key, label in (("new_host", "new host (reload)"), ("new_task", "new task (runtime API)")):
+        for key, label in (("new_host", "new labelled service + host"), ("new_task", "new task of a service"),
+                           ("host_alias", "new host, existing service")):
             s = rc[key]
-            lines.append(f"  {label:<24} p50 {s['p50_ms']:>6.1f} ms  p99 {s['p99_ms']:>6.1f} ms  "
-                         f"max {s['max_ms']:>6.1f} ms  ({s['n']} trials)")
-        lines.append(f"  reloads during the task trials: {rc['new_task']['reloads_during']}")
+            how = f"{s['reloads_during']} reloads" if "reloads_during" in s else "reload"
+            lines.append(f"  {label:<28} p50 {s['p50_ms']:>6.1f} ms  p99 {s['p99_ms']:>6.1f} ms  "
+                         f"max {s['max_ms']:>6.1f} ms  ({s['n']} trials; {how})")
         scale = rc.get("at_scale")
         if scale:
             s = scale["new_host"]
-            lines += [f"  with {scale['routes']} more routes: publishing them -> served {scale['publish_to_serving_ms']:.0f} ms; "
-                      f"new host p50 {s['p50_ms']:.0f} ms, max {s['max_ms']:.0f} ms ({s['n']} trials)",
-                      f"  memory: proxy process {rc['proxy_rss_mb_small']} MB -> {scale['proxy_rss_mb']} MB RSS, its haproxy "
-                      f"(master + workers) {scale['haproxy_rss']['total_mb'] if scale['haproxy_rss'] else '?'} MB"]
+            haproxy_mb = scale["haproxy_rss"]["total_mb"] if scale["haproxy_rss"] else "?"
+            lines += [f"  with {scale['routes']} more routes: publishing them -> served "
+                      f"{scale['publish_to_serving_ms']:.0f} ms; new labelled service + host then p50 "
+                      f"{s['p50_ms']:.0f} ms, max {s['max_ms']:.0f} ms ({s['n']} trials)",
+                      f"  memory: proxy process {rc['proxy_rss_mb_small']} MB -> {scale['proxy_rss_mb']} MB RSS, "
+                      f"its haproxy (master + workers) {haproxy_mb} MB"]
         lines.append("  reference, documented default poll intervals (not measured here): " +
                      ", ".join(f"{k} {v:g} s" for k, v in REFERENCE_POLL_S.items()))
     reload_lines = []
@@ -509,13 +539,17 @@ def render(results: dict) -> str:
                   f"  haproxy -c {sc['haproxy_check_ms']:.0f} ms (1 route: "
                   f"{(tp or {}).get('check_ms_1_route', float('nan')):.0f} ms), cold start {sc['start_ms']:.0f} ms",
                   *[f"  (c) with all these routes, {mode}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.2f} ms, "
-                    f"{r['cpu_us_per_req']:.1f} us/req (1 route: "
-                    f"{(tp or {}).get('modes', {}).get(mode, {}).get('c', {}).get('cpu_us_per_req', float('nan')):.1f}"
-                    f" us/req), other {r['other_cpu_pct']:.0f} %" for mode, r in sc["throughput"].items()],
+                    f"{r['cpu_us_per_req']:.1f} us/req, other {r['other_cpu_pct']:.0f} % (one run; compare with "
+                    f"care, see instructions)" for mode, r in sc["throughput"].items()],
+                  *([f"  haproxy instructions per request, keep-alive, with all these routes: "
+                     f"{sc['instructions_per_req']:,} (1 route: "
+                     f"{tp['explain']['modes']['keep-alive']['(c) ingressmesh']['instructions_per_req']:,})"]
+                    if "instructions_per_req" in sc and tp and "explain" in tp else []),
                   f"  haproxy master + worker: RSS {sc['haproxy_rss_after_start']['total_mb']} MB "
                   f"(PSS {sc['haproxy_rss_after_start']['pss_total_mb']} MB) after start, RSS "
                   f"{sc['haproxy_rss_after_reloads']['total_mb']} MB after the reloads; 1 route: RSS "
-                  f"{small.get('total_mb', '?')} MB (PSS {small.get('pss_total_mb', '?')} MB)"]
+                  f"{small.get('total_mb', '?')} MB (PSS {small.get('pss_total_mb', '?')} MB); without the spare "
+                  f"(disabled) server slots: RSS {sc['haproxy_rss_without_spare_slots']['total_mb']} MB"]
     lines.append(f"cpu steal during the run: {results['machine'].get('steal_percent', '?')} %, "
                  f"load average at start {results['machine']['loadavg_start'][0]:.1f}")
     for failure in results["failures"]:
@@ -536,29 +570,32 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, help="route-change trials of each kind (20; --quick 8)")
     parser.add_argument("--routes", type=int, default=1000, help="host routes for the scale test (0: skip)")
     parser.add_argument("--explain", action="store_true",
-                        help="also measure the product config with each piece it adds taken out (about 2.5 min more)")
-    parser.add_argument("--explain-rounds", type=int, default=6, help="paired runs per piece (median)")
-    parser.add_argument("--explain-duration", type=int, default=1, help="seconds per explain run")
+                        help="also count haproxy's instructions per request (callgrind) for the product config "
+                             "with each piece it adds taken out (needs valgrind; about 1 min more)")
+    parser.add_argument("--explain-duration", type=int, default=2, help="seconds per --explain wrk run")
     parser.add_argument("--controller-nagle", action="store_true",
                         help="the stand-in controller's sockets without TCP_NODELAY, like the real controller's")
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     args.duration = args.duration or (2 if args.quick else 5)
     args.trials = args.trials or (8 if args.quick else 20)
-    if min(args.repeat, args.connections, args.duration, args.explain_rounds, args.explain_duration) < 1 \
+    if min(args.repeat, args.connections, args.duration, args.explain_duration) < 1 \
             or not 1 <= args.trials <= MAX_TRIALS:
         parser.error(f"--repeat, --connections, --duration, --explain-* must be >= 1, --trials 1-{MAX_TRIALS}")
     if not 0 <= args.routes <= 20000:
         parser.error("--routes: 0 (skip) to 20000")
-    missing = [tool for tool in ("wrk", "haproxy") if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
+    tools = ("wrk", "haproxy", *(("valgrind",) if args.explain else ()))
+    missing = [tool for tool in tools if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
     if missing:
         print(f"needs {' and '.join(missing)} (Debian: apt-get install {' '.join(missing)})", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _interrupted)  # so the finally blocks stop what was started
     procs, workdir = h.Processes(), tempfile.mkdtemp(prefix="ingressmesh-l7-bench-")
     bench = Bench(args, procs, workdir)
-    results = {"machine": machine_info(bench.haproxy), "parameters": {k: v for k, v in vars(args).items()},
-               "target_ratio": TARGET, "failures": []}
+    results = {"machine": machine_info(bench.haproxy), "parameters": dict(vars(args)), "target_ratio": TARGET,
+               "wrk_commands": {mode: shlex.join(h.wrk_argv("http://127.0.0.1:PORT/", args.connections,
+                                                            args.duration, close)) for mode, close in MODES.items()},
+               "failures": []}
     stat_before, started = h.cpu_stat(), time.monotonic()
     try:
         backends = h.start_haproxy(procs, bench.haproxy, workdir, "backends",
@@ -591,4 +628,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; everything this bench started is stopped", file=sys.stderr)
+        sys.exit(130)

@@ -76,9 +76,11 @@ class Processes:
                 self.stop(proc)
             except Exception:  # noqa: BLE001 - keep stopping the others
                 pass
-        for pid in self.extra_pids:  # only if its parent died without stopping it
+        for pid in self.extra_pids:  # a proxy's haproxy, if the proxy died without stopping it
             try:
-                os.kill(pid, signal.SIGTERM)
+                with open(f"/proc/{pid}/comm", encoding="ascii") as handle:
+                    if handle.read().strip() == "haproxy":
+                        os.kill(pid, signal.SIGTERM)
             except OSError:
                 pass
 
@@ -138,6 +140,16 @@ def tail(path: str, lines: int = 8) -> str:
             return " | ".join(handle.read().splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def problems(path: str, lines: int = 5) -> str:
+    """The last warnings and errors of a proxy's log (its own and HAProxy's alerts)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            found = [line.strip() for line in handle if " ERROR " in line or " WARNING " in line or "[ALERT]" in line]
+    except OSError:
+        return "(no log)"
+    return " | ".join(found[-lines:]) or "(no warnings)"
 
 
 # -- HTTP probes and wrk -----------------------------------------------------------------------
@@ -200,10 +212,10 @@ class FakeController:
     """GET /v1/snapshot?since=V&wait=W with the bearer token, like the real controller: 200 at
     once when the current version is not V, else a long-poll woken by publish(), else 304.
 
-    Headers and body go out as two writes, as in ingressmesh/daemon/http.py.  With `nagle`
-    False (the default) the socket has TCP_NODELAY, so the body leaves at once; with True it
-    does not (as the real controller's sockets today), and on a kept-alive connection the body
-    waits for the client's delayed ACK of the headers."""
+    Headers and body go out as two writes (http.server, as ingressmesh/daemon/http.py did up
+    to 1fb98d1).  With `nagle` False (the default) the socket has TCP_NODELAY, so the body
+    leaves at once; with True it does not (as that server's sockets), and on a kept-alive
+    connection the body waits for the client's delayed ACK of the headers."""
 
     MAX_WAIT = 30.0
 
@@ -399,7 +411,7 @@ def other_percent(before: list[int], after: list[int], own_ns: int) -> float:
 
 # -- what the product config adds over the hand-written one, one piece at a time ---------------
 FEATURES = {
-    "unique-id (X-Request-Id)": (("unique-id-format", "unique-id-header", "set-header X-Request-Id"), False),
+    "unique-id (X-Request-Id)": (("unique-id-format", "unique-id-header", "X-Request-Id"), False),
     "request header rewrites": (("del-header X-Forwarded-For", "option forwardfor", "set-header X-Real-IP",
                                  "set-header X-Forwarded-Proto"), False),
     "response headers (4)": (("set-header X-Proxy-Id", "set-header X-Server-Info", "set-header X-Upstream-Addr",
@@ -423,7 +435,58 @@ def without(config: str, features: list[str], backend: str, host: str) -> str:
 
 
 def rebind(config: str, ports: dict[int, int], admin_socket: str) -> str:
-    """The same config on other ports and another admin socket (to run next to the original)."""
+    """The same config on other ports and another admin socket (to run next to the original;
+    haproxy binds with SO_REUSEPORT, so a port left the same would be shared silently)."""
     for old, new in ports.items():
         config = config.replace(f"127.0.0.1:{old}\n", f"127.0.0.1:{new}\n")
     return re.sub(r"stats socket \S+", f"stats socket {admin_socket}", config)
+
+
+def rebind_all(config: str, admin_socket: str) -> tuple[str, int]:
+    """Every bind on a fresh port; the config and the first frontend's new port."""
+    old = [int(p) for p in re.findall(r"^\s+bind 127\.0\.0\.1:(\d+)$", config, re.M)]
+    ports = {p: free_port() for p in old}
+    return rebind(config, ports, admin_socket), ports[old[0]]
+
+
+# -- instructions per request, under callgrind (deterministic: other load does not change it) ---
+def single_process(config: str) -> str:
+    """The config for one haproxy process with one thread (no master-worker), for valgrind."""
+    lines = [line for line in config.splitlines() if "master-worker" not in line and "mworker-" not in line]
+    if "global" not in lines:
+        lines = ["global", ""] + lines
+    index = lines.index("global")
+    return "\n".join(lines[:index + 1] + ["    nbthread 1"] + lines[index + 1:]) + "\n"
+
+
+def _callgrind(pid: int, *command: str) -> None:
+    subprocess.run(["callgrind_control", *command, str(pid)], capture_output=True, check=True, timeout=60)
+
+
+def instructions_per_request(procs: Processes, binary: str, workdir: str, name: str, config: str, port: int,
+                             modes: dict, duration: int, connections: int = 4) -> dict:
+    """haproxy under callgrind: user-space instructions per request for each wrk mode, counted
+    only while wrk runs (after a warm-up)."""
+    cfg, out = os.path.join(workdir, f"{name}.cfg"), os.path.join(workdir, f"{name}.callgrind")
+    with open(cfg, "w", encoding="utf-8") as handle:
+        handle.write(single_process(config))
+    log = open(os.path.join(workdir, f"{name}.log"), "wb")  # noqa: SIM115 - kept with the process
+    proc = procs.start(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                        binary, "-db", "-f", cfg], stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        wait_port("127.0.0.1", port, timeout=60)
+        url = f"http://127.0.0.1:{port}/"
+        run_wrk(wrk_argv(url, connections, 1, False), 1)  # warm-up, not counted
+        found = {}
+        for dump, (mode, close) in enumerate(modes.items(), 1):
+            _callgrind(proc.pid, "-i", "on")
+            result = run_wrk(wrk_argv(url, connections, duration, close), duration)
+            _callgrind(proc.pid, "-i", "off")
+            _callgrind(proc.pid, "-d")
+            with open(f"{out}.{dump}", encoding="ascii", errors="replace") as handle:
+                total = int(re.search(r"^totals:\s+(\d+)", handle.read(), re.M).group(1))
+            found[mode] = {"instructions_per_req": round(total / max(1, result["requests"])),
+                           "requests": result["requests"]}
+        return found
+    finally:
+        procs.stop(proc, timeout=30)

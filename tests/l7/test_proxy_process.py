@@ -87,9 +87,23 @@ class ProxyProcess:
         return self.log.read()
 
     def stop(self):
+        """SIGTERM (the proxy stops its HAProxy), SIGKILL only if that hangs; HAProxy runs in its
+        own session, so a killed proxy would leave it behind: stop that one by its pid too."""
+        master = None
+        try:
+            master = self.state().get("master_pid")
+        except (OSError, ValueError):
+            pass
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if master and os.path.exists(f"/proc/{master}") and self.workdir.as_posix() in open(
+                f"/proc/{master}/cmdline", "rb").read().decode(errors="replace"):
+            os.kill(master, signal.SIGKILL)
         self.log.close()
 
 
