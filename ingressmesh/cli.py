@@ -239,10 +239,11 @@ main.add_command(doctor_command)
 
 
 def _register_daemons() -> None:
-    from .cli_daemons import agent_command, controller_command
+    from .cli_daemons import agent_command, controller_command, token_group
     from .lab.cli import lab_group
     main.add_command(controller_command)
     main.add_command(agent_command)
+    main.add_command(token_group)
     main.add_command(lab_group)
     from .cli_l7 import l7_group, proxy_command
     main.add_command(proxy_command)

@@ -27,6 +27,15 @@ def _token(path: str) -> str:
         raise click.ClickException(str(err)) from None
 
 
+def _cluster_secret(token_file: str) -> str:
+    from .daemon.credentials import is_derived
+    secret = _token(token_file)
+    if is_derived(secret):
+        raise click.ClickException(f"token file {token_file} holds a derived credential, not the cluster secret "
+                                   "it was made from")
+    return secret
+
+
 def _run_until_signalled(run) -> None:
     """Run `run(stop, notifier)`; SIGTERM/SIGINT set `stop` so it can leave the kernel state as is."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -37,7 +46,36 @@ def _run_until_signalled(run) -> None:
 
 
 token_option = click.option("--token-file", default="/etc/ingressmesh/token", show_default=True,
-                            help="Shared token file (a Docker secret in production: /run/secrets/…).")
+                            help="Token file: the cluster secret, or a credential from `ingressmesh token` "
+                                 "(a Docker secret in production: /run/secrets/…).")
+
+
+def tls_client_options(command):
+    """--ca and --tls-verify: how a client of the controller checks its https certificate."""
+    command = click.option("--tls-verify/--no-tls-verify", default=True, show_default=True,
+                           help="Check the controller's certificate on https:// URLs.")(command)
+    return click.option("--ca", "ca_file", default=None, metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+                        help="CA certificate (PEM) that signed the controller's certificate "
+                             "[default: the system's CAs].")(command)
+
+
+def _credentials(token_file: str, ca_file, tls_verify: bool):
+    from .agent.controller_client import Credentials
+    return Credentials(_token(token_file), verify=(ca_file or True) if tls_verify else False)
+
+
+def _server_tls(cert: str, key: str):
+    from .daemon.tls import TlsError, server_context
+    if bool(cert) != bool(key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if not cert:
+        return None
+    try:
+        return server_context(cert, key)
+    except TlsError as err:
+        raise click.ClickException(str(err)) from None
+
+
 docker_option = click.option("--docker", "docker_url", default="unix:///var/run/docker.sock", show_default=True,
                              help="This node's dockerd.")
 
@@ -46,12 +84,16 @@ docker_option = click.option("--docker", "docker_url", default="unix:///var/run/
 @docker_option
 @token_option
 @click.option("--listen", default="0.0.0.0:9401", show_default=True, callback=_listen, help="HOST:PORT to serve on.")
-def controller_command(docker_url: str, token_file: str, listen) -> None:
+@click.option("--tls-cert", default="",
+              help="Serve https with this certificate chain (PEM; a Docker secret in production).")
+@click.option("--tls-key", default="", help="The private key of --tls-cert (PEM).")
+def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, tls_key: str) -> None:
     """Merge the swarm (this manager's API) with the agents' reports; serve snapshots to agents."""
     from .controller.app import Controller, ControllerConfig
-    token = _token(token_file)
+    token = _cluster_secret(token_file)
+    tls = _server_tls(tls_cert, tls_key)
     try:
-        controller = Controller(ControllerConfig(docker_url=docker_url, listen=listen), token)
+        controller = Controller(ControllerConfig(docker_url=docker_url, listen=listen), token, tls=tls)
     except OSError as err:
         raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
     _run_until_signalled(controller.run)
@@ -59,9 +101,10 @@ def controller_command(docker_url: str, token_file: str, listen) -> None:
 
 @click.command("agent")
 @click.option("--controller", "controllers", multiple=True, required=True,
-              help="Controller URL, http://HOST:PORT (repeat for fail-over).")
+              help="Controller URL, http(s)://HOST:PORT (repeat for fail-over).")
 @docker_option
 @token_option
+@tls_client_options
 @click.option("--exec-root", default="/run/docker", show_default=True, help="dockerd's --exec-root.")
 @click.option("--docker-pidfile", default="",
               help="dockerd's pidfile, when dockerd runs in its own mount namespace (then Docker's "
@@ -74,16 +117,24 @@ def controller_command(docker_url: str, token_file: str, listen) -> None:
 @click.option("--no-forward-accept", is_flag=True,
               help="Do not add the FORWARD accepts for published ports (another firewall does it).")
 @click.option("--node-id", default="", help="Swarm node id (default: asked from the local dockerd).")
-def agent_command(controllers, docker_url, token_file, exec_root, docker_pidfile, backend, listen,
-                  drain_grace, no_forward_accept, node_id) -> None:
+def agent_command(controllers, docker_url, token_file, ca_file, tls_verify, exec_root, docker_pidfile, backend,
+                  listen, drain_grace, no_forward_accept, node_id) -> None:
     """Follow the controller and program this node's routing mesh in Docker's namespaces."""
     from .agent.app import Agent, AgentConfig, local_node_id
     from .agent.docker_layout import DockerNamespaces
-    token = _token(token_file)
+    from .daemon.credentials import READER, credential_node
+    token = _credentials(token_file, ca_file, tls_verify)
+    if token.token.startswith(READER + ":"):
+        raise click.ClickException(f"token file {token_file} holds the read-only credential: an agent reports, "
+                                   "give it its node's (`ingressmesh token node --node-id ID`)")
     try:
         node_id = node_id or local_node_id(docker_url)
     except Exception as err:  # noqa: BLE001 - any docker failure: say which daemon and why
         raise click.ClickException(f"cannot learn this node's swarm id from {docker_url}: {err}") from None
+    owner = credential_node(token.token)
+    if owner is not None and owner != node_id:
+        raise click.ClickException(f"token file {token_file} is the credential of node {owner}, but this node "
+                                   f"is {node_id}: make its own with `ingressmesh token node --node-id {node_id}`")
     config = AgentConfig(controllers=tuple(controllers), docker_url=docker_url,
                          namespaces=DockerNamespaces(exec_root, docker_pidfile), backend=backend, listen=listen,
                          drain_grace=drain_grace, open_forward=not no_forward_accept)
@@ -92,3 +143,47 @@ def agent_command(controllers, docker_url, token_file, exec_root, docker_pidfile
     except OSError as err:
         raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
     _run_until_signalled(agent.run)
+
+
+@click.group("token")
+def token_group() -> None:
+    """Credentials derived from the cluster secret (run on a manager, which holds it)."""
+
+
+def _emit(credential: str, out: str) -> None:
+    if not out:
+        click.echo(credential)
+        return
+    from .daemon.token import write_token
+    try:
+        write_token(out, credential)
+    except OSError as err:
+        raise click.ClickException(f"{out}: {err.strerror or err}") from None
+
+
+cluster_token_option = click.option("--token-file", default="/etc/ingressmesh/token", show_default=True,
+                                    help="The cluster secret.")
+out_option = click.option("--out", default="", help="Write it to this new file (mode 0600) instead of stdout.")
+
+
+@token_group.command("node")
+@click.option("--node-id", required=True, help="The swarm node id (docker info -f '{{.Swarm.NodeID}}').")
+@cluster_token_option
+@out_option
+def token_node_command(node_id: str, token_file: str, out: str) -> None:
+    """The credential of one node's agent: the snapshot, and reports about that node only."""
+    from .daemon.credentials import node_credential
+    try:
+        credential = node_credential(_cluster_secret(token_file), node_id)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--node-id") from None
+    _emit(credential, out)
+
+
+@token_group.command("reader")
+@cluster_token_option
+@out_option
+def token_reader_command(token_file: str, out: str) -> None:
+    """The read-only credential (L7 proxies, `l7 deploy`, the CLI): the snapshot only."""
+    from .daemon.credentials import reader_credential
+    _emit(reader_credential(_cluster_secret(token_file)), out)

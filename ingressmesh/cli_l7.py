@@ -14,12 +14,14 @@ import threading
 
 import click
 
-from .cli_daemons import _listen, _run_until_signalled, _token, docker_option, token_option
+from .cli_daemons import (_credentials, _listen, _run_until_signalled, docker_option, tls_client_options,
+                          token_option)
 
 
 @click.command("proxy")
 @click.option("--controller", "controllers", multiple=True, required=True, help="Controller URL (repeat for fail-over).")
 @token_option
+@tls_client_options
 @click.option("--service-cluster", default="", help="Serve only services labelled with this com.docker.lb.service_cluster.")
 @click.option("--proxy-service", default="", help="This proxy's own service name (never routed to).")
 @click.option("--task-id", default=lambda: os.environ.get("INGRESSMESH_TASK_ID", ""),
@@ -37,9 +39,9 @@ from .cli_daemons import _listen, _run_until_signalled, _token, docker_option, t
 @click.option("--hard-stop-after", default="30m", show_default=True,
               help="How long an old worker keeps long-lived connections after a reload.")
 @click.option("--haproxy", "haproxy_binary", default="haproxy", show_default=True)
-def proxy_command(controllers, token_file, service_cluster, proxy_service, task_id, http_port, bind_address,
-                  stats_port, listen, workdir, proxy_id, drain_grace, stop_linger, stop_timeout, hard_stop_after,
-                  haproxy_binary) -> None:
+def proxy_command(controllers, token_file, ca_file, tls_verify, service_cluster, proxy_service, task_id, http_port,
+                  bind_address, stats_port, listen, workdir, proxy_id, drain_grace, stop_linger, stop_timeout,
+                  hard_stop_after, haproxy_binary) -> None:
     """Run HAProxy for the com.docker.lb.* routes of one service cluster (the proxy service's task)."""
     from .l7 import grammar
     from .l7.proxy import Proxy, ProxyConfig
@@ -61,7 +63,7 @@ def proxy_command(controllers, token_file, service_cluster, proxy_service, task_
                          listen=listen, drain_grace=drain_grace, stop_linger=stop_linger,
                          stop_timeout=stop_timeout, haproxy_binary=haproxy_binary)
     try:
-        proxy = Proxy(config, _token(token_file))
+        proxy = Proxy(config, _credentials(token_file, ca_file, tls_verify))
     except OSError as err:
         raise click.ClickException(f"cannot start the proxy: {err}") from None
     # Only SIGTERM/SIGINT stop the proxy.  SIGHUP reloads HAProxy (same routes, fresh worker);
@@ -104,18 +106,19 @@ def _snapshot(client):
 @config_option
 @docker_option
 @token_option
+@tls_client_options
 @click.option("--controller", "controllers", multiple=True, required=True,
               help="Controller URL the proxies follow (reachable from the proxy tasks).")
 @click.option("--watch", is_flag=True, help="Keep following the snapshot: attach and detach networks as labels change.")
-def deploy_command(config_path, docker_url, token_file, controllers, watch) -> None:
+def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, controllers, watch) -> None:
     """Create or update the proxy services; with --watch keep their networks in line with the labels."""
     import docker
     from .agent.controller_client import ControllerClient, ControllerError
     from .l7.proxy_service import ProxyServices, desired_spec
     settings = _settings(config_path)
-    token = _token(token_file)
-    services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), token)
-    client = ControllerClient(list(controllers), token)
+    credentials = _credentials(token_file, ca_file, tls_verify)
+    services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), credentials.token)
+    client = ControllerClient(list(controllers), credentials)
 
     def reconcile(cluster):
         secret = services.token_secret()

@@ -4,7 +4,8 @@
 #   /usr/local/bin/ingressmesh        link to the venv's command (the units' ExecStart)
 #   /etc/systemd/system/ingressmesh-{agent,controller}.service
 #   /etc/default/ingressmesh-{agent,controller}   option templates, kept if present
-#   /etc/ingressmesh/token            the shared token (0600), kept if present
+#   /etc/ingressmesh/token            the token (0600), kept if present: the cluster secret, or on a
+#                                     node that runs no controller its own credential (--token-file)
 # then `systemctl daemon-reload` when systemd is running.  Idempotent.  Nothing is enabled or
 # started: that is the operator's choice (agent on every node, controller on managers).
 set -eu
@@ -15,7 +16,8 @@ usage: $0 [--prefix DIR] [--venv DIR] [--token-file FILE]
   --prefix DIR      install under DIR instead of / (default: \$DESTDIR, else /)
   --venv DIR        use this existing venv (with bin/ingressmesh) instead of creating
                     /opt/ingressmesh/venv and pip-installing the repository into it
-  --token-file FILE install this token (the same on every node) if none is installed yet
+  --token-file FILE install this token if none is installed yet: the cluster secret (managers)
+                    or the node's credential from \`ingressmesh token node\` (other nodes)
 USAGE
 }
 
@@ -78,7 +80,7 @@ done
 
 # 3. option templates (the operator's: never overwritten)
 mkdir -p "$ROOT/etc/default"
-write_default() {  # $1 = agent|controller, $2 = example options
+write_default() {  # $1 = agent|controller, $2 = example options, $3 = what the token file holds, $4 = TLS example
     upper="$(echo "$1" | tr a-z A-Z)"
     file="$ROOT/etc/default/ingressmesh-$1"
     if [ -e "$file" ]; then
@@ -87,17 +89,23 @@ write_default() {  # $1 = agent|controller, $2 = example options
     fi
     cat > "$file" <<DEFAULTS
 # Read by ingressmesh-$1.service (EnvironmentFile=); restart the service after editing.
-# The shared token is read from /etc/ingressmesh/token (--token-file): the same content on
-# every node, mode 0600.
+# The token is read from /etc/ingressmesh/token (--token-file), mode 0600: $3
 # Options for \`ingressmesh $1\` (see \`ingressmesh $1 --help\`), e.g.
 #   INGRESSMESH_${upper}_OPTS="$2"
+# With TLS (the token then never crosses the network in clear text; README: "Security of the
+# controller API"):
+#   INGRESSMESH_${upper}_OPTS="$4"
 INGRESSMESH_${upper}_OPTS=""
 DEFAULTS
     chmod 0644 "$file"
     say "wrote $file"
 }
-write_default agent "--controller http://<manager-1>:9401 --controller http://<manager-2>:9401"
-write_default controller "--listen 0.0.0.0:9401"
+write_default agent "--controller http://<manager-1>:9401 --controller http://<manager-2>:9401" \
+    "this node's own credential (\`ingressmesh token node --node-id <id>\` on a manager), or the cluster secret." \
+    "--controller https://<manager-1>:9401 --controller https://<manager-2>:9401 --ca /etc/ingressmesh/tls/ca.pem"
+write_default controller "--listen 0.0.0.0:9401" \
+    "the cluster secret, the same on every manager." \
+    "--listen 0.0.0.0:9401 --tls-cert /etc/ingressmesh/tls/controller.pem --tls-key /etc/ingressmesh/tls/controller.key"
 
 # 4. the token (a secret: 0600, never overwritten)
 TOKEN="$ROOT/etc/ingressmesh/token"
@@ -110,7 +118,7 @@ elif [ -n "$TOKEN_SRC" ]; then
     say "installed $TOKEN from $TOKEN_SRC"
 else
     (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$TOKEN")
-    say "generated $TOKEN: copy this same file to every node (or install with --token-file)"
+    say "generated $TOKEN (the cluster secret): copy it to every manager; give every other node its own credential (ingressmesh token node --node-id ID, then --token-file)"
 fi
 chmod 0600 "$TOKEN"
 

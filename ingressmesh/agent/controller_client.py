@@ -3,16 +3,20 @@
 Several controllers may run (one per manager).  The snapshot is followed from one at a time,
 failing over round-robin on connection errors, timeouts and 5xx, and staying on the one that
 answered.  Reports go to every controller, because each merges its own view of the cluster.
+Over https the controllers' certificates are checked (Credentials.verify: the system's CAs by
+default, or the cluster's own CA file), so the token never crosses the network in clear text.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -27,7 +31,8 @@ class ControllerError(Exception):
 
 
 class ControllerAuthError(ControllerError):
-    """A controller refused the token (401).  Not retried here: back off and fix the token."""
+    """A controller refused the token (401) or what it may do (403, e.g. a node credential
+    reporting for another node).  Not retried here: back off and fix the credential."""
 
 
 class ControllerUnreachable(ControllerError):
@@ -36,6 +41,18 @@ class ControllerUnreachable(ControllerError):
     def __init__(self, errors: dict[str, str]):
         self.errors = dict(errors)
         super().__init__("no controller answered: " + "; ".join(f"{u}: {e}" for u, e in errors.items()))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The bearer token, and how to check the controllers' TLS certificates (requests' verify=):
+    True for the system's CAs, the path of a CA bundle, or False (no check: labs only)."""
+    token: str
+    verify: Union[bool, str] = True
+
+    @classmethod
+    def of(cls, value: Union[str, "Credentials"]) -> "Credentials":
+        return value if isinstance(value, Credentials) else cls(value)
 
 
 @dataclass(frozen=True)
@@ -49,21 +66,24 @@ class _Failed(Exception):
 
 
 class ControllerClient:
-    """Talks to the controllers at `urls` with the shared bearer `token`.
+    """Talks to the controllers at `urls` with `token`: a bearer token (the system's CAs check
+    https certificates) or Credentials (token and CA).
 
     `timeout` bounds connecting and, beyond the requested long-poll wait, reading an answer.
     """
 
-    def __init__(self, urls: list[str], token: str, timeout: float = 10.0,
+    def __init__(self, urls: list[str], token: Union[str, Credentials], timeout: float = 10.0,
                  clock: Callable[[], float] = time.time):
         if not urls:
             raise ValueError("at least one controller URL is needed")
         self.urls = [_check_url(u) for u in urls]
+        credentials = Credentials.of(token)
+        _check_tls(self.urls, credentials.verify)
         self.timeout, self._clock = timeout, clock
         # Separate sessions for follow and report: they run on different threads, and a
         # long-poll must not hold the connection a report needs.
-        self._follow_sessions = [_session(token) for _ in self.urls]
-        self._report_sessions = [_session(token) for _ in self.urls]
+        self._follow_sessions = [_session(credentials) for _ in self.urls]
+        self._report_sessions = [_session(credentials) for _ in self.urls]
         self._pool = ThreadPoolExecutor(max_workers=len(self.urls), thread_name_prefix="report")
         self._lock = threading.Lock()
         self._current = 0
@@ -175,6 +195,8 @@ class ControllerClient:
         error: Optional[ControllerError] = None
         if status == 401:
             error = ControllerAuthError(f"{url} refused the token: {_error_text(response)}")
+        elif status == 403:
+            error = ControllerAuthError(f"{url} refused the credential: {_error_text(response)}")
         elif status not in (200, 204, 304):
             error = ControllerError(f"{url}: HTTP {status}: {_error_text(response)}")
         with self._lock:  # it answered, so it is reachable, even when it refused
@@ -200,9 +222,31 @@ def _check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _session(token: str) -> requests.Session:
+def _check_tls(urls: list[str], verify: Union[bool, str]) -> None:
+    """Refuses a CA file that cannot be read now (not at the first request); warns where the
+    token would cross the network in clear text or unchecked."""
+    if isinstance(verify, str) and not os.access(verify, os.R_OK):
+        raise ValueError(f"CA file {verify}: cannot read it")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+            log.warning("controller %s is plain http: the token crosses the network in clear text "
+                        "(serve it with --tls-cert/--tls-key and use https://)", url)
+        elif parts.scheme == "https" and verify is False:
+            log.warning("controller %s: its TLS certificate is not checked (--no-tls-verify)", url)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _session(credentials: Credentials) -> requests.Session:
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
+    session.headers["Authorization"] = f"Bearer {credentials.token}"
+    session.verify = credentials.verify
     session.trust_env = False  # never route agent-to-controller traffic through an env proxy
     return session
 
@@ -220,10 +264,23 @@ def _describe(exc: requests.RequestException) -> str:
         return "connect timed out"
     if isinstance(exc, requests.ReadTimeout):
         return "no answer in time (read timed out)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return _describe_tls(str(exc))
     found = re.search(r"\[Errno -?\d+\] [^'\"\)]+", str(exc))
     if found:
         return found.group(0).strip()
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _describe_tls(text: str) -> str:
+    found = re.search(r"\[SSL: ([A-Z_]+)\] ([^(')\"]+)", text)
+    detail = found.group(2).strip() if found else text[:200]
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (f"TLS certificate does not verify ({detail}): is --ca the CA that signed the "
+                "controller's certificate, and is the URL's host in the certificate?")
+    if "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text:
+        return f"TLS handshake failed ({detail}): does the controller serve https (--tls-cert)?"
+    return f"TLS error: {detail}"
 
 
 def _error_text(response: requests.Response) -> str:

@@ -8,6 +8,7 @@ have yet, or a container that started stopping, pokes the provider for an immedi
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ def docker_api(url: str):
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig, token: str):
+    def __init__(self, config: ControllerConfig, token: str, tls: Optional[ssl.SSLContext] = None):
         self.config = config
         self.store = SnapshotStore()
         self.metrics = ControllerMetrics()
@@ -62,7 +63,7 @@ class Controller:
         self.provider = SwarmProvider(docker_api(config.docker_url), config.docker_url, self._swarm_changed,
                                       on_read=self._swarm_read)
         self.server = ControllerServer(self.store, self._on_report, token, self.metrics, config.listen,
-                                       health=self._health)
+                                       health=self._health, tls=tls)  # tls: daemon/tls.py, None for http
 
     def start(self) -> "Controller":
         self.server.start()

@@ -4,17 +4,25 @@
     POST /v1/report                   a node report (validated here) -> on_report(report) -> 204
     GET  /healthz                     200 / 503 with the controller's own health as JSON
     GET  /metrics                     Prometheus text
+
+/v1/ takes the cluster secret (everything), a node's credential (the snapshot, and reports
+about that node only: 403 for another node's) or the reader credential (the snapshot only);
+see daemon/credentials.py.
 """
 from __future__ import annotations
 
 import ipaddress
 import math
 import re
+import ssl
 from typing import Any, Callable, Optional
 
+from ..daemon.credentials import READER, ClusterAuth
 from ..daemon.http import HttpService, Request, Response
+from ..daemon.http_limits import Limits
 from ..daemon.metrics import ControllerMetrics
 from ..model import HEALTH_STATES
+from .longpoll import LongPoll
 from .store import SnapshotStore
 
 MAX_WAIT = 30.0  # long-poll cap: below common proxy/LB idle timeouts, short enough to notice a dead peer
@@ -32,21 +40,24 @@ class ControllerServer:
 
     `health` gives (ok, details) for /healthz, e.g. the age of the last swarm resync; by
     default the controller is healthy once it has published a snapshot.  `on_report` may raise
-    ReportError to refuse a report (400) for reasons only the merge knows.
+    ReportError to refuse a report (400) for reasons only the merge knows.  `token` is the
+    cluster secret; `tls` (daemon/tls.py) makes it HTTPS only.
     """
 
     def __init__(self, store: SnapshotStore, on_report: Callable[[dict], None], token: str,
                  metrics: ControllerMetrics, address: tuple[str, int],
-                 health: Optional[HealthCheck] = None):
+                 health: Optional[HealthCheck] = None, tls: Optional[ssl.SSLContext] = None,
+                 limits: Limits = Limits()):
         self.store, self.metrics = store, metrics
         self._on_report = on_report
         self._health = health or self._default_health
+        self.longpoll = LongPoll(store)
         self.http = HttpService(address, {
             ("GET", "/v1/snapshot"): self._snapshot,
             ("POST", "/v1/report"): self._report,
             ("GET", "/healthz"): self._healthz,
             ("GET", "/metrics"): self._metrics,
-        }, token)
+        }, ClusterAuth(token), limits=limits, tls=tls)
 
     @property
     def port(self) -> int:
@@ -61,10 +72,11 @@ class ControllerServer:
         return self
 
     def stop(self) -> None:
-        """Stops serving.  Long-polls still waiting end with the store's close() or their wait."""
+        """Stops serving; long-polls still waiting are answered 304 first."""
+        self.longpoll.close()
         self.http.stop()
 
-    def _snapshot(self, request: Request) -> Response:
+    async def _snapshot(self, request: Request) -> Response:
         try:
             since = int(request.query.get("since", "0"))
         except ValueError:
@@ -75,7 +87,7 @@ class ControllerServer:
             wait = math.nan
         if not math.isfinite(wait) or wait < 0:
             return 400, {"error": f"wait: {request.query['wait']!r} is not a number of seconds >= 0"}, None
-        found = self.store.wait(since, min(wait, MAX_WAIT))
+        found = await self.longpoll.wait(since, min(wait, MAX_WAIT))
         if found is None:
             return 304, None, None
         version, cluster = found
@@ -85,8 +97,15 @@ class ControllerServer:
         return 200, {"version": version, "cluster": cluster}, None
 
     def _report(self, request: Request) -> Response:
+        principal = request.principal
+        if principal is None or principal.role == READER:  # refused before its body is looked at
+            why = principal.may_report_for("") if principal else "no credential"
+            return 403, {"error": f"report refused: {why}"}, None
         try:
             report = validate_report(request.json)
+            problem = principal.may_report_for(report["node_id"])
+            if problem is not None:
+                return 403, {"error": f"report refused: {problem}"}, None
             self._on_report(report)
         except ReportError as exc:
             return 400, {"error": f"report: {exc}"}, None

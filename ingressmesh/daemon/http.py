@@ -1,39 +1,51 @@
-"""A tiny JSON HTTP server for the daemons: routes, bearer-token auth, errors that say why.
+"""A small JSON HTTP server for the daemons: routes, bearer-token auth, bounded resources.
 
-Stdlib only (ThreadingHTTPServer, one thread per connection) because the traffic is a handful
-of agents long-polling; anything heavier would be another dependency to audit.  Every path
-under `/v1/` is protected by the shared token; `/healthz` and `/metrics` are not (they carry no
-secrets and must answer probes that have no token).
+aiohttp on one asyncio loop (its own thread), because hundreds of agents long-poll the
+controller: a waiting request costs a coroutine, not a thread, and aiohttp parses HTTP with
+limits on request line and header sizes.  The bounds of http_limits.Limits (connections,
+header/body/send timeouts, body size, JSON depth) sit on top.  Handlers keep the simple
+interface: `handler(Request) -> (status, body, content_type)`; a plain function runs in a
+small thread pool (it may block), an `async def` one on the loop (a long-poll that awaits).
+
+Every path under `/v1/` needs a credential (a token, or an Authenticator that tells whose it
+is: daemon/credentials.py); `/healthz` and `/metrics` do not (no secrets, and probes have no
+token).  With a TLS context the server speaks HTTPS only.
 """
 from __future__ import annotations
 
-import hmac
+import asyncio
+import concurrent.futures
+import inspect
 import json
 import logging
 import socket
-import sys
+import ssl
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping, Optional
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Callable, Mapping, Optional, Union
+
+from aiohttp import web
+
+from .credentials import Authenticator, Principal, TokenAuth
+from .http_limits import BadRequest, Busy, Limits, QuietLog, parse_json, read_body
 
 log = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/v1/"
-MAX_BODY = 1 << 20  # a node report is a few KiB; refuse anything absurd before reading it
-IDLE_TIMEOUT = 120.0  # drop idle keep-alive connections eventually
+MAX_BODY = Limits.max_body
 
 
 @dataclass(frozen=True)
 class Request:
-    """What a handler sees: method, path, query (last value per key), headers, parsed JSON body."""
+    """What a handler sees: method, path, query (last value per key), headers, parsed JSON body,
+    and for /v1/ paths the principal its credential speaks for."""
     method: str
     path: str
     query: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     json: Any = None
     client: str = ""
+    principal: Optional[Principal] = None
 
 
 # A handler returns (status, body, content_type).  A body that is not bytes/str/None is sent as
@@ -48,210 +60,189 @@ def is_protected(path: str) -> bool:
 
 
 class HttpService:
-    """Serves `routes` ({(method, path): handler}) on `address` from a background thread."""
+    """Serves `routes` ({(method, path): handler}) on `address` from a background thread.
 
-    def __init__(self, address: tuple[str, int], routes: Routes, token: Optional[str]):
+    `token` is the token of the /v1/ paths (full access), an Authenticator, or None when no
+    route is under /v1/.  The socket is bound here, so a busy port fails at construction.
+    """
+
+    def __init__(self, address: tuple[str, int], routes: Routes, token: Union[str, Authenticator, None],
+                 limits: Limits = Limits(), tls: Optional[ssl.SSLContext] = None):
         if token is None and any(is_protected(path) for _, path in routes):
             raise ValueError(f"routes under {PROTECTED_PREFIX} need a token")
         self._routes = dict(routes)
-        self._token = token.encode() if token is not None else None
-        self._server = _Server(address, _handler_class(self))
+        self._auth = TokenAuth(token) if isinstance(token, str) else token
+        self.limits, self._tls = limits, tls
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, port), family=family, backlog=128)
+        self._bound = self._sock.getsockname()[:2]  # still known once stopped
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=limits.workers,
+                                                           thread_name_prefix=f"http-{self.port}")
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._web: Optional[web.Server] = None
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return self._bound[1]
 
     @property
     def host(self) -> str:
-        return self._server.server_address[0]
+        return self._bound[0]
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Open connections (served ones, not those refused over the cap)."""
+        return len(self._web.connections) if self._web is not None else 0
 
     def start(self) -> "HttpService":
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                            name=f"http-{self.port}", daemon=True)
+            ready: concurrent.futures.Future = concurrent.futures.Future()
+            self._thread = threading.Thread(target=self._run, args=(ready,), name=f"http-{self.port}", daemon=True)
             self._thread.start()
+            ready.result()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stops accepting, closes the socket and every open connection (keep-alive ones too)."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout)
-            self._thread = None
-        self._server.server_close()
-        self._server.close_connections()
+        """Stops accepting, closes every open connection (keep-alive ones too) once requests in
+        flight are answered or after half a second, and the socket."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(min(0.25, timeout)), loop).result(timeout)
+            except (concurrent.futures.TimeoutError, RuntimeError) as exc:
+                log.warning("HTTP server on port %d did not stop cleanly: %r", self.port, exc)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+        self._thread = None
+        self._sock.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-    # -- called from handler threads ---------------------------------------------------------
+    def __enter__(self) -> "HttpService":
+        return self
 
-    def auth_error(self, headers: Mapping[str, str]) -> Optional[str]:
-        """None when the request carries the right bearer token, else what is wrong with it."""
-        value = headers.get("Authorization")
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the loop thread ---------------------------------------------------------------------
+
+    def _run(self, ready: concurrent.futures.Future) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._listen())
+        except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+            ready.set_exception(exc)
+            loop.close()
+            return
+        ready.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _listen(self) -> None:
+        limits = self.limits
+        self._web = web.Server(self._handle, handler_cancellation=True, keepalive_timeout=limits.header_timeout,
+                               access_log=None, logger=QuietLog(), lingering_time=min(2.0, limits.body_timeout),
+                               max_headers=64)
+        web_server = self._web
+
+        def protocol():
+            if len(web_server.connections) >= limits.max_connections:
+                return Busy()
+            return web_server()
+        self._server = await asyncio.get_running_loop().create_server(
+            protocol, sock=self._sock, ssl=self._tls,
+            ssl_handshake_timeout=limits.header_timeout if self._tls else None)
+
+    async def _shutdown(self, grace: float) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._web is not None:
+            await self._web.shutdown(grace)
+
+    async def _handle(self, raw: web.BaseRequest) -> web.StreamResponse:
+        principal = None
+        if is_protected(raw.path):
+            principal, problem = self._authenticate(raw.headers.get("Authorization"))
+            if problem is not None:
+                return await self._send(raw, 401, {"error": problem}, None,
+                                        {"WWW-Authenticate": 'Bearer realm="ingressmesh"'})
+        try:
+            body = parse_json(await read_body(raw.content, raw.content_length, self.limits),
+                              self.limits.max_json_depth)
+        except BadRequest as exc:
+            return await self._send(raw, exc.status, {"error": str(exc)}, None, close=exc.status != 400)
+        request = Request(raw.method, raw.path, dict(raw.query.items()), raw.headers, body, raw.remote or "",
+                          principal)
+        try:
+            status, payload, content_type = await self._dispatch(request)
+        except Exception:  # noqa: BLE001 - a handler bug is a 500 and a log entry, never a dead server
+            log.exception("%s %s failed", request.method, request.path)
+            status, payload, content_type = 500, {"error": "internal error (see the server log)"}, None
+        return await self._send(raw, status, payload, content_type)
+
+    def _authenticate(self, value: Optional[str]) -> tuple[Optional[Principal], Optional[str]]:
+        """(principal, None) for a valid credential, else (None, what is wrong with it)."""
         if not value:
-            return "missing bearer token (Authorization: Bearer <token>)"
+            return None, "missing bearer token (Authorization: Bearer <token>)"
         scheme, _, given = value.partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
-            return "malformed Authorization header: expected 'Bearer <token>'"
-        if self._token is None or not hmac.compare_digest(given.strip().encode(), self._token):
-            return "wrong bearer token"
-        return None
+            return None, "malformed Authorization header: expected 'Bearer <token>'"
+        principal = self._auth.authenticate(given.strip()) if self._auth is not None else None
+        return (principal, None) if principal is not None else (None, "wrong bearer token")
 
-    def dispatch(self, request: Request) -> Response:
+    async def _dispatch(self, request: Request) -> Response:
         handler = self._routes.get((request.method, request.path))
         if handler is None:
             allowed = sorted(m for m, p in self._routes if p == request.path)
             if allowed:
                 return 405, {"error": f"{request.method} not allowed on {request.path}; use {', '.join(allowed)}"}, None
             return 404, {"error": f"no such path: {request.path}"}, None
-        return handler(request)
+        if inspect.iscoroutinefunction(handler):
+            return await handler(request)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, handler, request)
+
+    async def _send(self, raw: web.BaseRequest, status: int, payload: Any, content_type: Optional[str],
+                    extra: Optional[Mapping[str, str]] = None, close: bool = False) -> web.StreamResponse:
+        """Sends the answer within `send_timeout`: a peer that never reads it loses the connection."""
+        response = _response(status, payload, content_type, extra)
+        if close or (raw.body_exists and not raw.content.at_eof()):
+            response.force_close()  # the body was left unread: never parse it as the next request
+        try:
+            await asyncio.wait_for(_write(response, raw), self.limits.send_timeout)
+        except asyncio.TimeoutError:
+            log.info("answer %d to %s not taken within %g s; connection closed", status, raw.remote,
+                     self.limits.send_timeout)
+            if raw.transport is not None:
+                raw.transport.abort()
+        return response
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address, handler_class):
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler_class)
-
-    def track(self, conn: socket.socket, open_: bool) -> None:
-        with self._connections_lock:
-            (self._connections.add if open_ else self._connections.discard)(conn)
-
-    def handle_error(self, request, client_address) -> None:
-        """A peer that went away mid-request (an agent restarting during a long-poll) is
-        normal: one log line, not socketserver's traceback on stderr."""
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError, socket.timeout)):
-            log.debug("connection from %s ended: %r", client_address, error)
-        else:
-            log.exception("request from %s failed", client_address)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            conns, self._connections = list(self._connections), set()
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+async def _write(response: web.StreamResponse, raw: web.BaseRequest) -> None:
+    await response.prepare(raw)
+    await response.write_eof()
 
 
-def _handler_class(service: HttpService) -> type:
-    class _Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, so an agent's Session reuses its connection
-        timeout = IDLE_TIMEOUT
-        server_version = "ingressmesh"
-
-        def setup(self) -> None:
-            super().setup()
-            self.server.track(self.connection, True)
-
-        def finish(self) -> None:
-            try:
-                super().finish()
-            finally:
-                self.server.track(self.connection, False)
-
-        def do_GET(self) -> None:
-            self._handle("GET")
-
-        def do_POST(self) -> None:
-            self._handle("POST")
-
-        def do_PUT(self) -> None:
-            self._handle("PUT")
-
-        def do_DELETE(self) -> None:
-            self._handle("DELETE")
-
-        def _handle(self, method: str) -> None:
-            parts = urlsplit(self.path)
-            headers = {k: v for k, v in self.headers.items()}
-            if is_protected(parts.path):
-                problem = service.auth_error(self.headers)
-                if problem is not None:
-                    self._drain_body()
-                    self._send(401, {"error": problem}, None, {"WWW-Authenticate": 'Bearer realm="ingressmesh"'})
-                    return
-            try:
-                body = self._read_json()
-            except _BadRequest as exc:
-                self._send(exc.status, {"error": str(exc)}, None)
-                return
-            query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-            request = Request(method, parts.path, query, headers, body, self.client_address[0])
-            try:
-                status, payload, content_type = service.dispatch(request)
-            except Exception:
-                log.exception("%s %s failed", method, parts.path)
-                status, payload, content_type = 500, {"error": "internal error (see the server log)"}, None
-            self._send(status, payload, content_type)
-
-        def _read_json(self) -> Any:
-            length_text = self.headers.get("Content-Length", "0") or "0"
-            try:
-                length = int(length_text)
-            except ValueError:
-                self.close_connection = True
-                raise _BadRequest(400, f"bad Content-Length: {length_text!r}") from None
-            if length > MAX_BODY:
-                self.close_connection = True
-                raise _BadRequest(413, f"body of {length} bytes is over the {MAX_BODY}-byte limit")
-            if length <= 0:
-                return None
-            raw = self.rfile.read(length)
-            try:
-                return json.loads(raw)
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise _BadRequest(400, f"malformed JSON body: {exc}") from None
-
-        def _drain_body(self) -> None:
-            try:
-                length = int(self.headers.get("Content-Length", "0") or "0")
-            except ValueError:
-                length = -1
-            if 0 < length <= MAX_BODY:
-                self.rfile.read(length)
-            elif length != 0:
-                self.close_connection = True
-
-        def _send(self, status: int, payload: Any, content_type: Optional[str],
-                  extra: Optional[Mapping[str, str]] = None) -> None:
-            if status in (204, 304) or payload is None:
-                data = b""
-            elif isinstance(payload, bytes):
-                data = payload
-            elif isinstance(payload, str):
-                data = payload.encode()
-            else:
-                data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                if data or status not in (204, 304):
-                    self.send_header("Content-Type", content_type or "application/json")
-                if status not in (204, 304):
-                    self.send_header("Content-Length", str(len(data)))
-                for key, value in (extra or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                if data and status not in (204, 304):
-                    self.wfile.write(data)
-            except OSError as exc:  # the client went away (or stop() closed the connection)
-                self.close_connection = True
-                log.debug("response %s to %s not sent: %s", status, self.client_address[0], exc)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.client_address[0], *args)
-
-    return _Handler
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+def _response(status: int, payload: Any, content_type: Optional[str],
+              extra: Optional[Mapping[str, str]]) -> web.Response:
+    headers = {"Server": "ingressmesh", **(extra or {})}
+    if status in (204, 304) or payload is None:
+        data = b""
+    elif isinstance(payload, bytes):
+        data = payload
+    elif isinstance(payload, str):
+        data = payload.encode()
+    else:
+        data = json.dumps(payload).encode()
+    if status not in (204, 304):
+        headers["Content-Type"] = content_type or "application/json"
+    return web.Response(status=status, body=data or None, headers=headers)

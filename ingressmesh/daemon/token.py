@@ -1,8 +1,9 @@
-"""The token shared by the controllers and the agents (a Docker secret or a 0600 file).
+"""Token files: the cluster secret, or a credential derived from it (daemon/credentials.py).
 
-It authenticates agents to controllers and back: anyone holding it can read the whole
-cluster snapshot and feed health reports, so it is loaded from a file (never the command
-line, where `ps` shows it) and checked for length and file permissions.
+The cluster secret lets its holder read the whole cluster snapshot and report for any node,
+so it stays on the managers; agents and proxies get derived credentials.  Either is loaded
+from a file (a Docker secret or a 0600 file, never the command line, where `ps` shows it)
+and checked for length and file permissions.
 """
 from __future__ import annotations
 

@@ -14,11 +14,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from .. import model, snapshot
 from ..arrival import ArrivalClock
-from ..agent.controller_client import ControllerClient, ControllerError
+from ..agent.controller_client import ControllerClient, ControllerError, Credentials
 from ..daemon.http import HttpService
 from ..daemon.sdnotify import Notifier
 from ..plan import PlanOptions
@@ -55,7 +55,7 @@ def own_networks(cluster: model.Cluster, task_id: str) -> Optional[frozenset[str
 
 
 class Proxy:
-    def __init__(self, config: ProxyConfig, token: str):
+    def __init__(self, config: ProxyConfig, token: Union[str, Credentials]):
         self.config = config
         os.makedirs(config.workdir, mode=0o700, exist_ok=True)
         files = HAProxyFiles(config.workdir)
@@ -64,11 +64,12 @@ class Proxy:
             from dataclasses import replace
             settings = replace(settings, admin_socket=files.admin_socket)
         self.applier = RouteApplier(HAProxy(files, config.haproxy_binary), settings)
-        self.client = ControllerClient(list(config.controllers), token)
+        credentials = Credentials.of(token)  # the token, and the CA of an https controller
+        self.client = ControllerClient(list(config.controllers), credentials)
         self.metrics = ProxyMetrics()
         self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
                                                 ("GET", "/metrics"): self._metrics,
-                                                ("GET", "/v1/l7/state"): self._state}, token=token)
+                                                ("GET", "/v1/l7/state"): self._state}, token=credentials.token)
         self.lock = threading.Lock()  # applier and supervisor never touch HAProxy at once
         self.version = 0
         self.cluster: Optional[model.Cluster] = None

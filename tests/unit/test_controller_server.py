@@ -77,7 +77,10 @@ def test_long_poll_wakes_when_a_snapshot_is_published_mid_wait(ctl):
 
 def test_wait_is_capped(ctl, monkeypatch):
     seen = []
-    monkeypatch.setattr(ctl.store, "wait", lambda since, timeout: seen.append(timeout))
+
+    async def wait(since, timeout):
+        seen.append(timeout)
+    monkeypatch.setattr(ctl.server.longpoll, "wait", wait)
     assert ctl.get("/v1/snapshot", params={"since": 1, "wait": 3600}).status_code == 304
     assert seen == [30.0]
 

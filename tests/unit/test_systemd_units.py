@@ -146,3 +146,19 @@ def test_install_script_refuses_unknown_arguments(tmp_path):
     proc = subprocess.run(["sh", str(REPO / "scripts/install-systemd.sh"), "--bogus"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown argument: --bogus" in proc.stderr
+
+
+@pytest.mark.parametrize("verb", ["agent", "controller"])
+def test_option_examples_in_the_defaults_are_real_options(tmp_path, verb):
+    """The TLS examples the operator copies from /etc/default/ingressmesh-* name options that exist."""
+    import re
+    from click.testing import CliRunner
+    from ingressmesh.cli_daemons import agent_command, controller_command
+    assert _install(tmp_path).returncode == 0
+    text = (tmp_path / f"etc/default/ingressmesh-{verb}").read_text()
+    examples = re.findall(rf'^#   INGRESSMESH_{verb.upper()}_OPTS="([^"]+)"$', text, re.M)
+    assert any("https://" in e or "--tls-cert" in e for e in examples), text
+    command = {"agent": agent_command, "controller": controller_command}[verb]
+    help_text = CliRunner().invoke(command, ["--help"]).output
+    for option in {word for example in examples for word in example.split() if word.startswith("--")}:
+        assert re.search(rf"(^|[\s/]){option}\b", help_text, re.M), option
