@@ -1,5 +1,5 @@
 """`python -m ingressmesh.lab up|down|status|exec|docker` (what scripts/lab runs)."""
-from .cli import lab_group
+from ..cli.lab import lab_group
 
 if __name__ == "__main__":
     lab_group(prog_name="lab")

@@ -11,7 +11,7 @@ import requests
 from click.testing import CliRunner
 
 from ingressmesh.agent.controller_client import ControllerClient, ControllerUnreachable, Credentials
-from ingressmesh.cli_daemons import controller_command
+from ingressmesh.cli.daemons import controller_command
 from ingressmesh.controller.server import ControllerServer
 from ingressmesh.controller.store import SnapshotStore
 from ingressmesh.daemon.http_limits import Limits
@@ -131,7 +131,7 @@ def test_every_client_of_the_controller_takes_a_ca(command):
 
 
 def test_tls_options_become_the_client_credentials(pki, tmp_path):
-    from ingressmesh.cli_daemons import _credentials
+    from ingressmesh.cli.daemons import _credentials
     token = tmp_path / "token"
     token.write_text(TOKEN)
     token.chmod(0o600)

@@ -9,7 +9,7 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from ingressmesh.cli_daemons import agent_command, controller_command, token_group
+from ingressmesh.cli.daemons import agent_command, controller_command, token_group
 from ingressmesh.daemon.credentials import (FULL, NODE, READER, ClusterAuth, Principal, TokenAuth, credential_node,
                                             is_derived, node_credential, reader_credential)
 

@@ -153,7 +153,7 @@ def test_option_examples_in_the_defaults_are_real_options(tmp_path, verb):
     """The TLS examples the operator copies from /etc/default/ingressmesh-* name options that exist."""
     import re
     from click.testing import CliRunner
-    from ingressmesh.cli_daemons import agent_command, controller_command
+    from ingressmesh.cli.daemons import agent_command, controller_command
     assert _install(tmp_path).returncode == 0
     text = (tmp_path / f"etc/default/ingressmesh-{verb}").read_text()
     examples = re.findall(rf'^#   INGRESSMESH_{verb.upper()}_OPTS="([^"]+)"$', text, re.M)

@@ -14,7 +14,7 @@ import threading
 
 import click
 
-from .cli_daemons import (_credentials, _listen, _run_until_signalled, docker_option, tls_client_options,
+from .daemons import (_credentials, _listen, _run_until_signalled, docker_option, tls_client_options,
                           token_option)
 
 
@@ -43,9 +43,9 @@ def proxy_command(controllers, token_file, ca_file, tls_verify, service_cluster,
                   bind_address, stats_port, listen, workdir, proxy_id, drain_grace, stop_linger, stop_timeout,
                   hard_stop_after, haproxy_binary) -> None:
     """Run HAProxy for the com.docker.lb.* routes of one service cluster (the proxy service's task)."""
-    from .l7 import grammar
-    from .l7.proxy import Proxy, ProxyConfig
-    from .l7.render import ProxySettings
+    from ..l7 import grammar
+    from ..l7.proxy import Proxy, ProxyConfig
+    from ..l7.render import ProxySettings
     try:
         proxy_id = grammar.host("--proxy-id", proxy_id)
     except grammar.LabelError as err:
@@ -85,7 +85,7 @@ config_option = click.option("--config", "config_path", required=True,
 
 
 def _settings(path: str):
-    from .l7.settings import SettingsError, load
+    from ..l7.settings import SettingsError, load
     try:
         return load(path)
     except SettingsError as err:
@@ -93,8 +93,8 @@ def _settings(path: str):
 
 
 def _snapshot(client):
-    from . import snapshot
-    from .agent.controller_client import ControllerError
+    from .. import snapshot
+    from ..agent.controller_client import ControllerError
     try:
         version, data = client.follow(0, 0)
         return version, snapshot.from_dict(data)
@@ -113,8 +113,8 @@ def _snapshot(client):
 def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, controllers, watch) -> None:
     """Create or update the proxy services; with --watch keep their networks in line with the labels."""
     import docker
-    from .agent.controller_client import ControllerClient, ControllerError
-    from .l7.proxy_service import ProxyServices, desired_spec
+    from ..agent.controller_client import ControllerClient, ControllerError
+    from ..l7.proxy_service import ProxyServices, desired_spec
     settings = _settings(config_path)
     credentials = _credentials(token_file, ca_file, tls_verify)
     services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), credentials.token)
@@ -138,7 +138,7 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
 
     def run(stop: threading.Event, notifier) -> None:
         nonlocal version
-        from . import snapshot
+        from .. import snapshot
         notifier.ready()
         while not stop.is_set():
             try:
@@ -188,7 +188,7 @@ def status_command(config_path, docker_url, as_json) -> None:
 def remove_command(config_path, docker_url) -> None:
     """Remove the proxy services."""
     import docker
-    from .l7.proxy_service import ProxyServices
+    from ..l7.proxy_service import ProxyServices
     services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), "")
     for item in _settings(config_path):
         click.echo(f"{item.name}: {'removed' if services.remove(item.name) else 'not deployed'}")
@@ -199,9 +199,9 @@ def remove_command(config_path, docker_url) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def state_command(workdir, as_json) -> None:
     """(Inside a proxy task) the routes and servers as the running HAProxy serves them."""
-    from .l7 import runtime
-    from .l7.show import rows
-    from .l7.state import with_live_state
+    from ..l7 import runtime
+    from ..l7.show import rows
+    from ..l7.state import with_live_state
     try:
         with open(os.path.join(workdir, "state.json"), encoding="utf-8") as handle:
             document = json.load(handle)
@@ -217,7 +217,7 @@ def state_command(workdir, as_json) -> None:
 def _print_rows(states: dict) -> None:
     from rich.console import Console
     from rich.table import Table
-    from .l7.show import rows
+    from ..l7.show import rows
     console = Console(width=None if sys.stdout.isatty() else 160)
     if not states:
         console.print("no proxy task runs on this node")
@@ -241,7 +241,7 @@ def _print_rows(states: dict) -> None:
 
 def show_l7(docker_url: str, as_json: bool) -> None:
     import docker
-    from .l7.show import proxy_states
+    from ..l7.show import proxy_states
     try:
         states = proxy_states(docker.APIClient(base_url=docker_url, version="auto", timeout=30))
     except docker.errors.DockerException as err:

@@ -10,16 +10,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import plan as planner
-from .dataplane import backends
-from . import snapshot
-from .dataplane.apply import NodeApplier
-from .doctor import doctor_command
-from .dataplane.layout import Layout
-from .netns import Netns, NetnsError
-from .ipvs.kernel import IpvsError
-from .nft.errors import NftError
-from .dataplane.scan import namespaces_with_tables
+from .. import plan as planner
+from ..dataplane import backends
+from .. import snapshot
+from ..dataplane.apply import NodeApplier
+from ..doctor import doctor_command
+from ..dataplane.layout import Layout
+from ..netns import Netns, NetnsError
+from ..ipvs.kernel import IpvsError
+from ..nft.errors import NftError
+from ..dataplane.scan import namespaces_with_tables
 
 
 def _load_plan(cluster_file: Optional[str], node: str, grace: float, controller: Optional[str] = None,
@@ -64,7 +64,7 @@ backend_option = click.option(
 
 
 def _parse_timeouts(ctx, param, value: str):
-    from .ipvs.backend import IpvsTimeouts
+    from ..ipvs.backend import IpvsTimeouts
     try:
         tcp, tcpfin, udp = (int(part) for part in value.split(","))
     except ValueError:
@@ -172,11 +172,11 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
     """VIP-to-task tables as programmed in the kernel (--l7: host + path -> service -> servers)."""
     from . import live
     if l7:
-        from .cli_l7 import show_l7
+        from .l7 import show_l7
         show_l7(docker_url, as_json)
         return
     if exec_root is not None:
-        from .agent.docker_layout import DockerNamespaces
+        from ..agent.docker_layout import DockerNamespaces
         try:
             netns_dir = DockerNamespaces(exec_root, docker_pidfile).netns_dir()
         except (OSError, ValueError) as err:
@@ -239,13 +239,13 @@ main.add_command(doctor_command)
 
 
 def _register_daemons() -> None:
-    from .cli_daemons import agent_command, controller_command, token_group
-    from .lab.cli import lab_group
+    from .daemons import agent_command, controller_command, token_group
+    from .lab import lab_group
     main.add_command(controller_command)
     main.add_command(agent_command)
     main.add_command(token_group)
     main.add_command(lab_group)
-    from .cli_l7 import l7_group, proxy_command
+    from .l7 import l7_group, proxy_command
     main.add_command(proxy_command)
     main.add_command(l7_group)
 

@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from . import model, snapshot
-from .dataplane.view import Row
+from .. import model, snapshot
+from ..dataplane.view import Row
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,8 @@ class TaskInfo:
 
 def fetch_snapshot(url: str, token_file: str) -> tuple[int, model.Cluster, list[str]]:
     """(version, cluster, refused) from the controller at `url`; raises ValueError on failure."""
-    from .agent.controller_client import ControllerClient, ControllerError
-    from .daemon.token import TokenError, load_token
+    from ..agent.controller_client import ControllerClient, ControllerError
+    from ..daemon.token import TokenError, load_token
     try:
         client = ControllerClient([url], load_token(token_file))
     except (TokenError, ValueError) as err:

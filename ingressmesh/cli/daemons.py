@@ -7,9 +7,9 @@ import threading
 
 import click
 
-from .dataplane import backends
-from .daemon.sdnotify import Notifier
-from .daemon.token import TokenError, load_token
+from ..dataplane import backends
+from ..daemon.sdnotify import Notifier
+from ..daemon.token import TokenError, load_token
 
 
 def _listen(ctx, param, value: str) -> tuple[str, int]:
@@ -28,7 +28,7 @@ def _token(path: str) -> str:
 
 
 def _cluster_secret(token_file: str) -> str:
-    from .daemon.credentials import is_derived
+    from ..daemon.credentials import is_derived
     secret = _token(token_file)
     if is_derived(secret):
         raise click.ClickException(f"token file {token_file} holds a derived credential, not the cluster secret "
@@ -60,12 +60,12 @@ def tls_client_options(command):
 
 
 def _credentials(token_file: str, ca_file, tls_verify: bool):
-    from .agent.controller_client import Credentials
+    from ..agent.controller_client import Credentials
     return Credentials(_token(token_file), verify=(ca_file or True) if tls_verify else False)
 
 
 def _server_tls(cert: str, key: str):
-    from .daemon.tls import TlsError, server_context
+    from ..daemon.tls import TlsError, server_context
     if bool(cert) != bool(key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if not cert:
@@ -89,7 +89,7 @@ docker_option = click.option("--docker", "docker_url", default="unix:///var/run/
 @click.option("--tls-key", default="", help="The private key of --tls-cert (PEM).")
 def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, tls_key: str) -> None:
     """Merge the swarm (this manager's API) with the agents' reports; serve snapshots to agents."""
-    from .controller.app import Controller, ControllerConfig
+    from ..controller.app import Controller, ControllerConfig
     token = _cluster_secret(token_file)
     tls = _server_tls(tls_cert, tls_key)
     try:
@@ -120,9 +120,9 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
 def agent_command(controllers, docker_url, token_file, ca_file, tls_verify, exec_root, docker_pidfile, backend,
                   listen, drain_grace, no_forward_accept, node_id) -> None:
     """Follow the controller and program this node's routing mesh in Docker's namespaces."""
-    from .agent.app import Agent, AgentConfig, local_node_id
-    from .agent.docker_layout import DockerNamespaces
-    from .daemon.credentials import READER, credential_node
+    from ..agent.app import Agent, AgentConfig, local_node_id
+    from ..agent.docker_layout import DockerNamespaces
+    from ..daemon.credentials import READER, credential_node
     token = _credentials(token_file, ca_file, tls_verify)
     if token.token.startswith(READER + ":"):
         raise click.ClickException(f"token file {token_file} holds the read-only credential: an agent reports, "
@@ -154,7 +154,7 @@ def _emit(credential: str, out: str) -> None:
     if not out:
         click.echo(credential)
         return
-    from .daemon.token import write_token
+    from ..daemon.token import write_token
     try:
         write_token(out, credential)
     except OSError as err:
@@ -172,7 +172,7 @@ out_option = click.option("--out", default="", help="Write it to this new file (
 @out_option
 def token_node_command(node_id: str, token_file: str, out: str) -> None:
     """The credential of one node's agent: the snapshot, and reports about that node only."""
-    from .daemon.credentials import node_credential
+    from ..daemon.credentials import node_credential
     try:
         credential = node_credential(_cluster_secret(token_file), node_id)
     except ValueError as err:
@@ -185,5 +185,5 @@ def token_node_command(node_id: str, token_file: str, out: str) -> None:
 @out_option
 def token_reader_command(token_file: str, out: str) -> None:
     """The read-only credential (L7 proxies, `l7 deploy`, the CLI): the snapshot only."""
-    from .daemon.credentials import reader_credential
+    from ..daemon.credentials import reader_credential
     _emit(reader_credential(_cluster_secret(token_file)), out)

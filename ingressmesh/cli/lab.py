@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from .config import LabConfig
-from .lab import Lab, LabError
+from ..lab.config import LabConfig
+from ..lab.lab import Lab, LabError
 
 _dir_option = click.option("--lab-dir", default=LabConfig.lab_dir, show_default=True,
                            help="Where node data, sockets and the state file live.")
@@ -127,7 +127,7 @@ def docker_command(lab_dir, node, args) -> None:
     """/usr/bin/docker against node NODE:  lab docker 1 -- service ls"""
     lab = Lab.attach(lab_dir)
     _target(lab, str(node))
-    from .config import DOCKER
+    from ..lab.config import DOCKER
     os.execv(DOCKER, [DOCKER, "-H", lab.docker_socket(node), *args])
 
 
