@@ -123,7 +123,11 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
     def reconcile(cluster):
         secret = services.token_secret()
         for item in settings:
-            spec = desired_spec(item, cluster, secret, item.controllers or tuple(controllers))
+            try:
+                ca = services.existing_secret(item.ca_secret) if item.ca_secret else None
+            except LookupError as err:
+                raise click.ClickException(f"{item.name}: ControllerCASecret: {err}") from None
+            spec = desired_spec(item, cluster, secret, item.controllers or tuple(controllers), ca)
             outcome = services.ensure(spec)
             if outcome != "unchanged" or not watch:
                 click.echo(f"{item.name}: {outcome}")

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 SPEC_LABEL = "io.ingressmesh.l7.spec"
 ROLE_LABEL = "io.ingressmesh.l7.proxy"
 TOKEN_PATH = "/run/secrets/ingressmesh_token"
+CA_PATH = "/run/secrets/ingressmesh_controller_ca"
 HEALTH = ("python3 -c \"import urllib.request; "
           "urllib.request.urlopen('http://127.0.0.1:9403/healthz', timeout=2)\"")
 STOP_LINGER = 2.0
@@ -51,9 +52,15 @@ def _nanos(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
+def _secret(secret: tuple[str, str], file_name: str) -> dict:
+    return {"SecretID": secret[0], "SecretName": secret[1],
+            "File": {"Name": file_name, "UID": "0", "GID": "0", "Mode": 0o400}}
+
+
 def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_secret: tuple[str, str],
-                 controllers: tuple[str, ...]) -> dict:
-    """The service spec (Docker API shape).  token_secret = (secret id, secret name)."""
+                 controllers: tuple[str, ...], ca_secret: Optional[tuple[str, str]] = None) -> dict:
+    """The service spec (Docker API shape).  Secrets are (secret id, secret name); with
+    `ca_secret` the proxies verify the controller's TLS certificate against it."""
     argv = ["ingressmesh", "proxy", "--token-file", TOKEN_PATH, "--http-port", "80",
             "--proxy-service", settings.name, "--stop-linger", f"{STOP_LINGER:g}",
             "--stop-timeout", f"{max(1.0, settings.stop_grace_period - STOP_LINGER - 3):g}"]
@@ -61,6 +68,10 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
         argv += ["--controller", url]
     if settings.service_cluster:
         argv += ["--service-cluster", settings.service_cluster]
+    secrets = [_secret(token_secret, "ingressmesh_token")]
+    if ca_secret is not None:
+        argv += ["--ca", CA_PATH]
+        secrets.append(_secret(ca_secret, CA_PATH.rsplit("/", 1)[1]))
     task_template = {
         "ContainerSpec": {
             "Image": settings.image, "Command": argv,
@@ -69,8 +80,7 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
             "StopGracePeriod": _nanos(settings.stop_grace_period),
             "Healthcheck": {"Test": ["CMD-SHELL", HEALTH], "Interval": _nanos(1), "Timeout": _nanos(2),
                             "Retries": 2, "StartPeriod": _nanos(20)},
-            "Secrets": [{"SecretID": token_secret[0], "SecretName": token_secret[1],
-                         "File": {"Name": "ingressmesh_token", "UID": "0", "GID": "0", "Mode": 0o400}}],
+            "Secrets": secrets,
         },
         "Networks": [{"Target": n.id} for n in networks_needed(cluster, settings)],
         "Placement": {"Constraints": list(settings.constraints)},
@@ -108,6 +118,13 @@ class ProxyServices:
             return found[0]["ID"], name
         created = self.api.create_secret(name, self.token.encode(), labels={ROLE_LABEL: "token"})
         return created["ID"], name
+
+    def existing_secret(self, name: str) -> tuple[str, str]:
+        """(id, name) of a secret the operator created (e.g. the controller's CA)."""
+        found = [s for s in self.api.secrets(filters={"name": name}) if s["Spec"]["Name"] == name]
+        if not found:
+            raise LookupError(f"Docker secret {name!r} does not exist (docker secret create {name} ca.pem)")
+        return found[0]["ID"], name
 
     def current(self, name: str) -> Optional[dict]:
         found = [s for s in self.api.services(filters={"name": name}) if s["Spec"]["Name"] == name]

@@ -13,7 +13,8 @@ key names where they mean the same thing (README "Proxy service options" has the
     ProxyConstraints = ["node.role==worker"]
     ProxyUpdateDelay = "1s"
     ProxyStopGracePeriod = "30s"
-    Controllers = ["http://10.0.0.1:9401"]
+    Controllers = ["https://10.0.0.1:9401"]
+    ControllerCASecret = "ingressmesh_ca"   # a Docker secret: the CA of the controller's TLS certificate
 """
 from __future__ import annotations
 
@@ -46,12 +47,14 @@ class ProxyServiceSettings:
     stop_grace_period: float = 30.0
     controllers: tuple[str, ...] = ()
     token_secret: str = "ingressmesh_token"
+    ca_secret: str = ""  # Docker secret with the controller's CA: proxies verify an https controller
 
 
 _KEYS = {"ProxyServiceName": "name", "ProxyImage": "image", "ProxyReplicas": "replicas",
          "PublishMode": "publish_mode", "PublishedPort": "published_port", "ServiceCluster": "service_cluster",
          "ProxyConstraints": "constraints", "ProxyUpdateDelay": "update_delay",
-         "ProxyStopGracePeriod": "stop_grace_period", "Controllers": "controllers", "TokenSecret": "token_secret"}
+         "ProxyStopGracePeriod": "stop_grace_period", "Controllers": "controllers", "TokenSecret": "token_secret",
+         "ControllerCASecret": "ca_secret"}
 
 
 def _duration(where: str, value) -> float:
@@ -65,6 +68,8 @@ def _check(where: str, key: str, value):
     try:
         if key == "name" or key == "token_secret":
             return grammar.name(where, str(value))
+        if key == "ca_secret":
+            return grammar.name(where, value) if value else ""
         if key == "service_cluster":
             return grammar.name(where, value) if value else ""
         if key == "image":

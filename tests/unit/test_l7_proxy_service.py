@@ -68,3 +68,18 @@ def test_the_spec_attaches_the_networks_labelled_services_need_and_updates_start
     assert fingerprint(spec) == fingerprint(same)
     fewer = cluster([service("a", {"hosts": "a.com", "port": "80"})], [task("a1", "a", 2)])
     assert fingerprint(desired_spec(default, fewer, ("sec-id", "n"), ())) != fingerprint(spec)
+
+
+def test_a_controller_ca_secret_is_mounted_and_passed_to_the_proxies():
+    (with_ca,) = l7_settings.parse('[Extensions.default]\nControllerCASecret = "ingressmesh_ca"\n'
+                                   'Controllers = ["https://10.0.0.1:9401"]\n')
+    assert with_ca.ca_secret == "ingressmesh_ca"
+    c = cluster([service("a", {"hosts": "a.com", "port": "80"})], [task("a1", "a", 2)])
+    spec = desired_spec(with_ca, c, ("tok-id", "ingressmesh_token_x"), with_ca.controllers, ("ca-id", "ingressmesh_ca"))
+    command = spec["TaskTemplate"]["ContainerSpec"]["Command"]
+    assert command[command.index("--ca") + 1] == "/run/secrets/ingressmesh_controller_ca"
+    secrets = spec["TaskTemplate"]["ContainerSpec"]["Secrets"]
+    assert [(s["SecretID"], s["File"]["Name"]) for s in secrets] == [
+        ("tok-id", "ingressmesh_token"), ("ca-id", "ingressmesh_controller_ca")]
+    with pytest.raises(SettingsError, match="ControllerCASecret"):
+        l7_settings.parse('[Extensions.default]\nControllerCASecret = "bad name"\n')
