@@ -7,6 +7,9 @@ changes of the backends that did not change shape still go through the runtime A
 bad route never stops health changes elsewhere), and the next table is tried afresh.  After
 anything that leaves HAProxy's state unknown (a runtime reply that is not a success, a failed
 reload, a crash) the next apply re-installs the whole state from the config.
+
+Before anything, the TLS secrets the table names are checked and written (certs.py): a service
+whose certificate cannot serve is refused there, by name, and never reaches a config.
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from . import runtime, slots
+from .certs import CertStore
 from .haproxy import HAProxy, HAProxyError, write_atomic
 from .render import ProxySettings, map_commands, render_config, render_map
+from .render_tls import render_crt_list
 from .routes import RouteTable
 
 log = logging.getLogger(__name__)
@@ -31,12 +36,15 @@ class ApplyResult:
     how: str  # "unchanged", "runtime", "reload", "start" or "refused"
     commands: int = 0
     error: Optional[str] = None
+    table: Optional[RouteTable] = None  # the table as applied: with the refusals of unusable certificates
 
 
 class RouteApplier:
     def __init__(self, haproxy: HAProxy, settings: ProxySettings,
-                 render: Callable[..., str] = render_config, clock: Callable[[], float] = time.monotonic):
+                 render: Callable[..., str] = render_config, clock: Callable[[], float] = time.monotonic,
+                 certs: Optional[CertStore] = None):
         self.haproxy, self.settings, self.render, self.clock = haproxy, settings, render, clock
+        self.certs = certs or CertStore(settings.secrets_dir, os.path.join(haproxy.files.workdir, "tls"))
         self.table: Optional[RouteTable] = None  # what HAProxy runs now
         self.slots: slots.Assignment = {}
         self.generation = 0
@@ -47,6 +55,12 @@ class RouteApplier:
         self.dirty = False  # HAProxy's state may differ from self.slots: re-install next time
 
     def apply(self, table: RouteTable) -> ApplyResult:
+        table = self.certs.resolve(table, https=self.settings.https_port > 0)
+        result = self._apply(table)
+        result.table = table
+        return result
+
+    def _apply(self, table: RouteTable) -> ApplyResult:
         wanted = slots.assign(self.slots, table)
         if self.table is not None and self.haproxy.running and not self.dirty and self._same_shape(table, wanted):
             found = runtime.changes(self.slots, wanted)
@@ -84,10 +98,12 @@ class RouteApplier:
         files = self.haproxy.files
         generation = self.generation + 1
         map_path = files.map_file(generation)
+        crt_list = os.path.join(files.workdir, f"crt-list-{generation}")
         candidate = f"{files.config}.new"
         try:
-            text = self.render(table, wanted, replace(self.settings, map_file=map_path))
+            text = self.render(table, wanted, replace(self.settings, map_file=map_path, crt_list=crt_list))
             write_atomic(map_path, render_map(table))
+            write_atomic(crt_list, render_crt_list(table))  # names files, holds no key
             write_atomic(candidate, text)
             self.haproxy.check(candidate)
         except (HAProxyError, ValueError, OSError) as err:
@@ -112,7 +128,8 @@ class RouteApplier:
         self.last_reload = self.clock()
         self.table, self.slots, self.generation, self.last_error = table, wanted, generation, None
         self.dirty = False
-        self._remove_old_maps(keep={map_path})
+        self._remove_old_maps(keep={map_path, crt_list})
+        self.certs.prune(self.certs.files(table))
         return ApplyResult("start" if starting else "reload")
 
     def _runtime_where_possible(self, table: RouteTable, wanted: slots.Assignment) -> int:
@@ -134,7 +151,9 @@ class RouteApplier:
         return sent
 
     def _remove_old_maps(self, keep: set[str]) -> None:
-        for path in glob.glob(self.haproxy.files.map_file(0).replace("-0.map", "-*.map")):
+        workdir = self.haproxy.files.workdir
+        old = glob.glob(self.haproxy.files.map_file(0).replace("-0.map", "-*.map"))
+        for path in old + glob.glob(os.path.join(workdir, "crt-list-*")):
             if path not in keep:
                 try:
                     os.unlink(path)

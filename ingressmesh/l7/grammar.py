@@ -15,6 +15,10 @@ _HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _URL = re.compile(r"^(?P<scheme>https?)://(?P<host>[^/:]+)(:(?P<port>[0-9]{1,5}))?(?P<path>/[^?#]*)?$")
+_SECRET = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")  # Docker's secret name grammar, at most 64
+# RFC 6265 cookie names are tokens; of the token characters only these can enter a config line
+# unquoted and unescaped (`#` starts a comment, `'` quotes, `$` and `%` expand, `&` is kept out too).
+_COOKIE = re.compile(r"^[A-Za-z0-9_.+~-]{1,64}$")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
@@ -119,3 +123,29 @@ def url(label: str, value: str) -> tuple[str, str, str]:
         path(label, path_part)
     host_port = host_name + (f":{found['port']}" if found["port"] else "")
     return scheme, host_name, f"{scheme}://{host_port}{path_part.rstrip('/')}"
+
+
+def secret_name(label: str, value: str) -> str:
+    """A Docker secret name: Docker's own grammar, at most 64 characters (so never a path)."""
+    text = checked_text(label, value).strip()
+    if not _SECRET.fullmatch(text):
+        raise LabelError(label, value, "a secret name starts with a letter or digit and holds only "
+                         "letters, digits, '_', '.' and '-' (at most 64)")
+    return text
+
+
+def cookie_name(label: str, value: str) -> str:
+    """A cookie name: an RFC 6265 token limited to letters, digits and _ . + ~ - (at most 64)."""
+    text = checked_text(label, value).strip()
+    if not _COOKIE.fullmatch(text):
+        raise LabelError(label, value, "a cookie name holds only letters, digits and _ . + ~ - "
+                         "(RFC 6265 token characters that are safe in a config; at most 64)")
+    return text
+
+
+def path_list(label: str, value: str) -> tuple[str, ...]:
+    """A comma list of safe paths, de-duplicated in their first order."""
+    items = checked_text(label, value).split(",")
+    if len(items) > MAX_LIST:
+        raise LabelError(label, value, f"more than {MAX_LIST} paths")
+    return tuple(dict.fromkeys(path(label, item) for item in items))

@@ -9,21 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from . import grammar
+from . import grammar, tls_labels
 from .grammar import LabelError
+from .tls_labels import TlsRequest
 
 PREFIX = "com.docker.lb."
 BACKEND_MODES = ("task", "vip")
 
 # Interlock labels this version does not implement yet: reported by name, never ignored silently.
-NOT_YET = ("ssl_cert", "ssl_key", "ssl_only", "ssl_backend", "ssl_backend_tls_verify",
-           "ssl_passthrough", "websocket_endpoints", "sticky_session_cookie", "ip_hash")
+NOT_YET: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Redirect:
     source_host: str
     target: str  # scheme://host[:port][path]: the request's path and query are appended
+    service: str = ""  # set by the planner: a refused service's redirects go with it
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class RouteRequest:
     backend_mode: str = "task"
     default_backend: bool = False
     service_cluster: str = ""
+    tls: TlsRequest = TlsRequest()
+    websocket_endpoints: tuple[str, ...] = ()  # paths whose upgrades get the long tunnel timeout
+    sticky_cookie: str = ""  # the app's session cookie: requests carrying it stay on one task
+    ip_hash: bool = False  # the same client address reaches the same task
     notes: tuple[str, ...] = ()  # labels seen but not acted on (named in the proxy's log)
 
 
@@ -86,7 +91,29 @@ def _optional(found: Mapping[str, str], key: str, check, default=None):
 
 
 KNOWN = ("hosts", "port", "network", "context_root", "context_root_rewrite", "redirects",
-         "backend_mode", "default_backend", "service_cluster")
+         "backend_mode", "default_backend", "service_cluster", "websocket_endpoints",
+         "sticky_session_cookie", "ip_hash") + tls_labels.KEYS
+
+
+def _tls(found: Mapping[str, str], hosts: tuple[str, ...]) -> TlsRequest:
+    tls = tls_labels.parse(found)
+    if (tls.terminated or tls.only or tls.passthrough) and not hosts:
+        key = next(k for k in ("ssl_cert", "ssl_only", "ssl_passthrough") if k in found)
+        raise LabelError(PREFIX + key, found[key], "TLS is chosen per host name: set com.docker.lb.hosts")
+    return tls
+
+
+def _passthrough_fits(request: "RouteRequest", found: Mapping[str, str]) -> "RouteRequest":
+    """With ssl_passthrough the proxy never sees HTTP: a label that acts on requests cannot apply."""
+    if request.tls.passthrough:
+        acting = {"context_root": request.context_root != "/", "context_root_rewrite": request.rewrite,
+                  "redirects": bool(request.redirects), "default_backend": request.default_backend,
+                  "websocket_endpoints": bool(request.websocket_endpoints),
+                  "sticky_session_cookie": bool(request.sticky_cookie)}
+        for key in (k for k, acts in acting.items() if acts):
+            raise LabelError(PREFIX + key, found[key], "ssl_passthrough routes TLS connections by host name: "
+                             "the proxy sees no HTTP request to apply this label to")
+    return request
 
 
 def parse(labels) -> RouteRequest:
@@ -104,7 +131,7 @@ def parse(labels) -> RouteRequest:
     notes = [f"label {PREFIX}{key} is not supported yet; ignored" for key in sorted(found) if key in NOT_YET]
     notes += [f"label {grammar.shown(PREFIX + key)} is not an Interlock label; ignored"  # repr: no forged log lines
               for key in sorted(found) if key not in KNOWN and key not in NOT_YET]
-    return RouteRequest(
+    return _passthrough_fits(RouteRequest(
         hosts=hosts,
         port=grammar.port(PREFIX + "port", found["port"]),
         network=_optional(found, "network", grammar.name),
@@ -114,4 +141,8 @@ def parse(labels) -> RouteRequest:
         backend_mode=_optional(found, "backend_mode", lambda l, v: grammar.choice(l, v, BACKEND_MODES), "task"),
         default_backend=default_backend,
         service_cluster=_optional(found, "service_cluster", grammar.name, ""),
-        notes=tuple(notes))
+        tls=_tls(found, hosts),
+        websocket_endpoints=_optional(found, "websocket_endpoints", grammar.path_list, ()),
+        sticky_cookie=_optional(found, "sticky_session_cookie", grammar.cookie_name, ""),
+        ip_hash=_flag(found, "ip_hash"),
+        notes=tuple(notes)), found)

@@ -10,11 +10,12 @@ import re
 from dataclasses import dataclass
 
 from ..plan import ACTIVE
+from . import render_tls
 from .routes import DEFAULT_HOST, RouteTable
+from .safe import RenderError, check_safe  # noqa: F401 - RenderError is part of this module's API
 from .slots import Assignment, slot_name
 
 NO_ROUTE = "im:no-route"  # never a service backend: those start with "be:"
-_SAFE = re.compile(r"^[A-Za-z0-9_.:/~+=,-]*$")
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,12 @@ class ProxySettings:
     server_info: str = "ingressmesh"
     hard_stop_after: str = "30m"  # how long an old worker may keep long-lived connections
     maxconn: int = 0  # 0: HAProxy derives it from the file descriptor limit
-
-
-class RenderError(ValueError):
-    """A value that should have been refused upstream reached the renderer."""
-
-
-def check_safe(value: str, what: str) -> str:
-    if not _SAFE.fullmatch(value):
-        raise RenderError(f"{what}: {value!r} holds characters that never go into a config")
-    return value
+    https_port: int = 0  # 0: no HTTPS listener (TLS hosts are then refused by name)
+    https_redirect_port: int = 0  # the port ssl_only redirects name (the published one); 0: https_port
+    secrets_dir: str = "/run/secrets"  # where the Docker secrets the labels name are mounted
+    crt_list: str = "/run/ingressmesh-proxy/crt-list"  # set per config generation by the applier
+    tls_socket: str = ""  # abstract socket of the TLS-terminating listener; "": derived from admin_socket
+    websocket_timeout: str = "24h"  # tunnel timeout on websocket_endpoints (hard_stop_after still bounds reloads)
 
 
 def route_key(host: str, path: str) -> str:
@@ -48,8 +45,10 @@ def route_key(host: str, path: str) -> str:
 
 
 def render_map(table: RouteTable) -> str:
+    """The HTTP route map (passthrough routes are chosen by SNI, not here)."""
+    tcp = {b.name for b in table.backends if b.proto == "tcp"}
     lines = [f"{route_key(r.host, r.path)} {check_safe(r.backend, 'backend')}"
-             for r in table.routes if r.host != DEFAULT_HOST]
+             for r in table.routes if r.host != DEFAULT_HOST and r.backend not in tcp]
     return "".join(line + "\n" for line in lines)
 
 
@@ -91,21 +90,24 @@ def _global(s: ProxySettings) -> list[str]:
     ]
 
 
-def _frontend(table: RouteTable, s: ProxySettings) -> list[str]:
+def request_rules(table: RouteTable, s: ProxySettings, proto: str) -> list[str]:
+    """The HTTP rules shared by the plain and the TLS-terminating frontend."""
     default = table.default_backend or NO_ROUTE
     lines = [
-        "frontend http",
-        f"    bind {check_safe(s.bind_address, 'bind address')}:{int(s.http_port)}",
         "    http-request del-header X-Request-Id",  # ours replaces any the client sent
-        "    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid",
+        # Unique without per-request address formatting (the costliest part of a request here):
+        # this proxy's id, the worker's pid, the second and the worker's request counter.
+        f"    unique-id-format {check_safe(s.proxy_id, 'proxy id')}-%{{+X}}o%pid-%Ts-%rt",
         "    unique-id-header X-Request-Id",
         "    http-request del-header X-Forwarded-For",
         "    option forwardfor",
         "    http-request set-header X-Real-IP %[src]",
-        "    http-request set-header X-Forwarded-Proto http",
+        f"    http-request set-header X-Forwarded-Proto {proto}",
         "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
         "    http-request set-var-fmt(txn.route) %[var(txn.host)]%[path]/",
     ]
+    if proto == "http":
+        lines += render_tls.https_redirects(table, s)
     for redirect in table.redirects:
         lines.append(f"    http-request redirect prefix {check_safe(redirect.target, 'redirect target')} code 302 "
                      f"if {{ var(txn.host) -m str {check_safe(redirect.source_host, 'redirect host')} }}")
@@ -120,21 +122,30 @@ def _frontend(table: RouteTable, s: ProxySettings) -> list[str]:
     return lines
 
 
-def _backends(table: RouteTable, slots: Assignment) -> list[str]:
+def _frontend(table: RouteTable, s: ProxySettings) -> list[str]:
+    return ["frontend http", f"    bind {check_safe(s.bind_address, 'bind address')}:{int(s.http_port)}",
+            *request_rules(table, s, "http")]
+
+
+def _backends(table: RouteTable, slots: Assignment, s: ProxySettings) -> list[str]:
     lines = []
     for backend in table.backends:
-        lines += [f"backend {check_safe(backend.name, 'backend')}", "    balance roundrobin"]
+        lines += [f"backend {check_safe(backend.name, 'backend')}", *render_tls.backend_options(backend, s)]
         if backend.strip_prefix:
             lines.append(f"    http-request replace-path '^{re.escape(check_safe(backend.strip_prefix, 'path'))}/?(.*)$' '/\\1'")
-        lines += ["    http-response set-header X-Upstream-Addr %[bc_dst]:%[bc_dst_port]",
-                  "    http-response set-header X-Upstream-Response-Time %Tr"]
+        if backend.proto == "http":
+            lines += ["    http-response set-header X-Upstream-Addr %[bc_dst]:%[bc_dst_port]",
+                      "    http-response set-header X-Upstream-Response-Time %Tr"]
         for index, server in enumerate(slots[backend.name]):
             name = slot_name(index)
+            # Every slot carries the backend's flags: the runtime API moves a task into any slot.
+            extra = render_tls.server_options(backend, name)
             if server is None:
-                lines.append(f"    server {name} 127.0.0.1:1 disabled weight 0")
+                lines.append(f"    server {name} 127.0.0.1:1 disabled weight 0{extra}")
             else:
                 weight = 1 if server.state == ACTIVE else 0
-                lines.append(f"    server {name} {check_safe(server.address, 'address')}:{int(server.port)} weight {weight}")
+                lines.append(f"    server {name} {check_safe(server.address, 'address')}:{int(server.port)} "
+                             f"weight {weight}{extra}")
         lines.append("")
     lines += [f"backend {NO_ROUTE}",
               '    http-request return status 503 content-type text/plain string "no route for this host\\n"', ""]
@@ -150,5 +161,6 @@ def _stats(s: ProxySettings) -> list[str]:
 
 
 def render_config(table: RouteTable, slots: Assignment, settings: ProxySettings) -> str:
-    return "\n".join(_global(settings) + _frontend(table, settings) + _stats(settings)
-                     + _backends(table, slots))
+    return "\n".join(_global(settings) + _frontend(table, settings)
+                     + render_tls.https_frontends(table, settings, request_rules(table, settings, "https"))
+                     + _stats(settings) + _backends(table, slots, settings))

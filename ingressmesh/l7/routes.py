@@ -7,19 +7,23 @@ Rules (README "L7 routing"):
 - a route is (host, context root); requests take the longest context root of their host;
 - several services claiming one route share it: all their eligible tasks sit in one backend
   with equal weight, so traffic splits in proportion to healthy replicas (Interlock's canary);
-- claimants of one route must agree on how it behaves (context_root_rewrite, backend_mode):
-  the first by service name keeps the route, the others are refused for it by name;
+- claimants of one route must agree on how it behaves (context_root_rewrite, backend_mode,
+  TLS to the tasks, sticky cookie, ip_hash, websocket endpoints): the first by service name
+  keeps the route, the others are refused for it by name;
+- TLS is chosen per host (SNI happens before any path is known): every service claiming a host,
+  whatever its context root, must name the same certificate and key, ssl_only and
+  ssl_passthrough; the first by service name keeps the host, the others are refused for it;
 - the same holds for `default_backend`, which serves hosts nobody claims (otherwise 503).
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from .. import model
 from ..plan import ACTIVE, PlanOptions, ip_sort_key, task_state
-from . import labels
+from . import agreement, labels
 from .grammar import LabelError
 
 DEFAULT_HOST = ""  # the host of the default backend's route
@@ -52,10 +56,30 @@ class Backend:
     mode: str = "task"
     strip_prefix: str = ""  # context root removed before the request reaches the app
     servers: tuple[Server, ...] = ()
+    proto: str = "http"  # "tcp": TLS passed through to the tasks, routed by SNI
+    balance: str = "roundrobin"  # "source": ip_hash
+    cookie: str = ""  # the app's session cookie (sticky sessions)
+    websocket_paths: tuple[str, ...] = ()
+    ssl: str = ""  # TLS to the tasks: "" (plain), "none" or "required" (verified against the CA)
+    ca_secret: str = ""
+    ca_file: str = ""  # the checked CA bundle in the proxy's work dir (certs.resolve fills it in)
 
     def shape(self) -> tuple:
         """Everything about the backend except its servers (a change here needs a reload)."""
-        return self.name, self.services, self.mode, self.strip_prefix
+        return (self.name, self.services, self.mode, self.strip_prefix, self.proto, self.balance, self.cookie,
+                self.websocket_paths, self.ssl, self.ca_secret, self.ca_file)
+
+
+@dataclass(frozen=True)
+class TlsHost:
+    """How one host name is served on the HTTPS port."""
+    host: str
+    services: tuple[str, ...]
+    cert: str = ""  # Docker secret names; "" for passthrough
+    key: str = ""
+    only: bool = False  # plain HTTP answers a redirect to HTTPS
+    passthrough: bool = False
+    pem: str = ""  # the checked certificate + key in the proxy's work dir (certs.resolve fills it in)
 
 
 @dataclass(frozen=True)
@@ -78,18 +102,22 @@ class RouteTable:
     redirects: tuple[labels.Redirect, ...] = ()
     refused: tuple[Refusal, ...] = ()
     notes: tuple[str, ...] = ()
+    tls_hosts: tuple[TlsHost, ...] = ()
 
     def backend(self, name: str) -> Optional[Backend]:
         return next((b for b in self.backends if b.name == name), None)
 
     def shape(self) -> tuple:
-        """What only a new config can change: redirects, the default backend and every backend's
-        shape.  Routes to existing backends are map entries, changed at runtime."""
-        return self.redirects, self.default_backend, tuple(b.shape() for b in self.backends)
+        """What only a new config can change: redirects, the default backend, TLS per host and
+        every backend's shape.  Routes to existing backends are map entries, changed at runtime."""
+        return self.redirects, self.default_backend, tuple(b.shape() for b in self.backends), self.tls_hosts
 
     def map_entries(self) -> dict[str, str]:
-        """The route map: key (host + context root + '/') -> backend, default route excluded."""
-        return {r.host + r.path.rstrip("/") + "/": r.backend for r in self.routes if r.host != DEFAULT_HOST}
+        """The route map: key (host + context root + '/') -> backend, default route and TLS
+        passthrough routes (routed by SNI, never by the HTTP map) excluded."""
+        tcp = {b.name for b in self.backends if b.proto == "tcp"}
+        return {r.host + r.path.rstrip("/") + "/": r.backend for r in self.routes
+                if r.host != DEFAULT_HOST and r.backend not in tcp}
 
     @property
     def default_backend(self) -> Optional[str]:
@@ -157,7 +185,7 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
     node_of = {n.id: n for n in cluster.nodes}
     refused, notes = [], []
     claims: dict[tuple[str, str], list[_Claim]] = {}
-    redirects: dict[str, tuple[str, labels.Redirect]] = {}  # source host -> (service, redirect)
+    redirects: dict[str, labels.Redirect] = {}  # source host -> redirect
     for service in sorted(cluster.services, key=lambda s: s.name):
         if service.name == scope.proxy_service or not labels.wants_routing(service.labels):
             continue
@@ -181,19 +209,32 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
         for key in keys:
             claims.setdefault(key, []).append(claim)
         for redirect in request.redirects:
-            redirects.setdefault(redirect.source_host, (service.name, redirect))
-    routes, backends, keeping = [], {}, set()
+            redirects.setdefault(redirect.source_host, replace(redirect, service=service.name))
+    host_owner: dict[str, _Claim] = {}  # the first service by name on each host decides its TLS
+    for (host, _), claimants in sorted(claims.items()):
+        if host not in host_owner or claimants[0].service.name < host_owner[host].service.name:
+            host_owner[host] = claimants[0]
+    routes, backends, keeping, said = [], {}, set(), set()
     for (host, path), claimants in sorted(claims.items()):
-        first = claimants[0].request
-        behaviour = (first.rewrite, first.backend_mode)
+        owner = host_owner[host]
         sharing = []
         for claim in claimants:
-            if (claim.request.rewrite, claim.request.backend_mode) == behaviour:
-                sharing.append(claim)
-            else:
-                refused.append(Refusal(claim.service.name, f"route {host or '(default)'}{path}: "
-                                       f"{claims_text(claim)} differs from {claimants[0].service.name}'s "
-                                       f"{claims_text(claimants[0])}; {claimants[0].service.name} keeps the route"))
+            differs = agreement.differences(claim.request, owner.request, host_side=True) if host != DEFAULT_HOST else ""
+            if differs:
+                if (claim.service.name, host) not in said:
+                    said.add((claim.service.name, host))
+                    refused.append(Refusal(claim.service.name, f"host {host}: {differs}: TLS is chosen per host; "
+                                           f"{owner.service.name} keeps the host"))
+                continue
+            differs = agreement.differences(claim.request, sharing[0].request) if sharing else ""
+            if differs:
+                refused.append(Refusal(claim.service.name, f"route {host or '(default)'}{path}: {differs}; "
+                                       f"{sharing[0].service.name} keeps the route"))
+                continue
+            sharing.append(claim)
+        if not sharing:  # every claimant was refused for the host
+            continue
+        first = sharing[0].request
         strip = path if first.rewrite and path != "/" else ""
         services = tuple(c.service.name for c in sharing)
         name = backend_name(services, first.backend_mode, strip)
@@ -201,19 +242,50 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
         if name not in backends:
             servers = [s for c in sharing for s in _servers(c, tasks_of.get(c.service.id, ()), node_of, options)]
             servers.sort(key=lambda s: (ip_sort_key(s.address), s.port, s.task_id))
-            backends[name] = Backend(name, services, first.backend_mode, strip, tuple(servers))
+            backends[name] = _backend(name, services, first, strip, tuple(servers))
         routes.append(Route(host, path, name))
     # Longest context root first within a host: the renderer keeps this order.
     routes.sort(key=lambda r: (r.host, -len(r.path), r.path))
     return RouteTable(routes=tuple(routes), backends=tuple(sorted(backends.values(), key=lambda b: b.name)),
                       # A service refused for its routes gets no redirects either.
-                      redirects=tuple(r for _, (svc, r) in sorted(redirects.items()) if svc in keeping),
-                      refused=tuple(refused), notes=tuple(sorted(set(notes))))
+                      redirects=tuple(r for _, r in sorted(redirects.items()) if r.service in keeping),
+                      refused=tuple(refused), notes=tuple(sorted(set(notes))),
+                      tls_hosts=_tls_hosts(routes, backends, host_owner))
 
 
-def claims_text(claim: _Claim) -> str:
-    return (f"context_root_rewrite={str(claim.request.rewrite).lower()}, "
-            f"backend_mode={claim.request.backend_mode}")
+def _backend(name: str, services: tuple[str, ...], request: labels.RouteRequest, strip: str,
+             servers: tuple[Server, ...]) -> Backend:
+    tls = request.tls
+    return Backend(name, services, request.backend_mode, strip, servers,
+                   proto="tcp" if tls.passthrough else "http", balance="source" if request.ip_hash else "roundrobin",
+                   cookie=request.sticky_cookie, websocket_paths=request.websocket_endpoints,
+                   ssl=tls.verify if tls.backend else "", ca_secret=tls.ca)
+
+
+def _tls_hosts(routes: list[Route], backends: dict[str, Backend], owners: dict[str, _Claim]) -> tuple[TlsHost, ...]:
+    found = []
+    for host in sorted({r.host for r in routes if r.host != DEFAULT_HOST}):
+        tls = owners[host].request.tls
+        if tls.terminated or tls.only or tls.passthrough:
+            services = sorted({s for r in routes if r.host == host for s in backends[r.backend].services})
+            found.append(TlsHost(host, tuple(services), tls.cert, tls.key, tls.only, tls.passthrough))
+    return tuple(found)
+
+
+def without_services(table: RouteTable, refusals: list[Refusal]) -> RouteTable:
+    """The table with every route, backend, redirect and TLS host of the refused services
+    removed (they share nothing with anyone who stays), and the refusals added."""
+    gone = {r.service for r in refusals}
+    if not gone:
+        return table
+    dropped = {b.name for b in table.backends if gone & set(b.services)}
+    routes = tuple(r for r in table.routes if r.backend not in dropped)
+    hosts = {r.host for r in routes}
+    return replace(table, routes=routes, backends=tuple(b for b in table.backends if b.name not in dropped),
+                   redirects=tuple(r for r in table.redirects if r.service not in gone and r.source_host in hosts),
+                   tls_hosts=tuple(replace(t, services=tuple(s for s in t.services if s not in gone))
+                                   for t in table.tls_hosts if t.host in hosts),
+                   refused=table.refused + tuple(refusals))
 
 
 def next_change(cluster: model.Cluster, table: RouteTable, options: PlanOptions) -> Optional[float]:

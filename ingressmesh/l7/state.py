@@ -21,6 +21,7 @@ def state_document(applier, version: int, service_cluster: str) -> dict:
         backends[name] = {
             "services": list(backend.services) if backend else [], "mode": backend.mode if backend else "",
             "strip_prefix": backend.strip_prefix if backend else "",
+            "options": _options(backend) if backend else {},
             "slots": [{"slot": slot_name(i), "service": s.service, "task_id": s.task_id, "node": s.node,
                        "address": s.address, "port": s.port, "state": s.state, "health": s.health}
                       for i, s in enumerate(pool) if s is not None]}
@@ -31,8 +32,17 @@ def state_document(applier, version: int, service_cluster: str) -> dict:
             "routes": [{"host": r.host, "path": r.path, "backend": r.backend} for r in (table.routes if table else ())],
             "redirects": [{"host": r.source_host, "target": r.target} for r in (table.redirects if table else ())],
             "backends": backends,
+            "tls": [{"host": t.host, "services": list(t.services), "ssl_cert": t.cert, "ssl_key": t.key,
+                     "ssl_only": t.only, "ssl_passthrough": t.passthrough} for t in (table.tls_hosts if table else ())],
             "refused": [{"service": r.service, "reason": r.reason} for r in (table.refused if table else ())],
             "notes": list(table.notes) if table else []}
+
+
+def _options(backend) -> dict:
+    """The backend's TLS and session options that are set (secret names only, never content)."""
+    found = {"proto": backend.proto, "balance": backend.balance, "sticky_cookie": backend.cookie,
+             "websocket_paths": list(backend.websocket_paths), "ssl": backend.ssl, "ssl_ca": backend.ca_secret}
+    return {k: v for k, v in found.items() if v}
 
 
 def with_live_state(document: dict, admin_socket: Optional[str] = None) -> dict:

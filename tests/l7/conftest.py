@@ -14,6 +14,7 @@ from ingressmesh.l7.applier import RouteApplier
 from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles
 from ingressmesh.l7.render import ProxySettings
 from l7_backends import Backends, free_port
+from pki import Pki
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,24 @@ def proxy(tmp_path, haproxy_binary):
     """An applier driving a real haproxy on a free loopback port; stopped at the end."""
     settings = ProxySettings(http_port=free_port(), bind_address="127.0.0.1", stats_port=free_port(),
                              admin_socket=str(tmp_path / "admin.sock"), proxy_id="test-proxy")
+    haproxy = HAProxy(HAProxyFiles(str(tmp_path)), binary=haproxy_binary)
+    applier = RouteApplier(haproxy, settings)
+    yield applier
+    haproxy.kill()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Pki:
+    """A test CA (and the leaf certificates the tests ask it for)."""
+    return Pki(str(tmp_path_factory.mktemp("pki")))
+
+
+@pytest.fixture
+def tls_proxy(tmp_path, haproxy_binary):
+    """`proxy` with an HTTPS port and a secrets directory (tmp_path/secrets, as /run/secrets)."""
+    settings = ProxySettings(http_port=free_port(), https_port=free_port(), bind_address="127.0.0.1",
+                             stats_port=free_port(), admin_socket=str(tmp_path / "admin.sock"),
+                             proxy_id="test-proxy", secrets_dir=str(tmp_path / "secrets"))
     haproxy = HAProxy(HAProxyFiles(str(tmp_path)), binary=haproxy_binary)
     applier = RouteApplier(haproxy, settings)
     yield applier

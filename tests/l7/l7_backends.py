@@ -1,12 +1,19 @@
 """Real HTTP backends on loopback for the L7 tests: task N answers on 127.0.0.N:port with JSON
-naming itself, the path it saw and the headers it got."""
+naming itself, the path it saw, the headers it got and whether it came over TLS.  Optionally
+the server speaks TLS itself, or is a websocket echo server."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def free_port() -> int:
@@ -22,8 +29,12 @@ class _Echo(BaseHTTPRequestHandler):
         if self.path.startswith("/slow"):  # /slow?SECONDS: an in-flight request that takes a while
             time.sleep(min(float(self.path.partition("?")[2] or 1), 10))
         body = json.dumps({"backend": self.server.name, "path": self.path,
+                           "tls": isinstance(self.connection, ssl.SSLSocket),
                            "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
         self.send_response(200)
+        # /session: an app with sessions: a request without this task's session gets a new one.
+        if self.path.startswith("/session") and f"SID={self.server.name}" not in (self.headers.get("Cookie") or ""):
+            self.send_header("Set-Cookie", f"SID={self.server.name}; Path=/")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -33,16 +44,114 @@ class _Echo(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a peer that resets an idle keep-alive connection (a reload does) is not a test failure
+
+
+class _TlsServer(_Server):
+    """Handshakes in the request's own thread, so one slow client never blocks accept."""
+    context: Optional[ssl.SSLContext] = None
+
+    def get_request(self):
+        sock, address = super().get_request()
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+
+def ws_accept(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def ws_frame(payload: bytes, mask: bool) -> bytes:
+    """One final text frame (payloads under 126 bytes); clients mask, servers do not."""
+    head = bytes([0x81, (0x80 if mask else 0) | len(payload)])
+    if not mask:
+        return head + payload
+    key = b"\x01\x02\x03\x04"
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read(sock: socket.socket) -> bytes:
+    """One frame's payload (short frames only); b'' when the peer closed."""
+    head = _exactly(sock, 2)
+    if not head:
+        return b""
+    length, masked = head[1] & 0x7F, head[1] & 0x80
+    key = _exactly(sock, 4) if masked else b""
+    payload = _exactly(sock, length)
+    return bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if masked else payload
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+class _WebsocketEcho:
+    """A websocket server: the handshake, then every frame echoed back as '<name>:<payload>'."""
+
+    def __init__(self, name: str, address: str, port: int):
+        self.name, self.sock = name, socket.create_server((address, port))
+        self.sock.settimeout(0.2)
+        self.stopping = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket):
+        conn.settimeout(30)
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request and len(request) < 8192:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            headers = dict(line.split(": ", 1) for line in request.decode().split("\r\n")[1:] if ": " in line)
+            key = {k.lower(): v for k, v in headers.items()}.get("sec-websocket-key", "")
+            conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          f"Sec-WebSocket-Accept: {ws_accept(key)}\r\n\r\n").encode())
+            for _ in range(1000):
+                payload = ws_read(conn)
+                if not payload:
+                    return
+                conn.sendall(ws_frame(self.name.encode() + b":" + payload, mask=False))
+
+    def shutdown(self):
+        self.stopping.set()
+
+    def server_close(self):
+        self.sock.close()
+
+
 class Backends:
     def __init__(self):
-        self.servers: dict[str, ThreadingHTTPServer] = {}
+        self.servers: dict[str, object] = {}
 
-    def start(self, name: str, address: str, port: int) -> None:
-        server = ThreadingHTTPServer((address, port), _Echo)
+    def start(self, name: str, address: str, port: int, tls: Optional[ssl.SSLContext] = None) -> None:
+        if tls is None:
+            server = _Server((address, port), _Echo)
+        else:
+            server = _TlsServer((address, port), _Echo)
+            server.context = tls
         server.daemon_threads = True
         server.name = name
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.servers[name] = server
+
+    def start_websocket(self, name: str, address: str, port: int) -> None:
+        self.servers[name] = _WebsocketEcho(name, address, port)
 
     def close(self) -> None:
         for server in self.servers.values():

@@ -2,75 +2,12 @@
 refused configs, a crashed haproxy — with real requests on loopback."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
 
-from ingressmesh import snapshot
-from ingressmesh.l7.haproxy import proc_state
 from ingressmesh.l7.render import render_config
-from ingressmesh.l7.routes import plan_routes
-from ingressmesh.plan import PlanOptions
-from l7_backends import free_port
-
-NOW = 1000.0
-
-
-class Swarm:
-    """Services by labels; task i of the swarm answers on 127.0.0.(i+2) at its service's port."""
-
-    def __init__(self, backends):
-        self.backends, self.services, self.tasks, self.ports = backends, {}, [], {}
-
-    def service(self, name: str, **labels) -> "Swarm":
-        self.ports.setdefault(name, free_port())
-        labels.setdefault("port", str(self.ports[name]))
-        self.services[name] = {"id": name, "name": name,
-                               "labels": {f"com.docker.lb.{k}": v for k, v in labels.items()}}
-        return self
-
-    def task(self, task_id: str, service: str, **fields) -> str:
-        address = f"127.0.0.{len(self.tasks) + 2}"
-        self.tasks.append({"id": task_id, "service_id": service, "node_id": "n1", "since": NOW - 100,
-                           "addresses": [{"network_id": "lo", "address": address}], **fields})
-        self.backends.start(task_id, address, self.ports[service])
-        return task_id
-
-    def set(self, task_id: str, **fields) -> None:
-        next(t for t in self.tasks if t["id"] == task_id).update(fields)
-
-    def table(self):
-        cluster = snapshot.from_dict({
-            "nodes": [{"id": "n1", "hostname": "node1", "address": "10.9.0.1"}],
-            "networks": [{"id": "lo", "name": "app", "subnet": "127.0.0.0/8"}],
-            "services": list(self.services.values()), "tasks": self.tasks})
-        return plan_routes(cluster, options=PlanOptions(now=NOW, drain_grace=10.0))
-
-
-def get(applier, host: str, path: str = "/", headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", applier.settings.http_port, timeout=5)
-    try:
-        conn.request("GET", path, headers={"Host": host, **(headers or {})})
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
-
-
-def hits(applier, host: str, n: int = 12, path: str = "/") -> set:
-    seen = set()
-    for _ in range(n):
-        status, _, body = get(applier, host, path)
-        assert status == 200, (status, body)
-        seen.add(json.loads(body)["backend"])
-    return seen
-
-
-def master(applier) -> tuple:
-    reloads, failed, _ = proc_state(applier.haproxy.files.master_socket)
-    return applier.haproxy.master_pid, reloads, failed
-
+from swarm_real import NOW, Swarm, get, hits, master
 
 def test_hosts_route_to_their_service_and_unknown_hosts_get_503(proxy, backends):
     swarm = Swarm(backends).service("a", hosts="a.com").service("b", hosts="b.com,www.b.com")

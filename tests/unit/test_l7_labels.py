@@ -96,10 +96,10 @@ class TestServiceLabels:
             parse(port="80")
         assert parse(port="80", default_backend="true").default_backend
 
-    def test_labels_not_implemented_yet_and_unknown_ones_are_named(self):
+    def test_unknown_labels_are_named(self):
         request = parse(hosts="a.com", port="80", sticky_session_cookie="sid", host="typo.com")
-        assert any("com.docker.lb.sticky_session_cookie is not supported yet" in n for n in request.notes)
-        assert any("'com.docker.lb.host' is not an Interlock label" in n for n in request.notes)
+        assert request.sticky_cookie == "sid" and not labels.NOT_YET
+        assert request.notes == ("label 'com.docker.lb.host' is not an Interlock label; ignored",)
 
     def test_non_ascii_in_any_lb_label_refuses_the_service(self):
         with pytest.raises(LabelError, match="com.docker.lb.ssl_only"):
