@@ -28,6 +28,14 @@ from .daemons import (_credentials, _listen, _run_until_signalled, docker_option
               help="This task's swarm id [env INGRESSMESH_TASK_ID]: which networks the proxy has joined.")
 @click.option("--http-port", default=80, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--bind", "bind_address", default="0.0.0.0", show_default=True)
+@click.option("--https-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="HTTPS listener (TLS hosts, SNI passthrough); 0: none (TLS services are refused by name).")
+@click.option("--https-redirect-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="The published HTTPS port ssl_only redirects to (0: --https-port).")
+@click.option("--secrets-dir", default="/run/secrets", show_default=True,
+              help="Where the Docker secrets named by ssl_cert/ssl_key/ssl_backend_ca are mounted.")
+@click.option("--websocket-timeout", default="24h", show_default=True,
+              help="Tunnel timeout on com.docker.lb.websocket_endpoints paths.")
 @click.option("--stats-port", default=8405, show_default=True, type=click.IntRange(1, 65535),
               help="HAProxy's Prometheus exporter (/metrics).")
 @click.option("--listen", default="0.0.0.0:9403", show_default=True, callback=_listen, help="/healthz and /metrics.")
@@ -40,8 +48,8 @@ from .daemons import (_credentials, _listen, _run_until_signalled, docker_option
               help="How long an old worker keeps long-lived connections after a reload.")
 @click.option("--haproxy", "haproxy_binary", default="haproxy", show_default=True)
 def proxy_command(controllers, token_file, ca_file, tls_verify, service_cluster, proxy_service, task_id, http_port,
-                  bind_address, stats_port, listen, workdir, proxy_id, drain_grace, stop_linger, stop_timeout,
-                  hard_stop_after, haproxy_binary) -> None:
+                  bind_address, https_port, https_redirect_port, secrets_dir, websocket_timeout, stats_port, listen,
+                  workdir, proxy_id, drain_grace, stop_linger, stop_timeout, hard_stop_after, haproxy_binary) -> None:
     """Run HAProxy for the com.docker.lb.* routes of one service cluster (the proxy service's task)."""
     from ..l7 import grammar
     from ..l7.proxy import Proxy, ProxyConfig
@@ -50,13 +58,20 @@ def proxy_command(controllers, token_file, ca_file, tls_verify, service_cluster,
         proxy_id = grammar.host("--proxy-id", proxy_id)
     except grammar.LabelError as err:
         raise click.BadParameter(str(err)) from None
-    if not re.fullmatch(r"[0-9]{1,6}(ms|s|m|h|d)?", hard_stop_after):
-        raise click.BadParameter(f"--hard-stop-after {hard_stop_after!r}: expected a duration like 30m, 90s or 2h")
+    for option, value in (("--hard-stop-after", hard_stop_after), ("--websocket-timeout", websocket_timeout)):
+        if not re.fullmatch(r"[0-9]{1,6}(ms|s|m|h|d)?", value):
+            raise click.BadParameter(f"{option} {value!r}: expected a duration like 30m, 90s or 2h")
+    if https_port and https_port in (http_port, stats_port):
+        raise click.BadParameter(f"--https-port {https_port}: already the HTTP or stats port")
+    if not os.path.isabs(secrets_dir):
+        raise click.BadParameter(f"--secrets-dir {secrets_dir!r}: expected an absolute path")
     try:
         ipaddress.IPv4Address(bind_address)
     except ValueError:
         raise click.BadParameter(f"--bind {bind_address!r}: expected an IPv4 address") from None
     settings = ProxySettings(http_port=http_port, bind_address=bind_address, stats_port=stats_port,
+                             https_port=https_port, https_redirect_port=https_redirect_port,
+                             secrets_dir=secrets_dir, websocket_timeout=websocket_timeout,
                              proxy_id=proxy_id, server_info="ingressmesh", hard_stop_after=hard_stop_after)
     config = ProxyConfig(controllers=tuple(controllers), workdir=workdir, settings=settings,
                          service_cluster=service_cluster, proxy_service=proxy_service, task_id=task_id,
@@ -114,7 +129,7 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
     """Create or update the proxy services; with --watch keep their networks in line with the labels."""
     import docker
     from ..agent.controller_client import ControllerClient, ControllerError
-    from ..l7.proxy_service import ProxyServices, desired_spec
+    from ..l7.proxy_service import ProxyServices, desired_spec, secrets_needed
     settings = _settings(config_path)
     credentials = _credentials(token_file, ca_file, tls_verify)
     services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), credentials.token)
@@ -127,7 +142,8 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
                 ca = services.existing_secret(item.ca_secret) if item.ca_secret else None
             except LookupError as err:
                 raise click.ClickException(f"{item.name}: ControllerCASecret: {err}") from None
-            spec = desired_spec(item, cluster, secret, item.controllers or tuple(controllers), ca)
+            attached = services.secrets_present(secrets_needed(cluster, item))
+            spec = desired_spec(item, cluster, secret, item.controllers or tuple(controllers), ca, attached)
             outcome = services.ensure(spec)
             if outcome != "unchanged" or not watch:
                 click.echo(f"{item.name}: {outcome}")

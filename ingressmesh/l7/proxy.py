@@ -170,6 +170,7 @@ class Proxy:
             if self.stopping:
                 return None  # HAProxy is shutting down: nothing more to apply
             result = self.applier.apply(table)
+        table = result.table or table  # with the refusals of unusable certificates
         self.table = table
         if result.how == "reload":
             self.metrics.reloads.inc()

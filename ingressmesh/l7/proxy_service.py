@@ -48,6 +48,21 @@ def networks_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> l
     return sorted(found.values(), key=lambda n: n.name)
 
 
+def secrets_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> list[str]:
+    """Secret names (certificates, keys, backend CAs) the routable services of this cluster name."""
+    names = set()
+    for service in cluster.services:
+        if service.name == settings.name or not labels.wants_routing(service.labels):
+            continue
+        try:
+            request = labels.parse(service.labels)
+        except LabelError:
+            continue
+        if request.service_cluster == settings.service_cluster:
+            names.update(n for n in (request.tls.cert, request.tls.key, request.tls.ca) if n)
+    return sorted(names)
+
+
 def _nanos(seconds: float) -> int:
     return int(seconds * 1e9)
 
@@ -58,9 +73,11 @@ def _secret(secret: tuple[str, str], file_name: str) -> dict:
 
 
 def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_secret: tuple[str, str],
-                 controllers: tuple[str, ...], ca_secret: Optional[tuple[str, str]] = None) -> dict:
+                 controllers: tuple[str, ...], ca_secret: Optional[tuple[str, str]] = None,
+                 label_secrets: tuple[tuple[str, str], ...] = ()) -> dict:
     """The service spec (Docker API shape).  Secrets are (secret id, secret name); with
-    `ca_secret` the proxies verify the controller's TLS certificate against it."""
+    `ca_secret` the proxies verify the controller's TLS certificate against it; `label_secrets`
+    are the certificates and keys labelled services name (mounted under their own names)."""
     argv = ["ingressmesh", "proxy", "--token-file", TOKEN_PATH, "--http-port", "80",
             "--proxy-service", settings.name, "--stop-linger", f"{STOP_LINGER:g}",
             "--stop-timeout", f"{max(1.0, settings.stop_grace_period - STOP_LINGER - 3):g}"]
@@ -68,7 +85,11 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
         argv += ["--controller", url]
     if settings.service_cluster:
         argv += ["--service-cluster", settings.service_cluster]
+    if settings.published_ssl_port:
+        argv += ["--https-port", "443", "--https-redirect-port", str(settings.published_ssl_port)]
     secrets = [_secret(token_secret, "ingressmesh_token")]
+    reserved = {"ingressmesh_token", CA_PATH.rsplit("/", 1)[1]}  # a label never names our own files
+    secrets += [_secret(s, s[1]) for s in label_secrets if s[1] not in reserved]
     if ca_secret is not None:
         argv += ["--ca", CA_PATH]
         secrets.append(_secret(ca_secret, CA_PATH.rsplit("/", 1)[1]))
@@ -93,9 +114,9 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
         "Mode": {"Replicated": {"Replicas": settings.replicas}},
         "UpdateConfig": {"Parallelism": 1, "Delay": _nanos(settings.update_delay), "Order": "start-first",
                          "FailureAction": "pause", "Monitor": _nanos(5)},
-        "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80,
-                                                   "PublishedPort": settings.published_port,
-                                                   "PublishMode": settings.publish_mode}]},
+        "EndpointSpec": {"Mode": "vip", "Ports": [
+            {"Protocol": "tcp", "TargetPort": target, "PublishedPort": published, "PublishMode": settings.publish_mode}
+            for target, published in ((80, settings.published_port), (443, settings.published_ssl_port)) if published]},
     }
 
 
@@ -118,6 +139,12 @@ class ProxyServices:
             return found[0]["ID"], name
         created = self.api.create_secret(name, self.token.encode(), labels={ROLE_LABEL: "token"})
         return created["ID"], name
+
+    def secrets_present(self, names: list[str]) -> tuple[tuple[str, str], ...]:
+        """(id, name) of each named secret that exists; a missing one is left out (the proxies
+        then refuse the service that names it, by name)."""
+        found = {s["Spec"]["Name"]: s["ID"] for s in self.api.secrets()}
+        return tuple((found[n], n) for n in names if n in found)
 
     def existing_secret(self, name: str) -> tuple[str, str]:
         """(id, name) of a secret the operator created (e.g. the controller's CA)."""

@@ -9,6 +9,7 @@ key names where they mean the same thing (README "Proxy service options" has the
     ProxyReplicas = 2
     PublishMode = "ingress"          # or "host"
     PublishedPort = 8080
+    PublishedSSLPort = 8443          # HTTPS (TLS hosts, SNI passthrough); leave out for none
     ServiceCluster = ""
     ProxyConstraints = ["node.role==worker"]
     ProxyUpdateDelay = "1s"
@@ -41,6 +42,7 @@ class ProxyServiceSettings:
     replicas: int = 2
     publish_mode: str = "ingress"
     published_port: int = 8080
+    published_ssl_port: int = 0  # 0: no HTTPS port
     service_cluster: str = ""
     constraints: tuple[str, ...] = ()
     update_delay: float = 1.0
@@ -51,7 +53,7 @@ class ProxyServiceSettings:
 
 
 _KEYS = {"ProxyServiceName": "name", "ProxyImage": "image", "ProxyReplicas": "replicas",
-         "PublishMode": "publish_mode", "PublishedPort": "published_port", "ServiceCluster": "service_cluster",
+         "PublishMode": "publish_mode", "PublishedPort": "published_port", "PublishedSSLPort": "published_ssl_port", "ServiceCluster": "service_cluster",
          "ProxyConstraints": "constraints", "ProxyUpdateDelay": "update_delay",
          "ProxyStopGracePeriod": "stop_grace_period", "Controllers": "controllers", "TokenSecret": "token_secret",
          "ControllerCASecret": "ca_secret"}
@@ -80,6 +82,8 @@ def _check(where: str, key: str, value):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
                 raise SettingsError(f"{where}: {value!r} is not a number of replicas (0-100)")
             return value
+        if key == "published_ssl_port":
+            return grammar.port(where, str(value)) if not isinstance(value, bool) else grammar.port(where, "x")
         if key == "published_port":
             return grammar.port(where, str(value)) if not isinstance(value, bool) else grammar.port(where, "x")
         if key == "publish_mode":

@@ -2,7 +2,7 @@
 import pytest
 
 from ingressmesh.l7 import settings as l7_settings
-from ingressmesh.l7.proxy_service import desired_spec, fingerprint, networks_needed
+from ingressmesh.l7.proxy_service import desired_spec, fingerprint, networks_needed, secrets_needed
 from ingressmesh.l7.settings import SettingsError
 
 from l7_swarm import cluster, service, task
@@ -83,3 +83,20 @@ def test_a_controller_ca_secret_is_mounted_and_passed_to_the_proxies():
         ("tok-id", "ingressmesh_token"), ("ca-id", "ingressmesh_controller_ca")]
     with pytest.raises(SettingsError, match="ControllerCASecret"):
         l7_settings.parse('[Extensions.default]\nControllerCASecret = "bad name"\n')
+
+
+def test_https_port_and_the_secrets_labelled_services_name():
+    (item,) = l7_settings.parse('[Extensions.default]\nPublishedPort = 8080\nPublishedSSLPort = 8443\n')
+    c = cluster([service("a", {"hosts": "a.com", "port": "80", "ssl_cert": "a_cert", "ssl_key": "a_key"}),
+                 service("b", {"hosts": "b.com", "port": "80", "ssl_cert": "ingressmesh_token", "ssl_key": "b_key"}),
+                 service("c", {"hosts": "c.com", "port": "80", "service_cluster": "other", "ssl_cert": "c", "ssl_key": "k"})],
+                [task("a1", "a", 2), task("b1", "b", 3), task("c1", "c", 4)])
+    assert secrets_needed(c, item) == ["a_cert", "a_key", "b_key", "ingressmesh_token"]
+    spec = desired_spec(item, c, ("tok", "ingressmesh_token_x"), (),
+                        label_secrets=(("id1", "a_cert"), ("id2", "a_key"), ("id3", "ingressmesh_token")))
+    files = [s["File"]["Name"] for s in spec["TaskTemplate"]["ContainerSpec"]["Secrets"]]
+    assert files == ["ingressmesh_token", "a_cert", "a_key"]  # a label never shadows the token file
+    assert [(p["TargetPort"], p["PublishedPort"]) for p in spec["EndpointSpec"]["Ports"]] == [(80, 8080), (443, 8443)]
+    command = spec["TaskTemplate"]["ContainerSpec"]["Command"]
+    assert command[command.index("--https-port") + 1] == "443"
+    assert command[command.index("--https-redirect-port") + 1] == "8443"
