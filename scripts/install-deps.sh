@@ -13,7 +13,7 @@ PACKAGES="$PACKAGES docker.io busybox-static debootstrap"
 # systemd-analyze verifies the unit files in the tests.
 PACKAGES="$PACKAGES systemd"
 # The L7 proxy's real-HAProxy tests and bench/l7.py (HAProxy 2.6, wrk as the load tool).
-PACKAGES="$PACKAGES haproxy wrk"
+PACKAGES="$PACKAGES haproxy wrk openssl curl"
 
 check_python() {
     if ! command -v python3 >/dev/null 2>&1; then

@@ -8,12 +8,14 @@ from ..lab import PROXY_IMAGE
 
 
 def extension(name: str, controller_url: str, port: int, replicas: int = 2, mode: str = "ingress",
-              cluster: str = "") -> str:
+              cluster: str = "", ssl_port: int = 0) -> str:
     lines = [f"[Extensions.{name}]", f'ProxyImage = "{PROXY_IMAGE}"', f"ProxyReplicas = {replicas}",
              f'PublishMode = "{mode}"', f"PublishedPort = {port}", 'ProxyUpdateDelay = "0s"',
              'ProxyStopGracePeriod = "20s"', f'Controllers = ["{controller_url}"]']
     if cluster:
         lines.append(f'ServiceCluster = "{cluster}"')
+    if ssl_port:
+        lines.append(f"PublishedSSLPort = {ssl_port}")
     return "\n".join(lines) + "\n"
 
 

@@ -247,17 +247,20 @@ def test_a_fixed_port_udp_sender_reaches_a_service_that_appears_after_it(mesh):
     try:
         time.sleep(1.5)  # the stale entries exist and are refreshed by every packet
         assert all(s.answered is None for s in senders.values())
+        # Under QEMU's emulation the apply itself takes seconds, which says nothing about stale
+        # entries: the bound is one second after the apply of both nodes returned.
         started = time.monotonic()
         mesh.apply({"t4": {"service_id": "svcempty", "health": "healthy"}})
-        deadline = started + 5
+        applied = time.monotonic() - started
+        deadline = started + applied + 5
         while time.monotonic() < deadline and any(s.answered is None for s in senders.values()):
             time.sleep(0.02)
         for name, sender in senders.items():
             assert sender.answered is not None, f"{name}: the fixed-port flow never reached the new task"
             seconds = sender.answered[0] - started
             print(f"UDP {name}: a fixed-port sender reached {sender.answered[1].split()[0]} "
-                  f"{seconds * 1000:.0f} ms after the port was published")
-            assert seconds < 1.0 and sender.answered[1].startswith("t4")
+                  f"{seconds * 1000:.0f} ms after the apply began (the apply took {applied * 1000:.0f} ms)")
+            assert seconds < applied + 1.0 and sender.answered[1].startswith("t4")  # without the flush: never
     finally:
         for sender in senders.values():
             sender.close()

@@ -11,14 +11,14 @@ from ingressmesh.testbed import l7_lab
 from ingressmesh.testbed.l7_probe import http_request
 from swarm_helpers import wait_for
 
-HTTP_PORT, BLUE_PORT = 8080, 8090
+HTTP_PORT, BLUE_PORT, HTTPS_PORT = 8080, 8090, 8443
 DEFAULT_PROXY, BLUE_PROXY = "ingressmesh-proxy", "ingressmesh-proxy-blue"
 
 
 def deploy(mesh) -> str:
     """Both proxy services: `default` (ingress, 2 replicas) and `blue` (host mode, 1 replica)."""
     url = mesh.controller_url
-    return l7_lab.deploy(mesh, l7_lab.extension("default", url, HTTP_PORT) + "\n"
+    return l7_lab.deploy(mesh, l7_lab.extension("default", url, HTTP_PORT, ssl_port=HTTPS_PORT) + "\n"
                          + l7_lab.extension("blue", url, BLUE_PORT, replicas=1, mode="host", cluster="blue"))
 
 

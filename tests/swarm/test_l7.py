@@ -392,3 +392,70 @@ def test_metrics_healthz_and_lab_show_l7(l7):
         assert "seen.l7/" in text_view.stdout and "active" in text_view.stdout
     finally:
         remove_service(lab, "seen")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from ingressmesh.testbed.pki import Pki
+    return Pki(str(tmp_path_factory.mktemp("pki")))
+
+
+def _secret(lab, name: str, path: str) -> None:
+    lab.docker(1, "secret", "create", name, path)
+
+
+def _tls_everywhere(lab, host: str, cafile: str, org: str = "") -> bool:
+    from l7_helpers import HTTPS_PORT
+    from l7_tls_helpers import tls_get
+    for n in lab.config.node_numbers:
+        subject, _, status, _ = tls_get(lab.client_netns(), lab.node_address(n), HTTPS_PORT, host, cafile)
+        if status != 200 or subject.get("commonName") != host or (org and subject.get("organizationName") != org):
+            return False
+    return True
+
+
+def test_tls_hosts_certificates_by_sni_ssl_only_h2_and_bad_secrets_refused_by_name(l7, pki):
+    """Issue 9, tests 1, 3 and 8: each HTTPS host gets its own certificate through every node,
+    ssl_only redirects, HTTP/2 by ALPN; a missing secret and a mismatched key refuse only
+    their service, by name; TLS and plain hosts keep answering."""
+    from l7_helpers import HTTPS_PORT
+    from l7_tls_helpers import tls_get
+    lab = l7.lab
+    for name, host in (("tlsa", "a.tls.l7"), ("tlsb", "b.tls.l7"), ("tlsc", "c.tls.l7")):
+        cert, key = pki.leaf(name, host, org="v1")
+        _secret(lab, f"{name}_cert", cert)
+        _secret(lab, f"{name}_key", key if name != "tlsc" else pki.path("tlsa.key"))  # c: a's key, mismatched
+    labelled(lab, "tls-a", hosts="a.tls.l7", port="80", ssl_cert="tlsa_cert", ssl_key="tlsa_key", ssl_only="true")
+    labelled(lab, "tls-b", hosts="b.tls.l7", port="80", ssl_cert="tlsb_cert", ssl_key="tlsb_key")
+    labelled(lab, "tls-c", hosts="c.tls.l7", port="80", ssl_cert="tlsc_cert", ssl_key="tlsc_key")
+    labelled(lab, "tls-d", hosts="d.tls.l7", port="80", ssl_cert="nope_cert", ssl_key="nope_key")
+    labelled(lab, "tls-plain", hosts="plain.tls.l7", port="80")
+    try:
+        for name in ("tls-a", "tls-b", "tls-c", "tls-d", "tls-plain"):
+            wait_running(lab, name, 1)
+        wait_for("a.tls.l7 and b.tls.l7 served over TLS by every node", lambda: _tls_everywhere(
+            lab, "a.tls.l7", pki.cert) and _tls_everywhere(lab, "b.tls.l7", pki.cert), timeout=180, interval=1)
+        for n in lab.config.node_numbers:
+            for host in ("a.tls.l7", "b.tls.l7"):
+                subject, _, status, _ = tls_get(lab.client_netns(), lab.node_address(n), HTTPS_PORT, host, pki.cert)
+                assert (status, subject["commonName"]) == (200, host)
+            (answer,) = [http_request(lab.client_netns(), lab.node_address(n), HTTP_PORT, "a.tls.l7", "/x?y=1")]
+            assert answer.status == 301 and answer.headers["location"] == f"https://a.tls.l7:{HTTPS_PORT}/x?y=1"
+            _, protocol, _, _ = tls_get(lab.client_netns(), lab.node_address(n), HTTPS_PORT, "b.tls.l7", pki.cert,
+                                        alpn=("h2", "http/1.1"))
+            assert protocol == "h2"
+        assert {a.status for a in every_node(lab, "plain.tls.l7")} == {200}
+
+        def refused():
+            found = {}
+            for n, _, ip in replicas(lab, DEFAULT_PROXY):
+                found = {r["service"]: r["reason"] for r in replica_json(lab, n, ip, "/healthz")[1]["refused_services"]}
+                if not {"tls-c", "tls-d"} <= set(found):
+                    return None
+            return found
+        found = wait_for("tls-c and tls-d refused by every replica", refused, timeout=60, interval=0.5)
+        print(f"refused tls-c: {found['tls-c']}\nrefused tls-d: {found['tls-d']}")
+        assert "tls-a" not in found and "tls-b" not in found
+    finally:
+        for name in ("tls-a", "tls-b", "tls-c", "tls-d", "tls-plain"):
+            remove_service(lab, name)
