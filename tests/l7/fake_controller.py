@@ -3,6 +3,7 @@ bearer token), so the real `ingressmesh proxy` process can be tested without a s
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -11,10 +12,19 @@ from urllib.parse import parse_qs, urlsplit
 class FakeController:
     def __init__(self, token: str, port: int = 0):
         self.token, self.version, self.cluster = token, 0, {}
+        self.connections: set = set()  # open client connections: an outage cuts them, as a dead process would
         self.changed = threading.Condition()
         controller = self
 
         class Handler(BaseHTTPRequestHandler):
+            def setup(self):
+                super().setup()
+                controller.connections.add(self.connection)
+
+            def finish(self):
+                controller.connections.discard(self.connection)
+                super().finish()
+
             def do_GET(self):  # noqa: N802
                 if self.headers.get("Authorization") != f"Bearer {controller.token}":
                     return self._send(401, {"error": "bad token"})
@@ -55,5 +65,12 @@ class FakeController:
             return self.version
 
     def close(self) -> None:
+        """Like a controller that died: stop listening and cut every open connection (a
+        long-poll in flight included), instead of letting waiting handlers answer later."""
         self.server.shutdown()
         self.server.server_close()
+        for connection in list(self.connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
