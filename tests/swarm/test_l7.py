@@ -141,7 +141,9 @@ def test_4_backend_mode_vip_goes_through_the_vip_task_mode_to_tasks(l7):
         vip = next(v["Addr"].split("/")[0] for v in spec["Endpoint"]["VirtualIPs"] if v["NetworkID"] == network)
         answers = [a for _ in range(4) for a in every_node(lab, "vip.l7")]
         assert {a.headers["x-upstream-addr"] for a in answers} == {f"{vip}:80"}
-        assert {a.hostname for a in answers} == {t["container"] for t in vip_tasks}  # the L4 VIP spreads
+        # The VIP (L4) picks the task; HAProxy may reuse one server connection for many requests,
+        # so one task can answer them all: only "a task of that service" is certain.
+        assert {a.hostname for a in answers} <= {t["container"] for t in vip_tasks} and answers
         answers = [a for _ in range(4) for a in every_node(lab, "task.l7")]
         assert {a.headers["x-upstream-addr"] for a in answers} == {f"{t['addresses'][NETWORK]}:80" for t in task_tasks}
     finally:
