@@ -3,12 +3,11 @@ addresses only.  Each request is a new connection (as most load balancers' clien
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..netns import Netns
+from .swarm_probe import LoadGenerator
 
 
 @dataclass(frozen=True)
@@ -50,48 +49,15 @@ def http_request(netns_path: str, address: str, port: int, host: str, path: str 
     return Answer(int(parts[1]), headers, body.decode(errors="replace"))
 
 
-@dataclass
-class L7LoadResult:
-    ok: int = 0
-    failures: list = field(default_factory=list)  # (monotonic time, target, what went wrong)
-    seen: Counter = field(default_factory=Counter)
-
-
-class L7Load:
+class L7Load(LoadGenerator):
     """Sequential requests for `host` over `targets` (round robin) until stopped; at most `limit`.
     Anything but a 200 counts as a failure."""
 
     def __init__(self, netns_path: str, targets: list[tuple[str, int]], host: str, pause: float = 0.01,
                  limit: int = 100000):
-        self.netns_path, self.targets, self.host, self.pause, self.limit = netns_path, targets, host, pause, limit
-        self.result = L7LoadResult()
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="l7-load", daemon=True)
-
-    def __enter__(self) -> "L7Load":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> L7LoadResult:
-        self._stop.set()
-        self.thread.join(30)
-        return self.result
-
-    def _run(self) -> None:
-        for i in range(self.limit):
-            if self._stop.is_set():
-                return
-            target = self.targets[i % len(self.targets)]
-            try:
-                answer = http_request(self.netns_path, *target, self.host)
-                if answer.status == 200:
-                    self.result.ok += 1
-                    self.result.seen[answer.hostname] += 1
-                else:
-                    self.result.failures.append((time.monotonic(), target, f"HTTP {answer.status}: {answer.body[:80]!r}"))
-            except OSError as err:
-                self.result.failures.append((time.monotonic(), target, str(err)))
-            self._stop.wait(self.pause)
+        def probe(netns: str, address: str, port: int) -> str:
+            answer = http_request(netns, address, port, host)
+            if answer.status != 200:
+                raise OSError(f"HTTP {answer.status}: {answer.body[:80]!r}")
+            return answer.hostname
+        super().__init__(netns_path, targets, pause, limit, probe=probe)

@@ -52,8 +52,11 @@ class LoadResult:
 class LoadGenerator:
     """Sequential requests over `targets` (round robin) until stopped; at most `limit` requests."""
 
-    def __init__(self, netns_path: str, targets: list[tuple[str, int]], pause: float = 0.01, limit: int = 100000):
+    def __init__(self, netns_path: str, targets: list[tuple[str, int]], pause: float = 0.01, limit: int = 100000,
+                 probe=http_hostname):
+        """`probe(netns, address, port)` names who answered or raises OSError (a failure)."""
         self.netns_path, self.targets, self.pause, self.limit = netns_path, targets, pause, limit
+        self.probe = probe
         self.result = LoadResult()
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="load", daemon=True)
@@ -76,7 +79,7 @@ class LoadGenerator:
                 return
             target = self.targets[i % len(self.targets)]
             try:
-                self.result.seen[http_hostname(self.netns_path, *target)] += 1
+                self.result.seen[self.probe(self.netns_path, *target)] += 1
                 self.result.ok += 1
             except OSError as err:
                 self.result.failures.append((time.monotonic(), target, str(err)))
