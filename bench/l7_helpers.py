@@ -337,10 +337,9 @@ def pss_kb(pid: int) -> int:
 
 def children(pid: int) -> list[int]:
     """Direct children of `pid` (from /proc/*/stat, so no CONFIG_PROC_CHILDREN needed)."""
+    from ingressmesh.lab.procs import all_pids
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in all_pids():
         try:
             with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
                 stat = handle.read()
@@ -348,7 +347,7 @@ def children(pid: int) -> list[int]:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
         if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
+            found.append(entry)
     return sorted(found)
 
 
