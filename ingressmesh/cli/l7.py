@@ -257,6 +257,9 @@ def _print_rows(states: dict) -> None:
         console.print(table)
         for refusal in document.get("refused", ()):
             console.print(f"[red]refused[/] {refusal['service']}: {refusal['reason']}", soft_wrap=True)
+        for failure in document.get("backend_tls_failures", ()):
+            console.print(f"[red]backend TLS[/] {failure['service']}: task {failure['task']}: {failure['reason']}",
+                          soft_wrap=True)
 
 
 def show_l7(docker_url: str, as_json: bool) -> None:

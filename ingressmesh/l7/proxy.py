@@ -8,12 +8,13 @@ out of every node first), then stops accepting and lets in-flight requests finis
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 from .. import model, snapshot
@@ -24,6 +25,7 @@ from ..daemon.sdnotify import Notifier
 from ..plan import PlanOptions
 from ..swarm.backoff import Backoff
 from .applier import RouteApplier
+from .backend_tls import BackendTlsCheck, BackendTlsProblem
 from .haproxy import HAProxy, HAProxyFiles, write_atomic
 from .metrics import ProxyMetrics
 from .render import ProxySettings
@@ -32,6 +34,7 @@ from .state import state_document
 
 log = logging.getLogger(__name__)
 LONG_POLL = 25.0
+BACKEND_TLS_EVERY = 3.0  # seconds between checks of verified TLS backends (each verdict kept 30 s)
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,12 @@ class Proxy:
         self.config = config
         os.makedirs(config.workdir, mode=0o700, exist_ok=True)
         files = HAProxyFiles(config.workdir)
-        settings = config.settings
-        if settings.admin_socket != files.admin_socket:
-            from dataclasses import replace
-            settings = replace(settings, admin_socket=files.admin_socket)
-        self.applier = RouteApplier(HAProxy(files, config.haproxy_binary), settings)
         credentials = Credentials.of(token)  # the token, and the CA of an https controller
+        # Sticky cookies are keyed by a value every replica of the cluster shares and clients
+        # never see: a hash of the token (the token itself never reaches HAProxy's config).
+        cookie_key = hashlib.sha256(b"ingressmesh sticky cookies\0" + credentials.token.encode()).hexdigest()
+        settings = replace(config.settings, admin_socket=files.admin_socket, cookie_key=cookie_key)
+        self.applier = RouteApplier(HAProxy(files, config.haproxy_binary), settings)
         self.client = ControllerClient(list(config.controllers), credentials)
         self.metrics = ProxyMetrics()
         self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
@@ -78,6 +81,8 @@ class Proxy:
         self.reload_requested = threading.Event()
         self.arrival = ArrivalClock()
         self._said: set[str] = set()
+        self.backend_tls = BackendTlsCheck()
+        self.backend_tls_problems: list[BackendTlsProblem] = []
 
     # -- HTTP -------------------------------------------------------------------------------
     def _healthz(self, request):
@@ -88,13 +93,14 @@ class Proxy:
                    "controller": {"url": self.client.current_url, "reachable": self.client.reachable,
                                   "error": self.client.last_error},
                    "refused_services": [{"service": r.service, "reason": r.reason}
-                                        for r in (self.table.refused if self.table else ())]}
+                                        for r in (self.table.refused if self.table else ())],
+                   "backend_tls_failures": self._backend_tls_rows()}
         return (200 if serving and not self.stopping else 503), details, None
 
     def _state(self, request):
         """The routes and each server as HAProxy serves it now (no secrets: addresses and names)."""
         from .state import with_live_state
-        document = state_document(self.applier, self.version, self.config.service_cluster)
+        document = self._document()
         if self.applier.haproxy.running:
             try:
                 document = with_live_state(document)
@@ -111,6 +117,7 @@ class Proxy:
         self.http.start()
         supervisor = threading.Thread(target=self._supervise, args=(stop,), name="haproxy-supervisor", daemon=True)
         supervisor.start()
+        threading.Thread(target=self._check_backend_tls, args=(stop,), name="backend-tls", daemon=True).start()
         notifier.ready()
         log.info("proxy (service cluster %r) following %s", self.config.service_cluster or "(none)",
                  ", ".join(self.config.controllers))
@@ -193,8 +200,30 @@ class Proxy:
             log.warning("%s", line)
         self._said = lines
 
-    def _write_state(self) -> None:
+    def _backend_tls_rows(self) -> list[dict]:
+        return [{"service": p.service, "task": p.address, "reason": p.reason} for p in self.backend_tls_problems]
+
+    def _document(self) -> dict:
         document = state_document(self.applier, self.version, self.config.service_cluster)
+        document["backend_tls_failures"] = self._backend_tls_rows()
+        return document
+
+    def _check_backend_tls(self, stop: threading.Event) -> None:
+        """Every few seconds: which verified TLS backends' tasks are refused, logged once each."""
+        while not stop.wait(BACKEND_TLS_EVERY):
+            table = self.table
+            if table is None:
+                continue
+            problems = self.backend_tls.run(table)
+            if problems == self.backend_tls_problems:
+                continue
+            for problem in sorted(set(problems) - set(self.backend_tls_problems), key=BackendTlsProblem.line):
+                log.warning("%s (HAProxy answers 503 for it)", problem.line())
+            self.backend_tls_problems = problems
+            self._write_state()
+
+    def _write_state(self) -> None:
+        document = self._document()
         try:
             write_atomic(os.path.join(self.config.workdir, "state.json"), json.dumps(document))
         except OSError as err:

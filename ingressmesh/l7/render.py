@@ -36,6 +36,7 @@ class ProxySettings:
     crt_list: str = "/run/ingressmesh-proxy/crt-list"  # set per config generation by the applier
     tls_socket: str = ""  # abstract socket of the TLS-terminating listener; "": derived from admin_socket
     websocket_timeout: str = "24h"  # tunnel timeout on websocket_endpoints (hard_stop_after still bounds reloads)
+    cookie_key: str = ""  # seeds sticky cookies' values; the same on every replica (from the cluster token)
 
 
 def route_key(host: str, path: str) -> str:
@@ -139,7 +140,7 @@ def _backends(table: RouteTable, slots: Assignment, s: ProxySettings) -> list[st
         for index, server in enumerate(slots[backend.name]):
             name = slot_name(index)
             # Every slot carries the backend's flags: the runtime API moves a task into any slot.
-            extra = render_tls.server_options(backend, name)
+            extra = render_tls.server_options(backend)
             if server is None:
                 lines.append(f"    server {name} 127.0.0.1:1 disabled weight 0{extra}")
             else:

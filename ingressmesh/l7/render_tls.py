@@ -94,17 +94,24 @@ def backend_options(backend: Backend, s: "ProxySettings") -> list[str]:
     if backend.proto != "http":
         return lines
     if backend.cookie:
-        lines.append(f"    cookie {check_safe(backend.cookie, 'cookie')} prefix nocache")
+        # Dynamic: the value is a keyed hash of the task's address and port, so every replica and
+        # every reload (whatever slot the task sits in) names a task the same way.
+        lines += [f"    cookie {check_safe(backend.cookie, 'cookie')} prefix nocache dynamic",
+                  f"    dynamic-cookie-key {cookie_key(s.cookie_key, backend.name)}"]
     for path in backend.websocket_paths:
         where = "" if path == "/" else f" if {{ path {check_safe(path, 'path')} }} || {{ path_beg {path}/ }}"
         lines.append(f"    http-request set-timeout tunnel {check_safe(s.websocket_timeout, 'websocket timeout')}{where}")
     return lines
 
 
-def server_options(backend: Backend, slot: str) -> str:
-    """Flags every slot of the backend carries (a stable cookie per slot: a task moved into a
-    slot at runtime keeps its sessions' cookie value valid)."""
-    extra = f" cookie {slot}" if backend.cookie and backend.proto == "http" else ""
+def cookie_key(seed: str, backend: str) -> str:
+    """A per-backend key for dynamic cookies: hex, the same on every replica with the same seed."""
+    return hashlib.sha256(f"ingressmesh-cookie\0{seed}\0{backend}".encode()).hexdigest()[:32]
+
+
+def server_options(backend: Backend) -> str:
+    """Flags every slot of the backend carries (TLS to the tasks)."""
+    extra = ""
     if backend.ssl == "none":
         extra += " ssl verify none sni var(txn.host)"
     elif backend.ssl == "required":

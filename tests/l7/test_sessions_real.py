@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
+from dataclasses import replace
 
-from l7_backends import ws_accept, ws_frame, ws_read
+from ingressmesh.l7.applier import RouteApplier
+from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles
+from l7_backends import free_port, ws_accept, ws_frame, ws_read
 from swarm_real import Swarm, get, master
 
 
@@ -38,7 +42,7 @@ def test_sticky_cookie_keeps_a_session_on_one_task_and_moves_it_once_when_the_ta
     assert {served(get(proxy, "s.com")) for _ in range(12)} == tasks  # no cookie: balanced
     browser = Browser(proxy, "s.com")
     first = browser.get()
-    assert browser.cookie.startswith("SID=s") and browser.cookie.endswith(f"~{first}")  # slot prefix
+    assert re.fullmatch(rf"SID=[0-9a-f]{{16}}~{first}", browser.cookie), browser.cookie  # the task's prefix
     assert {browser.get() for _ in range(50)} == {first}
     swarm.remove(first)
     assert proxy.apply(swarm.table()).how == "runtime"
@@ -46,7 +50,46 @@ def test_sticky_cookie_keeps_a_session_on_one_task_and_moves_it_once_when_the_ta
     assert len(set(moved)) == 1 and moved[0] in tasks - {first}, moved
     with open(proxy.haproxy.files.config) as handle:
         config = handle.read()
-    assert "cookie SID prefix nocache" in config and " cookie s16" in config  # every slot has its cookie
+    assert "cookie SID prefix nocache dynamic" in config and "dynamic-cookie-key " in config
+
+
+def test_sticky_cookie_names_the_same_task_on_every_replica(proxy, backends, tmp_path, haproxy_binary):
+    """Two proxy replicas that saw the tasks arrive in different orders (so their slots differ)
+    still send one session to one task: the cookie is a keyed hash of the task's address."""
+    swarm = Swarm(backends).service("s", hosts="s.com", sticky_session_cookie="SID")
+    for i in range(3):
+        swarm.task(f"s{i}", "s")
+    proxy.apply(swarm.table())
+    (tmp_path / "other").mkdir()
+    other = RouteApplier(HAProxy(HAProxyFiles(str(tmp_path / "other")), binary=haproxy_binary),
+                         replace(proxy.settings, http_port=free_port(), stats_port=free_port(),
+                                 admin_socket=str(tmp_path / "other" / "admin.sock")))
+    try:
+        later = Swarm(backends)  # this replica saw the last task first, the others after it
+        later.services, later.ports, later.tasks = swarm.services, swarm.ports, swarm.tasks[-1:]
+        assert other.apply(later.table()).error is None
+        later.tasks = swarm.tasks
+        assert other.apply(later.table()).error is None
+        (name,) = proxy.slots
+        assert [s and s.task_id for s in proxy.slots[name]] != [s and s.task_id for s in other.slots[name]]
+        browser = Browser(proxy, "s.com")
+        first = browser.get()
+        for _ in range(20):  # alternate replicas, as the L4 mesh may
+            assert served(get(other, "s.com", "/session", {"Cookie": browser.cookie})) == first
+            assert browser.get() == first
+        # A task that arrives later is moved into a free slot at runtime: its cookie follows its
+        # address there too (HAProxy recomputes a dynamic cookie on `set server addr`).
+        added = swarm.task("s3", "s")
+        later.tasks = swarm.tasks
+        assert proxy.apply(swarm.table()).how == other.apply(later.table()).how == "runtime"
+        for _ in range(40):
+            browser = Browser(proxy, "s.com")
+            if browser.get() == added:
+                break
+        assert browser.get() == added and all(
+            served(get(other, "s.com", "/session", {"Cookie": browser.cookie})) == added for _ in range(10))
+    finally:
+        other.haproxy.kill()
 
 
 def test_ip_hash_sends_each_client_address_to_one_task(proxy, backends):

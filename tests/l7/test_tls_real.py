@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from ingressmesh.l7.backend_tls import BackendTlsCheck
 from pki import client_context, https_get, secret, served_by, split_hello_subject, tls_connect
 from swarm_real import Swarm, get
 
@@ -123,15 +124,29 @@ def test_ssl_backend_speaks_tls_to_the_tasks_and_verifies_when_asked(tls_proxy, 
     ca = secret(secrets_dir(tls_proxy), "test_ca", pki.cert)
     swarm.service("sb", hosts="sb.com", ssl_backend="true", ssl_backend_tls_verify="required", ssl_backend_ca=ca,
                   port=str(swarm.ports["sb"]))
-    assert tls_proxy.apply(swarm.table()).how == "reload"
+    result = tls_proxy.apply(swarm.table())
+    assert result.how == "reload"
     assert get(tls_proxy, "sb.com")[0] == 200
+    assert BackendTlsCheck().run(result.table) == []  # the proxy's own check agrees with HAProxy
     with open(tls_proxy.haproxy.files.config) as handle:
         assert "ssl verify required ca-file" in handle.read()
     wrong = secret(secrets_dir(tls_proxy), "wrong_ca", Pki(str(tmp_path / "other"), "other").cert)
     swarm.service("sb", hosts="sb.com", ssl_backend="true", ssl_backend_tls_verify="required",
                   ssl_backend_ca=wrong, port=str(swarm.ports["sb"]))
-    assert tls_proxy.apply(swarm.table()).how == "reload"
+    result = tls_proxy.apply(swarm.table())
+    assert result.how == "reload"
     assert get(tls_proxy, "sb.com")[0] == 503  # the task's certificate does not verify: not served
+    (problem,) = BackendTlsCheck().run(result.table)  # ... and the service is named, with why
+    assert (problem.service, problem.address) == ("sb", f"127.0.0.2:{swarm.ports['sb']}")
+    assert "not accepted with the CA in secret wrong_ca" in problem.reason, problem.reason
+    # A task that speaks plain HTTP is named too; one that does not answer is not (it may be starting).
+    swarm.service("plain", hosts="plain.com", ssl_backend="true", ssl_backend_tls_verify="required", ssl_backend_ca=ca)
+    swarm.task("p1", "plain")
+    swarm.service("gone", hosts="gone.com", ssl_backend="true", ssl_backend_tls_verify="required", ssl_backend_ca=ca)
+    swarm.tasks.append({"id": "g1", "service_id": "gone", "node_id": "n1", "since": swarm.tasks[0]["since"],
+                        "addresses": [{"network_id": "lo", "address": "127.0.0.99"}]})
+    problems = {p.service: p.reason for p in BackendTlsCheck(timeout=1.0).run(tls_proxy.apply(swarm.table()).table)}
+    assert set(problems) == {"sb", "plain"} and "does the task speak TLS" in problems["plain"]
 
 
 def test_http2_by_alpn_and_http11_still_served(tls_proxy, backends, pki):

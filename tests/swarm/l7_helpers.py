@@ -83,6 +83,30 @@ def healthy_replicas(lab, service: str, count: int, timeout: float = 120.0) -> l
     return wait_for(f"{count} healthy replicas of {service}", ready, timeout=timeout, interval=0.5)
 
 
+def settled_replicas(lab, service: str, count: int, quiet: float = 2.0,
+                     timeout: float = 120.0) -> list[tuple[int, str, str]]:
+    """The replicas once the service is done rolling: `l7 deploy --watch` attaches and detaches
+    networks and secrets with start-first updates, so after a test removes a service the proxy
+    may be replaced for a while. Settled = no update in progress, `count` healthy replicas, and
+    the same spec version and tasks for `quiet` seconds."""
+    seen = {"key": None, "since": 0.0}
+
+    def ready():
+        spec = json.loads(lab.docker(1, "service", "inspect", service).stdout)[0]
+        state = (spec.get("UpdateStatus") or {}).get("State", "completed")
+        found = replicas(lab, service)
+        if state not in ("completed", "rollback_completed") or len(found) != count \
+                or not all(replica_json(lab, n, ip, "/healthz")[0] == 200 for n, _, ip in found):
+            seen["key"] = None
+            return None
+        key = (spec["Version"]["Index"], tuple(sorted(cid for _, cid, _ in found)))
+        if key != seen["key"]:
+            seen.update(key=key, since=time.monotonic())
+            return None
+        return found if time.monotonic() - seen["since"] >= quiet else None
+    return wait_for(f"{service} settled with {count} healthy replicas", ready, timeout=timeout, interval=0.5)
+
+
 def served_by_every_replica(lab, service: str, host: str, status: int = 200, path: str = "/", found=None) -> bool:
     """Every replica (`found`, or looked up now) answers `status` for host + path."""
     found = replicas(lab, service) if found is None else found

@@ -12,7 +12,8 @@ import pytest
 from ingressmesh.lab import BUSYBOX_IMAGE, PYTHON_IMAGE
 from ingressmesh.testbed.l7_probe import L7Load, http_request
 from l7_helpers import (BLUE_PORT, BLUE_PROXY, DEFAULT_PROXY, HTTP_PORT, deploy, healthy_replicas, reload_counts,
-                        replica_get, replica_json, replicas, served_by_every_replica, time_until, wait_routed)
+                        replica_get, replica_json, replicas, served_by_every_replica, settled_replicas, time_until,
+                        wait_routed)
 from swarm_helpers import NETWORK, create_service, node_number, remove_service, running_tasks, summary, wait_for, wait_running
 
 LB = "com.docker.lb."
@@ -49,6 +50,14 @@ def l7(mesh):
     mesh.stop("l7")
     for service in (DEFAULT_PROXY, BLUE_PROXY):
         remove_service(lab, service)
+
+
+@pytest.fixture(autouse=True)
+def settled(l7):
+    """Each test starts with both proxy services done rolling (the previous test's cleanup may
+    have detached a network or a secret: a start-first update replaces the replicas)."""
+    settled_replicas(l7.lab, DEFAULT_PROXY, 2)
+    settled_replicas(l7.lab, BLUE_PROXY, 1)
 
 
 def test_1_hosts_reach_only_their_service_unknown_hosts_503_or_default_backend(l7):
@@ -144,8 +153,14 @@ def test_4_backend_mode_vip_goes_through_the_vip_task_mode_to_tasks(l7):
         # The VIP (L4) picks the task; HAProxy may reuse one server connection for many requests,
         # so one task can answer them all: only "a task of that service" is certain.
         assert {a.hostname for a in answers} <= {t["container"] for t in vip_tasks} and answers
-        answers = [a for _ in range(4) for a in every_node(lab, "task.l7")]
-        assert {a.headers["x-upstream-addr"] for a in answers} == {f"{t['addresses'][NETWORK]}:80" for t in task_tasks}
+        # Task mode: HAProxy balances over the task addresses themselves. The second task may reach
+        # the backends a moment after the first answers, so collect (bounded) until both have.
+        expected = {f"{t['addresses'][NETWORK]}:80" for t in task_tasks}
+        upstreams = set()
+        wait_for("both task addresses as upstreams",
+                 lambda: upstreams.update(a.headers["x-upstream-addr"] for a in every_node(lab, "task.l7"))
+                 or upstreams >= expected, timeout=20, interval=0.1)
+        assert upstreams == expected
     finally:
         remove_service(lab, "by-vip")
         remove_service(lab, "by-task")
@@ -160,7 +175,7 @@ def test_5_each_service_cluster_has_its_own_proxy_service(l7):
         wait_running(lab, "plain-app", 1)
         wait_routed(lab, "blue.l7", services=(BLUE_PROXY,))
         wait_routed(lab, "plain.l7")
-        (n, _, _), = replicas(lab, BLUE_PROXY)
+        (n, _, _), = settled_replicas(lab, BLUE_PROXY, 1)
         assert http_request(lab.client_netns(), lab.node_address(n), BLUE_PORT, "blue.l7").status == 200
         assert http_request(lab.client_netns(), lab.node_address(n), BLUE_PORT, "plain.l7").status == 503
         assert {a.status for a in every_node(lab, "blue.l7")} == {503}
@@ -311,7 +326,7 @@ def test_9_host_publish_mode_passes_the_client_address_and_unique_request_ids(l7
     try:
         wait_running(lab, "blue-echo", 1)
         wait_routed(lab, "echo.blue.l7", services=(BLUE_PROXY,))
-        (n, _, _), = replicas(lab, BLUE_PROXY)
+        (n, _, _), = settled_replicas(lab, BLUE_PROXY, 1)
         answers = [http_request(lab.client_netns(), lab.node_address(n), BLUE_PORT, "echo.blue.l7") for _ in range(5)]
         forwarded = {a.headers["x-seen-x-forwarded-for"] for a in answers}
         print(f"host mode: the app saw X-Forwarded-For {forwarded} (the client is {lab.config.client_address})")
@@ -335,7 +350,7 @@ def test_route_changes_reach_every_replica_within_one_second(l7):
         for name in fresh:
             wait_running(lab, name, 1)
         wait_routed(lab, "moving0.l7")
-        proxies = replicas(lab, DEFAULT_PROXY)  # looked up once: each probe is then only HTTP
+        proxies = settled_replicas(lab, DEFAULT_PROXY, 2)  # looked up once: each probe is then only HTTP
         edits, new, removed = [], [], []
         for trial in range(1, 11):  # a host added to a routed service: a map edit, no reload
             host = f"moving{trial}.l7"

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from ingressmesh.l7 import grammar, labels, slots
+from ingressmesh.l7 import grammar, labels, render_tls, slots
 from ingressmesh.l7.grammar import LabelError
 from ingressmesh.l7.render import ProxySettings, RenderError, render_config, render_map
 from ingressmesh.l7.render_tls import render_crt_list
@@ -177,9 +177,18 @@ class TestRender:
                                             "sticky_session_cookie": "SID", "ip_hash": "true"}),
                               tasks=[task("b1", "b", 2)])
         text = rendered(table)
-        assert "    server s1 10.0.1.2:80 weight 1 cookie s1 ssl verify required ca-file /w/tls/ca.pem sni var(txn.host)" in text
-        assert "    server s16 127.0.0.1:1 disabled weight 0 cookie s16 ssl verify required ca-file /w/tls/ca.pem" in text
-        assert "balance source\n    hash-type consistent\n    cookie SID prefix nocache" in text
+        assert "    server s1 10.0.1.2:80 weight 1 ssl verify required ca-file /w/tls/ca.pem sni var(txn.host)" in text
+        assert "    server s16 127.0.0.1:1 disabled weight 0 ssl verify required ca-file /w/tls/ca.pem" in text
+        assert "balance source\n    hash-type consistent\n    cookie SID prefix nocache dynamic\n" in text
+        key = render_tls.cookie_key("", "be:b")
+        assert f"    dynamic-cookie-key {key}\n" in text and len(key) == 32
+
+    def test_sticky_cookie_keys_follow_the_seed_and_the_backend(self):
+        """Every replica (same token, same seed) names a task by the same cookie value; another
+        cluster's or another backend's key differs."""
+        assert render_tls.cookie_key("t", "be:a") == render_tls.cookie_key("t", "be:a")
+        assert len({render_tls.cookie_key("t", "be:a"), render_tls.cookie_key("u", "be:a"),
+                    render_tls.cookie_key("t", "be:b")}) == 3
 
     def test_unresolved_secrets_and_no_https_port(self):
         table = plan(service("a", {"hosts": "a.com", "port": "80", "ssl_cert": "c", "ssl_key": "k"}),
