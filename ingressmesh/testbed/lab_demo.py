@@ -13,7 +13,8 @@ import time
 
 from ..lab import Lab, LabConfig
 from . import l7_lab
-from .l7_probe import http_request
+from .l7_probe import http_request, https_request
+from .pki import Pki
 from .swarm_mesh import SwarmMesh
 from .swarm_probe import http_hostname
 
@@ -22,6 +23,8 @@ STACK_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pat
                           "demo", "counter", "stack.yml")
 EXPECTED = {"web": 2, "app": 5, "db": 1}
 L7_PORT, L7_HOST, PROXY = 8080, "counter.local", "ingressmesh-proxy"
+L7_HTTPS_PORT = 8443
+TLS_SECRETS = ("counter_local_cert", "counter_local_key")  # named by the stack file's labels
 
 
 def _say(text: str) -> None:
@@ -66,6 +69,7 @@ def up(backend: str) -> None:
     else:
         mesh.up(timeout=60)
         _say(f"ingressmesh controller on node1 ({mesh.controller_url}) and agents on every node; logs in {mesh.dir}")
+    ca = _tls_secrets(lab, mesh)
     lab.docker(1, "stack", "deploy", "-c", STACK_FILE, STACK, timeout=120)
     _wait("the counter stack to run", lambda: all(_running(lab).get(k, 0) == v for k, v in EXPECTED.items()), 180)
     mesh.wait_synced(timeout=60)
@@ -86,18 +90,39 @@ def up(backend: str) -> None:
                 answer = f"FAILED: {err}"
                 failed += 1
             _say(f"  {lab.node_address(n)}:8000 -> {answer}")
-    failed += _l7(lab, mesh)
+    failed += _l7(lab, mesh, ca)
     if failed:
         raise SystemExit(f"{failed} requests failed; logs in {mesh.dir}")
     _say(f"\ndone in {time.monotonic() - started:.1f} s.  Try: scripts/lab status; scripts/lab docker 1 -- service ls;"
          f"\n  scripts/lab exec client -- wget -qO- http://{lab.node_address(2)}:8000/ ;  sudo make lab-down")
 
 
-def _l7(lab: Lab, mesh: SwarmMesh) -> int:
+def _tls_secrets(lab: Lab, mesh: SwarmMesh) -> str:
+    """The lab's own CA and a certificate for counter.local as the Docker secrets the stack's
+    labels name (made once per lab); the CA file, for clients to check the certificate."""
+    directory = os.path.join(mesh.dir, "pki")
+    ca = os.path.join(directory, "ca.crt")
+    present = all(lab.docker(1, "secret", "inspect", name, check=False).returncode == 0 for name in TLS_SECRETS)
+    if present and os.path.exists(ca):
+        return ca
+    for name in TLS_SECRETS:
+        lab.docker(1, "secret", "rm", name, check=False)  # half-made by an interrupted run
+    pki = Pki(directory)
+    for name, path in zip(TLS_SECRETS, pki.leaf("counter-local", L7_HOST, org="ingressmesh lab")):
+        lab.docker(1, "secret", "create", name, path)
+    _say(f"made a lab CA ({ca}) and the secrets {', '.join(TLS_SECRETS)} for https://{L7_HOST}")
+    return ca
+
+
+def _l7(lab: Lab, mesh: SwarmMesh, ca: str) -> int:
     """Deploys the L7 proxy service (kept by `l7 deploy --watch`), shows what it serves, and
-    sends requests with Host: counter.local through every node; the number that failed."""
+    sends requests with Host: counter.local through every node, over HTTP and HTTPS; the
+    number that failed."""
+    config_file = os.path.join(mesh.dir, "l7.toml")
+    if "l7" in mesh.recorded_alive() and "PublishedSSLPort" not in _read(config_file):
+        mesh.stop("l7")  # a lab from before HTTPS: deploy again with the HTTPS port
     if "l7" not in mesh.recorded_alive():
-        l7_lab.deploy(mesh, l7_lab.extension("default", mesh.controller_url, L7_PORT))
+        l7_lab.deploy(mesh, l7_lab.extension("default", mesh.controller_url, L7_PORT, ssl_port=L7_HTTPS_PORT))
     _wait("2 healthy L7 proxy tasks", lambda: _running(lab).get(PROXY, 0) == 2, 180)
     _wait(f"{L7_HOST} routed", lambda: _answers(lab, 1).status == 200, 60)
     config = lab.config
@@ -118,7 +143,36 @@ def _l7(lab: Lab, mesh: SwarmMesh) -> int:
             _say(f"  {lab.node_address(n)}:{L7_PORT} Host: {L7_HOST} -> HTTP {answer.status} via proxy "
                  f"{answer.headers.get('x-proxy-id', '?')} -> {answer.headers.get('x-upstream-addr', '?')}: "
                  f"{answer.body.strip()[:60]}")
+    _wait(f"https://{L7_HOST} served", lambda: _https(lab, 1, ca).startswith("HTTP 200"), 180)
+    _say(f"L7 over HTTPS: https://{L7_HOST}:{L7_HTTPS_PORT} through every node, certificate checked against {ca}:")
+    for n in config.node_numbers:
+        for _ in range(2):
+            line = _https(lab, n, ca)
+            failed += not line.startswith("HTTP 200")
+            _say(f"  {lab.node_address(n)}:{L7_HTTPS_PORT} SNI {L7_HOST} -> {line}")
+    _say(f"  try: scripts/lab exec client -- curl --cacert {ca} --resolve {L7_HOST}:{L7_HTTPS_PORT}:"
+         f"{lab.node_address(2)} https://{L7_HOST}:{L7_HTTPS_PORT}/")
     return failed
+
+
+def _https(lab: Lab, n: int, ca: str) -> str:
+    try:
+        answer = https_request(lab.client_netns(), lab.node_address(n), L7_HTTPS_PORT, L7_HOST, ca,
+                               alpn=("h2", "http/1.1"), timeout=5)
+        plain = https_request(lab.client_netns(), lab.node_address(n), L7_HTTPS_PORT, L7_HOST, ca, timeout=5)
+    except OSError as err:
+        return f"FAILED: {err}"
+    return (f"HTTP {plain.status}, certificate CN={plain.subject.get('commonName')} "
+            f"O={plain.subject.get('organizationName')}, ALPN offers h2 -> {answer.protocol or 'none'}: "
+            f"{plain.body.strip()[:40]}")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return ""
 
 
 def _answers(lab: Lab, n: int):

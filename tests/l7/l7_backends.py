@@ -3,8 +3,6 @@ naming itself, the path it saw, the headers it got and whether it came over TLS.
 the server speaks TLS itself, or is a websocket echo server."""
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import socket
 import ssl
@@ -13,7 +11,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from ingressmesh.testbed.websocket import ws_accept, ws_frame, ws_read
+
 
 
 def free_port() -> int:
@@ -56,40 +55,6 @@ class _TlsServer(_Server):
     def get_request(self):
         sock, address = super().get_request()
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
-
-
-def ws_accept(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-
-
-def ws_frame(payload: bytes, mask: bool) -> bytes:
-    """One final text frame (payloads under 126 bytes); clients mask, servers do not."""
-    head = bytes([0x81, (0x80 if mask else 0) | len(payload)])
-    if not mask:
-        return head + payload
-    key = b"\x01\x02\x03\x04"
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def ws_read(sock: socket.socket) -> bytes:
-    """One frame's payload (short frames only); b'' when the peer closed."""
-    head = _exactly(sock, 2)
-    if not head:
-        return b""
-    length, masked = head[1] & 0x7F, head[1] & 0x80
-    key = _exactly(sock, 4) if masked else b""
-    payload = _exactly(sock, length)
-    return bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if masked else payload
-
-
-def _exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            return b""
-        data += chunk
-    return data
 
 
 class _WebsocketEcho:

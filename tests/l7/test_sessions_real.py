@@ -2,16 +2,15 @@
 keeps echoing across reloads."""
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import socket
 from dataclasses import replace
 
 from ingressmesh.l7.applier import RouteApplier
 from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles
-from l7_backends import free_port, ws_accept, ws_frame, ws_read
+from ingressmesh.testbed.websocket import echo, upgrade
+from l7_backends import free_port
 from swarm_real import Swarm, get, master
 
 
@@ -113,24 +112,8 @@ def test_ip_hash_sends_each_client_address_to_one_task(proxy, backends):
 
 def websocket(proxy, host: str, path: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", proxy.settings.http_port), timeout=5)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head and len(head) < 8192:
-        chunk = sock.recv(1)
-        assert chunk, head
-        head += chunk
-    lines = head.decode().split("\r\n")
-    assert lines[0].startswith("HTTP/1.1 101"), lines
-    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])}
-    assert headers["sec-websocket-accept"] == ws_accept(key)
+    upgrade(sock, host, path)
     return sock
-
-
-def echo(sock: socket.socket, text: str) -> bytes:
-    sock.sendall(ws_frame(text.encode(), mask=True))
-    return ws_read(sock)
 
 
 def test_an_open_websocket_keeps_echoing_across_five_reloads(proxy, backends):
@@ -139,7 +122,7 @@ def test_an_open_websocket_keeps_echoing_across_five_reloads(proxy, backends):
     proxy.apply(swarm.table())
     pid, reloads, _ = master(proxy)
     with websocket(proxy, "ws.com", "/ws/chat") as sock:
-        assert echo(sock, "hello") == b"w1:hello"
+        assert echo(sock, "hello") == "w1:hello"
         for i in range(5):
             if i % 2 == 0:  # another labelled service comes and goes: a route change each time
                 swarm.service("extra", hosts="extra.com")
@@ -148,9 +131,9 @@ def test_an_open_websocket_keeps_echoing_across_five_reloads(proxy, backends):
                 swarm.services.pop("extra")
                 swarm.remove(f"x{i - 1}")
             assert proxy.apply(swarm.table()).how == "reload"
-            assert echo(sock, f"after reload {i + 1}") == f"w1:after reload {i + 1}".encode()
+            assert echo(sock, f"after reload {i + 1}") == f"w1:after reload {i + 1}"
     assert master(proxy) == (pid, reloads + 5, 0)
     with websocket(proxy, "ws.com", "/ws") as sock:  # and new ones go to the newest worker
-        assert echo(sock, "new") == b"w1:new"
+        assert echo(sock, "new") == "w1:new"
     with open(proxy.haproxy.files.config) as handle:
         assert "http-request set-timeout tunnel 24h if { path /ws } || { path_beg /ws/ }" in handle.read()

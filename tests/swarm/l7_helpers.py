@@ -6,13 +6,15 @@ import json
 import time
 import urllib.request
 
+from ingressmesh.lab import BUSYBOX_IMAGE
 from ingressmesh.netns import Netns
 from ingressmesh.testbed import l7_lab
 from ingressmesh.testbed.l7_probe import http_request
-from swarm_helpers import wait_for
+from swarm_helpers import NETWORK, create_service, remove_service, wait_for
 
 HTTP_PORT, BLUE_PORT, HTTPS_PORT = 8080, 8090, 8443
 DEFAULT_PROXY, BLUE_PROXY = "ingressmesh-proxy", "ingressmesh-proxy-blue"
+LB = "com.docker.lb."
 
 
 def deploy(mesh) -> str:
@@ -20,6 +22,28 @@ def deploy(mesh) -> str:
     url = mesh.controller_url
     return l7_lab.deploy(mesh, l7_lab.extension("default", url, HTTP_PORT, ssl_port=HTTPS_PORT) + "\n"
                          + l7_lab.extension("blue", url, BLUE_PORT, replicas=1, mode="host", cluster="blue"))
+
+
+def proxies_deployed(mesh):
+    """Module fixture body: both proxy services up and healthy; removed afterwards."""
+    deploy(mesh)
+    healthy_replicas(mesh.lab, DEFAULT_PROXY, 2)
+    healthy_replicas(mesh.lab, BLUE_PROXY, 1)
+    yield mesh
+    mesh.stop("l7")
+    for service in (DEFAULT_PROXY, BLUE_PROXY):
+        remove_service(mesh.lab, service)
+
+
+def labelled(lab, name: str, *options: str, image: str = BUSYBOX_IMAGE, **labels) -> None:
+    """A service on the shared overlay with com.docker.lb.<key>=<value> for each keyword."""
+    flags = [arg for key, value in labels.items() for arg in ("--label", f"{LB}{key}={value}")]
+    create_service(lab, name, "--network", NETWORK, *flags, *options, image=image)
+
+
+def every_node(lab, host: str, path: str = "/", port: int = HTTP_PORT):
+    """One request for `host` from the client namespace to each node's published port."""
+    return [http_request(lab.client_netns(), lab.node_address(n), port, host, path) for n in lab.config.node_numbers]
 
 
 def replicas(lab, service: str) -> list[tuple[int, str, str]]:

@@ -4,30 +4,19 @@ Tests 1-9 of the L7 issue, plus route-change latency."""
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 import pytest
 
 from ingressmesh.lab import BUSYBOX_IMAGE, PYTHON_IMAGE
 from ingressmesh.testbed.l7_probe import L7Load, http_request
-from l7_helpers import (BLUE_PORT, BLUE_PROXY, DEFAULT_PROXY, HTTP_PORT, deploy, healthy_replicas, reload_counts,
-                        replica_get, replica_json, replicas, served_by_every_replica, settled_replicas, time_until,
-                        wait_routed)
+from l7_helpers import (BLUE_PORT, BLUE_PROXY, DEFAULT_PROXY, HTTP_PORT, LB, every_node, labelled, proxies_deployed,
+                        reload_counts, replica_json, replicas, served_by_every_replica, settled_replicas,
+                        time_until, wait_routed)
 from swarm_helpers import NETWORK, create_service, node_number, remove_service, running_tasks, summary, wait_for, wait_running
 
-LB = "com.docker.lb."
 SICK = "test ! -e /tmp/sick && hostname-server --check"
 HEALTH = ("--health-interval", "1s", "--health-timeout", "2s", "--health-retries", "1", "--health-start-period", "0s")
-
-
-def labelled(lab, name: str, *options: str, image: str = BUSYBOX_IMAGE, **labels) -> None:
-    flags = [arg for key, value in labels.items() for arg in ("--label", f"{LB}{key}={value}")]
-    create_service(lab, name, "--network", NETWORK, *flags, *options, image=image)
-
-
-def every_node(lab, host: str, path: str = "/", port: int = HTTP_PORT):
-    return [http_request(lab.client_netns(), lab.node_address(n), port, host, path) for n in lab.config.node_numbers]
 
 
 def hostnames(lab, host: str, count: int, port: int = HTTP_PORT) -> dict:
@@ -42,14 +31,7 @@ def hostnames(lab, host: str, count: int, port: int = HTTP_PORT) -> dict:
 
 @pytest.fixture(scope="module")
 def l7(mesh):
-    lab = mesh.lab
-    deploy(mesh)
-    healthy_replicas(lab, DEFAULT_PROXY, 2)
-    healthy_replicas(lab, BLUE_PROXY, 1)
-    yield mesh
-    mesh.stop("l7")
-    for service in (DEFAULT_PROXY, BLUE_PROXY):
-        remove_service(lab, service)
+    yield from proxies_deployed(mesh)
 
 
 @pytest.fixture(autouse=True)
@@ -409,73 +391,3 @@ def test_metrics_healthz_and_lab_show_l7(l7):
         assert "seen.l7/" in text_view.stdout and "active" in text_view.stdout
     finally:
         remove_service(lab, "seen")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    from ingressmesh.testbed.pki import Pki
-    return Pki(str(tmp_path_factory.mktemp("pki")))
-
-
-def _secret(lab, name: str, path: str) -> None:
-    lab.docker(1, "secret", "create", name, path)
-
-
-def _tls_everywhere(lab, host: str, cafile: str, org: str = "") -> bool:
-    from l7_helpers import HTTPS_PORT
-    from l7_tls_helpers import tls_get
-    for n in lab.config.node_numbers:
-        subject, _, status, _ = tls_get(lab.client_netns(), lab.node_address(n), HTTPS_PORT, host, cafile)
-        if status != 200 or subject.get("commonName") != host or (org and subject.get("organizationName") != org):
-            return False
-    return True
-
-
-def test_tls_hosts_certificates_by_sni_ssl_only_h2_and_bad_secrets_refused_by_name(l7, pki):
-    """Issue 9, tests 1, 3 and 8: each HTTPS host gets its own certificate through every node,
-    ssl_only redirects, HTTP/2 by ALPN; a missing secret and a mismatched key refuse only
-    their service, by name; TLS and plain hosts keep answering."""
-    from l7_helpers import HTTPS_PORT
-    from l7_tls_helpers import tls_get
-    lab = l7.lab
-    for name, host in (("tlsa", "a.tls.l7"), ("tlsb", "b.tls.l7"), ("tlsc", "c.tls.l7")):
-        cert, key = pki.leaf(name, host, org="v1")
-        _secret(lab, f"{name}_cert", cert)
-        _secret(lab, f"{name}_key", key if name != "tlsc" else pki.path("tlsa.key"))  # c: a's key, mismatched
-    labelled(lab, "tls-a", hosts="a.tls.l7", port="80", ssl_cert="tlsa_cert", ssl_key="tlsa_key", ssl_only="true")
-    labelled(lab, "tls-b", hosts="b.tls.l7", port="80", ssl_cert="tlsb_cert", ssl_key="tlsb_key")
-    labelled(lab, "tls-c", hosts="c.tls.l7", port="80", ssl_cert="tlsc_cert", ssl_key="tlsc_key")
-    labelled(lab, "tls-d", hosts="d.tls.l7", port="80", ssl_cert="nope_cert", ssl_key="nope_key")
-    labelled(lab, "tls-plain", hosts="plain.tls.l7", port="80")
-    try:
-        for name in ("tls-a", "tls-b", "tls-c", "tls-d", "tls-plain"):
-            wait_running(lab, name, 1)
-        wait_for("a.tls.l7 and b.tls.l7 served over TLS by every node", lambda: _tls_everywhere(
-            lab, "a.tls.l7", pki.cert) and _tls_everywhere(lab, "b.tls.l7", pki.cert), timeout=180, interval=1)
-        for n in lab.config.node_numbers:
-            for host in ("a.tls.l7", "b.tls.l7"):
-                subject, _, status, _ = tls_get(lab.client_netns(), lab.node_address(n), HTTPS_PORT, host, pki.cert)
-                assert (status, subject["commonName"]) == (200, host)
-            (answer,) = [http_request(lab.client_netns(), lab.node_address(n), HTTP_PORT, "a.tls.l7", "/x?y=1")]
-            assert answer.status == 301 and answer.headers["location"] == f"https://a.tls.l7:{HTTPS_PORT}/x?y=1"
-            _, protocol, _, _ = tls_get(lab.client_netns(), lab.node_address(n), HTTPS_PORT, "b.tls.l7", pki.cert,
-                                        alpn=("h2", "http/1.1"))
-            assert protocol == "h2"
-        assert {a.status for a in every_node(lab, "plain.tls.l7")} == {200}
-
-        def refused():
-            """Once every replica has the secrets that exist (the proxy service rolls them out
-            start-first): tls-c refused for its key, tls-d for its missing secret, nobody else."""
-            found = {}
-            for n, _, ip in replicas(lab, DEFAULT_PROXY):
-                found = {r["service"]: r["reason"] for r in replica_json(lab, n, ip, "/healthz")[1]["refused_services"]}
-                if ("does not match" not in found.get("tls-c", "") or "tls-d" not in found
-                        or {"tls-a", "tls-b"} & set(found)):
-                    return None
-            return found
-        found = wait_for("tls-c and tls-d (only) refused by every replica", refused, timeout=120, interval=0.5)
-        print(f"refused tls-c: {found['tls-c']}\nrefused tls-d: {found['tls-d']}")
-        assert "nope_cert" in found["tls-d"]
-    finally:
-        for name in ("tls-a", "tls-b", "tls-c", "tls-d", "tls-plain"):
-            remove_service(lab, name)
