@@ -6,6 +6,7 @@ rewrite flag) would send requests somewhere the operator did not ask for.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -17,8 +18,6 @@ PREFIX = "com.docker.lb."
 BACKEND_MODES = ("task", "vip")
 
 # Interlock labels this version does not implement yet: reported by name, never ignored silently.
-NOT_YET: tuple[str, ...] = ()
-
 
 @dataclass(frozen=True)
 class Redirect:
@@ -95,6 +94,11 @@ KNOWN = ("hosts", "port", "network", "context_root", "context_root_rewrite", "re
          "sticky_session_cookie", "ip_hash") + tls_labels.KEYS
 
 
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, KNOWN, n=1, cutoff=0.75)
+    return f" (did you mean {PREFIX}{close[0]}?)" if close else ""
+
+
 def _tls(found: Mapping[str, str], hosts: tuple[str, ...]) -> TlsRequest:
     tls = tls_labels.parse(found)
     if (tls.terminated or tls.only or tls.passthrough) and not hosts:
@@ -128,9 +132,8 @@ def parse(labels) -> RouteRequest:
                          "a routed service needs com.docker.lb.hosts (or default_backend=true)")
     if "port" not in found:
         raise LabelError(PREFIX + "port", "", "missing: the port the service's tasks listen on")
-    notes = [f"label {PREFIX}{key} is not supported yet; ignored" for key in sorted(found) if key in NOT_YET]
-    notes += [f"label {grammar.shown(PREFIX + key)} is not an Interlock label; ignored"  # repr: no forged log lines
-              for key in sorted(found) if key not in KNOWN and key not in NOT_YET]
+    notes = [f"label {grammar.shown(PREFIX + key)} is not an Interlock label; ignored{_did_you_mean(key)}"
+             for key in sorted(found) if key not in KNOWN]  # shown(): repr, so no forged log lines
     return _passthrough_fits(RouteRequest(
         hosts=hosts,
         port=grammar.port(PREFIX + "port", found["port"]),

@@ -82,8 +82,9 @@ def test_1_3_8_certificates_by_sni_ssl_only_h2_and_bad_secrets_refused_by_name(l
         cert, key = pki.leaf(name, host, org="v1")
         secret(lab, f"{name}_cert", cert)
         secret(lab, f"{name}_key", key if name != "tlsc" else pki.path("tlsa.key"))  # c: a's key, mismatched
-    labelled(lab, "tls-a", hosts="a.tls.l7", port="80", ssl_cert="tlsa_cert", ssl_key="tlsa_key", ssl_only="true")
-    labelled(lab, "tls-b", hosts="b.tls.l7", port="80", ssl_cert="tlsb_cert", ssl_key="tlsb_key")
+    labelled(lab, "tls-a", image=PYTHON_IMAGE, hosts="a.tls.l7", port="80", ssl_cert="tlsa_cert", ssl_key="tlsa_key",
+             ssl_only="true")
+    labelled(lab, "tls-b", image=PYTHON_IMAGE, hosts="b.tls.l7", port="80", ssl_cert="tlsb_cert", ssl_key="tlsb_key")
     labelled(lab, "tls-c", hosts="c.tls.l7", port="80", ssl_cert="tlsc_cert", ssl_key="tlsc_key")
     labelled(lab, "tls-d", hosts="d.tls.l7", port="80", ssl_cert="nope_cert", ssl_key="nope_key")
     labelled(lab, "tls-plain", hosts="plain.tls.l7", port="80")

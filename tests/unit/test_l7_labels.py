@@ -97,9 +97,13 @@ class TestServiceLabels:
         assert parse(port="80", default_backend="true").default_backend
 
     def test_unknown_labels_are_named(self):
-        request = parse(hosts="a.com", port="80", sticky_session_cookie="sid", host="typo.com")
-        assert request.sticky_cookie == "sid" and not labels.NOT_YET
-        assert request.notes == ("label 'com.docker.lb.host' is not an Interlock label; ignored",)
+        request = parse(hosts="a.com", port="80", sticky_session_cookie="sid", host="typo.com", ports="8080",
+                        frobnicate="1")
+        assert request.sticky_cookie == "sid" and request.port == 80
+        assert request.notes == (
+            "label 'com.docker.lb.frobnicate' is not an Interlock label; ignored",
+            "label 'com.docker.lb.host' is not an Interlock label; ignored (did you mean com.docker.lb.hosts?)",
+            "label 'com.docker.lb.ports' is not an Interlock label; ignored (did you mean com.docker.lb.port?)")
 
     def test_non_ascii_in_any_lb_label_refuses_the_service(self):
         with pytest.raises(LabelError, match="com.docker.lb.ssl_only"):

@@ -205,3 +205,21 @@ class TestRender:
         evil = replace(table, tls_hosts=(replace(table.tls_hosts[0], pem="/w/a.pem\nfrontend x"),))
         with pytest.raises(RenderError):
             render_crt_list(evil)
+
+
+class TestBackendTlsTargets:
+    """Which tasks the proxy shakes hands with to name a verified backend's refused tasks."""
+
+    def test_only_verified_backends_a_few_active_tasks_each_with_the_sni_name(self):
+        from ingressmesh.l7.backend_tls import PER_BACKEND, targets
+        verified = {"hosts": "v.com,w.com", "port": "443", "ssl_backend": "true",
+                    "ssl_backend_tls_verify": "required", "ssl_backend_ca": "the_ca"}
+        table = TestRender().resolved(
+            service("v", verified), service("n", {"hosts": "n.com", "port": "443", "ssl_backend": "true"}),
+            service("p", {"hosts": "p.com", "port": "80"}),
+            tasks=[task(f"v{i}", "v", 2 + i) for i in range(5)] + [task("n1", "n", 20), task("p1", "p", 21)])
+        found = targets(table)
+        assert len(found) == PER_BACKEND == 3
+        assert {(t.services, t.host, t.ca_file, t.ca_secret, t.port) for t in found} == {
+            (("v",), "v.com", "/w/tls/ca.pem", "the_ca", 443)}
+        assert len({t.address for t in found}) == 3
