@@ -66,11 +66,30 @@ def tls_everywhere(lab, host: str, cafile: str, org: str = "") -> bool:
     return True
 
 
-def every_replica_serves(lab, host: str, cafile: str, org: str) -> bool:
-    """Each running proxy replica, asked directly on its HTTPS port, serves certificate `org`."""
+def every_replica_serves(lab, host: str, cafile: str, org: str = "") -> bool:
+    """Each running proxy replica (both of them, and no third one still rolling), asked directly
+    on its HTTPS port, answers 200 for host with host's certificate (of version org)."""
     found = replicas(lab, DEFAULT_PROXY)
-    return len(found) == 2 and all(
-        https_request(lab.node_netns(n), ip, 443, host, cafile).subject.get("organizationName") == org for n, _, ip in found)
+    if len(found) != 2:
+        return False
+    for n, _, ip in found:
+        answer = https_request(lab.node_netns(n), ip, 443, host, cafile)
+        if answer.status != 200 or answer.subject.get("commonName") != host or \
+                (org and answer.subject.get("organizationName") != org):
+            return False
+    return True
+
+
+def wait_https(lab, cafile: str, *hosts: str, org: str = "") -> None:
+    """Until every proxy replica serves every host over HTTPS, the proxy service has stopped
+    rolling, and so every node does too.  A labelled service on a network the proxy tasks have
+    not joined makes `l7 deploy` roll the proxy service start-first: until the rollout ends, the
+    old tasks cannot reach it (and the L4 mesh still sends them a share of the connections)."""
+    wait_for(f"{', '.join(hosts)} over HTTPS on every proxy replica", lambda: all(
+        every_replica_serves(lab, host, cafile, org) for host in hosts), timeout=240, interval=1)
+    settled_replicas(lab, DEFAULT_PROXY, 2)
+    for host in hosts:
+        assert tls_everywhere(lab, host, cafile, org)
 
 
 def test_1_3_8_certificates_by_sni_ssl_only_h2_and_bad_secrets_refused_by_name(l7, pki):
@@ -91,8 +110,7 @@ def test_1_3_8_certificates_by_sni_ssl_only_h2_and_bad_secrets_refused_by_name(l
     try:
         for name in ("tls-a", "tls-b", "tls-c", "tls-d", "tls-plain"):
             wait_running(lab, name, 1)
-        wait_for("a.tls.l7 and b.tls.l7 served over TLS by every node", lambda: tls_everywhere(
-            lab, "a.tls.l7", pki.cert) and tls_everywhere(lab, "b.tls.l7", pki.cert), timeout=180, interval=1)
+        wait_https(lab, pki.cert, "a.tls.l7", "b.tls.l7")
         for n in lab.config.node_numbers:
             for host in ("a.tls.l7", "b.tls.l7"):
                 answer = https_request(lab.client_netns(), lab.node_address(n), HTTPS_PORT, host, pki.cert)
@@ -132,9 +150,7 @@ def test_2_certificate_rotation_under_load_drops_nothing(l7, pki):
     labelled(lab, "rot", "--replicas", "2", hosts="rot.tls.l7", port="80", ssl_cert=v1[0], ssl_key=v1[1])
     try:
         wait_running(lab, "rot", 2)
-        wait_for("v1 through every node", lambda: tls_everywhere(lab, "rot.tls.l7", pki.cert, "v1"),
-                 timeout=180, interval=1)
-        settled_replicas(lab, DEFAULT_PROXY, 2)  # the rollout that mounted v1 is over
+        wait_https(lab, pki.cert, "rot.tls.l7", org="v1")  # the rollout that mounted v1 is over
         targets = [(lab.node_address(n), HTTPS_PORT) for n in lab.config.node_numbers]
         load = LoadGenerator(lab.client_netns(), targets, pause=0.01, limit=30000,
                              probe=https_probe("rot.tls.l7", pki.cert))
@@ -166,8 +182,7 @@ def test_4_passthrough_reaches_the_app_by_sni_on_the_same_port_as_terminated_hos
     try:
         wait_running(lab, "pt", 1)
         wait_running(lab, "pt-term", 1)
-        wait_for("both hosts over HTTPS through every node", lambda: tls_everywhere(
-            lab, "pt.tls.l7", pki.cert) and tls_everywhere(lab, "term.tls.l7", pki.cert), timeout=180, interval=1)
+        wait_https(lab, pki.cert, "pt.tls.l7", "term.tls.l7")
         for n in lab.config.node_numbers:
             app = https_request(lab.client_netns(), lab.node_address(n), HTTPS_PORT, "pt.tls.l7", pki.cert)
             assert app.subject["organizationName"] == "the app itself" and app.headers["x-tls"] == "yes"
