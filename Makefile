@@ -86,6 +86,7 @@ bench: venv
 	$(PY) bench/control_plane.py
 	$(PY) bench/live_pipeline.py
 	$(PY) bench/l7.py
+	$(PY) bench/l7_tls.py
 
 clean:
 	rm -rf $(VENV) *.egg-info $(LAB_OUT)
