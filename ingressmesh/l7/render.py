@@ -95,6 +95,9 @@ def request_rules(table: RouteTable, s: ProxySettings, proto: str) -> list[str]:
     """The HTTP rules shared by the plain and the TLS-terminating frontend."""
     default = table.default_backend or NO_ROUTE
     lines = [
+        # On a reload the old worker would close idle keep-alive connections at once, racing a
+        # request the client may be sending on one; this way each closes after its next response.
+        "    option idle-close-on-response",
         "    http-request del-header X-Request-Id",  # ours replaces any the client sent
         # Unique without per-request address formatting (the costliest part of a request here):
         # this proxy's id, the worker's pid, the second and the worker's request counter.

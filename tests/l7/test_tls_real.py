@@ -111,6 +111,10 @@ def test_passthrough_shares_the_https_port_with_terminated_hosts(tls_proxy, back
         assert tls.selected_alpn_protocol() == "h2"  # behind the SNI router too
     status, headers, _ = get(tls_proxy, "pass.com", "/q")
     assert status == 301 and headers["location"] == f"https://pass.com:{port}/q"
+    # HTTP-only options sit in the HTTP frontends only: the config, TCP parts and all, is clean.
+    checked = subprocess.run([tls_proxy.haproxy.binary, "-c", "-f", tls_proxy.haproxy.files.config],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0 and "WARNING" not in checked.stdout + checked.stderr, checked.stderr
 
 
 def test_ssl_backend_speaks_tls_to_the_tasks_and_verifies_when_asked(tls_proxy, backends, pki, tmp_path):
