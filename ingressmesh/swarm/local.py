@@ -151,14 +151,53 @@ class LocalFacts:
             task_id = (summary.get("Labels") or {}).get(TASK_LABEL)
             if not task_id:
                 continue
-            try:
-                inspected = api.inspect_container(summary["Id"])
-            except NotFound:  # removed between the list and the inspect: only it is skipped
-                continue
-            running = (inspected.get("State") or {}).get("Running", False)
-            found[task_id] = {"health": container_health(inspected),
-                              "stopping": not running or task_id in self.stopped_at}
+            entry = self._read_container(api, summary["Id"], task_id)
+            if entry is not None:  # None: removed between the list and the inspect
+                found[task_id] = entry
         return found
+
+    def _read_container(self, api, container_id: str, task_id: str) -> Optional[dict]:
+        try:
+            inspected = api.inspect_container(container_id)
+        except NotFound:
+            return None
+        running = (inspected.get("State") or {}).get("Running", False)
+        return {"health": container_health(inspected), "stopping": not running or task_id in self.stopped_at}
+
+    def _refresh_networks(self) -> None:
+        """An overlay's lb endpoint may have been (re)created: re-read the lb addresses and the
+        gateway only.  Every task start connects a network, so this runs once per start: it
+        must not cost a read of every container (that made a burst of starts quadratic)."""
+        try:
+            api = self._client or self.make_api()
+            addresses, gateway = self._read_lb_addresses(api), self._read_gateway(api)
+        except Exception as err:  # noqa: BLE001 - daemon outage: the periodic full read recovers
+            self._client = None
+            self.last_error = f"{self.endpoint}: {err}"
+            return
+        with self.lock:
+            changed = addresses != self.lb_addresses
+            self.lb_addresses = addresses
+            self.ingress_gateway = gateway or self.ingress_gateway
+        if changed and self.ready.is_set():
+            self.on_change(self.report())
+
+    def _read_started(self, container_id: str, task_id: str) -> None:
+        """A task's container started: read that one container (its health check state)."""
+        try:
+            entry = self._read_container(self._client or self.make_api(), container_id, task_id)
+        except Exception as err:  # noqa: BLE001 - daemon outage: the periodic full read recovers
+            self._client = None
+            self.last_error = f"{self.endpoint}: {err}"
+            return
+        if entry is None:
+            return
+        with self.lock:
+            if self.containers.get(task_id) == entry:
+                return
+            self.containers[task_id] = entry
+        if self.ready.is_set():
+            self.on_change(self.report())
 
     def _read_lb_addresses(self, api) -> dict[str, str]:
         addresses = {}
@@ -190,7 +229,7 @@ class LocalFacts:
 
     def _on_event_serial(self, event: dict) -> None:
         if event.get("Type") == "network":
-            self._resync()  # an lb endpoint may have been (re)created with a new address
+            self._refresh_networks() if self.ready.is_set() else self._resync()
             return
         attributes = (event.get("Actor") or {}).get("Attributes") or {}
         task_id = attributes.get(TASK_LABEL)
@@ -206,7 +245,7 @@ class LocalFacts:
                 entry["stopping"] = True
                 self.stopped_at.setdefault(task_id, time.time())
             elif action == "start":
-                entry = None  # read it whole: its health check state, its networks
+                entry = None  # read that container: its health check state
             else:
                 return
             if entry is not None:
@@ -214,6 +253,7 @@ class LocalFacts:
                     return
                 self.containers[task_id] = entry
         if entry is None:
-            self._resync()
+            self._read_started((event.get("Actor") or {}).get("ID", ""), task_id) if self.ready.is_set() \
+                else self._resync()
         else:
             self.on_change(self.report())

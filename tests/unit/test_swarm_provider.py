@@ -174,3 +174,38 @@ def test_a_gateway_that_is_not_an_address_never_reaches_a_rule():
     assert LocalFacts._read_gateway(api) == ""
     bridge["Containers"]["ingress-sbox"]["IPv4Address"] = "172.18.0.2/16"
     assert LocalFacts._read_gateway(api) == "172.18.0.2"
+
+
+class CountingDocker(FakeDocker):
+    def __init__(self, data):
+        super().__init__(data)
+        self.inspected = []
+
+    def inspect_container(self, container_id):
+        self.inspected.append(container_id)
+        return super().inspect_container(container_id)
+
+
+def test_a_start_reads_one_container_and_a_network_event_reads_no_container():
+    """Every task start brings a `start` and a network `connect` event: a read of every
+    container for each made a burst of N starts cost N^2 inspects (200 tasks per node kept an
+    agent busy for half a minute)."""
+    api = CountingDocker(DATA)
+    reports = []
+    facts = LocalFacts(lambda: api, "unix:///fake/node.sock", "node-x", reports.append, refresh=30)
+    facts._resync()
+    assert len(api.inspected) == len(DATA["node_containers"])
+    task_id, container = next((c["Labels"]["com.docker.swarm.task.id"], c["Id"]) for c in DATA["node_containers"])
+    api.inspected.clear()
+    with facts.lock:
+        facts.containers.pop(task_id)  # as if its start were news
+    facts._on_event({"Type": "container", "Action": "start",
+                     "Actor": {"ID": container, "Attributes": {"com.docker.swarm.task.id": task_id}}})
+    assert api.inspected == [container] and task_id in reports[-1]["containers"]
+    api.inspected.clear()
+    before = len(reports)
+    facts._on_event({"Type": "network", "Action": "connect", "Actor": {"ID": "n1", "Attributes": {}}})
+    assert api.inspected == [] and len(reports) == before  # same lb addresses: nothing to report
+    api.data["node_networks"] = [n for n in DATA["node_networks"] if "10.200.0.4" not in json.dumps(n)]
+    facts._on_event({"Type": "network", "Action": "disconnect", "Actor": {"ID": "n1", "Attributes": {}}})
+    assert api.inspected == [] and sorted(reports[-1]["lb_addresses"].values()) == ["10.200.1.6"]
