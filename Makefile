@@ -87,6 +87,7 @@ bench: venv
 	$(PY) bench/live_pipeline.py
 	$(PY) bench/l7.py
 	$(PY) bench/l7_tls.py
+	$(PY) bench/swarm_burst.py
 
 clean:
 	rm -rf $(VENV) *.egg-info $(LAB_OUT)
