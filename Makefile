@@ -88,6 +88,7 @@ bench: venv
 	$(PY) bench/l7.py
 	$(PY) bench/l7_tls.py
 	$(PY) bench/swarm_burst.py
+	$(PY) bench/data_path.py
 
 clean:
 	rm -rf $(VENV) *.egg-info $(LAB_OUT)
