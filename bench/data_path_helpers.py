@@ -22,6 +22,7 @@ from typing import Optional
 from ingressmesh import model
 from ingressmesh.netns import Netns
 from ingressmesh.plan import NamespacePlan, PlanOptions, plan_node
+from ingressmesh.testbed.l7_probe import http_request
 from ingressmesh.testbed.topology import TCP_PORT, UDP_PORT, TaskSpec, Testbed
 
 import kubeproxy_style as kp
@@ -260,21 +261,8 @@ def udp_sink(bed: BenchTestbed, ns: str) -> socket.socket:
 # -- probes ------------------------------------------------------------------------------------
 def http_get(bed: BenchTestbed, ns: str, address: str, port: int, timeout: float = 2.0) -> tuple[int, str]:
     """One HTTP/1.1 request on a fresh connection from `ns`; (status, body)."""
-    with Netns.from_ref(bed.own(ns)).entered():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with sock:
-        sock.settimeout(timeout)
-        sock.connect((checked(address), port))
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        data = b""
-        while len(data) < 65536:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split()[1]) if head.startswith(b"HTTP/") else 0
-    return status, body.decode(errors="replace").strip()
+    answer = http_request(bed.own(ns), checked(address), port, "bench", timeout=timeout)
+    return answer.status, answer.body.strip()
 
 
 def connect_times(bed: BenchTestbed, ns: str, address: str, port: int, count: int,

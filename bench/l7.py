@@ -616,20 +616,8 @@ def main(argv=None) -> int:
     finally:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
-    results["machine"]["steal_percent"] = h.steal_percent(stat_before, h.cpu_stat())
-    results["machine"]["loadavg_end"] = os.getloadavg()
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    print(render(results))
-    print(f"({results['elapsed_s']:.0f} s)  JSON: {args.out}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=1)
-    return 1 if results["failures"] else 0
+    return h.finish(results, args.out, render, stat_before, started)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything this bench started is stopped", file=sys.stderr)
-        sys.exit(130)
+    h.run_main(main)

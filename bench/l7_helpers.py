@@ -16,6 +16,7 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -489,3 +490,26 @@ def instructions_per_request(procs: Processes, binary: str, workdir: str, name: 
         return found
     finally:
         procs.stop(proc, timeout=30)
+
+
+def finish(results: dict, out: str, render, stat_before, started: float) -> int:
+    """The end of an L7 bench run: machine readings, the printed table, the JSON; exit status 1
+    only if a measurement failed."""
+    results["machine"]["steal_percent"] = steal_percent(stat_before, cpu_stat())
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(render(results))
+    print(f"({results['elapsed_s']:.0f} s)  JSON: {out}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+    return 1 if results["failures"] else 0
+
+
+def run_main(main) -> None:
+    """Runs a bench's main(); Ctrl-C stops everything it started (its finally blocks) and exits 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; everything this bench started is stopped", file=sys.stderr)
+        sys.exit(130)

@@ -132,16 +132,20 @@ def subject_o(tls: ssl.SSLSocket) -> str:
     return ""
 
 
-def tls_request(port: int, host: str, context: ssl.SSLContext, sni: bool = True) -> tuple[bytes, str, bool]:
-    """One GET on a new TLS connection: (response, the certificate's subject O, whether the
-    session was resumed).  The subject is only known when `context` verifies."""
+def tls_connect(port: int, host: str, context: ssl.SSLContext, sni: bool = True) -> ssl.SSLSocket:
+    """A new TLS connection to the proxy on loopback (SNI `host` unless `sni` is False)."""
     sock = socket.create_connection((h.loopback("127.0.0.1"), port), timeout=5)
     try:
-        tls = context.wrap_socket(sock, server_hostname=host if sni else None)
+        return context.wrap_socket(sock, server_hostname=host if sni else None)
     except Exception:
         sock.close()
         raise
-    with tls:
+
+
+def tls_request(port: int, host: str, context: ssl.SSLContext, sni: bool = True) -> tuple[bytes, str, bool]:
+    """One GET on a new TLS connection: (response, the certificate's subject O, whether the
+    session was resumed).  The subject is only known when `context` verifies."""
+    with tls_connect(port, host, context, sni) as tls:
         presented, resumed = subject_o(tls), tls.session_reused  # before the server closes it
         tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         chunks = []
@@ -160,13 +164,7 @@ def status_of(response: bytes) -> int:
 
 def served_o(port: int, host: str, context: ssl.SSLContext, sni: bool = True) -> str:
     """The subject O of the certificate served for `host` (a verifying `context`)."""
-    sock = socket.create_connection((h.loopback("127.0.0.1"), port), timeout=5)
-    try:
-        tls = context.wrap_socket(sock, server_hostname=host if sni else None)
-    except Exception:
-        sock.close()
-        raise
-    with tls:
+    with tls_connect(port, host, context, sni) as tls:
         return subject_o(tls)
 
 
@@ -651,20 +649,8 @@ def main(argv=None) -> int:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
     results.setdefault("machine", {"nproc": os.cpu_count(), "haproxy_version": "", "loadavg_start": os.getloadavg()})
-    results["machine"]["steal_percent"] = h.steal_percent(stat_before, h.cpu_stat())
-    results["machine"]["loadavg_end"] = os.getloadavg()
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    print(render(results))
-    print(f"({results['elapsed_s']:.0f} s)  JSON: {args.out}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=1)
-    return 1 if results["failures"] else 0
+    return h.finish(results, args.out, render, stat_before, started)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything this bench started is stopped", file=sys.stderr)
-        sys.exit(130)
+    h.run_main(main)
