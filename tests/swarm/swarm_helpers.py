@@ -39,6 +39,16 @@ def remove_service(lab, name: str) -> None:
     lab.docker(1, "service", "rm", name, check=False)
 
 
+def remove_service_and_wait_unrouted(lab, name: str, timeout: float = 60) -> None:
+    """Remove a service and wait until no node's tables name it any more: its tasks drain for
+    their stop grace first, and a test that snapshots the tables next must not see that tail."""
+    remove_service(lab, name)
+    wait_for(f"every node to drop {name}",
+             lambda: not any(f'comment "{name}' in entry for n in lab.config.node_numbers
+                             for entries in kernel_tables(lab, n).values() for entry in entries),
+             timeout=timeout, interval=0.5)
+
+
 def running_tasks(lab, service: str, state: str = "running") -> list[dict]:
     """The service's tasks in `state` that are meant to run: id, node, container (= hostname),
     addresses.  (Swarm reports a task with a health check as "starting" until it is healthy.)"""

@@ -12,7 +12,7 @@ import pytest
 
 from ingressmesh.testbed.swarm_probe import LoadGenerator, spread
 from swarm_helpers import (NETWORK, NotifySocket, active_on_node, create_service, ingress_sbox, kernel_tables,
-                           remove_service, wait_for, wait_running)
+                           remove_service, remove_service_and_wait_unrouted, wait_for, wait_running)
 from ingressmesh.testbed.swarm_probe import kernel_map
 
 PORT = 8086
@@ -115,7 +115,7 @@ def test_a_silent_agent_does_not_take_healthy_tasks_out_after_a_controller_resta
     finally:
         mesh.start_agent(3)
         mesh.wait_synced(timeout=60)
-        remove_service(lab, "hcsilent")
+        remove_service_and_wait_unrouted(lab, "hcsilent")
 
 
 def test_stopping_the_controller_keeps_traffic_and_agents_say_so(mesh, steady):
