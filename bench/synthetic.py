@@ -29,22 +29,28 @@ def service_id(index: int) -> str:
     return f"svc{index:06d}"
 
 
-def build_cluster(services: int, endpoints: int) -> model.Cluster:
-    """`services` VIP services, each with `endpoints` running tasks spread over three nodes."""
-    nodes = tuple(model.Node(node_id, f"host-{i}", f"192.168.50.{i + 1}", role="manager" if i == 0 else "worker")
-                  for i, node_id in enumerate(NODE_IDS))
-    lb_addresses = tuple(model.NodeAddress(node_id, _ip(2 + i)) for i, node_id in enumerate(NODE_IDS))
+def node_ids(count: int = len(NODE_IDS)) -> tuple[str, ...]:
+    """`count` node ids; the first three are NODE_IDS."""
+    return tuple(f"node-{i}" for i in range(count))
+
+
+def build_cluster(services: int, endpoints: int, nodes: int = len(NODE_IDS)) -> model.Cluster:
+    """`services` VIP services, each with `endpoints` running tasks spread over `nodes` nodes."""
+    ids = node_ids(nodes)
+    node_objs = tuple(model.Node(node_id, f"host-{i}", f"192.168.{50 + i // 250}.{i % 250 + 1}", role="manager" if i == 0 else "worker")
+                      for i, node_id in enumerate(ids))
+    lb_addresses = tuple(model.NodeAddress(node_id, _ip(2 + i)) for i, node_id in enumerate(ids))
     network = model.Network(NETWORK_ID, "benchnet", SUBNET, lb_addresses=lb_addresses)
     svcs = tuple(model.Service(service_id(s), f"web{s}", vips=(model.VirtualIP(NETWORK_ID, _ip(_VIP_OFFSET + s)),))
                  for s in range(services))
-    tasks = tuple(_task(s, e, _ip(_TASK_OFFSET + s * endpoints + e))
+    tasks = tuple(_task(s, e, _ip(_TASK_OFFSET + s * endpoints + e), ids)
                   for s in range(services) for e in range(endpoints))
-    return model.Cluster(nodes=nodes, networks=(network,), services=svcs, tasks=tasks)
+    return model.Cluster(nodes=node_objs, networks=(network,), services=svcs, tasks=tasks)
 
 
-def _task(service: int, slot: int, address: str) -> model.Task:
+def _task(service: int, slot: int, address: str, ids: tuple = NODE_IDS) -> model.Task:
     return model.Task(id=f"task-{service:06d}-{slot:03d}", service_id=service_id(service),
-                      node_id=NODE_IDS[(service + slot) % len(NODE_IDS)], slot=slot + 1,
+                      node_id=ids[(service + slot) % len(ids)], slot=slot + 1,
                       addresses=(model.NetworkAddress(NETWORK_ID, address),))
 
 

@@ -90,7 +90,7 @@ class IncrementalPlanner:
         if old_service is not None:
             self._index(self.tasks[old_service][task.id], -1)
         self._index(task, +1)
-        if not self._refresh_context():
+        if not self._refresh_context(tasks_only=True):
             for sid in {old_service, task.service_id} - {None}:
                 self._replan(sid)
 
@@ -99,7 +99,7 @@ class IncrementalPlanner:
         if sid is None:
             return
         self._index(self.tasks[sid][task_id], -1)
-        if not self._refresh_context():
+        if not self._refresh_context(tasks_only=True):
             self._replan(sid)
 
     def set_service(self, service: model.Service) -> None:
@@ -111,6 +111,7 @@ class IncrementalPlanner:
     def remove_service(self, service_id: str) -> None:
         self.services.pop(service_id, None)
         self.plans.pop(service_id, None)
+        self._draining.discard(service_id)
         self._assembled = None
         self._refresh_context()
 
@@ -126,7 +127,7 @@ class IncrementalPlanner:
             self._replan_all()
             return
         self.ctx = dataclasses.replace(self.ctx, options=options)
-        for sid in [sid for sid, sp in self.plans.items() if sp.draining]:
+        for sid in list(self._draining):
             self._replan(sid)
 
     # --- internals -------------------------------------------------------------------------
@@ -141,14 +142,21 @@ class IncrementalPlanner:
             for addr in task.addresses:
                 self.local_counts[addr.network_id] = self.local_counts.get(addr.network_id, 0) + sign
 
+    def _local(self) -> frozenset:
+        return frozenset(nid for nid, count in self.local_counts.items() if count > 0)
+
     def _context(self) -> NodeContext:
-        local = {nid for nid, count in self.local_counts.items() if count > 0}
+        local = self._context_local = self._local()
         skeleton = model.Cluster(nodes=tuple(self.nodes.values()), networks=tuple(self.networks.values()),
                                  services=tuple(self.services.values()))
         return node_context(skeleton, self.node_id, self.options, local)
 
-    def _refresh_context(self) -> bool:
-        """Recompute the shared context; if it changed, re-plan everything and say so."""
+    def _refresh_context(self, tasks_only: bool = False) -> bool:
+        """Recompute the shared context; if it changed, re-plan everything and say so.  After a
+        task change only the networks this node has tasks on can move it: when they did not,
+        the context (O(services) to build) is not rebuilt."""
+        if tasks_only and self._local() == self._context_local:
+            return False
         ctx = self._context()
         if ctx == self.ctx:
             return False
@@ -160,6 +168,7 @@ class IncrementalPlanner:
         self.ctx = ctx or self._context()
         self._assembled = None
         self.plans: dict[str, ServicePlan] = {}
+        self._draining: set[str] = set()  # services with a draining backend: `now` moves them
         for sid in self.services:
             self._replan(sid)
 
@@ -169,6 +178,10 @@ class IncrementalPlanner:
             return
         old = self.plans.get(service_id)
         self.plans[service_id] = plan_service(self.ctx, service, tuple(self.tasks.get(service_id, {}).values()))
+        if self.plans[service_id].draining:
+            self._draining.add(service_id)
+        else:
+            self._draining.discard(service_id)
         self._dirty.setdefault(service_id, old)
 
 

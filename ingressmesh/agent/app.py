@@ -26,7 +26,7 @@ from ..plan import DRAINING, NodePlan, PlanOptions
 from ..swarm.backoff import Backoff
 from ..swarm.local import LocalFacts
 from .cluster_follower import ClusterFollower
-from .controller_client import ControllerAuthError, ControllerClient, ControllerError
+from .controller_client import ControllerAuthError, ControllerClient, ControllerError, Update
 from .docker_extras import DockerExtras
 from .docker_layout import DockerNamespaces
 from .reporter import Reporter
@@ -72,7 +72,7 @@ class Agent:
         self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
                                                 ("GET", "/metrics"): self._metrics}, token=None)
         self.follower = ClusterFollower(node_id)
-        self.version = 0
+        self.version = 0  # of the snapshot the follower holds
         self.plan: Optional[NodePlan] = None
         self.warnings: set[str] = set()
         self.last_loop = time.monotonic()
@@ -116,7 +116,7 @@ class Agent:
             wait = LONG_POLL if due is None else max(0.0, min(LONG_POLL, due - time.monotonic()))
             fresh = False
             try:
-                got = self.client.follow(self.version, wait)
+                got = self.client.follow_update(self.follower.since(), wait)
                 if self.health.status()[1]["controller"]["reachable"] is not True:
                     log.info("controller %s reachable", self.client.current_url)
                     self.reporter.changed()  # a restarted controller needs this node's facts now
@@ -128,7 +128,7 @@ class Agent:
                 stop.wait(backoff.next_delay())
                 got = None
             if got is not None:
-                fresh = self._take(*got)
+                fresh = self._take(got)
             if self.follower.planner is not None and (fresh or (due is not None and time.monotonic() >= due)):
                 try:
                     due = self.sync()
@@ -150,17 +150,19 @@ class Agent:
         return PlanOptions(now=time.time(), drain_grace=self.config.drain_grace,
                            ingress_gateway=self.facts.ingress_gateway or self.config.ingress_gateway)
 
-    def _take(self, version: int, data: dict) -> bool:
-        self.health.received(version)
+    def _take(self, update: Update) -> bool:
+        self.health.received(update.version)
         try:
-            self.follower.take(data, self._options())
+            taken = self.follower.take_update(update, self._options())
         except snapshot.SnapshotError as err:
-            log.error("snapshot %d refused, keeping the last one: %s", version, err)
-            self.health.apply_failed(f"snapshot {version}: {err}")
+            log.error("snapshot %d refused, keeping the last one: %s", update.version, err)
+            self.health.apply_failed(f"snapshot {update.version}: {err}")
             return False
-        for message in data.get("refused") or ():
-            log.debug("controller refused: %s", message)
-        self.version = version
+        if not taken:
+            log.warning("delta from version %s does not apply to version %d: asking for the whole snapshot",
+                        update.since, self.version)
+            return False
+        self.version = update.version
         return True
 
     def sync(self) -> Optional[float]:

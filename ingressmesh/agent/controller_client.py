@@ -35,6 +35,10 @@ class ControllerAuthError(ControllerError):
     reporting for another node).  Not retried here: back off and fix the credential."""
 
 
+class ReportNotHeld(ControllerError):
+    """A heartbeat by digest named a report the controller does not hold (409): send it whole."""
+
+
 class ControllerUnreachable(ControllerError):
     """No controller answered; `errors` maps every URL to what went wrong with it."""
 
@@ -59,6 +63,15 @@ class Credentials:
 class ReportOutcome:
     accepted: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Update:
+    """A newer snapshot: the whole `cluster`, or the `delta` that turns version `since` into it."""
+    version: int
+    cluster: Optional[dict] = None
+    delta: Optional[dict] = None
+    since: Optional[int] = None
 
 
 class _Failed(Exception):
@@ -113,13 +126,20 @@ class ControllerClient:
         """(version, cluster) once the controller has a snapshot other than `since`; None when
         nothing changed within `wait` seconds.  Raises ControllerUnreachable (every URL failed),
         ControllerAuthError (401) or ControllerError (another refusal)."""
+        update = self.follow_update(since, wait, deltas=False)
+        return None if update is None else (update.version, update.cluster)
+
+    def follow_update(self, since: int, wait: float, deltas: bool = True) -> Optional["Update"]:
+        """Like follow, but asks for only what changed since `since` (delta.py): the answer is
+        an Update holding either a delta from `since` or, when the controller cannot give one
+        (too far behind, another controller), the whole cluster."""
         errors: dict[str, str] = {}
         start = self._current
         for step in range(len(self.urls)):
             index = (start + step) % len(self.urls)
             url = self.urls[index]
             try:
-                result = self._follow_one(index, since, wait)
+                result = self._follow_one(index, since, wait, deltas)
             except _Failed as exc:
                 errors[url] = str(exc)
                 log.info("controller %s: %s", url, exc)
@@ -131,22 +151,27 @@ class ControllerClient:
         self._failed(ControllerUnreachable(errors))
         raise ControllerUnreachable(errors)
 
-    def _follow_one(self, index: int, since: int, wait: float) -> Optional[tuple[int, dict]]:
+    def _follow_one(self, index: int, since: int, wait: float, deltas: bool) -> Optional["Update"]:
         url = self.urls[index]
-        response = _call(self._follow_sessions[index], "GET", url + "/v1/snapshot",
-                         params={"since": str(since), "wait": f"{wait:g}"},
+        params = {"since": str(since), "wait": f"{wait:g}", **({"delta": "1"} if deltas else {})}
+        response = _call(self._follow_sessions[index], "GET", url + "/v1/snapshot", params=params,
                          timeout=(min(CONNECT_TIMEOUT, self.timeout), wait + self.timeout))
         self._check(url, response)
         if response.status_code == 304:
             return None
         try:
             body = response.json()
-            version, cluster = body["version"], body["cluster"]
-        except (ValueError, KeyError, TypeError):
+            version = body["version"]
+            cluster, change, base = body.get("cluster"), body.get("delta"), body.get("since")
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise _Failed(f"bad snapshot response: {response.text[:200]!r}") from None
-        if isinstance(version, bool) or not isinstance(version, int) or not isinstance(cluster, dict):
-            raise _Failed("bad snapshot response: version must be an integer and cluster an object")
-        return version, cluster
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise _Failed("bad snapshot response: version must be an integer")
+        if isinstance(cluster, dict):
+            return Update(version, cluster=cluster)
+        if isinstance(change, dict) and isinstance(base, int) and not isinstance(base, bool):
+            return Update(version, delta=change, since=base)
+        raise _Failed("bad snapshot response: neither a cluster object nor a delta with its base version")
 
     def report(self, report: dict) -> ReportOutcome:
         """Posts `report` to every controller at once.  Returns who accepted it; raises
@@ -197,6 +222,8 @@ class ControllerClient:
             error = ControllerAuthError(f"{url} refused the token: {_error_text(response)}")
         elif status == 403:
             error = ControllerAuthError(f"{url} refused the credential: {_error_text(response)}")
+        elif status == 409:
+            error = ReportNotHeld(f"{url}: {_error_text(response)}")
         elif status not in (200, 204, 304):
             error = ControllerError(f"{url}: HTTP {status}: {_error_text(response)}")
         with self._lock:  # it answered, so it is reachable, even when it refused

@@ -1,8 +1,9 @@
 """`ingressmesh controller`: swarm provider + node reports → merged, versioned snapshot over HTTP.
 
 Runs on a manager (only managers answer /services and /tasks).  Every swarm change and every
-node report re-merges; the store bumps the version only when the snapshot really changed, and
-long-polling agents get it at once.  A node report that names a task the swarm state does not
+node report updates the merge (live_merge.py: only the touched tasks when only tasks moved);
+the store gets only the objects that changed, bumps the version when something did, and
+long-polling agents get the delta at once.  A node report that names a task the swarm state does not
 have yet, or a container that started stopping, pokes the provider for an immediate task resync.
 """
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Optional
 import docker
 
 from .. import snapshot
+from ..snapshot import FORMAT_VERSION, plain_form
 from ..daemon.metrics import ControllerMetrics
 from ..daemon.sdnotify import Notifier, Watchdog
 from ..swarm.provider import SwarmProvider
 from ..swarm.state import SwarmState
-from .encode import ObjectDicts
-from .merge import SinceTracker, merge
-from .server import ControllerServer
+from .live_merge import Changes, LiveMerge
+from .server import ControllerServer, ReportUnknown
 from .store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,10 @@ class Controller:
         self.store = SnapshotStore()
         self.metrics = ControllerMetrics()
         self.reports: dict[str, dict] = {}
-        self.tracker = SinceTracker()
-        self.encoder = ObjectDicts()
-        self.last_merged = None
+        # When each node was last heard from, on this controller's own clock (an agent's
+        # sent_at may be skewed): reports and heartbeats alike.
+        self.heard: dict[str, float] = {}
+        self.live = LiveMerge()
         self.refused: tuple[str, ...] = ()
         self.started = time.monotonic()
         self._merge_lock = threading.Lock()
@@ -87,9 +89,17 @@ class Controller:
 
     def _on_report(self, report: dict) -> None:
         node_id = report["node_id"]
+        if "same_as" in report:  # a heartbeat repeating the last report: nothing to merge
+            with self._reports_lock:
+                held = (self.reports.get(node_id) or {}).get("digest")
+                if held == report["same_as"]:
+                    self.heard[node_id] = time.monotonic()
+                    return
+            raise ReportUnknown(f"no report {report['same_as'][:12]}… held for node {node_id}: send it whole")
         with self._reports_lock:
             previous = self.reports.get(node_id) or {}
             self.reports[node_id] = report
+            self.heard[node_id] = time.monotonic()
         state = self.provider.state
         known = state.task_ids if state else frozenset()
         old, new = previous.get("containers") or {}, report.get("containers") or {}
@@ -98,6 +108,12 @@ class Controller:
         if started or stopping:
             self.provider.poke()  # the manager's task list is behind what this node just saw
         self.publish()
+
+    def _fresh(self) -> set:
+        """Nodes heard from within REPORT_FRESH seconds."""
+        now = time.monotonic()
+        with self._reports_lock:
+            return {node for node, at in self.heard.items() if now - at < REPORT_FRESH}
 
     def _reports(self) -> dict:
         with self._reports_lock:
@@ -109,6 +125,7 @@ class Controller:
         with self._reports_lock:
             for node_id in set(self.reports) - nodes:
                 del self.reports[node_id]
+                self.heard.pop(node_id, None)
 
     def _heard_enough(self, state: SwarmState, reports: dict) -> bool:
         ready = {n.id for n in state.nodes if n.state == "ready"}
@@ -123,31 +140,30 @@ class Controller:
             if state is None or not self._heard_enough(state, reports):
                 return None
             try:
-                merged = merge(state, reports, self.tracker, time.time())
+                changes = self.live.update(state, reports, time.time())
             except snapshot.SnapshotError as err:
                 log.error("merge failed, keeping the last snapshot: %s", err)
                 return None
-            if merged == self.last_merged:  # a heartbeat or an event that changed nothing
+            if changes is None:  # a heartbeat or an event that changed nothing
                 return self.store.version
-            self.last_merged = merged
-            data = self.encoder.cluster_dict(merged.cluster)
-            data["refused"] = list(merged.refused)  # ignored by the snapshot reader; shown by the CLI
-            for message in sorted(set(merged.refused) - set(self.refused)):
+            for message in sorted(set(changes.refused) - set(self.refused)):
                 log.error("refused: %s", message)
-            self.refused = merged.refused
-            version = self.store.publish(data, copy=False)
-            self.metrics.observe_snapshot(version, data)
-            now = time.time()
-            self.metrics.agents_reporting.set(sum(1 for r in reports.values()
-                                                  if now - r.get("sent_at", 0) < REPORT_FRESH))
+            self.refused = changes.refused
+            version = self.store.publish_delta(_as_delta(changes))
+            self.metrics.observe_counts(version, self.store.counts())
+            self.metrics.agents_reporting.set(len(self._fresh()))
         return version
+
+    @property
+    def cluster(self):
+        """The merged cluster as last published (model form)."""
+        return self.live.cluster()
 
     def _health(self) -> tuple[bool, dict]:
         age = time.time() - self.provider.last_success if self.provider.last_success else None
         ok = age is not None and age < self.config.stale_after
-        now = time.time()
         reports = self._reports()
-        stale = sorted(node for node, r in reports.items() if now - r.get("sent_at", 0) > REPORT_FRESH)
+        stale = sorted(set(reports) - self._fresh())
         details = {"swarm_endpoint": self.config.docker_url, "swarm_read_age": age,
                    "stale_agents": stale,  # their nodes' health is as last reported
                    "swarm_error": self.provider.last_error or None, "refused": list(self.refused),
@@ -182,3 +198,11 @@ class Controller:
             notifier.stopping()
             watchdog.stop()
             self.stop()
+
+
+def _as_delta(changes: Changes) -> dict:
+    """The store's delta for `changes`: plain forms of the changed objects only.  The refusals
+    ride along as meta (ignored by the snapshot reader; shown by the CLI)."""
+    return {"set": {kind: [plain_form(obj) for obj in objs] for kind, objs in changes.set.items()},
+            "remove": dict(changes.remove),
+            "meta": {"version": FORMAT_VERSION, "refused": list(changes.refused)}}

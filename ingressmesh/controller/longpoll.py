@@ -25,14 +25,14 @@ class LongPoll:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
-    async def wait(self, since: int, timeout: float) -> Optional[tuple[int, dict]]:
-        """Like SnapshotStore.wait (the snapshot once it differs from `since`, None after
-        `timeout` s or on close) without blocking the loop."""
+    async def wait(self, since: int, timeout: float) -> Optional[int]:
+        """Like SnapshotStore.newer_than (the current version once it differs from `since`, None
+        after `timeout` s or on close) without blocking the loop."""
         loop = asyncio.get_running_loop()
         self._attach(loop)
         deadline = loop.time() + max(0.0, timeout)
         while True:
-            found = self.store.wait(since, 0)
+            found = self.store.newer_than(since, 0)
             if found is not None:
                 return found
             remaining = deadline - loop.time()
@@ -61,11 +61,11 @@ class LongPoll:
 
     def _watch(self, seen: int) -> None:
         while not self._stop.is_set():
-            found = self.store.wait(seen, _WATCH_SLICE)
+            found = self.store.newer_than(seen, _WATCH_SLICE)
             if found is None:
                 self._stop.wait(0.05)  # a closed store answers at once: never spin
                 continue
-            seen = found[0]
+            seen = found
             self._wake_threadsafe()
 
     def _wake_threadsafe(self) -> None:

@@ -1,7 +1,11 @@
 """The controller's HTTP API: the snapshot by long-poll, node reports in, health and metrics.
 
     GET  /v1/snapshot?since=V&wait=S  200 {"version", "cluster"} once newer than V, else 304 after S s
-    POST /v1/report                   a node report (validated here) -> on_report(report) -> 204
+         …&delta=1                    200 {"version", "since": V, "delta"} (only what changed since V,
+                                      see delta.py) when V is recent enough, else the whole snapshot
+    POST /v1/report                   a node report (validated here) -> on_report(report) -> 204;
+                                      {"node_id", "same_as": digest, "sent_at"} repeats the last
+                                      one (report_digest.py): 204, or 409 when it is not held
     GET  /healthz                     200 / 503 with the controller's own health as JSON
     GET  /metrics                     Prometheus text
 
@@ -15,6 +19,7 @@ import ipaddress
 import math
 import re
 import ssl
+from types import MappingProxyType
 from typing import Any, Callable, Optional
 
 from ..daemon.credentials import READER, ClusterAuth
@@ -22,17 +27,26 @@ from ..daemon.http import HttpService, Request, Response
 from ..daemon.http_limits import Limits
 from ..daemon.metrics import ControllerMetrics
 from ..model import HEALTH_STATES
+from ..report_digest import report_digest
 from .longpoll import LongPoll
 from .store import SnapshotStore
 
 MAX_WAIT = 30.0  # long-poll cap: below common proxy/LB idle timeouts, short enough to notice a dead peer
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # the snapshot's id syntax
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+# The eight possible container entries, shared by every report: 100,000 containers cost eight
+# small dicts, not 100,000.  Nobody modifies a report once validated.
+_ENTRIES = MappingProxyType({(h, s): {"health": h, "stopping": s} for h in HEALTH_STATES for s in (False, True)})
 
 HealthCheck = Callable[[], tuple[bool, dict]]
 
 
 class ReportError(ValueError):
     """A node report that cannot be used; the message starts with the bad field's path."""
+
+
+class ReportUnknown(ReportError):
+    """A heartbeat naming a report this controller does not hold: the agent sends it whole."""
 
 
 class ControllerServer:
@@ -87,14 +101,12 @@ class ControllerServer:
             wait = math.nan
         if not math.isfinite(wait) or wait < 0:
             return 400, {"error": f"wait: {request.query['wait']!r} is not a number of seconds >= 0"}, None
-        found = await self.longpoll.wait(since, min(wait, MAX_WAIT))
+        if await self.longpoll.wait(since, min(wait, MAX_WAIT)) is None:
+            return 304, None, None
+        found = self.store.body_since(since, delta=request.query.get("delta") == "1")
         if found is None:
             return 304, None, None
-        version, cluster = found
-        body = self.store.encoded(version)  # encoded once per version, not once per agent
-        if body is not None:
-            return 200, body, "application/json"
-        return 200, {"version": version, "cluster": cluster}, None
+        return 200, found[1], "application/json"
 
     def _report(self, request: Request) -> Response:
         principal = request.principal
@@ -107,6 +119,8 @@ class ControllerServer:
             if problem is not None:
                 return 403, {"error": f"report refused: {problem}"}, None
             self._on_report(report)
+        except ReportUnknown as exc:
+            return 409, {"error": f"report: {exc}"}, None
         except ReportError as exc:
             return 400, {"error": f"report: {exc}"}, None
         return 204, None, None
@@ -137,6 +151,11 @@ def validate_report(data: Any) -> dict:
     node_id = _field(data, "node_id", "")
     if not isinstance(node_id, str) or not _ID.match(node_id):
         raise ReportError(f"node_id: {node_id!r} is not a node id")
+    if "same_as" in data:  # a heartbeat: "nothing changed since the report with this digest"
+        same_as = data["same_as"]
+        if not isinstance(same_as, str) or not _DIGEST.match(same_as):
+            raise ReportError(f"same_as: {str(same_as)[:80]!r} is not a report digest (64 hex digits)")
+        return {"node_id": node_id, "same_as": same_as, "sent_at": _sent_at(data)}
     containers = _field(data, "containers", "")
     if not isinstance(containers, dict):
         raise ReportError(f"containers: expected an object of task id -> state, got {_kind(containers)}")
@@ -153,7 +172,7 @@ def validate_report(data: Any) -> dict:
         stopping = _field(state, "stopping", where + ".")
         if not isinstance(stopping, bool):
             raise ReportError(f"{where}.stopping: expected true or false, got {_kind(stopping)}")
-        checked_containers[task_id] = {"health": health, "stopping": stopping}
+        checked_containers[task_id] = _ENTRIES[(health, stopping)]  # shared: never modified
     lb_addresses = _field(data, "lb_addresses", "")
     if not isinstance(lb_addresses, dict):
         raise ReportError(f"lb_addresses: expected an object of network id -> address, got {_kind(lb_addresses)}")
@@ -165,11 +184,17 @@ def validate_report(data: Any) -> dict:
             ipaddress.IPv4Address(address)
         except (ipaddress.AddressValueError, ValueError, TypeError):
             raise ReportError(f"{where}: {address!r} is not an IPv4 address") from None
+    report = {"node_id": node_id, "containers": checked_containers,
+              "lb_addresses": dict(lb_addresses), "sent_at": _sent_at(data)}
+    report["digest"] = report_digest(report)
+    return report
+
+
+def _sent_at(data: dict) -> float:
     sent_at = _field(data, "sent_at", "")
     if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)) or not math.isfinite(sent_at):
         raise ReportError(f"sent_at: expected seconds since the epoch, got {sent_at!r}")
-    return {"node_id": node_id, "containers": checked_containers,
-            "lb_addresses": dict(lb_addresses), "sent_at": float(sent_at)}
+    return float(sent_at)
 
 
 def _field(data: dict, key: str, prefix: str) -> Any:

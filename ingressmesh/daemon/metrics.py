@@ -87,8 +87,8 @@ class ControllerMetrics(_Metrics):
         self.snapshot_tasks = Gauge(
             "ingressmesh_snapshot_tasks", "Tasks in the served snapshot.", registry=r)
 
-    def observe_snapshot(self, version: int, cluster: Mapping) -> None:
-        """Sets the version and size gauges from a published snapshot dict."""
+    def observe_counts(self, version: int, counts: Mapping) -> None:
+        """Sets the version and size gauges from the published snapshot's object counts."""
         self.snapshot_version.set(version)
-        self.snapshot_services.set(len(cluster.get("services", ())))
-        self.snapshot_tasks.set(len(cluster.get("tasks", ())))
+        self.snapshot_services.set(counts.get("services", 0))
+        self.snapshot_tasks.set(counts.get("tasks", 0))

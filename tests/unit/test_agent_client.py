@@ -12,10 +12,17 @@ from ingressmesh.controller.server import ControllerServer
 from ingressmesh.controller.store import SnapshotStore
 from ingressmesh.daemon.http import HttpService
 from ingressmesh.daemon.metrics import ControllerMetrics
+from ingressmesh.report_digest import report_digest
 
 TOKEN = "agent-client-test-token-012345"
 REPORT = {"node_id": "n1", "containers": {"t1": {"health": "healthy", "stopping": False}},
           "lb_addresses": {"appnet": "10.0.1.2"}, "sent_at": 1700000000.0}
+
+
+
+def _held(report: dict) -> dict:
+    """A report as the controller holds it: validated, with its digest."""
+    return {**report, "digest": report_digest(report)}
 
 
 class Controller:
@@ -126,7 +133,7 @@ def test_report_goes_to_every_controller(controllers):
     outcome = client.report(REPORT)
     assert outcome.accepted == [a.url, b.url]
     assert list(outcome.errors) == [dead] and "Connection refused" in outcome.errors[dead]
-    assert a.reports == [REPORT] and b.reports == [REPORT]
+    assert a.reports == [_held(REPORT)] and b.reports == [_held(REPORT)]
     client.close()
 
 

@@ -11,6 +11,7 @@ from ingressmesh.controller.server import ControllerServer
 from ingressmesh.controller.store import SnapshotStore
 from ingressmesh.daemon.credentials import node_credential, reader_credential
 from ingressmesh.daemon.metrics import ControllerMetrics
+from ingressmesh.report_digest import report_digest
 
 SECRET = "credentials-test-cluster-secret-0123"
 CLUSTER = {"nodes": [], "services": []}
@@ -47,7 +48,7 @@ def test_a_node_reports_for_itself_only(ctl):
     response = _post(ctl, own, report("n2"))  # would drain n2's tasks everywhere
     assert response.status_code == 403
     assert response.json()["error"] == "report refused: the credential of node 'n1' may not report for node 'n2'"
-    assert ctl.reports == [report("n1")]
+    assert ctl.reports == [{**report("n1"), "digest": report_digest(report("n1"))}]
 
 
 def test_every_credential_reads_the_snapshot(ctl):

@@ -75,3 +75,47 @@ def test_reports_of_nodes_that_left_are_dropped():
     finally:
         controller.store.close()
         controller.server.stop()
+
+
+def test_heartbeats_by_digest_cost_no_merge_and_a_restarted_controller_gets_the_whole_report():
+    import time
+
+    import requests
+
+    from ingressmesh.agent.controller_client import ControllerClient
+    from ingressmesh.agent.reporter import Reporter
+    controller = _controller()
+    controller.server.start()
+    node_id, report = next(iter(_reports().items()))
+    sent = []
+    client = ControllerClient([controller.server.url], "controller-test-token-0123456789")
+    real_report_to = client.report_to
+    client.report_to = lambda index, body: (sent.append(body), real_report_to(index, body))[1]
+    reporter = Reporter(client, lambda: {**report, "sent_at": time.time()}, heartbeat=0.1).start()
+    try:
+        reporter.changed()
+        deadline = time.monotonic() + 5
+        while len(sent) < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        held = controller.reports[node_id]
+        assert "containers" in sent[0] and all(set(b) == {"node_id", "same_as", "sent_at"} for b in sent[1:6])
+        assert controller.reports[node_id] is held and time.monotonic() - controller.heard[node_id] < 1
+        with controller._reports_lock:  # as if the controller restarted: it holds no report
+            controller.reports.clear()
+        deadline = time.monotonic() + 5
+        while node_id not in controller.reports and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert controller.reports[node_id]["digest"] == held["digest"]  # the whole report came back
+        answer = requests.post(controller.server.url + "/v1/report", timeout=5,
+                               headers={"Authorization": "Bearer controller-test-token-0123456789"},
+                               json={"node_id": node_id, "same_as": "f" * 64, "sent_at": 1.0})
+        assert answer.status_code == 409 and "send it whole" in answer.json()["error"]
+        answer = requests.post(controller.server.url + "/v1/report", timeout=5,
+                               headers={"Authorization": "Bearer controller-test-token-0123456789"},
+                               json={"node_id": node_id, "same_as": "not hex", "sent_at": 1.0})
+        assert answer.status_code == 400 and answer.json()["error"].startswith("report: same_as:")
+    finally:
+        reporter.stop()
+        client.close()
+        controller.store.close()
+        controller.server.stop()

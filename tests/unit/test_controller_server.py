@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingressmesh.controller.server import ControllerServer, ReportError, validate_report
 from ingressmesh.controller.store import SnapshotStore
 from ingressmesh.daemon.metrics import ControllerMetrics
+from ingressmesh.report_digest import report_digest
 
 TOKEN = "controller-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -106,7 +107,7 @@ def test_v1_refused_without_the_token_while_healthz_and_metrics_work(ctl, header
 def test_report_is_validated_and_handed_over(ctl):
     response = requests.post(ctl.url + "/v1/report", json={**REPORT, "future_field": 1}, headers=AUTH, timeout=5)
     assert response.status_code == 204 and response.content == b""
-    assert ctl.reports == [REPORT]  # unknown fields dropped
+    assert ctl.reports == [{**REPORT, "digest": report_digest(REPORT)}]  # unknown fields dropped
 
 
 @pytest.mark.parametrize("change, field", [
@@ -171,7 +172,7 @@ def test_default_health_waits_for_a_snapshot():
 
 
 def test_metrics(ctl):
-    ctl.metrics.observe_snapshot(ctl.store.publish(CLUSTER), CLUSTER)
+    ctl.metrics.observe_counts(ctl.store.publish(CLUSTER), ctl.store.counts())
     response = requests.get(ctl.url + "/metrics", timeout=5)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
     values = {s.name: s.value for f in text_string_to_metric_families(response.text) for s in f.samples}

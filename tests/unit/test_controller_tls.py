@@ -17,6 +17,7 @@ from ingressmesh.controller.store import SnapshotStore
 from ingressmesh.daemon.http_limits import Limits
 from ingressmesh.daemon.metrics import ControllerMetrics
 from ingressmesh.daemon.tls import TlsError, server_context
+from ingressmesh.report_digest import report_digest
 from tls_certs import make_pki
 
 TOKEN = "tls-test-cluster-secret-0123456789"
@@ -52,7 +53,7 @@ def test_agent_client_follows_and_reports_over_tls(tls_controller, pki):
         assert client.follow(version, 0.3) is None  # the long-poll works through TLS too
         assert 0.29 <= time.monotonic() - start < 3
         assert client.report(REPORT).accepted == [tls_controller.url]
-        assert tls_controller.reports == [REPORT]
+        assert tls_controller.reports == [{**REPORT, "digest": report_digest(REPORT)}]
     finally:
         client.close()
 

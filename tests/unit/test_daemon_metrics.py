@@ -62,7 +62,7 @@ def test_controller_metrics():
     m.resync_failures.labels(endpoint="tasks").inc(2)
     m.last_successful_resync.set(1700000001)
     m.agents_reporting.set(3)
-    m.observe_snapshot(42, {"services": [{}, {}], "tasks": [{}, {}, {}, {}]})
+    m.observe_counts(42, {"services": 2, "tasks": 4})
     s = samples(m)
     assert s[("ingressmesh_resync_duration_seconds_count", ())] == 1
     assert s[("ingressmesh_resync_failures_total", (("endpoint", "tasks"),))] == 2

@@ -110,22 +110,6 @@ def test_tasks_of_a_refused_service_go_quietly():
     assert all(t.service_id in services for t in merged.cluster.tasks)
 
 
-def test_cached_encoding_equals_to_dict_and_reuses_unchanged_objects():
-    from ingressmesh import snapshot
-    from ingressmesh.controller.encode import ObjectDicts
-    encoder, tracker = ObjectDicts(), SinceTracker()
-    first = merge(STATE, _reports(), tracker, now=1.0).cluster
-    data = encoder.cluster_dict(first)
-    assert data == snapshot.to_dict(first)
-    a = _web_tasks()[0]
-    second = merge(STATE, _reports(**{a.id: {"health": "unhealthy"}}), tracker, now=2.0).cluster
-    again = encoder.cluster_dict(second)
-    assert again == snapshot.to_dict(second)
-    before = {t["id"]: t for t in data["tasks"]}
-    for task in again["tasks"]:
-        assert (task is before[task["id"]]) == (task["id"] != a.id)  # only the changed task is rebuilt
-
-
 def test_a_malformed_lb_address_is_ignored_not_a_crash():
     node, _, ovl = _merged_with_lb_address(0, "not-an-address")
     assert node.id not in {a.node_id for a in ovl.lb_addresses}
