@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Targets that need network namespaces and nftables: refuse them early without root.
-ROOT_GOALS := test kernel kernel-lab swarm lab lab-down install-systemd demo demo-keep demo-down bench
+ROOT_GOALS := test kernel kernel-lab swarm lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
 ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
 $(error make $(filter $(ROOT_GOALS),$(MAKECMDGOALS)) needs root (network namespaces, nftables): run sudo make $(MAKECMDGOALS); `make unit` runs rootless)
@@ -16,7 +16,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test unit kernel kernel-lab swarm lab lab-down install-systemd demo demo-keep demo-down bench clean
+.PHONY: help deps venv test unit kernel kernel-lab swarm lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean
 
 help:
 	@echo "sudo make lab     3-node swarm lab + ingressmesh + counter demo stack (lab-down removes it)"
@@ -85,10 +85,19 @@ demo-down: venv
 bench: venv
 	$(PY) bench/control_plane.py
 	$(PY) bench/live_pipeline.py
+	$(PY) bench/provider_poll.py
 	$(PY) bench/l7.py
 	$(PY) bench/l7_tls.py
 	$(PY) bench/swarm_burst.py
 	$(PY) bench/data_path.py
+	$(MAKE) --no-print-directory bench-ipvs
+
+# The VIP path with the nftables and the IPVS backend in one run of a kernel that has IPVS.
+bench-ipvs: venv
+	mkdir -p $(LAB_OUT)/bench
+	scripts/kernel-lab --timeout 1500 --share $(LAB_OUT)/bench -- \
+	    sh -c '$(CURDIR)/$(PY) bench/data_path_ipvs.py --out "$$KERNEL_LAB_SHARE/data_path_ipvs.json"'
+	cp $(LAB_OUT)/bench/data_path_ipvs.json bench/results/data_path_ipvs.json
 
 clean:
 	rm -rf $(VENV) *.egg-info $(LAB_OUT)

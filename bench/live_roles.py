@@ -94,7 +94,7 @@ def run_agent(url: str, token_file: str, whole: bool) -> None:
     follower = ClusterFollower(synthetic.LOCAL_NODE)
     victim_id = os.environ["VICTIM"]  # the task whose health the benchmark flips
     while True:
-        update = client.follow_update(follower.since(), 25, deltas=not whole)
+        update = client.follow_update(follower.since(), 25, deltas=not whole, epoch=follower.epoch)
         if update is None:
             continue
         options = PlanOptions(now=time.time())

@@ -80,7 +80,7 @@ def is_empty(delta: dict) -> bool:
 
 def apply(objects: Objects, meta: dict, delta: dict) -> dict:
     """Applies `delta` to `objects` in place and returns the new meta.  Objects added keep their
-    place at the end of their kind; changed ones keep their place."""
+    place at the end of their kind; changed ones keep their place; a kind emptied stays, empty."""
     for kind, ids in delta["remove"].items():
         items = objects.get(kind, {})
         for item_id in ids:
@@ -98,17 +98,30 @@ def apply(objects: Objects, meta: dict, delta: dict) -> dict:
 
 def compose(first: dict, second: dict) -> dict:
     """One delta with the effect of `first` then `second` (later sets and removes win)."""
-    sets = {kind: {form["id"]: form for form in forms} for kind, forms in first["set"].items()}
-    removes = {kind: set(ids) for kind, ids in first["remove"].items()}
-    for kind, ids in second["remove"].items():
-        for item_id in ids:
-            sets.get(kind, {}).pop(item_id, None)
-            removes.setdefault(kind, set()).add(item_id)
-    for kind, forms in second["set"].items():
-        for form in forms:
-            sets.setdefault(kind, {})[form["id"]] = form
-            removes.get(kind, set()).discard(form["id"])
-    meta = second["meta"] if second["meta"] is not None else first["meta"]
+    return compose_all([first, second])
+
+
+def compose_all(steps: list, limit: Optional[float] = None) -> Optional[dict]:
+    """One delta with the effect of `steps` in order, built in one pass; None as soon as it
+    carries more than `limit` objects (the whole snapshot is then the cheaper answer)."""
+    sets: dict = {}
+    removes: dict = {}
+    meta = None
+    for step in steps:
+        for kind, ids in step["remove"].items():
+            kind_sets, kind_removes = sets.get(kind, {}), removes.setdefault(kind, set())
+            for item_id in ids:
+                kind_sets.pop(item_id, None)
+                kind_removes.add(item_id)
+        for kind, forms in step["set"].items():
+            kind_sets, kind_removes = sets.setdefault(kind, {}), removes.get(kind, set())
+            for form in forms:
+                kind_sets[form["id"]] = form
+                kind_removes.discard(form["id"])
+        if step["meta"] is not None:
+            meta = step["meta"]
+        if limit is not None and sum(map(len, sets.values())) + sum(map(len, removes.values())) > limit:
+            return None
     return {"set": {k: list(v.values()) for k, v in sets.items() if v},
             "remove": {k: sorted(v) for k, v in removes.items() if v}, "meta": meta}
 
@@ -130,10 +143,18 @@ def check(data: Any) -> dict:
         for kind, items in value.items():
             if kind not in KINDS or not isinstance(items, list):
                 raise ValueError(f"delta.{part}.{kind}: expected one of {', '.join(KINDS)} with a list")
+            seen = set()
             for item in items:
                 item_id = item.get("id") if part == "set" and isinstance(item, dict) else item
                 if not isinstance(item_id, str):
                     raise ValueError(f"delta.{part}.{kind}: {str(item)[:80]!r} has no string id")
+                if item_id in seen:
+                    raise ValueError(f"delta.{part}.{kind}: {item_id[:80]!r} appears twice")
+                seen.add(item_id)
+    for kind, items in data["set"].items():
+        both = {item["id"] for item in items} & set(data["remove"].get(kind, ()))
+        if both:
+            raise ValueError(f"delta.{kind}: {sorted(both)[0][:80]!r} is both set and removed")
     meta = data.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ValueError("delta.meta: expected an object or null")

@@ -12,6 +12,10 @@ import json
 
 
 def report_digest(report: dict) -> str:
-    """sha256 (hex) of the report's containers and lb addresses in canonical JSON."""
-    facts = {"containers": report.get("containers"), "lb_addresses": report.get("lb_addresses")}
+    """sha256 (hex) of the report's containers and lb addresses in canonical JSON, with only
+    the fields the controller keeps: a newer agent's extra fields do not make digests differ."""
+    containers = report.get("containers") or {}
+    facts = {"containers": {task_id: {"health": entry.get("health"), "stopping": entry.get("stopping")}
+                            for task_id, entry in containers.items() if isinstance(entry, dict)},
+             "lb_addresses": report.get("lb_addresses")}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -116,7 +116,7 @@ class Agent:
             wait = LONG_POLL if due is None else max(0.0, min(LONG_POLL, due - time.monotonic()))
             fresh = False
             try:
-                got = self.client.follow_update(self.follower.since(), wait)
+                got = self.client.follow_update(self.follower.since(), wait, epoch=self.follower.epoch)
                 if self.health.status()[1]["controller"]["reachable"] is not True:
                     log.info("controller %s reachable", self.client.current_url)
                     self.reporter.changed()  # a restarted controller needs this node's facts now

@@ -57,6 +57,7 @@ class ClusterFollower:
         self.deltas = 0
         self.changed_objects = 0
         self.version = 0  # of the snapshot held
+        self.epoch: Optional[str] = None  # the controller incarnation that numbered it
         self.followed = 0  # the last version received, taken or refused
         self.need_whole = True
 
@@ -70,7 +71,8 @@ class ClusterFollower:
         held.  False when the delta is from another version (a step was lost): the whole
         snapshot is asked for next.  Raises SnapshotError like take(); after a bad delta the
         whole snapshot is asked for, after a bad whole snapshot nothing until a newer one."""
-        if update.cluster is None and (update.since != self.version or self.planner is None):
+        if update.cluster is None and (update.since != self.version or self.planner is None
+                                       or update.epoch is None or update.epoch != self.epoch):
             self.need_whole = True
             return False
         try:
@@ -80,10 +82,11 @@ class ClusterFollower:
                 self.take_delta(update.delta, options)
         except snapshot.SnapshotError:
             self.need_whole = update.cluster is None
-            self.followed = update.version
+            self.followed, self.epoch = update.version, update.epoch
             raise
         self.need_whole = False
         self.version = self.followed = update.version
+        self.epoch = update.epoch
         return True
 
     def take(self, data: dict, options: PlanOptions) -> None:

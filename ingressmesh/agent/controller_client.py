@@ -67,11 +67,13 @@ class ReportOutcome:
 
 @dataclass(frozen=True)
 class Update:
-    """A newer snapshot: the whole `cluster`, or the `delta` that turns version `since` into it."""
+    """A newer snapshot: the whole `cluster`, or the `delta` that turns version `since` into it;
+    `epoch` names the controller incarnation whose version numbers these are."""
     version: int
     cluster: Optional[dict] = None
     delta: Optional[dict] = None
     since: Optional[int] = None
+    epoch: Optional[str] = None
 
 
 class _Failed(Exception):
@@ -129,17 +131,19 @@ class ControllerClient:
         update = self.follow_update(since, wait, deltas=False)
         return None if update is None else (update.version, update.cluster)
 
-    def follow_update(self, since: int, wait: float, deltas: bool = True) -> Optional["Update"]:
-        """Like follow, but asks for only what changed since `since` (delta.py): the answer is
-        an Update holding either a delta from `since` or, when the controller cannot give one
-        (too far behind, another controller), the whole cluster."""
+    def follow_update(self, since: int, wait: float, deltas: bool = True,
+                      epoch: Optional[str] = None) -> Optional["Update"]:
+        """Like follow, but asks for only what changed since version `since` of the controller
+        incarnation `epoch` (delta.py): the answer is an Update holding either a delta from
+        `since` or, when the controller cannot give one (too far behind, another controller or
+        incarnation), the whole cluster."""
         errors: dict[str, str] = {}
         start = self._current
         for step in range(len(self.urls)):
             index = (start + step) % len(self.urls)
             url = self.urls[index]
             try:
-                result = self._follow_one(index, since, wait, deltas)
+                result = self._follow_one(index, since, wait, deltas, epoch)
             except _Failed as exc:
                 errors[url] = str(exc)
                 log.info("controller %s: %s", url, exc)
@@ -151,9 +155,11 @@ class ControllerClient:
         self._failed(ControllerUnreachable(errors))
         raise ControllerUnreachable(errors)
 
-    def _follow_one(self, index: int, since: int, wait: float, deltas: bool) -> Optional["Update"]:
+    def _follow_one(self, index: int, since: int, wait: float, deltas: bool,
+                    epoch: Optional[str]) -> Optional["Update"]:
         url = self.urls[index]
-        params = {"since": str(since), "wait": f"{wait:g}", **({"delta": "1"} if deltas else {})}
+        params = {"since": str(since), "wait": f"{wait:g}",
+                  **({"delta": "1", "epoch": epoch or ""} if deltas else {})}
         response = _call(self._follow_sessions[index], "GET", url + "/v1/snapshot", params=params,
                          timeout=(min(CONNECT_TIMEOUT, self.timeout), wait + self.timeout))
         self._check(url, response)
@@ -163,14 +169,15 @@ class ControllerClient:
             body = response.json()
             version = body["version"]
             cluster, change, base = body.get("cluster"), body.get("delta"), body.get("since")
+            epoch = body.get("epoch") if isinstance(body.get("epoch"), str) else None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _Failed(f"bad snapshot response: {response.text[:200]!r}") from None
         if isinstance(version, bool) or not isinstance(version, int):
             raise _Failed("bad snapshot response: version must be an integer")
         if isinstance(cluster, dict):
-            return Update(version, cluster=cluster)
+            return Update(version, cluster=cluster, epoch=epoch)
         if isinstance(change, dict) and isinstance(base, int) and not isinstance(base, bool):
-            return Update(version, delta=change, since=base)
+            return Update(version, delta=change, since=base, epoch=epoch)
         raise _Failed("bad snapshot response: neither a cluster object nor a delta with its base version")
 
     def report(self, report: dict) -> ReportOutcome:

@@ -13,7 +13,7 @@ import threading
 from typing import Callable, Optional
 
 from ..report_digest import report_digest
-from .controller_client import ControllerClient, ControllerError, ReportNotHeld
+from .controller_client import ControllerClient, ControllerError, ControllerUnreachable, ReportNotHeld
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ class Reporter:
                 return
             except ReportNotHeld:
                 pass  # it restarted or lost it: the whole report, now
+            except ControllerUnreachable:
+                raise  # the whole report would not get through either
             except ControllerError as err:  # e.g. a controller too old to know digests
                 log.debug("heartbeat by digest refused by %s (%s): sending the whole report",
                           self.client.urls[index], err)

@@ -157,7 +157,8 @@ class Controller:
     @property
     def cluster(self):
         """The merged cluster as last published (model form)."""
-        return self.live.cluster()
+        with self._merge_lock:
+            return self.live.cluster()
 
     def _health(self) -> tuple[bool, dict]:
         age = time.time() - self.provider.last_success if self.provider.last_success else None

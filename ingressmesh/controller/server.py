@@ -1,8 +1,10 @@
 """The controller's HTTP API: the snapshot by long-poll, node reports in, health and metrics.
 
     GET  /v1/snapshot?since=V&wait=S  200 {"version", "cluster"} once newer than V, else 304 after S s
-         …&delta=1                    200 {"version", "since": V, "delta"} (only what changed since V,
-                                      see delta.py) when V is recent enough, else the whole snapshot
+         …&delta=1&epoch=E            200 {"version", "epoch", "since": V, "delta"} (only what changed
+                                      since V, see delta.py) when V is recent and E is this
+                                      controller's incarnation (every answer names it), else the
+                                      whole snapshot
     POST /v1/report                   a node report (validated here) -> on_report(report) -> 204;
                                       {"node_id", "same_as": digest, "sent_at"} repeats the last
                                       one (report_digest.py): 204, or 409 when it is not held
@@ -15,6 +17,7 @@ see daemon/credentials.py.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import re
@@ -103,7 +106,9 @@ class ControllerServer:
             return 400, {"error": f"wait: {request.query['wait']!r} is not a number of seconds >= 0"}, None
         if await self.longpoll.wait(since, min(wait, MAX_WAIT)) is None:
             return 304, None, None
-        found = self.store.body_since(since, delta=request.query.get("delta") == "1")
+        # Encoding (27 MB for a whole snapshot at 10,000 services) runs off the event loop.
+        found = await asyncio.get_running_loop().run_in_executor(
+            None, self.store.body_since, since, request.query.get("delta") == "1", request.query.get("epoch"))
         if found is None:
             return 304, None, None
         return 200, found[1], "application/json"

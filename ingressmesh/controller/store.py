@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import json
+import secrets
 import threading
 import time
 from typing import Callable, Optional
@@ -29,6 +30,8 @@ from .. import delta as deltas
 LOG_VERSIONS = 256  # deltas kept; an agent further behind gets the whole snapshot
 # A delta carrying more than this share of the objects is sent as the whole snapshot instead.
 DELTA_SHARE = 0.5
+DELTA_CACHE_BYTES = 64 << 20  # encoded deltas kept for the current version, at most
+_UNKNOWN = object()
 
 
 class SnapshotStore:
@@ -43,7 +46,13 @@ class SnapshotStore:
         self._log: collections.deque = collections.deque(maxlen=LOG_VERSIONS)  # (version before, delta)
         self._whole: Optional[dict] = None  # the current cluster as a dict, built on demand
         self._encoded: Optional[bytes] = None
-        self._delta_bodies: dict = {}  # since -> encoded delta to the current version
+        self._delta_bodies: dict = {}  # since -> encoded delta to the current version (None: too large)
+        self._delta_bytes = 0
+        self._encoding = threading.Lock()
+        # This store's incarnation: two controllers (or one restarted) may hand out the same
+        # version number for different content, so a delta is only given to a reader whose
+        # version came from this very store.
+        self.epoch = secrets.token_hex(8)
         self._closed = False
 
     def publish(self, cluster: dict, copy: bool = True) -> int:
@@ -85,53 +94,76 @@ class SnapshotStore:
         self._objects, self._meta, self._published = objects, meta, True
         self._version += 1
         self._whole = self._encoded = None
-        self._delta_bodies = {}
+        self._delta_bodies, self._delta_bytes = {}, 0
         self._cond.notify_all()
 
     def encoded(self, version: int) -> Optional[bytes]:
-        """`{"version": V, "cluster": …}` as JSON bytes for the current version, built once per
-        version however many agents fetch it; None if `version` is no longer current."""
-        with self._cond:
-            if version != self._version or not self._published:
-                return None
-            if self._encoded is None:
-                text = json.dumps(self._cluster(), separators=(",", ":"))
-                self._encoded = f'{{"version":{self._version},"cluster":{text}}}'.encode()
-            return self._encoded
+        """`{"version": V, "epoch": E, "cluster": …}` as JSON bytes for the current version,
+        built once per version however many agents fetch it; None if `version` is no longer
+        current."""
+        found = self.body_since(version - 1, delta=False)
+        return found[1] if found is not None and found[0] == version else None
 
     def encoded_delta(self, since: int, version: int) -> Optional[bytes]:
-        """`{"version": V, "since": S, "delta": …}` as JSON bytes: what changed from version
-        `since` to the current `version`.  None when `version` is no longer current, `since` is
-        not in the log (too old, or another controller's number), or the delta would be larger
-        than the whole snapshot is worth."""
-        with self._cond:
-            if version != self._version or not self._published:
-                return None
-            if since not in self._delta_bodies:
-                combined = self._delta_since(since)
-                self._delta_bodies[since] = None if combined is None else json.dumps(
-                    {"version": self._version, "since": since, "delta": combined}, separators=(",", ":")).encode()
-            return self._delta_bodies[since]
+        """`{"version": V, "epoch": E, "since": S, "delta": …}` as JSON bytes: what changed from
+        version `since` to the current `version`.  None when `version` is no longer current,
+        `since` is not in the log, or the delta would carry more than the snapshot is worth."""
+        found = self.body_since(since, delta=True, epoch=self.epoch, whole=False)
+        return found[1] if found is not None and found[0] == version else None
 
-    def _delta_since(self, since: int) -> Optional[dict]:
-        steps = [change for before, change in self._log if before is not None and before >= since]
-        if not steps or since != self._version - len(steps):  # not in the log
-            return None
-        combined = steps[0]
-        for step in steps[1:]:
-            combined = deltas.compose(combined, step)
-        total = sum(len(items) for items in self._objects.values())
-        return None if deltas.size(combined) > max(64, DELTA_SHARE * total) else combined
-
-    def body_since(self, since: int, delta: bool) -> Optional[tuple[int, bytes]]:
-        """(version, encoded answer) for a reader at `since`, taken atomically: the delta when
-        `delta` is asked for and possible, else the whole snapshot; None before the first publish."""
+    def body_since(self, since: int, delta: bool, epoch: Optional[str] = None,
+                   whole: bool = True) -> Optional[tuple[int, Optional[bytes]]]:
+        """(version, encoded answer) for a reader at `since`: the delta when `delta` is asked
+        for, `epoch` is this store's (the reader's version is one of ours) and the log has it;
+        else the whole snapshot (None instead when `whole` is False).  None before the first
+        publish.  The encoding runs outside the store's lock (publishers never wait for it) and
+        the whole snapshot is encoded by one reader at a time, once per version."""
         with self._cond:
             if not self._published:
                 return None
             version = self._version
-            body = self.encoded_delta(since, version) if delta else None
-            return version, body or self.encoded(version)
+            steps, cached = None, None
+            if delta and epoch == self.epoch:
+                cached = self._delta_bodies.get(since, _UNKNOWN)
+                if cached is _UNKNOWN:
+                    steps = self._steps_since(since)
+            limit = max(64, DELTA_SHARE * sum(len(items) for items in self._objects.values()))
+        if cached not in (None, _UNKNOWN):
+            return version, cached
+        if steps:
+            body = self._encode_delta(version, since, steps, limit)
+            if body is not None:
+                return version, body
+        return (version, self._whole_body(version)) if whole else (version, None)
+
+    def _steps_since(self, since: int) -> Optional[list]:
+        """With the lock held: the logged deltas from `since` to now, or None if not logged."""
+        steps = [change for before, change in self._log if before is not None and before >= since]
+        return steps if steps and since == self._version - len(steps) else None
+
+    def _encode_delta(self, version: int, since: int, steps: list, limit: float) -> Optional[bytes]:
+        combined = deltas.compose_all(steps, limit)
+        body = None if combined is None else json.dumps(
+            {"version": version, "epoch": self.epoch, "since": since, "delta": combined},
+            separators=(",", ":")).encode()
+        with self._cond:  # remembered for this version; "too large" too (only logged versions)
+            if version == self._version and self._delta_bytes + len(body or b"") <= DELTA_CACHE_BYTES:
+                self._delta_bodies[since] = body
+                self._delta_bytes += len(body or b"")
+        return body
+
+    def _whole_body(self, version: int) -> bytes:
+        with self._encoding:  # one whole encoding at a time: many agents resyncing share it
+            with self._cond:
+                if version == self._version and self._encoded is not None:
+                    return self._encoded
+                version, cluster = self._version, self._cluster()
+            text = json.dumps(cluster, separators=(",", ":"))
+            body = f'{{"version":{version},"epoch":"{self.epoch}","cluster":{text}}}'.encode()
+            with self._cond:
+                if version == self._version:
+                    self._encoded = body
+            return body
 
     def _cluster(self) -> dict:
         if self._whole is None:

@@ -2,8 +2,11 @@
 
 Swarm has no task events, so tasks are polled: every `busy_interval` (1 s) while anything changed
 in the last `busy_window`, every `idle_interval` when idle, and at once when `poke()` says a node
-saw a container start or stop.  A failed read keeps the last good state and retries with backoff;
-the error names the endpoint.
+saw a container start or stop.  Listing tasks costs what the swarm holds (about 2 KiB of JSON
+per task: seconds at 100,000 tasks, see bench/provider_poll.py), so the intervals stretch with
+the measured cost of the last read to keep polling under `busy_share` / `idle_share` of a core;
+the agents' reports (a container started or stopping) poke a read at once whatever the interval.
+A failed read keeps the last good state and retries with backoff; the error names the endpoint.
 """
 from __future__ import annotations
 
@@ -28,6 +31,18 @@ class PollPacing:
     idle_interval: float = 5.0
     busy_window: float = 30.0
     min_spacing: float = 0.1  # between two reads, however many pokes arrive
+    busy_share: float = 0.2  # of one core, at most, spent listing tasks while things change
+    idle_share: float = 0.01  # ... and while nothing does
+    max_interval: float = 300.0  # the safety net is never longer than this
+
+    def interval(self, busy: bool, read_seconds: float) -> float:
+        """Seconds to the next poll after a read that took `read_seconds`."""
+        base, share = (self.busy_interval, self.busy_share) if busy else (self.idle_interval, self.idle_share)
+        return max(base, min(self.max_interval, read_seconds / share))
+
+    def spacing(self, read_seconds: float) -> float:
+        """Seconds between two poked reads: a storm of pokes spends at most half a core."""
+        return max(self.min_spacing, read_seconds)
 
 
 class SwarmProvider:
@@ -42,6 +57,7 @@ class SwarmProvider:
         self._full_needed = True
         self._poked = False
         self._last_change = 0.0
+        self.read_seconds = 0.0  # how long the last read took: the polling stretches with it
         self._stopped = False
         self._api = None
         self.events = EventFollower(make_api, SWARM_EVENTS, self._on_event, self._on_reconnect, endpoint)
@@ -72,7 +88,7 @@ class SwarmProvider:
 
     def _interval(self, now: float) -> float:
         busy = now - self._last_change < self.pacing.busy_window
-        return self.pacing.busy_interval if busy else self.pacing.idle_interval
+        return self.pacing.interval(busy, self.read_seconds)
 
     def _run(self) -> None:
         backoff = Backoff()
@@ -101,7 +117,7 @@ class SwarmProvider:
                 with self._wake:
                     self._full_needed = self._full_needed or full
                 next_read = now + backoff.next_delay()
-            time.sleep(self.pacing.min_spacing)
+            time.sleep(self.pacing.spacing(self.read_seconds))
 
     def _read(self, full: bool) -> Optional[str]:
         started = time.monotonic()
@@ -116,7 +132,8 @@ class SwarmProvider:
             self.on_read(time.monotonic() - started, self.last_error)
             return self.last_error
         self.last_error, self.last_success = "", time.time()
-        self.on_read(time.monotonic() - started, None)
+        self.read_seconds = time.monotonic() - started
+        self.on_read(self.read_seconds, None)
         if state != self.state:
             for message in set(state.errors) - set(self.state.errors if self.state else ()):
                 log.error("refused: %s", message)

@@ -51,7 +51,7 @@ def test_long_poll_returns_at_once_when_newer(ctl):
     start = time.monotonic()
     response = ctl.get("/v1/snapshot", params={"since": v - 1, "wait": 20})
     assert response.status_code == 200 and time.monotonic() - start < 1
-    assert response.json() == {"version": v, "cluster": CLUSTER}
+    assert response.json() == {"version": v, "epoch": ctl.store.epoch, "cluster": CLUSTER}
 
 
 def test_long_poll_blocks_then_304(ctl):
@@ -72,7 +72,8 @@ def test_long_poll_wakes_when_a_snapshot_is_published_mid_wait(ctl):
     response = ctl.get("/v1/snapshot", params={"since": v, "wait": 20})
     elapsed = time.monotonic() - start
     timer.join()
-    assert response.status_code == 200 and response.json() == {"version": v + 1, "cluster": newer}
+    assert response.status_code == 200 and response.json() == {"version": v + 1, "epoch": ctl.store.epoch,
+                                                                "cluster": newer}
     assert 0.25 <= elapsed < 5
 
 

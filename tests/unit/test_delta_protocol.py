@@ -76,11 +76,11 @@ def api():
 
 
 def _follow(follower: ClusterFollower, client: ControllerClient) -> Update:
-    update = client.follow_update(follower.since(), 0)
+    update = client.follow_update(follower.since(), 0, epoch=follower.epoch)
     if update is None:  # the changes cancelled out: no new version
         return Update(follower.version)
     if not follower.take_update(update, OPTIONS):  # a delta from another version: whole next
-        update = client.follow_update(follower.since(), 0)
+        update = client.follow_update(follower.since(), 0, epoch=follower.epoch)
         assert update.cluster is not None and follower.take_update(update, OPTIONS)
     return update
 
@@ -123,7 +123,7 @@ def test_a_lost_delta_makes_the_agent_ask_for_the_whole_snapshot(api):
     api.store.publish(_mutate(base, random.Random(2), base))
     # The agent receives the delta from held+1 (as if the one before was lost on the way).
     body = json.loads(api.store.encoded_delta(held + 1, api.store.version))
-    stray = Update(body["version"], delta=body["delta"], since=body["since"])
+    stray = Update(body["version"], delta=body["delta"], since=body["since"], epoch=body["epoch"])
     assert follower.take_update(stray, OPTIONS) is False and follower.since() == 0
     update = api.client.follow_update(follower.since(), 0)
     assert update.cluster is not None and follower.take_update(update, OPTIONS)
@@ -144,6 +144,8 @@ def test_an_agent_too_far_behind_gets_the_whole_snapshot(api, monkeypatch):
     assert update.cluster is not None  # its version fell out of the log
     assert follower.take_update(update, OPTIONS)
     _same_as_whole(follower, api.store)
+    late = ClusterFollower("node1", clock=lambda: NOW)  # an agent joining now: the whole snapshot
+    assert late.since() == 0 and _follow(late, api.client).cluster is not None and late.raw == follower.raw
 
 
 def test_a_delta_as_large_as_the_snapshot_comes_whole(api):
@@ -189,14 +191,18 @@ def test_a_bad_delta_is_refused_by_name_and_the_whole_snapshot_follows(api):
     before = follower.plan(OPTIONS)
     task = dict(base["tasks"][0], service_id="no-such-service")
     bad = Update(follower.version + 1, delta={"set": {"tasks": [task]}, "remove": {}, "meta": None},
-                 since=follower.version)
+                 since=follower.version, epoch=follower.epoch)
     with pytest.raises(snapshot.SnapshotError, match="no-such-service"):
         follower.take_update(bad, OPTIONS)
     assert follower.plan(OPTIONS) == before and follower.since() == 0
+    first = base["tasks"][0]
     for hostile in ({"set": [], "remove": {}}, {"set": {"tasks": [{"no": "id"}]}, "remove": {}},
-                    {"set": {"pods": []}, "remove": {}}, "text"):
+                    {"set": {"pods": []}, "remove": {}}, "text",
+                    {"set": {"tasks": [first, first]}, "remove": {}},  # one id twice
+                    {"set": {"tasks": [first]}, "remove": {"tasks": [first["id"]]}}):  # set and removed
         with pytest.raises(snapshot.SnapshotError, match="delta"):
-            follower.take_update(Update(follower.version + 1, delta=hostile, since=follower.version), OPTIONS)
+            follower.take_update(Update(follower.version + 1, delta=hostile, since=follower.version,
+                                        epoch=follower.epoch), OPTIONS)
     assert follower.plan(OPTIONS) == before
 
 
@@ -211,3 +217,28 @@ def test_deltas_compose_and_apply_like_the_whole(api):
         meta = delta.apply(objects, ma, composed)
         assert objects == oc and meta == mc
         base = c
+
+
+def test_an_agent_failing_over_to_a_controller_with_the_same_numbers_gets_the_whole_snapshot():
+    """Two controllers started in the same millisecond number their versions alike: a delta
+    from the second to a version the agent got from the first would apply to the wrong base."""
+    base = _base()
+    first, second = Api(SnapshotStore(clock=lambda: 1000.0)), Api(SnapshotStore(clock=lambda: 1000.0))
+    follower = ClusterFollower("node1", clock=lambda: NOW)
+    try:
+        first.store.publish(base)
+        other = copy.deepcopy(base)
+        other["tasks"] = other["tasks"][1:]  # the second controller does not have one task yet
+        second.store.publish(other)
+        _follow(follower, first.client)
+        assert follower.version == second.store.version  # the same number, different content
+        changed = copy.deepcopy(other)
+        changed["refused"] = ["something new"]
+        second.store.publish(changed)
+        update = second.client.follow_update(follower.since(), 0, epoch=follower.epoch)
+        assert update.cluster is not None and update.epoch == second.store.epoch != first.store.epoch
+        assert follower.take_update(update, OPTIONS)
+        _same_as_whole(follower, second.store)
+    finally:
+        first.close()
+        second.close()

@@ -209,3 +209,38 @@ def test_a_start_reads_one_container_and_a_network_event_reads_no_container():
     api.data["node_networks"] = [n for n in DATA["node_networks"] if "10.200.0.4" not in json.dumps(n)]
     facts._on_event({"Type": "network", "Action": "disconnect", "Actor": {"ID": "n1", "Attributes": {}}})
     assert api.inspected == [] and sorted(reports[-1]["lb_addresses"].values()) == ["10.200.1.6"]
+
+
+def test_polling_stretches_with_what_a_task_list_costs():
+    pacing = PollPacing()
+    assert pacing.interval(True, 0.01) == 1.0 and pacing.interval(False, 0.01) == 5.0
+    # 100,000 tasks take seconds to list: polls keep under 20 % (busy) and 1 % (idle) of a core.
+    assert pacing.interval(True, 2.0) == 10.0 and pacing.interval(False, 2.0) == 200.0
+    assert pacing.spacing(0.01) == 0.1 and pacing.spacing(2.0) == 2.0
+
+
+def test_a_slow_task_list_is_polled_less_often():
+    class SlowTasks(FakeDocker):
+        def __init__(self, data):
+            super().__init__(data)
+            self.task_reads = 0
+
+        def tasks(self):
+            self.task_reads += 1
+            time.sleep(0.05)
+            return super().tasks()
+
+    api = SlowTasks(DATA)
+    pacing = PollPacing(busy_interval=0.01, idle_interval=0.01, busy_window=60, min_spacing=0.01, busy_share=0.1)
+    provider = SwarmProvider(lambda: api, "fake", lambda state: None, pacing)
+    provider.start()
+    try:
+        assert _until(lambda: provider.state is not None)
+        time.sleep(1.0)
+        reads = api.task_reads
+        assert provider.read_seconds >= 0.05
+        # Unpaced, 0.06 s per loop would make ~16 reads a second; paced at 10 % of a core: ~2.
+        assert 1 <= reads <= 4, reads
+    finally:
+        provider.stop()
+        api.close()
