@@ -7,6 +7,8 @@ Per node there is one NamespacePlan per namespace role:
   host     published ports (ingress mode) -> DNAT to this node's ingress namespace
   ingress  published port -> the service's tasks on the ingress network (target port), SNAT
   lb       one per overlay network with a local task or LB endpoint: VIP (all ports) -> tasks, SNAT
+  container  (plan_containers.py, from this node's own containers) the VIPs of a container's
+           networks DNATed in its own namespace: no LB hop, no SNAT
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class VipEntry:
     vip: str
     backends: tuple[Backend, ...]
     scheduler: str = "rr"  # IPVS scheduler; the nft backend always picks at random
+    fast_path: bool = True  # also DNATed in callers' own namespaces (plan_containers.py)
 
     def active(self) -> tuple[Backend, ...]:
         return tuple(b for b in self.backends if b.state == ACTIVE)
@@ -64,17 +67,21 @@ class PortEntry:
 
 @dataclass(frozen=True)
 class NamespacePlan:
-    role: str  # "host", "ingress" or "lb"
+    role: str  # "host", "ingress", "lb" or "container"
     network_id: str = ""
     network_name: str = ""
     snat_address: str = ""  # ingress/lb: source address used towards tasks
     forward_to: str = ""  # host: the ingress namespace's gateway address
     vips: tuple[VipEntry, ...] = ()
     ports: tuple[PortEntry, ...] = ()
+    container_id: str = ""  # container: whose namespace (plan_containers.py)
+    container_name: str = ""
 
     @property
     def key(self) -> str:
-        return f"lb:{self.network_id}" if self.role == "lb" else self.role
+        if self.role == "lb":
+            return f"lb:{self.network_id}"
+        return f"ctr:{self.container_id}" if self.role == "container" else self.role
 
 
 @dataclass(frozen=True)
@@ -210,9 +217,26 @@ def scheduler_of(service: model.Service) -> tuple[str, tuple[str, ...]]:
                   f"{', '.join(SCHEDULERS)}; using rr",)
 
 
+FAST_PATH_LABEL = "io.ingressmesh.lb.fast_path"
+
+
+def fast_path_of(service: model.Service) -> tuple[bool, tuple[str, ...]]:
+    """Whether callers' own namespaces DNAT the service's VIPs (the default), from the label;
+    a bad value is named and keeps the default."""
+    value = dict(service.labels).get(FAST_PATH_LABEL)
+    if value is None or value.strip().lower() in ("true", "1", "yes", "on"):
+        return True, ()
+    if value.strip().lower() in ("false", "0", "no", "off"):
+        return False, ()
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    return True, (f"service {service.name}: label {FAST_PATH_LABEL}={shown!r} is not true or false; using true",)
+
+
 def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan:
     """The entries one service contributes to this node's namespaces."""
     scheduler, warnings = scheduler_of(service)
+    fast_path, fast_path_warnings = fast_path_of(service)
+    warnings += fast_path_warnings
     states = {t.id: task_state(t, ctx.node_states.get(t.node_id), ctx.options) for t in tasks}
     ports, host_ports = [], []
     if ctx.ingress is not None:
@@ -228,7 +252,7 @@ def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan
             vip = service.vip_on(network.id)
             if vip:
                 vips.append((network.id, VipEntry(service.name, vip, _backends(tasks, states, network.id, 0),
-                                                  scheduler)))
+                                                  scheduler, fast_path)))
     return ServicePlan(tuple(host_ports), tuple(ports), tuple(vips), warnings)
 
 

@@ -25,10 +25,12 @@ from ..dataplane.layout import Layout
 from ..plan import DRAINING, NodePlan, PlanOptions
 from ..swarm.backoff import Backoff
 from ..swarm.local import LocalFacts
+from ..swarm.local_containers import LocalContainers
 from .cluster_follower import ClusterFollower
 from .controller_client import ControllerAuthError, ControllerClient, ControllerError, Update
 from .docker_extras import DockerExtras
 from .docker_layout import DockerNamespaces
+from .fast_path import FastPath
 from .reporter import Reporter
 from .sync_health import SyncHealth
 
@@ -47,6 +49,7 @@ class AgentConfig:
     drain_grace: float = 10.0
     ingress_gateway: str = "172.18.0.2"
     open_forward: bool = True  # accept published ports in FORWARD (Docker's policy there is DROP)
+    fast_path: bool = True  # DNAT VIPs in local containers' own namespaces (nftables only)
     ipvs_timeouts: Optional[object] = None
 
 
@@ -68,6 +71,13 @@ class Agent:
         self.extras = DockerExtras(config.open_forward)
         make_api = lambda: docker.APIClient(base_url=config.docker_url, version="auto", timeout=15)  # noqa: E731
         self.facts = LocalFacts(make_api, config.docker_url, node_id, on_change=self._facts_changed)
+        self.fast_path: Optional[FastPath] = None
+        if config.fast_path and backends.resolve(config.backend) == "nftables":
+            self.containers = LocalContainers(make_api, config.docker_url, on_change=self._containers_changed)
+            self.fast_path = FastPath(config.namespaces, self.containers, backends.factory("nftables"))
+        elif config.fast_path:
+            log.info("the VIP fast path is nftables-only: with the ipvs backend containers reach VIPs "
+                     "through the LB namespace")
         self.reporter = Reporter(self.client, self.facts.report)
         self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
                                                 ("GET", "/metrics"): self._metrics}, token=None)
@@ -79,6 +89,10 @@ class Agent:
 
     def _facts_changed(self, report: dict) -> None:
         self.reporter.changed()
+
+    def _containers_changed(self) -> None:
+        if self.fast_path is not None:
+            self.fast_path.containers_changed()
 
     def _healthz(self, request):
         ok, details = self.health.status()
@@ -93,6 +107,9 @@ class Agent:
     def run(self, stop: threading.Event, notifier: Notifier) -> None:
         self.http.start()
         self.facts.start()
+        if self.fast_path is not None:
+            self.containers.start()
+            self.fast_path.start()
         self.reporter.start()
         self.reporter.changed()
         # One loop pass may wait a long-poll plus the request timeout on every controller in turn.
@@ -106,6 +123,9 @@ class Agent:
             notifier.stopping()
             for part in (watchdog, self.reporter, self.facts, self.http):
                 part.stop()
+            if self.fast_path is not None:
+                self.fast_path.stop()
+                self.containers.stop()
             self.client.close()
 
     def _loop(self, stop: threading.Event, notifier: Notifier) -> None:
@@ -173,6 +193,8 @@ class Agent:
             return started + RETRY
         options = self._options()
         plan = self.follower.plan(options)
+        if self.fast_path is not None:
+            self.fast_path.plan_changed(plan)
         for warning in sorted(set(plan.warnings) - self.warnings):
             log.warning("%s", warning)
         self.warnings = set(plan.warnings)

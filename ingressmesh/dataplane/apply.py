@@ -79,7 +79,8 @@ class NodeApplier:
             try:
                 netns = self.layout.netns_for(ns_plan)
             except (KeyError, ValueError, IndexError) as err:
-                report.errors[ns_plan.key] = f"bad namespace name template {self.layout.lb!r}: {err!r}"
+                report.errors[ns_plan.key] = (str(err) if ns_plan.role == "container"
+                                              else f"bad namespace name template {self.layout.lb!r}: {err!r}")
                 continue
             identity = _identity(netns)
             if identity is None:

@@ -42,7 +42,7 @@ def reviving(old: Optional[NamespacePlan], new: NamespacePlan) -> list[Destinati
     if old is None:
         return []  # a fresh start knows no history: nothing is known to have come alive
     found = []
-    if new.role == "lb":
+    if new.role in ("lb", "container"):
         before = {e.vip: _active(e) for e in old.vips}
         found += [Destination(address=e.vip) for e in new.vips if _active(e) and not before.get(e.vip)]
     elif new.role == "ingress":

@@ -59,6 +59,9 @@ class IpvsBackend:
     def apply(self, plan: NamespacePlan) -> Optional[transaction.Transaction]:
         if plan.role == "host":
             return self.host.apply(plan)
+        if plan.role == "container":
+            raise IpvsError("the VIP fast path in container namespaces is nftables-only: "
+                            "with --backend ipvs, containers reach VIPs through the LB namespace")
         for entry in plan.ports + plan.vips:  # refuse nonsense before touching the kernel
             for backend in entry.backends:
                 if not 0 <= backend.port <= 65535:

@@ -2,7 +2,8 @@
 """HTTP server baked into the lab's python image (python3-minimal: stdlib without http.server).
 
 GET /        -> this container's hostname (which task answered); every answer also carries
-                the path it saw (X-Path) and the proxy headers it got (X-Seen-<header>)
+                the path it saw (X-Path), the proxy headers it got (X-Seen-<header>) and the
+                caller's address as this task sees it (X-Peer)
 GET /health  -> 200 "ok", or 503 "draining" once SIGTERM arrived
 GET /session -> like /, and sets cookie SID=<hostname> unless the request carries it (an app with
                 sessions, for sticky-cookie tests)
@@ -107,7 +108,7 @@ def handle(raw, draining, context):
             elif header(data, "upgrade").lower() == "websocket":
                 websocket_echo(conn, data)
             else:
-                seen = echoed(data, path)
+                seen = echoed(data, path) + f"X-Peer: {raw.getpeername()[0]}\r\n"
                 if path.startswith("/session") and f"SID={HOSTNAME}" not in header(data, "cookie"):
                     seen += f"Set-Cookie: SID={HOSTNAME}; Path=/\r\n"
                 reply(conn, "200 OK", (HOSTNAME + "\n").encode(), draining, seen)

@@ -65,7 +65,21 @@ _LB = """\
     ct status dnat snat ip to {snat_address}; }
 """
 
-_ROLE_RULES = {"host": _HOST, "ingress": _INGRESS, "lb": _LB}
+# The fast path (plan_containers.py): in a container's own namespace, its VIP packets are
+# DNATed at the first packet in the output hook; no SNAT, replies come straight back.  A VIP
+# not in the map goes on unchanged to the LB namespace, the fallback: one not programmed yet,
+# opted out, or with no task (the LB namespace refuses it with a reset or an ICMP error, as the
+# caller would see it there; a reject in a local output hook would fail the sender's own
+# syscall with EPERM instead).  Conntrack only starts in a namespace once a table needs it, so
+# a TCP connection opened before this table is seen as new at its next packet: only a SYN is
+# DNATed here, and such a connection keeps going through the LB namespace as it began.
+_CONTAINER = """\
+  chain output { type nat hook output priority -100; policy accept;
+    meta l4proto tcp tcp flags & (fin | syn | rst | ack) != syn return;
+    meta l4proto { tcp, udp } ip daddr vmap @vip_services; }
+"""
+
+_ROLE_RULES = {"host": _HOST, "ingress": _INGRESS, "lb": _LB, "container": _CONTAINER}
 
 
 def skeleton(plan: NamespacePlan) -> str:

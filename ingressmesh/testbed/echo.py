@@ -1,6 +1,7 @@
 """A task's workload in the testbed: TCP and UDP servers that answer with the task's name.
 
-TCP: on connect, send "<name>\\n"; then answer every line with "<name> <line>".  UDP: answer
+TCP: on connect, send "<name>\\n"; then answer every line with "<name> <line>" ("peer?" is
+answered with "<name> peer <the caller's address as this task sees it>").  UDP: answer
 every datagram with "<name> <datagram>".  Prints "ready" once listening, so the testbed can wait.
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ async def _serve(name: str, tcp_ports: list[int], udp_ports: list[int]) -> None:
             writer.write(f"{name}\n".encode())
             await writer.drain()
             while line := await reader.readline():
+                if line.strip() == b"peer?":  # who called: the address this task sees
+                    line = f"peer {writer.get_extra_info('peername')[0]}\n".encode()
                 writer.write(f"{name} ".encode() + line)
                 await writer.drain()
         except ConnectionError:

@@ -49,6 +49,14 @@ def tcp_who(ns: str, address: str, port: int) -> str:
     return name
 
 
+def tcp_peer(ns: str, address: str, port: int) -> tuple[str, str]:
+    """(task that answered, the caller's address as that task sees it)."""
+    sock, name = open_tcp(ns, address, port)
+    with sock:
+        answer = exchange(sock, "peer?").split()
+    return name, answer[-1]
+
+
 def tcp_spread(ns: str, address: str, port: int, count: int) -> Counter:
     """Open `count` new connections and count which task answered each."""
     return Counter(tcp_who(ns, address, port) for _ in range(count))
