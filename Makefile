@@ -90,6 +90,7 @@ bench: venv
 	$(PY) bench/l7_tls.py
 	$(PY) bench/swarm_burst.py
 	$(PY) bench/data_path.py
+	$(PY) bench/fast_path_fanout.py
 	$(MAKE) --no-print-directory bench-ipvs
 
 # The VIP path with the nftables and the IPVS backend in one run of a kernel that has IPVS.

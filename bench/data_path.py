@@ -11,6 +11,9 @@ node1, runs HAProxy answering every request itself.  New TCP connections (wrk, o
 connection: `-H 'Connection: close'`) and connect times are measured, in every round, for:
   direct        client 1 -> the task's address on the app overlay
   vip           client 1 -> the service VIP via node1's LB namespace (10 other services)
+  fast          client 1 -> the same VIP DNATed in client 1's own namespace (the VIP fast path,
+                plan_containers.py; programmed only while this path runs)
+  *_ka          direct, vip and fast again with keep-alive connections (requests per second)
   published     an outside client -> node1's published port (host -> ingress -> task)
   mesh          an outside client -> node2's published port (node2's ingress -> t1 on node1)
   vip 1,000 / 10,000   the same VIP path through an LB namespace holding 1,000 / 10,000 other
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,13 +50,14 @@ from ingressmesh.dataplane.layout import Layout  # noqa: E402
 from ingressmesh.netns import Netns  # noqa: E402
 from ingressmesh.nft.backend import NftBackend  # noqa: E402
 from ingressmesh.nft.kernel import KernelNft  # noqa: E402
-from ingressmesh.plan import PlanOptions, plan_node  # noqa: E402
+from ingressmesh.plan import NodePlan, PlanOptions, plan_node  # noqa: E402
+from ingressmesh.plan_containers import LocalContainer, plan_containers  # noqa: E402
 from ingressmesh.testbed.topology import TCP_PORT  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "data_path.json")
 ENDPOINTS = 10
-GOALS = {"vip": 0.90, "mesh": 0.80, "flat": 0.95}
+GOALS = {"vip": 0.90, "mesh": 0.80, "flat": 0.95, "fast": 0.90}
 ROUTER, ROUTER_INGRESS = "10.0.1.246", "10.255.0.246"  # the diagnostic routing-only namespace
 
 
@@ -66,10 +71,17 @@ def build_variants(bed: d.BenchTestbed, sizes: list[int], baseline: int) -> tupl
              d.ExtraLb(f"lin{baseline}", "iptables-linear", baseline, "10.0.1.245", "10.0.1.7")]
     c1, ext = bed.client_ns(1), bed.ext_ns
 
-    def v(key, label, client, address, port, body):
-        return {"key": key, "label": label, "client": client, "address": address, "port": port, "expect": body}
+    def v(key, label, client, address, port, body, fast=False, keepalive=False):
+        return {"key": key, "label": label, "client": client, "address": address, "port": port, "expect": body,
+                "fast": fast, "keepalive": keepalive}
     variants = [v("direct", "(1) direct to the task", c1, d.TASK_APP, TCP_PORT, d.TASK_APP),
                 v("vip", f"(2) VIP, node1 LB ns ({small} other services)", c1, "10.0.1.2", TCP_PORT, d.TASK_APP),
+                v("fast", "(2f) VIP fast path, in client 1's own ns", c1, "10.0.1.2", TCP_PORT, d.TASK_APP, fast=True),
+                v("direct_ka", "(1k) direct, keep-alive", c1, d.TASK_APP, TCP_PORT, d.TASK_APP, keepalive=True),
+                v("vip_ka", "(2k) VIP via the LB ns, keep-alive", c1, "10.0.1.2", TCP_PORT, d.TASK_APP,
+                  keepalive=True),
+                v("fast_ka", "(2fk) VIP fast path, keep-alive", c1, "10.0.1.2", TCP_PORT, d.TASK_APP, fast=True,
+                  keepalive=True),
                 v("published", "(3) published port, task's own node", ext, bed.node_address(1), d.PUBLISHED_TCP,
                   d.TASK_INGRESS),
                 v("mesh", "(4) published port, other node (mesh)", ext, bed.node_address(2), d.PUBLISHED_TCP,
@@ -95,6 +107,23 @@ class Run:
         self.loads: dict = {}
         self.failures: list[str] = []
         self.sink = None
+        # The fast path: client 1's namespace programmed as a container on node1, only while the
+        # "fast" variant runs (the others from client 1 go through the LB namespace).
+        self.fast = NodeApplier(Layout(containers={"c1": bed.client_ns(1)}))
+        self.fast_plan: Optional[NodePlan] = None
+
+    def fast_path(self, on: bool) -> None:
+        """Program client 1's namespace as a container (or not).  The fast-path runs also use
+        their own half of client 1's ephemeral ports: the task keeps every closed connection in
+        TIME_WAIT, and a SYN for the same 4-tuple dialled through the VIP carries timestamps
+        with another offset (the client derives it from the address it dialled) than the direct
+        run's, which the task's PAWS check refuses (1 s SYN retries): a benchmark artefact of
+        alternating the two from one client, not a cost of either path."""
+        report = self.fast.apply(self.fast_plan if on else NodePlan(node_id="node1", namespaces=()))
+        if not report.ok:
+            raise RuntimeError(f"fast path: {report.errors}")
+        ports = "46000 60999" if on else "32768 45999"
+        self.bed.run(self.bed.client_ns(1), ["sysctl", "-qw", f"net.ipv4.ip_local_port_range={ports}"])
 
     # -- building and loading ------------------------------------------------------------------
     def setup(self) -> None:
@@ -113,6 +142,11 @@ class Run:
             report = applier.apply(plan_node(cluster, f"node{i}", PlanOptions(now=time.time())))
             if not report.ok:
                 raise RuntimeError(f"node{i}: {report.errors}")
+        app = next(vip.network_id for svc in cluster.services for vip in svc.vips if vip.address == "10.0.1.2")
+        planned = plan_containers(plan_node(cluster, "node1", PlanOptions(now=time.time())),
+                                  [LocalContainer("c1", "client1", (app,))])
+        self.fast_plan = NodePlan(node_id="node1", namespaces=tuple(ns for ns in planned.namespaces
+                                                                    if ns.role == "container"))
         self.loads["nodes"] = {"kind": "ingressmesh", "others": self.sizes[0], "seconds": _s(started)}
         for lb in self.extra:
             self.loads[lb.key] = self._load(lb)
@@ -121,9 +155,11 @@ class Run:
         d.start_haproxy(bed, self.procs, haproxy, self.workdir, bed.task_ns(d.TASK.name))
         self.sink = d.udp_sink(bed, bed.task_ns(d.TASK.name))
         for v in self.variants:  # every path answers, and from the right address of t1
+            self.fast_path(v.get("fast", False))
             status, body = d.http_get(bed, v["client"], v["address"], v["port"])
             if status != 200 or body != v["expect"]:
                 raise RuntimeError(f"{v['key']}: expected 200 from {v['expect']}, got {status} {body!r}")
+        self.fast_path(False)
 
     def _load(self, lb: d.ExtraLb) -> dict:
         ns = self.bed.extra_lb_ns(lb.key)
@@ -163,9 +199,10 @@ class Run:
         for v in order:
             sequence += [v, direct]
         for position, v in enumerate(sequence):
-            argv = d.wrk_argv(v["address"], v["port"], a.connections, a.duration)
+            argv = d.wrk_argv(v["address"], v["port"], a.connections, a.duration, v["keepalive"])
             sample = {"round": number, "seq": position}
             try:
+                self.fast_path(v.get("fast", False))
                 sample.update(d.run_wrk(self.bed, v["client"], argv, a.duration))
                 probe = d.connect_times(self.bed, v["client"], v["address"], v["port"], a.connects)
                 sample["connect"] = probe
@@ -207,6 +244,7 @@ class Run:
         print("warm-up: 1 s of wrk per path", flush=True)
         for v in self.variants:
             try:
+                self.fast_path(v.get("fast", False))
                 d.run_wrk(self.bed, v["client"], d.wrk_argv(v["address"], v["port"], a.connections, 1), 1)
             except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as err:
                 self.failures.append(f"warm-up {v['key']}: {err}")
@@ -326,7 +364,14 @@ def goals(summary: dict, measured: dict, sizes: list[int], quick: bool) -> dict:
     found = {"vip_vs_direct": verdict(GOALS["vip"], tcp.get("vip", {}).get("x_direct_paired"),
                                       tcp.get("vip", {}).get("x_direct")),
              "mesh_vs_direct": verdict(GOALS["mesh"], tcp.get("mesh", {}).get("x_direct_paired"),
-                                       tcp.get("mesh", {}).get("x_direct"))}
+                                       tcp.get("mesh", {}).get("x_direct")),
+             "fast_path_vs_direct": verdict(GOALS["fast"], tcp.get("fast", {}).get("x_direct_paired"),
+                                            tcp.get("fast", {}).get("x_direct"))}
+    ka = {key: tcp.get(key, {}).get("rps") for key in ("direct_ka", "vip_ka", "fast_ka")}
+    for key in ("vip_ka", "fast_ka"):  # keep-alive: each against direct keep-alive (ratio of medians)
+        ratio = round(ka[key] / ka["direct_ka"], 3) if ka[key] and ka["direct_ka"] else None
+        found[f"{key}_vs_direct_ka"] = verdict(GOALS["fast"] if key == "fast_ka" else GOALS["vip"], ratio, ratio,
+                                               "keep-alive: ratio of the medians")
     big = tcp.get(f"im{large}", {}).get("rps")
     plain = round(big / tcp["vip"]["rps"], 3) if big and tcp.get("vip", {}).get("rps") else None
     found[f"vip_{large}_vs_{small}"] = verdict(GOALS["flat"], _flat_paired(measured, f"im{large}", "vip"), plain,
@@ -347,7 +392,8 @@ def hop_costs(summary: dict, sizes: list[int]) -> dict:
             x, y = tcp[a].get(field), tcp[b].get(field)
             out[field] = round(x - y, 2) if x is not None and y is not None else None
         return out
-    costs = {"vip_minus_direct": diff("vip", "direct"), "routed_minus_direct": diff("routed", "direct"),
+    costs = {"vip_minus_direct": diff("vip", "direct"), "fast_minus_direct": diff("fast", "direct"),
+             "vip_minus_fast": diff("vip", "fast"), "routed_minus_direct": diff("routed", "direct"),
              "vip_minus_routed": diff("vip", "routed"), "published_minus_direct": diff("published", "direct"),
              "mesh_minus_published": diff("mesh", "published"), "mesh_minus_direct": diff("mesh", "direct"),
              f"im{large}_minus_vip": diff(f"im{large}", "vip"),

@@ -300,8 +300,10 @@ def percentiles_us(samples: list[float]) -> dict:
             "p99_us": round(ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))], 1)}
 
 
-def wrk_argv(address: str, port: int, connections: int, duration: int) -> list[str]:
-    return ["wrk", "-t1", f"-c{connections}", f"-d{int(duration)}s", "--latency", "-H", "Connection: close",
+def wrk_argv(address: str, port: int, connections: int, duration: int, keepalive: bool = False) -> list[str]:
+    """wrk with one request per connection, or (keepalive) requests on kept connections."""
+    close = [] if keepalive else ["-H", "Connection: close"]
+    return ["wrk", "-t1", f"-c{connections}", f"-d{int(duration)}s", "--latency", *close,
             f"http://{checked(address)}:{port}/"]
 
 

@@ -61,7 +61,8 @@ def measure_stages(services: int) -> dict:
     follower = ClusterFollower(live_roles.synthetic.LOCAL_NODE)
     before = store.version
     before_text = store.encoded(before)
-    follower.take_update(Update(before, cluster=json.loads(before_text)["cluster"]), PlanOptions(now=1000.0))
+    follower.take_update(Update(before, cluster=json.loads(before_text)["cluster"], epoch=store.epoch),
+                         PlanOptions(now=1000.0))
     follower.plan(PlanOptions(now=1000.0))  # as the agent did when it took the whole snapshot
     victim = live_roles.victim(state)
     reports = dict(reports)
@@ -71,8 +72,9 @@ def measure_stages(services: int) -> dict:
     body, encode_ms = _timed(lambda: store.encoded_delta(before, version))
     received, parse_ms = _timed(lambda: json.loads(body))
     options = PlanOptions(now=1001.0)
-    update = Update(received["version"], delta=received["delta"], since=received["since"])
-    _, apply_ms = _timed(lambda: follower.take_update(update, options))
+    update = Update(received["version"], delta=received["delta"], since=received["since"], epoch=received["epoch"])
+    taken, apply_ms = _timed(lambda: follower.take_update(update, options))
+    assert taken, "the delta should apply"
     plan, plan_ms = _timed(lambda: follower.plan(options))
     assert follower.task(victim.id).health == "unhealthy" and follower.full_syncs == 1
     # The baseline in the same run: the whole-snapshot path for the same change.

@@ -50,6 +50,7 @@ class AgentConfig:
     ingress_gateway: str = "172.18.0.2"
     open_forward: bool = True  # accept published ports in FORWARD (Docker's policy there is DROP)
     fast_path: bool = True  # DNAT VIPs in local containers' own namespaces (nftables only)
+    fast_path_max_containers: int = 20  # more containers than this: all use the LB namespace
     ipvs_timeouts: Optional[object] = None
 
 
@@ -72,9 +73,11 @@ class Agent:
         make_api = lambda: docker.APIClient(base_url=config.docker_url, version="auto", timeout=15)  # noqa: E731
         self.facts = LocalFacts(make_api, config.docker_url, node_id, on_change=self._facts_changed)
         self.fast_path: Optional[FastPath] = None
-        if config.fast_path and backends.resolve(config.backend) == "nftables":
+        nftables = backends.resolve(config.backend) == "nftables"
+        if nftables:  # disabled, it still empties the container tables an earlier run left
             self.containers = LocalContainers(make_api, config.docker_url, on_change=self._containers_changed)
-            self.fast_path = FastPath(config.namespaces, self.containers, backends.factory("nftables"))
+            self.fast_path = FastPath(config.namespaces, self.containers, backends.factory("nftables"),
+                                      config.fast_path_max_containers, enabled=config.fast_path)
         elif config.fast_path:
             log.info("the VIP fast path is nftables-only: with the ipvs backend containers reach VIPs "
                      "through the LB namespace")

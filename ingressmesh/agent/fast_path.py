@@ -9,6 +9,7 @@ through the LB namespace (the fallback); `seen_to_programmed` records how long t
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -16,6 +17,8 @@ from typing import Callable, Optional
 
 from ..dataplane.apply import NodeApplier
 from ..dataplane.layout import Layout
+from ..netns import Netns
+from ..nft.kernel import KernelNft
 from ..plan import NodePlan
 from ..plan_containers import LocalContainer, plan_containers
 from ..swarm.local_containers import LocalContainers
@@ -25,9 +28,21 @@ log = logging.getLogger(__name__)
 RETRY = 1.0
 
 
+# One endpoint change costs about 25 ms per container namespace (an `nft -f` in each;
+# bench/fast_path_fanout.py), so at most this many containers have the fast path at a time;
+# the others use the LB namespace (the fallback) and their tables never lag behind.
+MAX_CONTAINERS = 20
+
+
 class FastPath:
-    def __init__(self, namespaces: DockerNamespaces, containers: LocalContainers, make_backend: Callable):
-        self.namespaces, self.containers = namespaces, containers
+    def __init__(self, namespaces: DockerNamespaces, containers: LocalContainers, make_backend: Callable,
+                 max_containers: int = MAX_CONTAINERS, enabled: bool = True):
+        self.namespaces, self.containers, self.max_containers = namespaces, containers, max_containers
+        # Disabled (--no-fast-path), it only empties the tables an earlier run left in containers,
+        # so none keeps sending to tasks it no longer hears about.
+        self.enabled = enabled
+        self.over_limit = False
+        self._had_table: dict[str, bool] = {}  # disabled: container id -> held a table when first seen
         self.applier = NodeApplier(Layout(), make_backend)
         self.errors: dict[str, str] = {}
         self.seen_to_programmed: dict[str, float] = {}  # container id -> seconds on the fallback
@@ -78,14 +93,32 @@ class FastPath:
         directory = self.namespaces.netns_dir()
         self.applier.layout = Layout(containers={f.id: f"{directory}/{f.sandbox}" for f in facts})
         planned = plan_containers(plan, [LocalContainer(f.id, f.name, f.network_ids) for f in facts])
-        only = NodePlan(node_id=plan.node_id, namespaces=tuple(ns for ns in planned.namespaces
-                                                               if ns.role == "container"))
+        chosen = tuple(ns for ns in planned.namespaces if ns.role == "container")
+        if self.enabled:
+            # At most max_containers at a time, the longest-known first: a container that has
+            # the fast path keeps it (taking it away would cut the connections it NATed), one
+            # beyond the limit uses the LB namespace until a place frees up.
+            chosen = tuple(sorted(chosen, key=lambda ns: (self._first_seen[ns.container_id], ns.container_id))
+                           [:self.max_containers])
+            over = len(chosen) < sum(1 for ns in planned.namespaces if ns.role == "container")
+            if over != self.over_limit:
+                log.warning("fast path: %s (--fast-path-max-containers %d)", "more containers on overlays than "
+                            "the limit, the newest use the LB namespace" if over else "every container has it again",
+                            self.max_containers)
+                self.over_limit = over
+        else:  # tables an earlier run left: emptied (the connections they NATed are cut, once)
+            paths = self.applier.layout.containers
+            for ns in chosen:
+                if ns.container_id not in self._had_table:
+                    self._had_table[ns.container_id] = KernelNft(Netns(paths[ns.container_id])).has_table()
+            chosen = tuple(dataclasses.replace(ns, vips=()) for ns in chosen if self._had_table[ns.container_id])
+        only = NodePlan(node_id=plan.node_id, namespaces=chosen)
         report = self.applier.apply(only)
         for key, message in sorted(set(report.errors.items()) - set(self.errors.items())):
             log.info("fast path %s: %s (its VIPs go through the LB namespace meanwhile)", key, message)
         self.errors = dict(report.errors)
         done = time.monotonic()
-        for ns in only.namespaces:
+        for ns in only.namespaces if self.enabled else ():
             if ns.key not in report.errors and ns.container_id not in self.seen_to_programmed:
                 waited = done - self._first_seen.get(ns.container_id, done)
                 self.seen_to_programmed[ns.container_id] = waited
@@ -95,3 +128,4 @@ class FastPath:
         for gone in set(self._first_seen) - alive:
             self._first_seen.pop(gone, None)
             self.seen_to_programmed.pop(gone, None)
+            self._had_table.pop(gone, None)

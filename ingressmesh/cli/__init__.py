@@ -159,14 +159,14 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @backend_option
 @click.option("--exec-root", default=None,
-              help="On a swarm node: dockerd's --exec-root; shows this host and Docker's ingress_sbox "
-                   "and lb_* namespaces.")
+              help="On a swarm node: dockerd's --exec-root; shows this host, Docker's ingress_sbox "
+                   "and lb_* namespaces and the containers' own (the VIP fast path, named by --docker).")
 @click.option("--docker-pidfile", default="", help="dockerd's pidfile, when it runs in its own mount namespace.")
 @click.option("--controller", default=None, help="Controller URL: name each backend's task, node and health.")
 @click.option("--token-file", default="/etc/ingressmesh/token", show_default=True)
 @click.option("--l7", "l7", is_flag=True, help="The L7 routes of this node's proxy tasks, as their HAProxy serves them.")
 @click.option("--docker", "docker_url", default="unix:///var/run/docker.sock", show_default=True,
-              help="This node's dockerd (for --l7).")
+              help="This node's dockerd (for --l7, and the container names with --exec-root).")
 def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfile, controller, token_file,
                  l7, docker_url) -> None:
     """VIP-to-task tables as programmed in the kernel (--l7: host + path -> service -> servers)."""
@@ -181,9 +181,12 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
             netns_dir = DockerNamespaces(exec_root, docker_pidfile).netns_dir()
         except (OSError, ValueError) as err:
             raise click.ClickException(f"cannot find dockerd's namespaces: {err}") from None
-        targets = [Netns("")] + [Netns(p) for p in live.docker_namespaces(netns_dir)]
+        containers = live.container_namespaces(netns_dir, docker_url)
+        targets = [Netns("")] + [Netns(p) for p in live.docker_namespaces(netns_dir)] + [Netns(p) for p in containers]
+        titles = {p: f"{p} (container {name}: VIP fast path)" for p, name in containers.items()}
     else:
         targets = [Netns.from_ref(netns_ref)] if netns_ref is not None else namespaces_with_tables()
+    titles = titles if exec_root is not None else {}
     index = {}
     if controller:
         try:
@@ -203,7 +206,7 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
     if not result:
         console.print("no ingressmesh tables found")
     for ns, rows in result.items():
-        console.print(f"[bold]{ns}[/]", soft_wrap=True)  # paths are long: never wrapped into a title
+        console.print(f"[bold]{titles.get(ns, ns)}[/]", soft_wrap=True)  # long: never wrapped into a title
         table = Table()
         columns = ("service", "front-end", "task", "node", "address", "health", "state")
         for column in columns:

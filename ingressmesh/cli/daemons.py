@@ -119,9 +119,12 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
 @click.option("--no-fast-path", is_flag=True,
               help="Do not DNAT VIPs in the local containers' own namespaces: every VIP connection goes "
                    "through the network's LB namespace and is SNATed, as with Docker.")
+@click.option("--fast-path-max-containers", default=20, show_default=True, type=click.IntRange(0, 10000),
+              help="Above this many containers on overlays, none gets the fast path (each endpoint change "
+                   "costs ~25 ms per container namespace).")
 @click.option("--node-id", default="", help="Swarm node id (default: asked from the local dockerd).")
 def agent_command(controllers, docker_url, token_file, ca_file, tls_verify, exec_root, docker_pidfile, backend,
-                  listen, drain_grace, no_forward_accept, no_fast_path, node_id) -> None:
+                  listen, drain_grace, no_forward_accept, no_fast_path, fast_path_max_containers, node_id) -> None:
     """Follow the controller and program this node's routing mesh in Docker's namespaces."""
     from ..agent.app import Agent, AgentConfig, local_node_id
     from ..agent.docker_layout import DockerNamespaces
@@ -140,7 +143,8 @@ def agent_command(controllers, docker_url, token_file, ca_file, tls_verify, exec
                                    f"is {node_id}: make its own with `ingressmesh token node --node-id {node_id}`")
     config = AgentConfig(controllers=tuple(controllers), docker_url=docker_url,
                          namespaces=DockerNamespaces(exec_root, docker_pidfile), backend=backend, listen=listen,
-                         drain_grace=drain_grace, open_forward=not no_forward_accept, fast_path=not no_fast_path)
+                         drain_grace=drain_grace, open_forward=not no_forward_accept, fast_path=not no_fast_path,
+                         fast_path_max_containers=fast_path_max_containers)
     try:
         agent = Agent(config, token, node_id)
     except OSError as err:

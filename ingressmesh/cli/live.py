@@ -88,6 +88,30 @@ def annotated(rows: list[Row], index: dict[str, TaskInfo]) -> list[dict]:
     return lines
 
 
+def container_namespaces(netns_dir: str, docker_url: str) -> dict[str, str]:
+    """The VIP fast path's container namespaces in `netns_dir` (every other namespace file that
+    holds an ingressmesh table) -> the container's name, asked from dockerd ("?" when it cannot
+    be asked: the table is shown all the same)."""
+    from ..nft.kernel import KernelNft
+    from ..netns import Netns
+    if not os.path.isdir(netns_dir):
+        return {}
+    paths = [os.path.join(netns_dir, name) for name in sorted(os.listdir(netns_dir))
+             if name != "ingress_sbox" and not name.startswith("lb_")]
+    paths = [p for p in paths if KernelNft(Netns(p)).has_table()]
+    names = {}
+    if paths:
+        try:
+            import docker
+            api = docker.APIClient(base_url=docker_url, version="auto", timeout=10)
+            for summary in api.containers():
+                key = ((api.inspect_container(summary["Id"]).get("NetworkSettings") or {}).get("SandboxKey") or "")
+                names[os.path.basename(key)] = (summary.get("Names") or ["?"])[0].lstrip("/")
+        except Exception:  # noqa: BLE001 - the names are a convenience; the tables are the facts
+            pass
+    return {p: names.get(os.path.basename(p), "?") for p in paths}
+
+
 def docker_namespaces(netns_dir: str) -> list[str]:
     """Docker's routing-mesh namespaces in `netns_dir`: ingress_sbox and every lb_<network>."""
     if not os.path.isdir(netns_dir):

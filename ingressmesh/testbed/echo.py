@@ -1,7 +1,8 @@
 """A task's workload in the testbed: TCP and UDP servers that answer with the task's name.
 
 TCP: on connect, send "<name>\\n"; then answer every line with "<name> <line>" ("peer?" is
-answered with "<name> peer <the caller's address as this task sees it>").  UDP: answer
+answered with "<name> peer <the caller's address as this task sees it>"; "bye" is answered,
+then the server closes first, as an HTTP server does after a response).  UDP: answer
 every datagram with "<name> <datagram>".  Prints "ready" once listening, so the testbed can wait.
 """
 from __future__ import annotations
@@ -32,6 +33,8 @@ async def _serve(name: str, tcp_ports: list[int], udp_ports: list[int]) -> None:
                     line = f"peer {writer.get_extra_info('peername')[0]}\n".encode()
                 writer.write(f"{name} ".encode() + line)
                 await writer.drain()
+                if line.strip() == b"bye":  # the server closes first, as an HTTP server does
+                    break
         except ConnectionError:
             pass
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -107,6 +108,13 @@ def test_a_container_on_every_node_reaches_the_vip_directly_and_the_task_sees_it
         print(f"{caller['name']} ({caller['address']}): {sorted(set(answers))}")
         assert {task for task, _ in answers} == {t["container"] for t in tasks}  # tasks on all three nodes
         assert {peer for _, peer in answers} == {caller["address"]}, "a task saw another address than the caller's"
+    config = lab.config
+    show = lab.run_in_node(1, [sys.executable, "-m", "ingressmesh", "show", "--backend", "nftables",
+                               "--exec-root", config.exec_root(1), "--docker-pidfile", config.pidfile(1),
+                               "--docker", lab.docker_socket(1)],
+                           capture_output=True, text=True, timeout=60)
+    assert show.returncode == 0, show.stderr
+    assert "(container fp-caller-1: VIP fast path)" in show.stdout and SERVICE in show.stdout, show.stdout[-2000:]
 
 
 def test_a_container_started_without_an_agent_falls_back_then_moves_without_breaking(mesh, fpweb):
