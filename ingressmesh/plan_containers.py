@@ -27,17 +27,22 @@ class LocalContainer:
 
 def plan_containers(plan: NodePlan, containers) -> NodePlan:
     """`plan` plus one `container` namespace per container attached to a network this node has
-    an LB namespace plan for.  A network whose LB namespace is held (a fact missing) adds
-    nothing: its VIPs keep going through the LB namespace as programmed."""
+    an LB namespace plan for.  A container on a network whose LB namespace is held (a fact
+    missing) is held too: its table stays as programmed, neither rewritten nor removed."""
     lb = {ns.network_id: ns for ns in plan.namespaces if ns.role == "lb"}
-    added = []
+    held_lb = {key.removeprefix("lb:"): why for key, why in plan.held if key.startswith("lb:")}
+    added, held = [], []
     for container in sorted(containers, key=lambda c: c.id):
-        entries = {e.vip: e for network_id in container.network_ids if network_id in lb
-                   for e in lb[network_id].vips if e.fast_path}
+        waiting = [held_lb[n] for n in container.network_ids if n in held_lb]
+        if waiting:
+            held.append((f"ctr:{container.id}", f"container {container.name}: {waiting[0]}"))
+            continue
         if not any(network_id in lb for network_id in container.network_ids):
             continue
+        entries = {e.vip: e for network_id in container.network_ids if network_id in lb
+                   for e in lb[network_id].vips if e.fast_path}
         added.append(NamespacePlan(role="container", container_id=container.id, container_name=container.name,
                                    vips=tuple(sorted(entries.values(), key=lambda e: ip_sort_key(e.vip)))))
-    if not added:
+    if not added and not held:
         return plan
-    return dataclasses.replace(plan, namespaces=plan.namespaces + tuple(added))
+    return dataclasses.replace(plan, namespaces=plan.namespaces + tuple(added), held=plan.held + tuple(held))

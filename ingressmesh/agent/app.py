@@ -50,7 +50,7 @@ class AgentConfig:
     ingress_gateway: str = "172.18.0.2"
     open_forward: bool = True  # accept published ports in FORWARD (Docker's policy there is DROP)
     fast_path: bool = True  # DNAT VIPs in local containers' own namespaces (nftables only)
-    fast_path_max_containers: int = 20  # more containers than this: all use the LB namespace
+    fast_path_max_containers: int = 20  # at most this many containers get the fast path
     ipvs_timeouts: Optional[object] = None
 
 
@@ -100,6 +100,8 @@ class Agent:
     def _healthz(self, request):
         ok, details = self.health.status()
         details["node_id"] = self.node_id
+        details["fast_path"] = self.fast_path.status() if self.fast_path is not None else {
+            "enabled": False, "why": "nftables only"}
         details["controller_url"] = self.client.current_url
         return (200 if ok else 503), details, None
 

@@ -10,6 +10,7 @@ through the LB namespace (the fallback); `seen_to_programmed` records how long t
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -29,8 +30,8 @@ RETRY = 1.0
 
 
 # One endpoint change costs about 25 ms per container namespace (an `nft -f` in each;
-# bench/fast_path_fanout.py), so at most this many containers have the fast path at a time;
-# the others use the LB namespace (the fallback) and their tables never lag behind.
+# bench/fast_path_fanout.py), so at most this many containers get the fast path; the others
+# use the LB namespace (the fallback) until a place frees up.
 MAX_CONTAINERS = 20
 
 
@@ -42,7 +43,9 @@ class FastPath:
         # so none keeps sending to tasks it no longer hears about.
         self.enabled = enabled
         self.over_limit = False
-        self._had_table: dict[str, bool] = {}  # disabled: container id -> held a table when first seen
+        self._had: dict[str, bool] = {}  # container id -> held a table when first seen
+        self._holders: dict[str, int] = {}  # containers with the fast path -> in which order they got it
+        self._order = itertools.count()
         self.applier = NodeApplier(Layout(), make_backend)
         self.errors: dict[str, str] = {}
         self.seen_to_programmed: dict[str, float] = {}  # container id -> seconds on the fallback
@@ -81,6 +84,45 @@ class FastPath:
                 log.exception("fast path sync failed; retrying in %.0f s", RETRY)
                 self.errors = {"fast-path": repr(err)}
 
+    def _had_table(self, container_id: str) -> bool:
+        """Whether the container held an ingressmesh table when first seen (an earlier run's)."""
+        if container_id not in self._had:
+            path = self.applier.layout.containers.get(container_id, "")
+            try:
+                self._had[container_id] = bool(path) and KernelNft(Netns(path)).has_table()
+            except Exception as err:  # noqa: BLE001 - gone meanwhile, or unreadable: none to manage
+                log.info("fast path: cannot look into container %s's namespace: %s", container_id[:12], err)
+                self._had[container_id] = False
+        return self._had[container_id]
+
+    def _choose(self, candidates: list, held_ids: set) -> list:
+        """The containers that have the fast path: every one that has it keeps it while it runs
+        (taking it away would cut the connections it NATed), and so does one whose table an
+        earlier run left (never unmanaged); free places go to the longest-known others."""
+        present = {ns.container_id for ns in candidates} | held_ids
+        self._holders = {cid: n for cid, n in self._holders.items() if cid in present}
+        for ns in candidates:
+            if ns.container_id not in self._holders and self._had_table(ns.container_id):
+                self._holders[ns.container_id] = next(self._order)
+        waiting = sorted((ns for ns in candidates if ns.container_id not in self._holders),
+                         key=lambda ns: (self._first_seen.get(ns.container_id, 0.0), ns.container_id))
+        for ns in waiting[:max(0, self.max_containers - len(self._holders))]:
+            self._holders[ns.container_id] = next(self._order)
+        chosen = [ns for ns in candidates if ns.container_id in self._holders]
+        over = len(chosen) < len(candidates)
+        if over != self.over_limit:
+            log.warning("fast path: %s (--fast-path-max-containers %d)", "more containers on overlays than the "
+                        "limit: the newest use the LB namespace until a place frees up" if over
+                        else "every container has it again", self.max_containers)
+            self.over_limit = over
+        return chosen
+
+    def status(self) -> dict:
+        """For the agent's /healthz."""
+        return {"enabled": self.enabled, "containers": len(self._holders) if self.enabled else 0,
+                "limit": self.max_containers, "over_limit": self.over_limit, "errors": dict(self.errors),
+                "docker_error": self.containers.last_error or None}
+
     def sync(self) -> None:
         with self._lock:
             plan = self._plan
@@ -93,26 +135,14 @@ class FastPath:
         directory = self.namespaces.netns_dir()
         self.applier.layout = Layout(containers={f.id: f"{directory}/{f.sandbox}" for f in facts})
         planned = plan_containers(plan, [LocalContainer(f.id, f.name, f.network_ids) for f in facts])
-        chosen = tuple(ns for ns in planned.namespaces if ns.role == "container")
+        candidates = [ns for ns in planned.namespaces if ns.role == "container"]
+        held = tuple(h for h in planned.held if h[0].startswith("ctr:"))
         if self.enabled:
-            # At most max_containers at a time, the longest-known first: a container that has
-            # the fast path keeps it (taking it away would cut the connections it NATed), one
-            # beyond the limit uses the LB namespace until a place frees up.
-            chosen = tuple(sorted(chosen, key=lambda ns: (self._first_seen[ns.container_id], ns.container_id))
-                           [:self.max_containers])
-            over = len(chosen) < sum(1 for ns in planned.namespaces if ns.role == "container")
-            if over != self.over_limit:
-                log.warning("fast path: %s (--fast-path-max-containers %d)", "more containers on overlays than "
-                            "the limit, the newest use the LB namespace" if over else "every container has it again",
-                            self.max_containers)
-                self.over_limit = over
+            chosen = self._choose(candidates, {key.removeprefix("ctr:") for key, _ in held})
         else:  # tables an earlier run left: emptied (the connections they NATed are cut, once)
-            paths = self.applier.layout.containers
-            for ns in chosen:
-                if ns.container_id not in self._had_table:
-                    self._had_table[ns.container_id] = KernelNft(Netns(paths[ns.container_id])).has_table()
-            chosen = tuple(dataclasses.replace(ns, vips=()) for ns in chosen if self._had_table[ns.container_id])
-        only = NodePlan(node_id=plan.node_id, namespaces=chosen)
+            chosen = [dataclasses.replace(ns, vips=()) for ns in candidates if self._had_table(ns.container_id)]
+            held = ()
+        only = NodePlan(node_id=plan.node_id, namespaces=tuple(chosen), held=held)
         report = self.applier.apply(only)
         for key, message in sorted(set(report.errors.items()) - set(self.errors.items())):
             log.info("fast path %s: %s (its VIPs go through the LB namespace meanwhile)", key, message)
@@ -128,4 +158,4 @@ class FastPath:
         for gone in set(self._first_seen) - alive:
             self._first_seen.pop(gone, None)
             self.seen_to_programmed.pop(gone, None)
-            self._had_table.pop(gone, None)
+            self._had.pop(gone, None)

@@ -120,8 +120,9 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
               help="Do not DNAT VIPs in the local containers' own namespaces: every VIP connection goes "
                    "through the network's LB namespace and is SNATed, as with Docker.")
 @click.option("--fast-path-max-containers", default=20, show_default=True, type=click.IntRange(0, 10000),
-              help="Above this many containers on overlays, none gets the fast path (each endpoint change "
-                   "costs ~25 ms per container namespace).")
+              help="At most this many containers get the fast path, the longest-known first; the others "
+                   "use the LB namespace until a place frees up (each endpoint change costs ~25 ms per "
+                   "container namespace).")
 @click.option("--node-id", default="", help="Swarm node id (default: asked from the local dockerd).")
 def agent_command(controllers, docker_url, token_file, ca_file, tls_verify, exec_root, docker_pidfile, backend,
                   listen, drain_grace, no_forward_accept, no_fast_path, fast_path_max_containers, node_id) -> None:

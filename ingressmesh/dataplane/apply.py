@@ -60,12 +60,14 @@ class NodeApplier:
         self.backends: dict[str, tuple[tuple, Netns, object]] = {}
         self.applied: dict[str, NamespacePlan] = {}  # the last plan each namespace took
 
-    def _backend(self, key: str, netns: Netns, identity: tuple):
+    def _backend(self, key: str, netns: Netns, identity: tuple, role: str = ""):
         known = self.backends.get(key)
-        if known and known[0] == identity:
+        if known and known[0] == identity and known[1].path == netns.path:  # a new dockerd pid: new path
             return known[2]
-        # New (or re-created) namespace: forwarding on, and a backend with no memory of it.
-        for name, value in SYSCTLS:
+        # New (or re-created) namespace: forwarding on, and a backend with no memory of it.  Not
+        # in a container's own namespace: DNAT in its output hook needs no forwarding, and the
+        # container's own setting (`--sysctl net.ipv4.ip_forward=0`) is its owner's.
+        for name, value in SYSCTLS if role != "container" else ():
             if netns.sysctl(name) != value:
                 netns.set_sysctl(name, value)
         backend = self.make_backend(netns)
@@ -100,9 +102,14 @@ class NodeApplier:
                 continue
             netns, identity = resolved[ns_plan.key]
             try:
-                tx = self._backend(ns_plan.key, netns, identity).apply(ns_plan)
+                tx = self._backend(ns_plan.key, netns, identity, ns_plan.role).apply(ns_plan)
             except _FAILURES as err:
                 report.errors[ns_plan.key] = f"{netns.path or '(host)'}: {err}"
+                continue
+            except Exception as err:  # noqa: BLE001 - a container's namespace is its owner's: whatever
+                if ns_plan.role != "container":  # it holds must not stop the other containers
+                    raise
+                report.errors[ns_plan.key] = f"{netns.path}: {type(err).__name__}: {err}"
                 continue
             if tx is not None:
                 report.changed[ns_plan.key] = (tx.added, tx.removed, tx.full)

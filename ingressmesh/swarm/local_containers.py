@@ -21,7 +21,7 @@ from .events import EventFollower
 
 log = logging.getLogger(__name__)
 EVENTS = MappingProxyType({"type": ("container", "network")})
-GONE = ("die", "stop", "destroy", "oom")
+GONE = ("die", "stop", "destroy")  # not "oom": a process was killed, the container may well run on
 
 
 @dataclass(frozen=True)

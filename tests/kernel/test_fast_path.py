@@ -203,6 +203,7 @@ class _Containers:
     def __init__(self, bed):
         from ingressmesh.swarm.local_containers import ContainerFacts
         self.facts = (ContainerFacts("c1", "client1", (APP_ID,), bed.client_ns(1)),)
+        self.last_error = ""
 
     def current(self):
         return self.facts
@@ -226,6 +227,13 @@ def test_the_agents_fast_path_thread_programs_keeps_its_limit_and_turns_off(mesh
     on.sync()
     assert on.errors == {} and "c1" in on.seen_to_programmed and not on.over_limit
     assert traffic.tcp_peer(bed.client_ns(1), WEB_VIP, TCP_PORT)[1] == bed.client_address(1)
+    # A restarted agent whose limit is now 0: the table an earlier run left is kept managed
+    # (never left to send to tasks it no longer hears about), and it says so in /healthz.
+    again = FastPath(where, _Containers(bed), kernel_nft_backend, max_containers=0)
+    again.plan_changed(plan_node(mesh.cluster({"t1": {"health": "unhealthy", "since": 0.0}}), "node1",
+                                 PlanOptions(now=time.time())))
+    again.sync()
+    assert again.status()["containers"] == 1 and "10.0.1.11" not in _table(bed.client_ns(1))
     off = FastPath(where, _Containers(bed), kernel_nft_backend, enabled=False)  # a restart with --no-fast-path
     off.plan_changed(plan)
     off.sync()

@@ -46,6 +46,7 @@ def test_a_held_lb_namespace_adds_nothing_to_its_containers():
     cluster = dataclasses.replace(CLUSTER, networks=tuple(no_lb if n is app else n for n in CLUSTER.networks))
     plan = _plan(cluster)
     assert plan.namespace(f"lb:{APP_ID}") is None and plan.namespace("ctr:c1") is None
+    assert any(key == "ctr:c1" and "container caller" in why for key, why in plan.held)  # kept as programmed
 
 
 def test_the_container_table_dnats_new_connections_in_the_output_hook_without_snat():
