@@ -88,6 +88,10 @@ def websocket_echo(conn, data):
 def handle(raw, draining, context):
     conn = raw
     try:
+        try:
+            peer = raw.getpeername()[0]  # before wrap_socket, which detaches `raw`
+        except OSError:
+            peer = "-"
         raw.settimeout(10)
         data = b""
         try:
@@ -108,7 +112,7 @@ def handle(raw, draining, context):
             elif header(data, "upgrade").lower() == "websocket":
                 websocket_echo(conn, data)
             else:
-                seen = echoed(data, path) + f"X-Peer: {raw.getpeername()[0]}\r\n"
+                seen = echoed(data, path) + f"X-Peer: {peer}\r\n"
                 if path.startswith("/session") and f"SID={HOSTNAME}" not in header(data, "cookie"):
                     seen += f"Set-Cookie: SID={HOSTNAME}; Path=/\r\n"
                 reply(conn, "200 OK", (HOSTNAME + "\n").encode(), draining, seen)
