@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import model
-from ..delta import KINDS
+from ..delta import KINDS, diff
 from ..swarm.state import SwarmState
 from .merge import SinceTracker, _task, merge
 
@@ -85,15 +85,8 @@ class LiveMerge:
         first = self.state is None
         self.whole_merges += 1
         view = {kind: {obj.id: obj for obj in getattr(merged.cluster, kind)} for kind in KINDS}
-        sets, removes = {}, {}
-        for kind in KINDS:
-            before, after = self.view[kind], view[kind]
-            changed = [obj for obj_id, obj in after.items() if before.get(obj_id) != obj]
-            gone = [obj_id for obj_id in before if obj_id not in after]
-            if changed:
-                sets[kind] = changed
-            if gone:
-                removes[kind] = gone
+        change = diff(self.view, {}, view, {})  # by id, whatever the objects are
+        sets, removes = change["set"], change["remove"]
         refused_changed = merged.refused != self.refused
         self.state, self.reports, self.view, self.refused = state, dict(reports), view, merged.refused
         self._index(state)
