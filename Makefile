@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Targets that need network namespaces and nftables: refuse them early without root.
-ROOT_GOALS := test kernel kernel-lab swarm lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
+ROOT_GOALS := test kernel kernel-lab swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
 ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
 $(error make $(filter $(ROOT_GOALS),$(MAKECMDGOALS)) needs root (network namespaces, nftables): run sudo make $(MAKECMDGOALS); `make unit` runs rootless)
@@ -16,11 +16,12 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test unit kernel kernel-lab swarm lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean
+.PHONY: help deps venv test unit kernel kernel-lab swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean
 
 help:
 	@echo "sudo make lab     3-node swarm lab + ingressmesh + counter demo stack (lab-down removes it)"
 	@echo "sudo make test    every test (unit, real kernel, real swarm lab, IPVS under QEMU)"
+	@echo "sudo make swarm-stack  the routing and stack tests with ingressmesh as a swarm stack"
 	@echo "sudo make swarm   the real swarm lab tests only;  sudo make install-systemd  the units"
 	@echo "sudo make demo    2-node mesh in network namespaces with real traffic (demo-keep, demo-down)"
 	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  control-plane benchmark"
@@ -47,8 +48,16 @@ kernel: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q tests/kernel
 
 test: venv
-	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/unit tests/l7 tests/kernel tests/swarm
+	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/unit tests/l7 tests/kernel tests/swarm \
+	    --ignore=tests/swarm/test_stack_install.py
+	$(MAKE) --no-print-directory swarm-stack
 	$(MAKE) --no-print-directory kernel-lab
+
+# The routing tests again on a fresh lab, with ingressmesh installed as a swarm stack
+# (`ingressmesh install --stack`) instead of host processes, then the stack's own tests.
+swarm-stack: venv
+	INGRESSMESH_REQUIRE_KERNEL=1 INGRESSMESH_LAB_MESH=stack $(PY) -m pytest -q -rs -s \
+	    tests/swarm/test_mesh_routing.py tests/swarm/test_stack_install.py
 
 # The same conformance suite (and the IPVS tests) with the ipvs backend, inside Debian's stock
 # kernel under QEMU (this machine's kernel has no IPVS).  Results: $(LAB_OUT)/junit-ipvs.xml.
@@ -61,7 +70,8 @@ kernel-lab: venv
 	    tests/kernel/test_conformance.py tests/kernel/test_ipvs.py'
 
 swarm: venv
-	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/swarm
+	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/swarm --ignore=tests/swarm/test_stack_install.py
+	$(MAKE) --no-print-directory swarm-stack
 
 BACKEND ?= auto
 lab: venv

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import docker
 
@@ -62,6 +62,18 @@ def local_node_id(docker_url: str) -> str:
     return node_id
 
 
+def manager_controllers(docker_url: str, port: int, https: bool = False) -> tuple[str, ...]:
+    """A controller URL per swarm manager (this node's own first): the stack runs one on each."""
+    info = docker.APIClient(base_url=docker_url, version="auto", timeout=10).info()
+    swarm = info.get("Swarm") or {}
+    hosts = {str(m.get("Addr", "")).rsplit(":", 1)[0] for m in swarm.get("RemoteManagers") or []} - {""}
+    if not hosts:
+        raise RuntimeError("docker info lists no swarm manager: is this node in a swarm?")
+    own = swarm.get("NodeAddr")
+    scheme = "https" if https else "http"
+    return tuple(f"{scheme}://{host}:{port}" for host in sorted(hosts, key=lambda h: (h != own, h)))
+
+
 class Agent:
     def __init__(self, config: AgentConfig, token: str, node_id: str):
         self.config, self.node_id = config, node_id
@@ -89,6 +101,7 @@ class Agent:
         self.plan: Optional[NodePlan] = None
         self.warnings: set[str] = set()
         self.last_loop = time.monotonic()
+        self.applying = threading.Lock()  # held while the kernel is written, and while leaving it
 
     def _facts_changed(self, report: dict) -> None:
         self.reporter.changed()
@@ -109,7 +122,11 @@ class Agent:
         content_type, data = self.metrics.render()
         return 200, data, content_type
 
-    def run(self, stop: threading.Event, notifier: Notifier) -> None:
+    def run(self, stop: threading.Event, notifier: Notifier, leave: Callable[[], None] = lambda: None) -> None:
+        """Follow and apply until `stop`; then `leave()` (the --on-stop policy) once no apply runs.
+
+        The loop runs on its own thread: a SIGTERM must not wait for a long poll (25 s) to end, or
+        Docker and systemd kill the agent before it can leave the node as it was asked to."""
         self.http.start()
         self.facts.start()
         if self.fast_path is not None:
@@ -122,16 +139,33 @@ class Agent:
         watchdog = Watchdog(notifier, alive=lambda: time.monotonic() - self.last_loop < allowance).start()
         notifier.ready()
         log.info("agent for node %s following %s", self.node_id, ", ".join(self.config.controllers))
+        failure: list[BaseException] = []
+        loop = threading.Thread(target=self._loop_catching, args=(stop, notifier, failure), name="follow", daemon=True)
+        loop.start()
+        try:
+            while not stop.wait(0.5) and loop.is_alive():
+                pass
+            if failure:
+                raise failure[0]
+        finally:
+            with self.applying:  # the apply under way ends; no later one starts (the loop sees `stop`)
+                stop.set()
+                notifier.stopping()
+                for part in (watchdog, self.reporter, self.facts, self.http):
+                    part.stop()
+                if self.fast_path is not None:
+                    self.fast_path.stop()
+                    self.containers.stop()
+                if not failure:
+                    leave()
+            loop.join(0.5)  # a long poll may still hold it: it is a daemon thread, gone with the process
+            self.client.close()
+
+    def _loop_catching(self, stop: threading.Event, notifier: Notifier, failure: list) -> None:
         try:
             self._loop(stop, notifier)
-        finally:
-            notifier.stopping()
-            for part in (watchdog, self.reporter, self.facts, self.http):
-                part.stop()
-            if self.fast_path is not None:
-                self.fast_path.stop()
-                self.containers.stop()
-            self.client.close()
+        except BaseException as err:  # noqa: BLE001 - handed to run(), which raises it
+            failure.append(err)
 
     def _loop(self, stop: threading.Event, notifier: Notifier) -> None:
         backoff = Backoff(first=0.5, cap=5.0)
@@ -155,12 +189,15 @@ class Agent:
             if got is not None:
                 fresh = self._take(got)
             if self.follower.planner is not None and (fresh or (due is not None and time.monotonic() >= due)):
-                try:
-                    due = self.sync()
-                except Exception as err:  # noqa: BLE001 - never die with the kernel half-known: retry
-                    log.exception("sync failed; retrying in %.0f s", RETRY)
-                    self.health.apply_failed(f"sync failed: {err!r}")
-                    due = time.monotonic() + RETRY
+                with self.applying:
+                    if stop.is_set():
+                        return
+                    try:
+                        due = self.sync()
+                    except Exception as err:  # noqa: BLE001 - never die with the kernel half-known: retry
+                        log.exception("sync failed; retrying in %.0f s", RETRY)
+                        self.health.apply_failed(f"sync failed: {err!r}")
+                        due = time.monotonic() + RETRY
                 notifier.status(f"snapshot {self.version} applied" if self.health.status()[0] else "behind")
 
     def _unreachable(self, err: Exception, auth: bool) -> None:

@@ -243,7 +243,9 @@ main.add_command(doctor_command)
 
 def _register_daemons() -> None:
     from .daemons import agent_command, controller_command, token_group
+    from .install import install_command
     from .lab import lab_group
+    main.add_command(install_command)
     main.add_command(controller_command)
     main.add_command(agent_command)
     main.add_command(token_group)

@@ -36,13 +36,18 @@ def _cluster_secret(token_file: str) -> str:
     return secret
 
 
-def _run_until_signalled(run) -> None:
-    """Run `run(stop, notifier)`; SIGTERM/SIGINT set `stop` so it can leave the kernel state as is."""
+def _stop_on_signals() -> threading.Event:
+    """Logging set up, and an event SIGTERM/SIGINT set (so the kernel state is left as the command says)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run(stop, Notifier())
+    return stop
+
+
+def _run_until_signalled(run) -> None:
+    """Run `run(stop, notifier)` until SIGTERM/SIGINT."""
+    run(_stop_on_signals(), Notifier())
 
 
 token_option = click.option("--token-file", default="/etc/ingressmesh/token", show_default=True,
@@ -100,8 +105,11 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
 
 
 @click.command("agent")
-@click.option("--controller", "controllers", multiple=True, required=True,
-              help="Controller URL, http(s)://HOST:PORT (repeat for fail-over).")
+@click.option("--controller", "controllers", multiple=True,
+              help="Controller URL, http(s)://HOST:PORT (repeat for fail-over).  Default: a controller on "
+                   "every swarm manager, http://MANAGER:--controller-port, the managers from `docker info`.")
+@click.option("--controller-port", default=9401, show_default=True, type=click.IntRange(1, 65535),
+              help="The controllers' port when they are found from the swarm's managers.")
 @docker_option
 @token_option
 @tls_client_options
@@ -123,13 +131,38 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
               help="At most this many containers get the fast path, the longest-known first; the others "
                    "use the LB namespace until a place frees up (each endpoint change costs ~25 ms per "
                    "container namespace).")
-@click.option("--node-id", default="", help="Swarm node id (default: asked from the local dockerd).")
-def agent_command(controllers, docker_url, token_file, ca_file, tls_verify, exec_root, docker_pidfile, backend,
-                  listen, drain_grace, no_forward_accept, no_fast_path, fast_path_max_containers, node_id) -> None:
+@click.option("--node-id", default="", envvar="INGRESSMESH_NODE_ID",
+              help="Swarm node id (default: asked from the local dockerd; the stack sets it from {{.Node.ID}}).")
+@click.option("--on-stop", type=click.Choice(("keep", "cleanup", "handover")), default="keep", show_default=True,
+              help="On SIGTERM: keep the rules (systemd restarts and upgrades), remove every table ingressmesh "
+                   "made on this node, or remove them unless a newer agent of this node waits for them "
+                   "(the swarm stack: `docker stack rm` cleans, a start-first update hands over).")
+@click.option("--lease-dir", default="/run/ingressmesh/agents", show_default=True,
+              help="With --on-stop handover: a directory every agent of this node shares (a host directory).")
+@click.option("--ready-file", default="",
+              help="Written once this agent holds its lease: the stack's health check tests it, so a start-first "
+                   "update stops the old agent only when the new one is there to take over.")
+def agent_command(controllers, controller_port, docker_url, token_file, ca_file, tls_verify, exec_root,
+                  docker_pidfile, backend, listen, drain_grace, no_forward_accept, no_fast_path,
+                  fast_path_max_containers, node_id, on_stop, lease_dir, ready_file) -> None:
     """Follow the controller and program this node's routing mesh in Docker's namespaces."""
-    from ..agent.app import Agent, AgentConfig, local_node_id
+    from ..agent.app import Agent, AgentConfig, local_node_id, manager_controllers
     from ..agent.docker_layout import DockerNamespaces
+    from ..agent.leaving import leave_node
+    from ..agent.node_lease import LeaseError, NodeLease
+    from ..agent.writable_sysctls import ensure_writable_sysctls
     from ..daemon.credentials import READER, credential_node
+    stop = _stop_on_signals()
+    lease = None
+    if on_stop == "handover":  # first: a start-first update stops the old agent once this one runs
+        try:
+            lease = NodeLease(lease_dir).take()
+            if ready_file:
+                with open(ready_file, "w", encoding="ascii") as handle:
+                    handle.write(lease.name + "\n")
+        except (LeaseError, OSError) as err:
+            raise click.ClickException(f"{err}" if isinstance(err, LeaseError) else
+                                       f"--ready-file {ready_file}: {err.strerror or err}") from None
     token = _credentials(token_file, ca_file, tls_verify)
     if token.token.startswith(READER + ":"):
         raise click.ClickException(f"token file {token_file} holds the read-only credential: an agent reports, "
@@ -142,15 +175,35 @@ def agent_command(controllers, docker_url, token_file, ca_file, tls_verify, exec
     if owner is not None and owner != node_id:
         raise click.ClickException(f"token file {token_file} is the credential of node {owner}, but this node "
                                    f"is {node_id}: make its own with `ingressmesh token node --node-id {node_id}`")
-    config = AgentConfig(controllers=tuple(controllers), docker_url=docker_url,
-                         namespaces=DockerNamespaces(exec_root, docker_pidfile), backend=backend, listen=listen,
-                         drain_grace=drain_grace, open_forward=not no_forward_accept, fast_path=not no_fast_path,
-                         fast_path_max_containers=fast_path_max_containers)
+    if not controllers:
+        try:
+            controllers = manager_controllers(docker_url, controller_port, ca_file is not None)
+        except Exception as err:  # noqa: BLE001 - any docker failure: say which daemon and why
+            raise click.ClickException(f"no --controller given, and the swarm's managers cannot be learnt "
+                                       f"from {docker_url}: {err}") from None
+    namespaces = DockerNamespaces(exec_root, docker_pidfile)
+    config = AgentConfig(controllers=tuple(controllers), docker_url=docker_url, namespaces=namespaces,
+                         backend=backend, listen=listen, drain_grace=drain_grace, open_forward=not no_forward_accept,
+                         fast_path=not no_fast_path, fast_path_max_containers=fast_path_max_containers)
+    problem = ensure_writable_sysctls()
+    if problem:
+        logging.getLogger("ingressmesh.agent").warning("%s", problem)  # namespaces whose sysctl is off will say so
+    if lease is not None and not lease.wait_for_older(stop):
+        lease.release()  # stopped before it ever touched the kernel
+        return
     try:
         agent = Agent(config, token, node_id)
     except OSError as err:
         raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
-    _run_until_signalled(agent.run)
+    def leave() -> None:
+        logging.getLogger("ingressmesh.agent").info(
+            "stopped: rules %s (--on-stop %s)", leave_node(on_stop, lease, namespaces, backend), on_stop)
+
+    try:
+        agent.run(stop, Notifier(), leave)
+    finally:
+        if lease is not None:
+            lease.release()
 
 
 @click.group("token")

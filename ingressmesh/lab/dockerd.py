@@ -26,6 +26,12 @@ hostname "node$N"
 mkdir -p "$D/run/docker" "$D/run/containerd" "$D/cg"
 mount --bind "$D/run/docker" /run/docker
 mount --bind "$D/run/containerd" /run/containerd
+# The exec root holds the netns files of Docker's sandboxes: a shared mount, so that a container
+# binding it with rslave propagation (the agent of deploy/ingressmesh-stack.yml) sees new ones,
+# as on a systemd host where / is shared.
+mkdir -p "$D/exec"
+mount --bind "$D/exec" "$D/exec"
+mount --make-rshared "$D/exec"
 # A sysfs of this netns (/sys/class/net), keeping the cgroup mounts under it.
 mount --rbind /sys/fs/cgroup "$D/cg"
 mount -t sysfs sysfs /sys

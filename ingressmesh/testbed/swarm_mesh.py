@@ -13,31 +13,18 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Optional
 
 from ..lab import procs
+from .mesh_endpoints import AGENT_PORT, CONTROLLER_PORT, MeshEndpoints
 from ..daemon.token import generate_token, write_token
-from ..netns import Netns
 
-CONTROLLER_PORT = 9401
-AGENT_PORT = 9402
-
-
-class SwarmMesh:
+class SwarmMesh(MeshEndpoints):
     def __init__(self, lab, backend: str = "nftables", drain_grace: float = 10.0):
         self.lab, self.backend, self.drain_grace = lab, backend, drain_grace
         self.dir = os.path.join(lab.config.lab_dir, "mesh")
         self.token_file = os.path.join(self.dir, "token")
         self.procs: dict[str, subprocess.Popen] = {}
-
-    @property
-    def controller_url(self) -> str:
-        return f"http://{self.lab.node_address(1)}:{CONTROLLER_PORT}"
-
-    def agent_url(self, n: int) -> str:
-        return f"http://{self.lab.node_address(n)}:{AGENT_PORT}"
 
     def log_path(self, name: str) -> str:
         return os.path.join(self.dir, f"{name}.log")
@@ -129,6 +116,15 @@ class SwarmMesh:
         for name in list(self.procs):
             self.stop(name)
 
+    def tails(self, lines: int = 15) -> str:
+        """The last lines of every process's log (for the CI output)."""
+        out = ""
+        for name in sorted(os.listdir(self.dir)) if os.path.isdir(self.dir) else ():
+            if name.endswith(".log"):
+                with open(os.path.join(self.dir, name), encoding="utf-8", errors="replace") as handle:
+                    out += f"\n--- last lines of {name} ---\n" + "".join(handle.readlines()[-lines:])
+        return out
+
     def remove_files(self) -> None:
         """Logs, token and pid file go with the lab (call after everything is stopped)."""
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -136,39 +132,3 @@ class SwarmMesh:
             os.rmdir(self.lab.config.lab_dir)  # only if nothing else is left in it
         except OSError:
             pass
-
-    def get(self, url: str, timeout: float = 3.0) -> tuple[int, dict]:
-        """GET a JSON endpoint from inside node1's namespace (where the lab's addresses live)."""
-        with Netns.from_ref(self.lab.node_netns(1)).entered():
-            try:
-                response = urllib.request.urlopen(url, timeout=timeout)
-                status, body = response.status, response.read()
-            except urllib.error.HTTPError as err:
-                status, body = err.code, err.read()
-            except (urllib.error.URLError, OSError) as err:
-                raise OSError(f"GET {url}: {err}") from None
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, {"text": body.decode(errors="replace")}
-
-    def agent_health(self, n: int) -> tuple[int, dict]:
-        return self.get(self.agent_url(n) + "/healthz")
-
-    def wait_synced(self, timeout: float = 30.0, since: Optional[int] = None) -> int:
-        """Until every agent has applied the same (and, with `since`, a newer) snapshot; its version."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                states = [self.agent_health(n) for n in self.lab.config.node_numbers]
-                versions = {body.get("applied_version") for _, body in states}
-                last = states
-                if len(versions) == 1 and None not in versions and all(code == 200 for code, _ in states):
-                    version = versions.pop()
-                    if since is None or version > since:
-                        return version
-            except OSError as err:
-                last = err
-            time.sleep(0.2)
-        raise TimeoutError(f"agents not in sync after {timeout:g} s: {last}")

@@ -37,19 +37,28 @@ def lab(lab_root) -> Lab:
         assert not result["kept"], result["kept"]
 
 
+# How the mesh under test runs: "processes" (a controller and agents as host processes, so tests
+# can stop, kill and restart them) or "stack" (`ingressmesh install --stack`: swarm services only).
+# `make test` runs every lab test with processes, then the routing tests and test_stack_install.py
+# again with the stack.
+MESH_KIND = os.environ.get("INGRESSMESH_LAB_MESH", "processes")
+
+
 @pytest.fixture(scope="session")
 def mesh(lab):
-    """ingressmesh on the lab: a controller on node1 and an agent on every node, the overlay
+    """ingressmesh on the lab (a controller on node1 and an agent on every node), the overlay
     network the tests share, all stopped at the end (before the lab goes down)."""
+    from ingressmesh.testbed.stack_mesh import StackMesh
     from ingressmesh.testbed.swarm_mesh import SwarmMesh
+    if MESH_KIND not in ("processes", "stack"):
+        pytest.fail(f"INGRESSMESH_LAB_MESH={MESH_KIND!r}: processes or stack")
     lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl")
-    running = SwarmMesh(lab).up()
+    running = (StackMesh(lab) if MESH_KIND == "stack" else SwarmMesh(lab)).up()
     try:
         yield running
     finally:
-        running.down()
-        for name in ("controller", "agent1", "agent2", "agent3"):  # the logs, for the CI output
-            path = running.log_path(name)
-            if os.path.exists(path):
-                print(f"\n--- last lines of {name}.log ---\n" + "".join(open(path).readlines()[-15:]))
-        running.remove_files()
+        try:
+            print(running.tails())  # the logs, for the CI output
+        finally:
+            running.down()
+            running.remove_files()

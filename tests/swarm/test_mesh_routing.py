@@ -125,8 +125,9 @@ def test_dnsrr_and_host_mode_are_left_alone_and_removal_cleans_every_node(mesh):
             wait_for(f"node{n} routes 'gone'", lambda: active_on_node(lab, n, gone[0]["id"]), timeout=20)
         node_of_gone = int(gone[0]["node"].removeprefix("node"))
         lb = lb_netns(lab, node_of_gone, net)
-        vips = kernel_map(lb, "vip_backends")
-        assert f'"gone {gone[0]["id"]}"' in vips  # the map is there and holds gone's VIP ...
+        # the map is there and holds gone's VIP (the LB namespace is written just after ingress_sbox) ...
+        vips = wait_for("gone's VIP in its node's LB namespace", lambda: (lambda text: text if
+                        f'"gone {gone[0]["id"]}"' in text else None)(kernel_map(lb, "vip_backends")), timeout=5)
         assert '"rr ' not in vips and '"rr"' not in kernel_map(lb, "vip_services")  # ... and no dnsrr rules
         for n in lab.config.node_numbers:
             ingress = kernel_map(ingress_sbox(lab, n), "port_services")

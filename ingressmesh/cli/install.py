@@ -1,0 +1,46 @@
+"""`ingressmesh install --stack`: the whole mesh on a swarm, from one manager, in one command."""
+from __future__ import annotations
+
+import click
+
+from ..daemon.token import TokenError
+
+
+@click.command("install")
+@click.option("--stack", "as_stack", is_flag=True, required=True,
+              help="Deploy ingressmesh as a swarm stack (the other way is systemd: scripts/install-systemd.sh "
+                   "on every node).")
+@click.option("--name", default="ingressmesh", show_default=True, help="The stack's name.")
+@click.option("--host", "docker_host", default="", help="The manager's Docker host (docker -H); default: docker's own.")
+@click.option("--image", default="ingressmesh/proxy:latest", show_default=True,
+              help="The ingressmesh image (docker/proxy/Dockerfile), on every node or in a registry.")
+@click.option("--backend", type=click.Choice(("auto", "nftables", "ipvs")), default="auto", show_default=True)
+@click.option("--on-stop", type=click.Choice(("handover", "cleanup", "keep")), default="handover", show_default=True,
+              help="What an agent does with its rules when stopped: `keep` leaves them through `docker stack rm`.")
+@click.option("--token-file", default="/etc/ingressmesh/token", show_default=True,
+              help="The cluster secret, made here if missing, and the Docker secret made from it if missing.")
+@click.option("--docker-sock", default="/var/run/docker.sock", show_default=True,
+              help="The Docker socket's path on the nodes (Swarm templates allowed).")
+@click.option("--exec-root", default="/run/docker", show_default=True,
+              help="dockerd's --exec-root on the nodes (Swarm templates allowed).")
+@click.option("--resolve-image", type=click.Choice(("always", "changed", "never")), default="always",
+              show_default=True, help="`never` where no registry holds the image.")
+def install_command(as_stack, name, docker_host, image, backend, on_stop, token_file, docker_sock, exec_root,
+                    resolve_image) -> None:
+    """Install ingressmesh on this swarm: `docker stack deploy` of ingressmesh-stack.yml."""
+    from ..stack import STACK_FILE, SECRET, StackError, StackSettings, cluster_token, deploy, ensure_secret
+    docker = ["docker", "-H", docker_host] if docker_host else ["docker"]
+    settings = StackSettings(name=name, image=image, backend=backend, on_stop=on_stop, docker_sock=docker_sock,
+                             exec_root=exec_root, resolve_image=resolve_image)
+    try:
+        settings.check()
+        token, made = cluster_token(token_file)
+        if made:
+            click.echo(f"made the cluster secret in {token_file} (0600)")
+        if ensure_secret(docker, token):
+            click.echo(f"made the Docker secret {SECRET} from {token_file}")
+        click.echo(deploy(docker, settings).rstrip())
+    except (StackError, TokenError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"deployed {STACK_FILE} as stack {name}: `docker stack ps {name}`; "
+               f"`docker stack rm {name}` removes it and its rules")

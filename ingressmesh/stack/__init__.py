@@ -1,0 +1,98 @@
+"""ingressmesh installed the swarm way: `ingressmesh-stack.yml` (a controller on every manager, an
+agent on every node) deployed with `docker stack deploy`, the cluster secret as a Docker secret.
+
+Stacks are a feature of the docker command line (the Engine API has no stack), so this drives
+the `docker` binary; the secret is created only when missing (Docker never gives a secret back,
+so the same token is kept in a file on the manager for `ingressmesh show` and friends).
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+from ..daemon.token import generate_token, load_token, write_token
+
+STACK_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-stack.yml")
+SECRET = "ingressmesh_secret"
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_IMAGE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_./:@-]{0,254}$")
+
+
+class StackError(RuntimeError):
+    """A bad setting, or a docker command that failed (its message is kept)."""
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    name: str = "ingressmesh"
+    image: str = "ingressmesh/proxy:latest"
+    backend: str = "auto"
+    on_stop: str = "handover"
+    docker_sock: str = "/var/run/docker.sock"  # on every node; may hold {{.Node.Hostname}}
+    exec_root: str = "/run/docker"              # dockerd's --exec-root on every node
+    resolve_image: str = "always"               # "never" where no registry holds the image (the lab)
+
+    def check(self) -> "StackSettings":
+        if not _NAME.match(self.name):
+            raise StackError(f"stack name {self.name!r}: letters, digits, _ . - (at most 63)")
+        if not _IMAGE.match(self.image):
+            raise StackError(f"image {self.image!r} is not an image reference")
+        if self.backend not in ("auto", "nftables", "ipvs"):
+            raise StackError(f"backend {self.backend!r}: auto, nftables or ipvs")
+        if self.on_stop not in ("handover", "cleanup", "keep"):
+            raise StackError(f"on-stop {self.on_stop!r}: handover, cleanup or keep")
+        if self.resolve_image not in ("always", "changed", "never"):
+            raise StackError(f"resolve-image {self.resolve_image!r}: always, changed or never")
+        for what, path in (("docker socket", self.docker_sock), ("exec root", self.exec_root)):
+            if not path.startswith("/") or any(c in path for c in "\n\r\0,"):
+                raise StackError(f"{what} {path!r} must be an absolute path (no commas or newlines)")
+        return self
+
+    def environment(self) -> dict[str, str]:
+        """What `docker stack deploy` substitutes into the stack file."""
+        return {"INGRESSMESH_IMAGE": self.image, "INGRESSMESH_BACKEND": self.backend,
+                "INGRESSMESH_ON_STOP": self.on_stop, "DOCKER_SOCK": self.docker_sock,
+                "DOCKER_EXEC_ROOT": self.exec_root}
+
+
+def _docker(docker: list[str], *args: str, stdin: str | None = None, env: dict | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run([*docker, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+    except FileNotFoundError:
+        raise StackError(f"{docker[0]}: no docker command line here (apt-get install docker.io)") from None
+    except subprocess.TimeoutExpired:
+        raise StackError(f"docker {' '.join(args[:3])} did not answer in {timeout:g} s") from None
+
+
+def cluster_token(token_file: str) -> tuple[str, bool]:
+    """The cluster secret kept in `token_file`, made (0600) if the file does not exist; (token, made)."""
+    if os.path.exists(token_file):
+        return load_token(token_file), False
+    os.makedirs(os.path.dirname(os.path.abspath(token_file)), mode=0o700, exist_ok=True)
+    token = generate_token()
+    write_token(token_file, token)
+    return token, True
+
+
+def ensure_secret(docker: list[str], token: str) -> bool:
+    """Create the Docker secret from `token` unless it exists; True when created."""
+    if _docker(docker, "secret", "inspect", SECRET).returncode == 0:
+        return False
+    made = _docker(docker, "secret", "create", SECRET, "-", stdin=token)
+    if made.returncode != 0:
+        raise StackError(f"docker secret create {SECRET}: {made.stderr.strip()}")
+    return True
+
+
+def deploy(docker: list[str], settings: StackSettings) -> str:
+    """`docker stack deploy` of the stack file with these settings; docker's output."""
+    settings.check()
+    done = _docker(docker, "stack", "deploy", "--resolve-image", settings.resolve_image, "-c", STACK_FILE,
+                   settings.name, env=settings.environment(), timeout=300)
+    if done.returncode != 0:
+        raise StackError(f"docker stack deploy {settings.name}: {(done.stderr or done.stdout).strip()}")
+    return done.stdout

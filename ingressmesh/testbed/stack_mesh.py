@@ -1,0 +1,87 @@
+"""ingressmesh on a lab swarm the swarm way: `ingressmesh install --stack` (a controller on the
+manager, an agent on every node as a global service, the token as a Docker secret), no host
+process of ours.  The lab's nodes share one filesystem, each dockerd with its own socket and exec
+root under the lab dir: the stack's paths name them with the {{.Node.Hostname}} template.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from ..stack import SECRET, StackSettings, cluster_token, deploy, ensure_secret
+from .mesh_endpoints import MeshEndpoints
+
+NAME = "ingressmesh"
+AGENT_SERVICE, CONTROLLER_SERVICE = f"{NAME}_agent", f"{NAME}_controller"
+IMAGE = "imlab/proxy:latest"  # the lab's ingressmesh image (ingressmesh/lab/proxy_image.py)
+
+
+class StackMesh(MeshEndpoints):
+    def __init__(self, lab, backend: str = "nftables", on_stop: str = "handover"):
+        self.lab, self.backend, self.on_stop = lab, backend, on_stop
+        self.dir = os.path.join(lab.config.lab_dir, "mesh")
+        self.token_file = os.path.join(self.dir, "token")
+        self.deployed_in = None  # seconds from `stack deploy` to every agent in sync
+
+    def settings(self) -> StackSettings:
+        node_dir = os.path.join(self.lab.config.lab_dir, "{{.Node.Hostname}}")
+        assert self.lab.config.node_dir(1) == node_dir.replace("{{.Node.Hostname}}", "node1")
+        return StackSettings(name=NAME, image=IMAGE, backend=self.backend, on_stop=self.on_stop,
+                             docker_sock=os.path.join(node_dir, "docker.sock"),
+                             exec_root=os.path.join(node_dir, "exec"), resolve_image="never").check()
+
+    def docker_argv(self) -> list[str]:
+        from ..lab.config import DOCKER
+        return [DOCKER, "-H", f"unix://{self.lab.docker_socket(1)}"]
+
+    def up(self, timeout: float = 90.0) -> "StackMesh":
+        os.makedirs(self.dir, exist_ok=True)
+        token, _ = cluster_token(self.token_file)
+        ensure_secret(self.docker_argv(), token)
+        started = time.monotonic()
+        deploy(self.docker_argv(), self.settings())
+        self.wait_synced(timeout)
+        self.deployed_in = time.monotonic() - started
+        return self
+
+    def agent_tasks(self) -> dict[str, str]:
+        """node hostname -> id of the agent task that should run there now."""
+        listed = self.lab.docker(1, "service", "ps", AGENT_SERVICE, "--filter", "desired-state=running",
+                                 "--format", "{{.Node}} {{.ID}}", check=False, timeout=20).stdout
+        return dict(line.split() for line in listed.splitlines() if len(line.split()) == 2)
+
+    def running_containers(self, n: int) -> list[str]:
+        """Containers of this stack running on node n."""
+        listed = self.lab.docker(n, "ps", "-q", "--filter", f"label=com.docker.stack.namespace={NAME}",
+                                 check=False, timeout=20)
+        return listed.stdout.split()
+
+    def remove(self, timeout: float = 60.0) -> float:
+        """`docker stack rm`, then until no container of the stack runs on any node; the seconds it took."""
+        started = time.monotonic()
+        self.lab.docker(1, "stack", "rm", NAME, check=False, timeout=60)
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if not any(self.running_containers(n) for n in self.lab.config.node_numbers):
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise TimeoutError(f"stack {NAME} still has containers after {timeout:g} s")
+
+    def logs(self, service: str, lines: int = 15) -> str:
+        done = self.lab.docker(1, "service", "logs", "--tail", str(lines), "--no-trunc", f"{NAME}_{service}",
+                               check=False, timeout=30)
+        return done.stdout + done.stderr
+
+    def tails(self) -> str:
+        return "".join(f"\n--- last lines of {service} ---\n{self.logs(service)}" for service in ("controller", "agent"))
+
+    def down(self) -> None:
+        try:
+            self.remove()
+        finally:
+            self.lab.docker(1, "secret", "rm", SECRET, check=False)
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+

@@ -1,0 +1,190 @@
+"""ingressmesh installed as a swarm stack (`ingressmesh install --stack`) on the real 3-node lab.
+
+Runs in the stack pass of `make test` (INGRESSMESH_LAB_MESH=stack, after test_mesh_routing.py has
+run against the same stack): the agents are a global service, the controller runs on the manager,
+no ingressmesh process of ours runs on the host.  The tests run in file order; the last one
+removes the stack.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from ingressmesh.testbed.stack_mesh import AGENT_SERVICE, CONTROLLER_SERVICE, NAME
+from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
+from swarm_helpers import NETWORK, active_on_node, create_service, kernel_tables, remove_service, wait_for, wait_running
+
+if os.environ.get("INGRESSMESH_LAB_MESH") != "stack":
+    pytest.skip("the stack pass of `make test` runs these (INGRESSMESH_LAB_MESH=stack)", allow_module_level=True)
+
+PORT = 8093
+
+
+@pytest.fixture(scope="module")
+def steady(mesh):
+    lab = mesh.lab
+    create_service(lab, "stacked", "--replicas", "3", "--replicas-max-per-node", "1", "--network", NETWORK,
+                   "--publish", f"{PORT}:80")
+    tasks = wait_running(lab, "stacked", 3)
+    for n in lab.config.node_numbers:
+        wait_for(f"node{n} routes stacked", lambda: all(active_on_node(lab, n, t["id"]) for t in tasks), timeout=20)
+    yield tasks
+    remove_service(lab, "stacked")
+
+
+def _ingressmesh_processes(lab) -> dict[int, str]:
+    """pid -> cgroup of every `ingressmesh agent|controller` process in one of this lab's node
+    namespaces (host processes of ours would run there too, as the processes mesh does)."""
+    lab_netns = {os.stat(lab.node_netns(n)).st_ino for n in lab.config.node_numbers}
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            cgroup = open(f"/proc/{pid}/cgroup", encoding="utf-8").read()
+            netns = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            continue
+        if netns in lab_netns and any(arg.endswith(b"ingressmesh") and argv[i + 1] in (b"agent", b"controller")
+                                      for i, arg in enumerate(argv[:-1])):
+            found[int(pid)] = cgroup
+    return found
+
+
+def _stack_containers(lab) -> dict[int, list[str]]:
+    return {n: lab.docker(n, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.stack.namespace={NAME}"
+                          ).stdout.split() for n in lab.config.node_numbers}
+
+
+def _entries(lab) -> dict[int, dict[str, list[str]]]:
+    """Every node's programmed entries (an empty LB namespace of a network Docker is still removing
+    from an earlier test may come and go)."""
+    return {n: {ns: entries for ns, entries in kernel_tables(lab, n).items() if entries}
+            for n in lab.config.node_numbers}
+
+
+def _agent_logs(lab, n: int) -> dict[str, str]:
+    """Logs of every agent container on node n, the stopped ones (the task history) too."""
+    ids = lab.docker(n, "ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={AGENT_SERVICE}").stdout.split()
+    return {cid: (lambda done: done.stdout + done.stderr)(lab.docker(n, "logs", cid, check=False)) for cid in ids}
+
+
+def _node_namespaces(lab, n: int) -> list[str]:
+    directory = lab.netns_dir(n)
+    return [lab.node_netns(n)] + [os.path.join(directory, name) for name in sorted(os.listdir(directory))]
+
+
+def _tables_left(lab, n: int) -> list[str]:
+    """Node n's namespaces (its own and all of Docker's) that hold an ingressmesh table, and the
+    FORWARD chain if it is still there."""
+    left = []
+    for ns in _node_namespaces(lab, n):
+        listed = subprocess.run(["nsenter", f"--net={ns}", "nft", "list", "tables"], capture_output=True,
+                                text=True, timeout=10)
+        if "ingressmesh" in listed.stdout:
+            left.append(os.path.basename(ns))
+    chains = lab.run_in_node(n, ["iptables", "-w", "-S"], capture_output=True, text=True, timeout=10).stdout
+    if "INGRESSMESH" in chains:
+        left.append("iptables INGRESSMESH-INGRESS")
+    return left
+
+
+def test_the_mesh_runs_as_swarm_services_only(mesh, steady):
+    lab = mesh.lab
+    print(f"ingressmesh install --stack -> every agent in sync after {mesh.deployed_in:.1f} s")
+    modes = lab.docker(1, "service", "ls", "--filter", f"label=com.docker.stack.namespace={NAME}",
+                       "--format", "{{.Name}} {{.Mode}} {{.Replicas}}").stdout.split("\n")
+    assert sorted(filter(None, modes)) == [f"{AGENT_SERVICE} global 3/3", f"{CONTROLLER_SERVICE} global 1/1"]
+    assert set(mesh.agent_tasks()) == {"node1", "node2", "node3"}
+    containers = _stack_containers(lab)
+    processes = _ingressmesh_processes(lab)
+    assert len(processes) == 4, processes  # three agents and one controller
+    for pid, cgroup in processes.items():  # each one inside a container of the stack
+        assert any(cid in cgroup for ids in containers.values() for cid in ids), (pid, cgroup)
+    for n in lab.config.node_numbers:
+        code, health = mesh.agent_health(n)
+        assert code == 200 and health["controller"]["reachable"], health
+        seen = {http_hostname(lab.client_netns(), lab.node_address(n), PORT) for _ in range(9)}
+        assert seen == {t["container"] for t in steady}
+
+
+def test_rolling_update_of_the_agent_service_loses_no_request(mesh, steady):
+    lab = mesh.lab
+    for n in lab.config.node_numbers:  # a "new version" of the image on every node (no registry here)
+        lab.docker(n, "tag", "imlab/proxy:latest", "imlab/ingressmesh-next:1")
+    before_tasks = mesh.agent_tasks()
+    before_tables = _entries(lab)
+    targets = [(lab.node_address(n), PORT) for n in lab.config.node_numbers]
+    since = str(int(time.time()) - 1)
+    with LoadGenerator(lab.client_netns(), targets, pause=0.01) as load:
+        time.sleep(1)
+        started = time.monotonic()
+        lab.docker(1, "service", "update", "--detach=false", "--quiet", "--no-resolve-image",
+                   "--image", "imlab/ingressmesh-next:1", AGENT_SERVICE, timeout=240)
+        took = time.monotonic() - started
+        mesh.wait_synced(timeout=30)
+        time.sleep(1)
+    result = load.result
+    print(f"rolling update of {AGENT_SERVICE} (start-first, 3 nodes) took {took:.1f} s: "
+          f"{result.ok} requests, {len(result.failures)} failed")
+    assert result.ok > 100 and result.failures == []
+    after_tasks = mesh.agent_tasks()
+    assert set(after_tasks) == set(before_tasks) and not set(after_tasks.values()) & set(before_tasks.values())
+    image = lab.docker(1, "service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                       AGENT_SERVICE).stdout.strip()
+    assert image == "imlab/ingressmesh-next:1"
+    assert _entries(lab) == before_tables
+    for n in lab.config.node_numbers:
+        # The old agent stopped on SIGTERM by itself (0, not 137: not killed at the end of its grace)
+        # and left the rules (the tables above are unchanged); the new one says it took them over.
+        # (`service update` returns once the new tasks run: the last old one may still be stopping.)
+        exits = wait_for(f"node{n}'s old agent to exit", lambda: lab.docker(
+            n, "events", "--since", since, "--until", str(int(time.time()) + 1), "--filter", "event=die",
+            "--filter", f"label=com.docker.swarm.service.name={AGENT_SERVICE}", "--format",
+            "{{.Actor.Attributes.exitCode}}").stdout.split(), timeout=30, interval=1)
+        assert exits == ["0"], (n, exits)
+        new_logs = _agent_logs(lab, n)
+        assert any("taking over its rules" in text for text in new_logs.values()), new_logs
+
+
+def test_a_node_that_joins_later_gets_its_agent_and_its_rules(mesh, steady):
+    """node3 leaves the swarm, then joins again as a new node: the global service starts an agent
+    there and it routes, with nobody touching it.  (`docker swarm leave` kills the node's swarm
+    containers at once: the agent gets no SIGTERM and its host-namespace table stays until the node
+    joins again, as here, or `ingressmesh cleanup` runs: README "Known limits".)"""
+    lab = mesh.lab
+    old_id = lab.docker(3, "info", "-f", "{{.Swarm.NodeID}}").stdout.strip()
+    lab.docker(3, "swarm", "leave", timeout=60)
+    wait_for("node3's stack containers to stop", lambda: not _stack_containers(lab)[3], timeout=60)
+    wait_for("node3 Down on the manager", lambda: lab.docker(
+        1, "node", "inspect", "-f", "{{.Status.State}}", old_id).stdout.strip() == "down", timeout=60)
+    lab.docker(1, "node", "rm", "--force", old_id)
+    token = lab.docker(1, "swarm", "join-token", "-q", "worker").stdout.strip()
+    joined = time.monotonic()
+    lab.docker(3, "swarm", "join", "--advertise-addr", lab.node_address(3), "--listen-addr",
+               f"{lab.node_address(3)}:2377", "--token", token, f"{lab.node_address(1)}:2377", timeout=60)
+    new_id = lab.docker(3, "info", "-f", "{{.Swarm.NodeID}}").stdout.strip()
+    assert new_id and new_id != old_id
+    tasks = wait_running(lab, "stacked", 3, timeout=90)
+    wait_for("node3 routes stacked", lambda: {http_hostname(lab.client_netns(), lab.node_address(3), PORT)
+                                              for _ in range(9)} == {t["container"] for t in tasks}, timeout=90,
+             interval=0.5)
+    routed = time.monotonic() - joined
+    print(f"node3 joined again as {new_id}: its agent routed the published port {routed:.1f} s after the join")
+    assert "node3" in mesh.agent_tasks()
+    code, health = mesh.agent_health(3)
+    assert code == 200 and health["node_id"] == new_id
+
+
+def test_stack_rm_removes_every_rule_on_every_node(mesh, steady):
+    lab = mesh.lab
+    assert all(_tables_left(lab, n) for n in lab.config.node_numbers)  # there is something to remove
+    took = mesh.remove()
+    left = {n: _tables_left(lab, n) for n in lab.config.node_numbers}
+    print(f"docker stack rm: every agent gone after {took:.1f} s; ingressmesh tables left: {left}")
+    assert left == {1: [], 2: [], 3: []}
+    assert all(not ids for ids in _stack_containers(lab).values())
+    assert _ingressmesh_processes(lab) == {}
+    assert len(wait_running(lab, "stacked", 3, timeout=10)) == 3  # the workload itself is left alone
