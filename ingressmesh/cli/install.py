@@ -23,15 +23,17 @@ from ..daemon.token import TokenError
               help="The Docker socket's path on the nodes (Swarm templates allowed).")
 @click.option("--exec-root", default="/run/docker", show_default=True,
               help="dockerd's --exec-root on the nodes (Swarm templates allowed).")
+@click.option("--l7-config", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="An l7.toml (Interlock-style proxy services): the L7 layer joins the stack (ingressmesh-l7.yml).")
 @click.option("--resolve-image", type=click.Choice(("always", "changed", "never")), default="always",
               show_default=True, help="`never` where no registry holds the image.")
 def install_command(as_stack, name, docker_host, image, backend, on_stop, token_file, docker_sock, exec_root,
-                    resolve_image) -> None:
+                    l7_config, resolve_image) -> None:
     """Install ingressmesh on this swarm: `docker stack deploy` of ingressmesh-stack.yml."""
-    from ..stack import STACK_FILE, SECRET, StackError, StackSettings, cluster_token, deploy, ensure_secret
+    from ..stack import SECRET, StackError, StackSettings, cluster_token, deploy, ensure_secret
     docker = ["docker", "-H", docker_host] if docker_host else ["docker"]
     settings = StackSettings(name=name, image=image, backend=backend, on_stop=on_stop, docker_sock=docker_sock,
-                             exec_root=exec_root, resolve_image=resolve_image)
+                             exec_root=exec_root, resolve_image=resolve_image, l7_config=l7_config or "")
     try:
         settings.check()
         token, made = cluster_token(token_file)
@@ -42,5 +44,5 @@ def install_command(as_stack, name, docker_host, image, backend, on_stop, token_
         click.echo(deploy(docker, settings).rstrip())
     except (StackError, TokenError, OSError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"deployed {STACK_FILE} as stack {name}: `docker stack ps {name}`; "
+    click.echo(f"deployed {' + '.join(settings.files())} as stack {name}: `docker stack ps {name}`; "
                f"`docker stack rm {name}` removes it and its rules")

@@ -107,12 +107,19 @@ def _settings(path: str):
         raise click.ClickException(str(err)) from None
 
 
-def _snapshot(client):
+def _snapshot(client, patience: float = 60.0):
+    """The controller's snapshot; a controller that has none yet (just started) is waited for."""
+    import time
     from .. import snapshot
     from ..agent.controller_client import ControllerError
+    deadline = time.monotonic() + patience
     try:
-        version, data = client.follow(0, 0)
-        return version, snapshot.from_dict(data)
+        while True:
+            got = client.follow(0, min(5.0, max(0.0, deadline - time.monotonic())))
+            if got is not None:
+                return got[0], snapshot.from_dict(got[1])
+            if time.monotonic() >= deadline:
+                raise click.ClickException(f"the controller has no snapshot yet after {patience:g} s")
     except (ControllerError, snapshot.SnapshotError, TypeError) as err:
         raise click.ClickException(f"cannot read the controller's snapshot: {err}") from None
 
@@ -122,20 +129,42 @@ def _snapshot(client):
 @docker_option
 @token_option
 @tls_client_options
-@click.option("--controller", "controllers", multiple=True, required=True,
-              help="Controller URL the proxies follow (reachable from the proxy tasks).")
+@click.option("--controller", "controllers", multiple=True,
+              help="Controller URL the proxies follow (reachable from the proxy tasks).  Default: one on every "
+                   "swarm manager, port 9401 (the swarm stack runs them there).")
 @click.option("--watch", is_flag=True, help="Keep following the snapshot: attach and detach networks as labels change.")
-def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, controllers, watch) -> None:
+@click.option("--stack-namespace", default="", envvar="INGRESSMESH_STACK_NAMESPACE",
+              help="Label the proxy services and their token secret as part of this stack, so `docker stack rm` "
+                   "removes them with it (the swarm stack sets it).")
+@click.option("--owner-service", default="", envvar="INGRESSMESH_OWNER_SERVICE",
+              help="The swarm service this command runs as (the stack sets it): once it is gone, proxy services "
+                   "are no longer created or updated.")
+def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, controllers, watch,
+                   stack_namespace, owner_service) -> None:
     """Create or update the proxy services; with --watch keep their networks in line with the labels."""
     import docker
+    from ..agent.app import manager_controllers
     from ..agent.controller_client import ControllerClient, ControllerError
     from ..l7.proxy_service import ProxyServices, desired_spec, secrets_needed
     settings = _settings(config_path)
     credentials = _credentials(token_file, ca_file, tls_verify)
-    services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), credentials.token)
+    if not controllers:
+        try:
+            controllers = manager_controllers(docker_url, 9401, ca_file is not None)
+        except Exception as err:  # noqa: BLE001 - any docker failure: say which daemon and why
+            raise click.ClickException(f"no --controller given, and the swarm's managers cannot be learnt "
+                                       f"from {docker_url}: {err}") from None
+    stack_labels = {"com.docker.stack.namespace": stack_namespace} if stack_namespace else {}
+    services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), credentials.token,
+                             stack_labels)
     client = ControllerClient(list(controllers), credentials)
 
     def reconcile(cluster):
+        if owner_service and services.current(owner_service) is None:
+            # Our own service is gone: the stack is being removed (`docker stack rm` removes the
+            # proxies too); creating them again now would leave them behind.
+            click.echo(f"l7 deploy: my service {owner_service} is gone: leaving the proxy services alone", err=True)
+            return
         secret = services.token_secret()
         for item in settings:
             try:
@@ -144,6 +173,7 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
                 raise click.ClickException(f"{item.name}: ControllerCASecret: {err}") from None
             attached = services.secrets_present(secrets_needed(cluster, item))
             spec = desired_spec(item, cluster, secret, item.controllers or tuple(controllers), ca, attached)
+            spec["Labels"].update(stack_labels)
             outcome = services.ensure(spec)
             if outcome != "unchanged" or not watch:
                 click.echo(f"{item.name}: {outcome}")

@@ -127,8 +127,9 @@ def fingerprint(spec: dict) -> str:
 class ProxyServices:
     """Creates, updates and removes proxy services through a manager's Docker API."""
 
-    def __init__(self, api, token: str):
+    def __init__(self, api, token: str, labels: Optional[dict] = None):
         self.api, self.token = api, token
+        self.labels = dict(labels or {})  # on what it creates, e.g. the stack it belongs to
 
     def token_secret(self) -> tuple[str, str]:
         """A secret holding the token; its name carries the content hash (secrets are immutable)."""
@@ -137,7 +138,7 @@ class ProxyServices:
         found = [s for s in found if s["Spec"]["Name"] == name]
         if found:
             return found[0]["ID"], name
-        created = self.api.create_secret(name, self.token.encode(), labels={ROLE_LABEL: "token"})
+        created = self.api.create_secret(name, self.token.encode(), labels={ROLE_LABEL: "token", **self.labels})
         return created["ID"], name
 
     def secrets_present(self, names: list[str]) -> tuple[tuple[str, str], ...]:

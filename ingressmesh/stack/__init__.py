@@ -7,6 +7,7 @@ so the same token is kept in a file on the manager for `ingressmesh show` and fr
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from ..daemon.token import generate_token, load_token, write_token
 
 STACK_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-stack.yml")
+L7_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-l7.yml")
 SECRET = "ingressmesh_secret"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _IMAGE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_./:@-]{0,254}$")
@@ -33,6 +35,7 @@ class StackSettings:
     docker_sock: str = "/var/run/docker.sock"  # on every node; may hold {{.Node.Hostname}}
     exec_root: str = "/run/docker"              # dockerd's --exec-root on every node
     resolve_image: str = "always"               # "never" where no registry holds the image (the lab)
+    l7_config: str = ""                         # an l7.toml: the L7 layer joins the stack
 
     def check(self) -> "StackSettings":
         if not _NAME.match(self.name):
@@ -48,13 +51,27 @@ class StackSettings:
         for what, path in (("docker socket", self.docker_sock), ("exec root", self.exec_root)):
             if not path.startswith("/") or any(c in path for c in "\n\r\0,"):
                 raise StackError(f"{what} {path!r} must be an absolute path (no commas or newlines)")
+        if self.l7_config:
+            from ..l7.settings import SettingsError, load
+            try:
+                load(self.l7_config)  # refused by name here, before anything is deployed
+            except SettingsError as err:
+                raise StackError(str(err)) from None
         return self
 
+    def files(self) -> list[str]:
+        return [STACK_FILE, L7_FILE] if self.l7_config else [STACK_FILE]
+
     def environment(self) -> dict[str, str]:
-        """What `docker stack deploy` substitutes into the stack file."""
-        return {"INGRESSMESH_IMAGE": self.image, "INGRESSMESH_BACKEND": self.backend,
-                "INGRESSMESH_ON_STOP": self.on_stop, "DOCKER_SOCK": self.docker_sock,
-                "DOCKER_EXEC_ROOT": self.exec_root}
+        """What `docker stack deploy` substitutes into the stack files."""
+        env = {"INGRESSMESH_IMAGE": self.image, "INGRESSMESH_BACKEND": self.backend,
+               "INGRESSMESH_ON_STOP": self.on_stop, "DOCKER_SOCK": self.docker_sock,
+               "DOCKER_EXEC_ROOT": self.exec_root, "INGRESSMESH_STACK_NAME": self.name}
+        if self.l7_config:
+            with open(self.l7_config, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()[:12]
+            env.update(INGRESSMESH_L7_CONFIG=os.path.abspath(self.l7_config), INGRESSMESH_L7_CONFIG_HASH=digest)
+        return env
 
 
 def _docker(docker: list[str], *args: str, stdin: str | None = None, env: dict | None = None,
@@ -91,7 +108,8 @@ def ensure_secret(docker: list[str], token: str) -> bool:
 def deploy(docker: list[str], settings: StackSettings) -> str:
     """`docker stack deploy` of the stack file with these settings; docker's output."""
     settings.check()
-    done = _docker(docker, "stack", "deploy", "--resolve-image", settings.resolve_image, "-c", STACK_FILE,
+    files = [arg for path in settings.files() for arg in ("-c", path)]
+    done = _docker(docker, "stack", "deploy", "--resolve-image", settings.resolve_image, *files,
                    settings.name, env=settings.environment(), timeout=300)
     if done.returncode != 0:
         raise StackError(f"docker stack deploy {settings.name}: {(done.stderr or done.stdout).strip()}")

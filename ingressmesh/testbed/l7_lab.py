@@ -9,9 +9,13 @@ from ..lab import PROXY_IMAGE
 
 def extension(name: str, controller_url: str, port: int, replicas: int = 2, mode: str = "ingress",
               cluster: str = "", ssl_port: int = 0) -> str:
+    """One proxy service; with controller_url "" the proxies follow the controllers `l7 deploy`
+    found on the swarm's managers (the swarm stack)."""
     lines = [f"[Extensions.{name}]", f'ProxyImage = "{PROXY_IMAGE}"', f"ProxyReplicas = {replicas}",
              f'PublishMode = "{mode}"', f"PublishedPort = {port}", 'ProxyUpdateDelay = "0s"',
-             'ProxyStopGracePeriod = "20s"', f'Controllers = ["{controller_url}"]']
+             'ProxyStopGracePeriod = "20s"']
+    if controller_url:
+        lines.append(f'Controllers = ["{controller_url}"]')
     if cluster:
         lines.append(f'ServiceCluster = "{cluster}"')
     if ssl_port:

@@ -18,8 +18,9 @@ IMAGE = "imlab/proxy:latest"  # the lab's ingressmesh image (ingressmesh/lab/pro
 
 
 class StackMesh(MeshEndpoints):
-    def __init__(self, lab, backend: str = "nftables", on_stop: str = "handover"):
-        self.lab, self.backend, self.on_stop = lab, backend, on_stop
+    def __init__(self, lab, backend: str = "nftables", on_stop: str = "handover", l7_config: str = ""):
+        """With `l7_config` (an l7.toml's text) the L7 layer is part of the stack (ingressmesh-l7.yml)."""
+        self.lab, self.backend, self.on_stop, self.l7_config = lab, backend, on_stop, l7_config
         self.dir = os.path.join(lab.config.lab_dir, "mesh")
         self.token_file = os.path.join(self.dir, "token")
         self.deployed_in = None  # seconds from `stack deploy` to every agent in sync
@@ -27,9 +28,15 @@ class StackMesh(MeshEndpoints):
     def settings(self) -> StackSettings:
         node_dir = os.path.join(self.lab.config.lab_dir, "{{.Node.Hostname}}")
         assert self.lab.config.node_dir(1) == node_dir.replace("{{.Node.Hostname}}", "node1")
+        l7_path = ""
+        if self.l7_config:
+            l7_path = os.path.join(self.dir, "l7.toml")
+            with open(l7_path, "w", encoding="utf-8") as handle:
+                handle.write(self.l7_config)
         return StackSettings(name=NAME, image=IMAGE, backend=self.backend, on_stop=self.on_stop,
                              docker_sock=os.path.join(node_dir, "docker.sock"),
-                             exec_root=os.path.join(node_dir, "exec"), resolve_image="never").check()
+                             exec_root=os.path.join(node_dir, "exec"), resolve_image="never",
+                             l7_config=l7_path).check()
 
     def docker_argv(self) -> list[str]:
         from ..lab.config import DOCKER
@@ -57,13 +64,19 @@ class StackMesh(MeshEndpoints):
                                  check=False, timeout=20)
         return listed.stdout.split()
 
+    def proxy_containers(self, n: int) -> list[str]:
+        """Running proxy tasks on node n (their service is the stack's when l7 deploy made it)."""
+        listed = self.lab.docker(n, "ps", "-q", "--filter", "label=io.ingressmesh.l7.proxy", check=False, timeout=20)
+        return listed.stdout.split()
+
     def remove(self, timeout: float = 60.0) -> float:
         """`docker stack rm`, then until no container of the stack runs on any node; the seconds it took."""
         started = time.monotonic()
         self.lab.docker(1, "stack", "rm", NAME, check=False, timeout=60)
         deadline = started + timeout
         while time.monotonic() < deadline:
-            if not any(self.running_containers(n) for n in self.lab.config.node_numbers):
+            if not any(self.running_containers(n) or (self.l7_config and self.proxy_containers(n))
+                       for n in self.lab.config.node_numbers):
                 return time.monotonic() - started
             time.sleep(0.2)
         raise TimeoutError(f"stack {NAME} still has containers after {timeout:g} s")
@@ -74,7 +87,8 @@ class StackMesh(MeshEndpoints):
         return done.stdout + done.stderr
 
     def tails(self) -> str:
-        return "".join(f"\n--- last lines of {service} ---\n{self.logs(service)}" for service in ("controller", "agent"))
+        return "".join(f"\n--- last lines of {service} ---\n{self.logs(service)}"
+                       for service in ("controller", "agent") + (("l7",) if self.l7_config else ()))
 
     def down(self) -> None:
         try:

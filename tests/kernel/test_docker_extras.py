@@ -85,3 +85,31 @@ def test_forward_accept_opens_exactly_the_published_ports(routed):
     with router.entered():
         remove_forward_accept()
     assert CHAIN not in router.run(["iptables", "-w", "-S"]).stdout
+
+
+LIBIPTC_ACCEPT = """
+import iptc  # python-iptables: the design card's package, writing through libiptc
+chain = iptc.Chain(iptc.Table(iptc.Table.FILTER), "FORWARD")
+rule = iptc.Rule()
+rule.protocol = "tcp"
+rule.target = iptc.Target(rule, "ACCEPT")
+chain.insert_rule(rule)
+"""
+
+
+def test_a_libiptc_accept_cannot_undo_an_nft_flavour_drop(routed):
+    """Why packet rules do not go through python-iptables: on a host whose iptables is the nft
+    flavour (Debian 12's default, the one dockerd uses to set FORWARD to DROP), libiptc writes the
+    legacy x_tables filter table, a second table at the same hook.  A packet must be accepted by
+    both, so its ACCEPT changes nothing, and the operator's `iptables -S` does not even show it."""
+    names, router = routed
+    client = names["client"]
+    router.run([sys.executable, "-c", LIBIPTC_ACCEPT])
+    assert "-A FORWARD -p tcp -j ACCEPT" in router.run(["iptables-legacy", "-w", "-S", "FORWARD"]).stdout
+    nft_flavour = router.run(["iptables", "-w", "-S", "FORWARD"]).stdout
+    assert "-P FORWARD DROP" in nft_flavour and "ACCEPT" not in nft_flavour  # invisible to `iptables`
+    with pytest.raises(OSError):
+        tcp_who(client, "10.8.2.2", 8080)  # still dropped by the nft-flavour policy
+    with router.entered():
+        sync_forward_accept("10.8.2.2", [("tcp", 8080)])  # ingressmesh's way: the flavour dockerd uses
+    assert tcp_who(client, "10.8.2.2", 8080) == "srv"

@@ -42,18 +42,23 @@ def lab(lab_root) -> Lab:
 # `make test` runs every lab test with processes, then the routing tests and test_stack_install.py
 # again with the stack.
 MESH_KIND = os.environ.get("INGRESSMESH_LAB_MESH", "processes")
+STACK_L7_PORT = 8095
 
 
 @pytest.fixture(scope="session")
 def mesh(lab):
     """ingressmesh on the lab (a controller on node1 and an agent on every node), the overlay
     network the tests share, all stopped at the end (before the lab goes down)."""
+    from ingressmesh.testbed import l7_lab
     from ingressmesh.testbed.stack_mesh import StackMesh
     from ingressmesh.testbed.swarm_mesh import SwarmMesh
     if MESH_KIND not in ("processes", "stack"):
         pytest.fail(f"INGRESSMESH_LAB_MESH={MESH_KIND!r}: processes or stack")
     lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl")
-    running = (StackMesh(lab) if MESH_KIND == "stack" else SwarmMesh(lab)).up()
+    if MESH_KIND == "stack":  # with the L7 layer in the stack: proxies on 8095, controllers found by l7 deploy
+        running = StackMesh(lab, l7_config=l7_lab.extension("default", "", STACK_L7_PORT)).up()
+    else:
+        running = SwarmMesh(lab).up()
     try:
         yield running
     finally:

@@ -7,6 +7,7 @@ removes the stack.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,13 +15,16 @@ import time
 import pytest
 
 from ingressmesh.testbed.stack_mesh import AGENT_SERVICE, CONTROLLER_SERVICE, NAME
+from ingressmesh.testbed.l7_probe import http_request
 from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
+from conftest import STACK_L7_PORT
 from swarm_helpers import NETWORK, active_on_node, create_service, kernel_tables, remove_service, wait_for, wait_running
 
 if os.environ.get("INGRESSMESH_LAB_MESH") != "stack":
     pytest.skip("the stack pass of `make test` runs these (INGRESSMESH_LAB_MESH=stack)", allow_module_level=True)
 
 PORT = 8093
+PROXY = "ingressmesh-proxy"
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +100,8 @@ def test_the_mesh_runs_as_swarm_services_only(mesh, steady):
     print(f"ingressmesh install --stack -> every agent in sync after {mesh.deployed_in:.1f} s")
     modes = lab.docker(1, "service", "ls", "--filter", f"label=com.docker.stack.namespace={NAME}",
                        "--format", "{{.Name}} {{.Mode}} {{.Replicas}}").stdout.split("\n")
-    assert sorted(filter(None, modes)) == [f"{AGENT_SERVICE} global 3/3", f"{CONTROLLER_SERVICE} global 1/1"]
+    assert sorted(filter(None, modes)) == [PROXY + " replicated 2/2", f"{AGENT_SERVICE} global 3/3",
+                                           f"{CONTROLLER_SERVICE} global 1/1", f"{NAME}_l7 replicated 1/1"]
     assert set(mesh.agent_tasks()) == {"node1", "node2", "node3"}
     containers = _stack_containers(lab)
     processes = _ingressmesh_processes(lab)
@@ -178,6 +183,32 @@ def test_a_node_that_joins_later_gets_its_agent_and_its_rules(mesh, steady):
     assert code == 200 and health["node_id"] == new_id
 
 
+def test_the_l7_layer_runs_in_the_stack_and_routes_by_host(mesh, steady):
+    """ingressmesh-l7.yml: `l7 deploy --watch` as a stack service on the manager made the proxy
+    service, labelled as part of the stack, its proxies following the controllers it found."""
+    lab = mesh.lab
+    labels = json.loads(lab.docker(1, "service", "inspect", "-f", "{{json .Spec.Labels}}", PROXY).stdout)
+    assert labels["com.docker.stack.namespace"] == NAME
+    create_service(lab, "hosted", "--network", NETWORK, "--replicas", "2", "--label", "com.docker.lb.hosts=stacked.local",
+                   "--label", "com.docker.lb.port=80")
+    try:
+        tasks = wait_running(lab, "hosted", 2)
+        try:
+            wait_for("2 healthy proxies serving stacked.local", lambda: all(
+                http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, "stacked.local").status == 200
+                for n in lab.config.node_numbers), timeout=120, interval=1)
+        except AssertionError:
+            print(lab.docker(1, "service", "ps", "--no-trunc", PROXY).stdout, mesh.logs("l7", lines=40),
+                  lab.docker(1, "service", "inspect", "-f", "{{json .Spec.TaskTemplate.Networks}}", PROXY).stdout)
+            raise
+        for n in lab.config.node_numbers:
+            answer = http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, "stacked.local")
+            assert answer.status == 200 and answer.body.strip() in {t["container"] for t in tasks}, answer
+        assert http_request(lab.client_netns(), lab.node_address(1), STACK_L7_PORT, "other.local").status == 503
+    finally:
+        remove_service(lab, "hosted")
+
+
 def test_stack_rm_removes_every_rule_on_every_node(mesh, steady):
     lab = mesh.lab
     assert all(_tables_left(lab, n) for n in lab.config.node_numbers)  # there is something to remove
@@ -186,5 +217,8 @@ def test_stack_rm_removes_every_rule_on_every_node(mesh, steady):
     print(f"docker stack rm: every agent gone after {took:.1f} s; ingressmesh tables left: {left}")
     assert left == {1: [], 2: [], 3: []}
     assert all(not ids for ids in _stack_containers(lab).values())
+    assert all(not mesh.proxy_containers(n) for n in lab.config.node_numbers)
+    assert lab.docker(1, "service", "ls", "-q", "--filter", f"name={PROXY}").stdout.strip() == ""
+    assert "ingressmesh_token_" not in lab.docker(1, "secret", "ls", "--format", "{{.Name}}").stdout  # the proxies' copy
     assert _ingressmesh_processes(lab) == {}
     assert len(wait_running(lab, "stacked", 3, timeout=10)) == 3  # the workload itself is left alone
