@@ -74,8 +74,9 @@ swarm: venv
 	$(MAKE) --no-print-directory swarm-stack
 
 BACKEND ?= auto
+MESH ?= stack
 lab: venv
-	$(PY) -m ingressmesh.testbed.lab_demo --backend $(BACKEND)
+	$(PY) -m ingressmesh.testbed.lab_demo --backend $(BACKEND) --mesh $(MESH)
 
 lab-down: venv
 	$(PY) -m ingressmesh.testbed.lab_demo --down
@@ -112,3 +113,6 @@ bench-ipvs: venv
 
 clean:
 	rm -rf $(VENV) *.egg-info $(LAB_OUT)
+
+# The Vagrant VM lab (vagrant-box, vagrant-lab, vagrant-down, vagrant-test): vagrant/README.md
+-include vagrant/vagrant.mk

@@ -2,6 +2,7 @@
 addresses only.  Each request is a new connection (as most load balancers' clients are)."""
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import time
@@ -96,3 +97,14 @@ class L7Load(LoadGenerator):
                 raise OSError(f"HTTP {answer.status}: {answer.body[:80]!r}")
             return answer.hostname
         super().__init__(netns_path, targets, pause, limit, probe=probe)
+
+
+def proxy_update_done(lab, service: str) -> bool:
+    """Whether the proxy service runs its latest spec: no rolling update under way.  `l7 deploy`
+    updates it (start-first) each time labelled services need another network or secret, and
+    until that ends some proxies may not reach them yet."""
+    shown = lab.docker(1, "service", "inspect", "-f", "{{json .UpdateStatus}}", service, check=False)
+    if shown.returncode != 0:
+        return False
+    status = json.loads(shown.stdout or "null")
+    return status is None or status.get("State") in ("completed", "rollback_completed")

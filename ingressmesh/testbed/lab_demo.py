@@ -13,8 +13,9 @@ import time
 
 from ..lab import Lab, LabConfig
 from . import l7_lab
-from .l7_probe import http_request, https_request
+from .l7_probe import http_request, https_request, proxy_update_done
 from .pki import Pki
+from .stack_mesh import StackMesh
 from .swarm_mesh import SwarmMesh
 from .swarm_probe import http_hostname
 
@@ -54,7 +55,26 @@ def _wait(what: str, check, timeout: float) -> None:
     raise SystemExit(f"timed out after {timeout:g} s: {what}")
 
 
-def up(backend: str) -> None:
+def _start_mesh(lab: Lab, backend: str, kind: str):
+    """ingressmesh on the lab: as the swarm stack (`ingressmesh install --stack`, with the L7
+    layer), or as host processes (the working tree's code, logs in files, restartable)."""
+    if kind == "stack":
+        mesh = StackMesh(lab, backend=backend, l7_config=l7_lab.extension("default", "", L7_PORT,
+                                                                          ssl_port=L7_HTTPS_PORT))
+        mesh.up(timeout=120)  # `stack deploy` converges: a second run changes nothing
+        _say(f"ingressmesh stack deployed (every agent in sync after {mesh.deployed_in:.1f} s): "
+             "scripts/lab docker 1 -- stack ps ingressmesh")
+        return mesh
+    mesh = SwarmMesh(lab, backend=backend)
+    if mesh.recorded_alive():
+        _say(f"ingressmesh already running (pids {mesh.recorded_alive()})")
+    else:
+        mesh.up(timeout=60)
+        _say(f"ingressmesh controller on node1 ({mesh.controller_url}) and agents on every node; logs in {mesh.dir}")
+    return mesh
+
+
+def up(backend: str, kind: str = "stack") -> None:
     started = time.monotonic()
     lab = Lab(LabConfig(), log=lambda msg: _say(f"  lab: {msg}"))
     if lab.status()["up"]:
@@ -63,12 +83,7 @@ def up(backend: str) -> None:
         lab.down(grace=0)  # whatever a crashed earlier run left
         times = lab.up()
         _say(f"lab up in {times[max(times, key=times.get)]:.1f} s")
-    mesh = SwarmMesh(lab, backend=backend)
-    if mesh.recorded_alive():
-        _say(f"ingressmesh already running (pids {mesh.recorded_alive()})")
-    else:
-        mesh.up(timeout=60)
-        _say(f"ingressmesh controller on node1 ({mesh.controller_url}) and agents on every node; logs in {mesh.dir}")
+    mesh = _start_mesh(lab, backend, kind)
     ca = _tls_secrets(lab, mesh)
     lab.docker(1, "stack", "deploy", "-c", STACK_FILE, STACK, timeout=120)
     _wait("the counter stack to run", lambda: all(_running(lab).get(k, 0) == v for k, v in EXPECTED.items()), 180)
@@ -118,12 +133,14 @@ def _l7(lab: Lab, mesh: SwarmMesh, ca: str) -> int:
     """Deploys the L7 proxy service (kept by `l7 deploy --watch`), shows what it serves, and
     sends requests with Host: counter.local through every node, over HTTP and HTTPS; the
     number that failed."""
-    config_file = os.path.join(mesh.dir, "l7.toml")
-    if "l7" in mesh.recorded_alive() and "PublishedSSLPort" not in _read(config_file):
-        mesh.stop("l7")  # a lab from before HTTPS: deploy again with the HTTPS port
-    if "l7" not in mesh.recorded_alive():
-        l7_lab.deploy(mesh, l7_lab.extension("default", mesh.controller_url, L7_PORT, ssl_port=L7_HTTPS_PORT))
-    _wait("2 healthy L7 proxy tasks", lambda: _running(lab).get(PROXY, 0) == 2, 180)
+    if isinstance(mesh, SwarmMesh):  # the stack brought its own (ingressmesh-l7.yml)
+        config_file = os.path.join(mesh.dir, "l7.toml")
+        if "l7" in mesh.recorded_alive() and "PublishedSSLPort" not in _read(config_file):
+            mesh.stop("l7")  # a lab from before HTTPS: deploy again with the HTTPS port
+        if "l7" not in mesh.recorded_alive():
+            l7_lab.deploy(mesh, l7_lab.extension("default", mesh.controller_url, L7_PORT, ssl_port=L7_HTTPS_PORT))
+    _wait("2 healthy L7 proxy tasks, their service's last rolling update done",
+          lambda: _running(lab).get(PROXY, 0) == 2 and proxy_update_done(lab, PROXY), 180)
     _wait(f"{L7_HOST} routed", lambda: _answers(lab, 1).status == 200, 60)
     config = lab.config
     for n in config.node_numbers:
@@ -198,11 +215,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--down", action="store_true", help="Stop ingressmesh and remove the lab.")
     parser.add_argument("--backend", default="auto", choices=("auto", "nftables", "ipvs"))
+    parser.add_argument("--mesh", default="stack", choices=("stack", "processes"),
+                        help="How ingressmesh runs: the swarm stack (the recommended install; default) or host "
+                             "processes (this checkout's code as it is now, logs in files).")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the lab needs root: sudo make lab")
     try:
-        down() if args.down else up(args.backend)
+        down() if args.down else up(args.backend, args.mesh)
     except subprocess.CalledProcessError as err:
         sys.exit(f"{err}")
 

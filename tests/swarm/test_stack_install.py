@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ingressmesh.testbed.stack_mesh import AGENT_SERVICE, CONTROLLER_SERVICE, NAME
-from ingressmesh.testbed.l7_probe import http_request
+from ingressmesh.testbed.l7_probe import http_request, proxy_update_done
 from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
 from conftest import STACK_L7_PORT
 from swarm_helpers import NETWORK, active_on_node, create_service, kernel_tables, remove_service, wait_for, wait_running
@@ -194,9 +194,10 @@ def test_the_l7_layer_runs_in_the_stack_and_routes_by_host(mesh, steady):
     try:
         tasks = wait_running(lab, "hosted", 2)
         try:
-            wait_for("2 healthy proxies serving stacked.local", lambda: all(
-                http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, "stacked.local").status == 200
-                for n in lab.config.node_numbers), timeout=120, interval=1)
+            wait_for("the proxies' rolling update to join the network, then stacked.local served", lambda:
+                     proxy_update_done(lab, PROXY) and all(
+                         http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, "stacked.local").status
+                         == 200 for n in lab.config.node_numbers), timeout=120, interval=1)
         except AssertionError:
             print(lab.docker(1, "service", "ps", "--no-trunc", PROXY).stdout, mesh.logs("l7", lines=40),
                   lab.docker(1, "service", "inspect", "-f", "{{json .Spec.TaskTemplate.Networks}}", PROXY).stdout)
