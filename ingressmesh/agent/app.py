@@ -71,7 +71,7 @@ def manager_controllers(docker_url: str, port: int, https: bool = False) -> tupl
         raise RuntimeError("docker info lists no swarm manager: is this node in a swarm?")
     own = swarm.get("NodeAddr")
     scheme = "https" if https else "http"
-    return tuple(f"{scheme}://{host}:{port}" for host in sorted(hosts, key=lambda h: (h != own, h)))
+    return tuple(f"{scheme}://{host}:{port}" for host in sorted(hosts, key=lambda h: (h.strip("[]") != own, h)))
 
 
 class Agent:

@@ -60,9 +60,12 @@ class FastPath:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop, and wait for a sync under way: the agent's stop policy may remove every table next."""
         self._stop.set()
         self._wake.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
 
     def plan_changed(self, plan: NodePlan) -> None:
         with self._lock:

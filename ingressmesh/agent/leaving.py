@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Optional
 
 from ..dataplane import backends
@@ -28,6 +29,7 @@ from .node_lease import NodeLease
 
 log = logging.getLogger(__name__)
 POLICIES = ("keep", "cleanup", "handover")
+HANDOVER_WAIT = 15.0  # seconds a stopped, waiting agent gives the older one to go (its stop grace is 20)
 _FAILURES = (NftError, IpvsError, NetnsError, OSError, ValueError)
 
 
@@ -79,3 +81,15 @@ def leave_node(policy: str, lease: Optional[NodeLease], namespaces: DockerNamesp
             log.info("a newer agent of this node is waiting (%s): leaving the rules to it", ", ".join(newer))
             return "handed over"
     return "failed" if remove_node_rules(namespaces, backend) else "removed"
+
+
+def leave_before_taking_over(policy: str, lease: NodeLease, namespaces: DockerNamespaces, backend: str,
+                             timeout: float = HANDOVER_WAIT) -> str:
+    """For an agent stopped while it waited for an older one (`docker stack rm` during a rolling
+    update, or an update rolled back).  The older agent hands its rules over when it stops and
+    sees this one waiting, so: if it goes within `timeout`, the rules are now this agent's and it
+    leaves them as `policy` says; if it keeps running, they are still its own: touch nothing."""
+    if not lease.wait_for_older(threading.Event(), timeout=timeout):
+        log.info("stopped while an older agent still runs on this node: its rules are left to it")
+        return "left to the older agent"
+    return leave_node(policy, lease, namespaces, backend)

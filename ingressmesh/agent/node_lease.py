@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from typing import Optional
@@ -45,11 +46,17 @@ class NodeLease:
             # (another agent would take it for a dead one's and remove it).
             staging = os.path.join(self.directory, f".new-{secrets.token_hex(8)}")
             handle = open(staging, "x", encoding="ascii")
+        except OSError as err:
+            raise LeaseError(f"lease directory {self.directory}: {err.strerror or err}") from None
+        try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             handle.write(f"pid {os.getpid()} (in its own pid namespace)\n")
             handle.flush()
             os.rename(staging, os.path.join(self.directory, self.name))
         except OSError as err:
+            handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(staging)  # a full disk must not leave one file per restart
             raise LeaseError(f"lease directory {self.directory}: {err.strerror or err}") from None
         self._handle = handle
         return self
@@ -73,15 +80,22 @@ class NodeLease:
                 continue
             path = os.path.join(self.directory, name)
             try:
-                with open(path, "r", encoding="ascii") as other:
-                    try:
-                        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        alive.append(name)
-                        continue
+                # Never follow a link, never block on a FIFO: only regular files are leases.
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # gone while we looked (it stopped), or not something we opened
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    alive.append(name)
+                    continue
+                with contextlib.suppress(OSError):
                     os.unlink(path)  # we hold its lock: its agent is gone
-            except FileNotFoundError:
-                continue  # it stopped (and removed its file) while we looked
+            finally:
+                os.close(fd)
         return alive
 
     def older_alive(self) -> list[str]:
@@ -90,10 +104,11 @@ class NodeLease:
     def newer_alive(self) -> list[str]:
         return [name for name in self._alive_others() if name > self.name]
 
-    def wait_for_older(self, stop: threading.Event, poll: float = 0.2) -> bool:
-        """Block until no older agent runs (True) or `stop` is set (False)."""
+    def wait_for_older(self, stop: threading.Event, poll: float = 0.2, timeout: Optional[float] = None) -> bool:
+        """Block until no older agent runs (True), or `stop` is set or `timeout` passes (False)."""
         said: Optional[list] = None
-        while not stop.is_set():
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             older = self.older_alive()
             if not older:
                 if said:

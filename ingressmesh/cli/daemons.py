@@ -40,8 +40,11 @@ def _stop_on_signals() -> threading.Event:
     """Logging set up, and an event SIGTERM/SIGINT set (so the kernel state is left as the command says)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
+    # Set from a short-lived thread: a handler runs in the main thread between two bytecodes, maybe
+    # while that thread holds the Event's own lock (inside stop.wait/stop.set), and Event.set there
+    # would wait for it forever (a second SIGTERM hung the agent until SIGKILL).
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: threading.Thread(target=stop.set, name="stop", daemon=True).start())
     return stop
 
 
@@ -137,8 +140,9 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
               help="On SIGTERM: keep the rules (systemd restarts and upgrades), remove every table ingressmesh "
                    "made on this node, or remove them unless a newer agent of this node waits for them "
                    "(the swarm stack: `docker stack rm` cleans, a start-first update hands over).")
-@click.option("--lease-dir", default="/run/ingressmesh/agents", show_default=True,
-              help="With --on-stop handover: a directory every agent of this node shares (a host directory).")
+@click.option("--lease-dir", default="",
+              help="A directory every agent of this node shares (a host directory or a per-node volume): an agent "
+                   "waits there for older ones to stop before it writes the kernel.  Needed by --on-stop handover.")
 @click.option("--ready-file", default="",
               help="Written once this agent holds its lease: the stack's health check tests it, so a start-first "
                    "update stops the old agent only when the new one is there to take over.")
@@ -148,13 +152,15 @@ def agent_command(controllers, controller_port, docker_url, token_file, ca_file,
     """Follow the controller and program this node's routing mesh in Docker's namespaces."""
     from ..agent.app import Agent, AgentConfig, local_node_id, manager_controllers
     from ..agent.docker_layout import DockerNamespaces
-    from ..agent.leaving import leave_node
+    from ..agent.leaving import leave_before_taking_over, leave_node
     from ..agent.node_lease import LeaseError, NodeLease
     from ..agent.writable_sysctls import ensure_writable_sysctls
     from ..daemon.credentials import READER, credential_node
     stop = _stop_on_signals()
     lease = None
-    if on_stop == "handover":  # first: a start-first update stops the old agent once this one runs
+    if on_stop == "handover" and not lease_dir:
+        raise click.ClickException("--on-stop handover needs --lease-dir (where the agents of this node meet)")
+    if lease_dir:  # first thing: a start-first update stops the old agent once this one holds its lease
         try:
             lease = NodeLease(lease_dir).take()
             if ready_file:
@@ -189,7 +195,12 @@ def agent_command(controllers, controller_port, docker_url, token_file, ca_file,
     if problem:
         logging.getLogger("ingressmesh.agent").warning("%s", problem)  # namespaces whose sysctl is off will say so
     if lease is not None and not lease.wait_for_older(stop):
-        lease.release()  # stopped before it ever touched the kernel
+        try:  # stopped before it touched the kernel; the older agent may hand its rules to us as it goes
+            logging.getLogger("ingressmesh.agent").info(
+                "stopped while waiting: rules %s (--on-stop %s)",
+                leave_before_taking_over(on_stop, lease, namespaces, backend), on_stop)
+        finally:
+            lease.release()
         return
     try:
         agent = Agent(config, token, node_id)

@@ -1,6 +1,8 @@
 """`ingressmesh install --stack`: the whole mesh on a swarm, from one manager, in one command."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..daemon.token import TokenError
@@ -15,7 +17,7 @@ from ..daemon.token import TokenError
 @click.option("--image", default="ingressmesh/proxy:latest", show_default=True,
               help="The ingressmesh image (docker/proxy/Dockerfile), on every node or in a registry.")
 @click.option("--backend", type=click.Choice(("auto", "nftables", "ipvs")), default="auto", show_default=True)
-@click.option("--on-stop", type=click.Choice(("handover", "cleanup", "keep")), default="handover", show_default=True,
+@click.option("--on-stop", type=click.Choice(("handover", "keep")), default="handover", show_default=True,
               help="What an agent does with its rules when stopped: `keep` leaves them through `docker stack rm`.")
 @click.option("--token-file", default="/etc/ingressmesh/token", show_default=True,
               help="The cluster secret, made here if missing, and the Docker secret made from it if missing.")
@@ -30,16 +32,19 @@ from ..daemon.token import TokenError
 def install_command(as_stack, name, docker_host, image, backend, on_stop, token_file, docker_sock, exec_root,
                     l7_config, resolve_image) -> None:
     """Install ingressmesh on this swarm: `docker stack deploy` of ingressmesh-stack.yml."""
-    from ..stack import SECRET, StackError, StackSettings, cluster_token, deploy, ensure_secret
+    from ..stack import SECRET, StackError, StackSettings, cluster_token, deploy, ensure_secret, secret_digest
     docker = ["docker", "-H", docker_host] if docker_host else ["docker"]
     settings = StackSettings(name=name, image=image, backend=backend, on_stop=on_stop, docker_sock=docker_sock,
                              exec_root=exec_root, resolve_image=resolve_image, l7_config=l7_config or "")
     try:
         settings.check()
+        if secret_digest(docker) is not None and not os.path.exists(token_file):
+            raise StackError(f"the Docker secret {SECRET} exists but {token_file} does not: copy the token file from "
+                             "the manager that installed the stack (Docker never gives a secret back)")
         token, made = cluster_token(token_file)
         if made:
             click.echo(f"made the cluster secret in {token_file} (0600)")
-        if ensure_secret(docker, token):
+        if ensure_secret(docker, token, token_file):
             click.echo(f"made the Docker secret {SECRET} from {token_file}")
         click.echo(deploy(docker, settings).rstrip())
     except (StackError, TokenError, OSError) as err:

@@ -145,6 +145,7 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
     import docker
     from ..agent.app import manager_controllers
     from ..agent.controller_client import ControllerClient, ControllerError
+    from ..daemon.credentials import is_derived, reader_credential
     from ..l7.proxy_service import ProxyServices, desired_spec, secrets_needed
     settings = _settings(config_path)
     credentials = _credentials(token_file, ca_file, tls_verify)
@@ -155,7 +156,10 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
             raise click.ClickException(f"no --controller given, and the swarm's managers cannot be learnt "
                                        f"from {docker_url}: {err}") from None
     stack_labels = {"com.docker.stack.namespace": stack_namespace} if stack_namespace else {}
-    services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), credentials.token,
+    # The proxies only read snapshots, and they are the most exposed tasks (HAProxy on published
+    # ports): given the cluster secret, they get the read-only credential made from it instead.
+    proxy_token = credentials.token if is_derived(credentials.token) else reader_credential(credentials.token)
+    services = ProxyServices(docker.APIClient(base_url=docker_url, version="auto", timeout=30), proxy_token,
                              stack_labels)
     client = ControllerClient(list(controllers), credentials)
 

@@ -122,9 +122,11 @@ class KernelIpvs:
         """Sysctls, IPVS timeouts and (for VIPs) local delivery of marked packets."""
         self.dump()  # opening the socket loads ip_vs, which creates net.ipv4.vs.*
         for key, value in SYSCTLS:
-            if self.netns.sysctl(key) is None:
+            current = self.netns.sysctl(key)
+            if current is None:
                 raise IpvsError(f"{key} is missing in {self.netns.name}: is ip_vs loaded?")
-            self.netns.set_sysctl(key, value)
+            if current != value:  # no write when right already (a container may not write /proc/sys)
+                self.netns.set_sysctl(key, value)
         tcp, tcpfin, udp = timeouts
         proc = self.netns.run(["ipvsadm", "--set", str(tcp), str(tcpfin), str(udp)], check=False)
         if proc.returncode != 0:

@@ -18,6 +18,7 @@ from ..daemon.token import generate_token, load_token, write_token
 STACK_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-stack.yml")
 L7_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-l7.yml")
 SECRET = "ingressmesh_secret"
+DIGEST_LABEL = "io.ingressmesh.token.sha256"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _IMAGE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_./:@-]{0,254}$")
 
@@ -44,8 +45,9 @@ class StackSettings:
             raise StackError(f"image {self.image!r} is not an image reference")
         if self.backend not in ("auto", "nftables", "ipvs"):
             raise StackError(f"backend {self.backend!r}: auto, nftables or ipvs")
-        if self.on_stop not in ("handover", "cleanup", "keep"):
-            raise StackError(f"on-stop {self.on_stop!r}: handover, cleanup or keep")
+        if self.on_stop not in ("handover", "keep"):
+            raise StackError(f"on-stop {self.on_stop!r}: handover or keep (cleanup would remove the rules a "
+                             "start-first update's new agent has just written)")
         if self.resolve_image not in ("always", "changed", "never"):
             raise StackError(f"resolve-image {self.resolve_image!r}: always, changed or never")
         for what, path in (("docker socket", self.docker_sock), ("exec root", self.exec_root)):
@@ -95,14 +97,35 @@ def cluster_token(token_file: str) -> tuple[str, bool]:
     return token, True
 
 
-def ensure_secret(docker: list[str], token: str) -> bool:
-    """Create the Docker secret from `token` unless it exists; True when created."""
-    if _docker(docker, "secret", "inspect", SECRET).returncode == 0:
-        return False
-    made = _docker(docker, "secret", "create", SECRET, "-", stdin=token)
-    if made.returncode != 0:
-        raise StackError(f"docker secret create {SECRET}: {made.stderr.strip()}")
-    return True
+def secret_digest(docker: list[str]) -> str | None:
+    """The token digest labelled on the existing Docker secret ("" when it has none: made by hand),
+    or None when there is no such secret."""
+    shown = _docker(docker, "secret", "inspect", "-f", f'{{{{index .Spec.Labels "{DIGEST_LABEL}"}}}}', SECRET)
+    if shown.returncode != 0:
+        return None
+    return shown.stdout.strip().removeprefix("<no value>")
+
+
+def token_digest(token: str) -> str:
+    """Names a token without revealing it (32 random bytes: the hash gives nothing away)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def ensure_secret(docker: list[str], token: str, token_file: str = "the token file") -> bool:
+    """Create the Docker secret from `token` unless it exists (True when created); an existing one
+    must hold the same token, or every `--token-file` on this manager would be refused."""
+    digest = secret_digest(docker)
+    if digest is None:
+        made = _docker(docker, "secret", "create", "--label", f"{DIGEST_LABEL}={token_digest(token)}", SECRET, "-",
+                       stdin=token)
+        if made.returncode != 0:
+            raise StackError(f"docker secret create {SECRET}: {made.stderr.strip()}")
+        return True
+    if digest and digest != token_digest(token):
+        raise StackError(f"the Docker secret {SECRET} holds another token than {token_file}: copy the token file "
+                         f"from the manager that installed the stack, or start over (docker stack rm, then "
+                         f"docker secret rm {SECRET})")
+    return False
 
 
 def deploy(docker: list[str], settings: StackSettings) -> str:

@@ -157,3 +157,113 @@ def test_nothing_is_remounted_on_a_host_and_an_unreadable_mountinfo_is_named(tmp
     host.write_text(HOST_MOUNTINFO)
     assert ensure_writable_sysctls(str(host)) is None
     assert "cannot read" in ensure_writable_sysctls(str(tmp_path / "missing"))
+
+
+def test_an_agent_stopped_while_waiting_leaves_the_older_agents_rules_alone(tmp_path, removals):
+    """An update rolled back (the new agent stopped, the old one keeps running): nothing removed."""
+    proc, _ = _holder(tmp_path / "lease")
+    new = NodeLease(str(tmp_path / "lease")).take()
+    try:
+        outcome = leaving.leave_before_taking_over("handover", new, DockerNamespaces(str(tmp_path)), "nftables",
+                                                   timeout=0.5)
+        assert outcome == "left to the older agent" and removals == []
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        new.release()
+
+
+def test_an_agent_stopped_while_waiting_cleans_once_the_older_one_handed_over(tmp_path, removals):
+    """`docker stack rm` during a rolling update: the old agent sees the new one waiting and hands
+    its rules over as it exits; the new one, stopped too, must then remove them."""
+    proc, _ = _holder(tmp_path / "lease")
+    new = NodeLease(str(tmp_path / "lease")).take()
+    try:
+        threading.Timer(0.3, proc.terminate).start()  # the old agent goes a moment later
+        outcome = leaving.leave_before_taking_over("handover", new, DockerNamespaces(str(tmp_path)), "nftables",
+                                                   timeout=10)
+        assert outcome == "removed" and removals == ["nftables"]
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        new.release()
+
+
+def test_odd_entries_in_the_lease_directory_neither_crash_nor_block(tmp_path):
+    (tmp_path / "agent-00000000000000000001-aaaa.lock").mkdir()  # a directory named like a lease
+    os.mkfifo(tmp_path / "agent-00000000000000000002-bbbb.lock")  # a FIFO: opening it would block
+    os.symlink("/etc/passwd", tmp_path / "agent-00000000000000000003-cccc.lock")
+    lease = NodeLease(str(tmp_path)).take()
+    started = time.monotonic()
+    assert lease.older_alive() == [] and lease.newer_alive() == []
+    assert time.monotonic() - started < 2
+    lease.release()
+    assert os.path.exists("/etc/passwd")
+
+
+def test_a_failed_take_leaves_no_file_behind(tmp_path, monkeypatch):
+    def refuse(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "rename", refuse)
+    for _ in range(3):
+        with pytest.raises(LeaseError, match="No space left"):
+            NodeLease(str(tmp_path)).take()
+    assert os.listdir(tmp_path) == []
+
+
+SIGNALLED_CHILD = """
+import sys, time
+from ingressmesh.cli.daemons import _stop_on_signals
+stop = _stop_on_signals()
+print("ready", flush=True)
+end = time.monotonic() + 8
+i = 0
+while time.monotonic() < end:  # what a daemon's main thread does: wait on `stop`, set it
+    stop.wait(0)
+    stop.set()
+    stop.clear()
+    i += 1
+    if i % 2000 == 0:
+        print(i, flush=True)
+print("done", flush=True)
+"""
+
+
+def test_a_burst_of_sigterms_never_deadlocks_a_daemon(tmp_path):
+    """A handler that set the Event itself could run while the main thread held the Event's lock
+    (inside wait/set) and wait for it forever: the agent hung until SIGKILL, without cleaning up."""
+    import signal
+    child = subprocess.Popen([sys.executable, "-c", SIGNALLED_CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        while time.monotonic() - started < 4 and child.poll() is None:  # bounded: ~1,000 signals
+            child.send_signal(signal.SIGTERM)
+            time.sleep(0.004)
+        out, _ = child.communicate(timeout=20)
+        assert out.strip().endswith("done"), out[-200:]
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stdout.close()
+
+
+def test_stopping_the_fast_path_waits_for_its_sync_under_way(tmp_path):
+    """The stop policy may remove every table right after: a container table written later would stay."""
+    from ingressmesh.agent.fast_path import FastPath
+    events = []
+
+    class SlowFastPath(FastPath):
+        def sync(self):
+            events.append("sync begins")
+            time.sleep(0.5)
+            events.append("sync ends")
+
+    fast = SlowFastPath(DockerNamespaces(str(tmp_path)), containers=None, make_backend=None).start()
+    fast.containers_changed()
+    time.sleep(0.1)
+    fast.stop()
+    events.append("stopped")
+    assert events == ["sync begins", "sync ends", "stopped"]

@@ -30,8 +30,9 @@ with open(sys.argv[1], "a") as out:
                           "env": {k: os.environ[k] for k in keys if k in os.environ}}) + "\\n")
 EOF
 case "$*" in
-  *"secret inspect"*) [ -e "$FAKE_DOCKER_LOG.secret" ] || exit 1 ;;
-  *"secret create"*) touch "$FAKE_DOCKER_LOG.secret"; echo made ;;
+  *"secret inspect"*) [ -e "$FAKE_DOCKER_LOG.secret" ] || exit 1; cat "$FAKE_DOCKER_LOG.secret" ;;
+  *"secret create"*) for a; do case "$a" in io.ingressmesh.token.sha256=*) label="${a#*=}";; esac; done
+                     echo "${label:-<no value>}" > "$FAKE_DOCKER_LOG.secret"; echo made ;;
   *"stack deploy"*) echo "Creating service ingressmesh_agent" ;;
 esac
 """
@@ -53,6 +54,7 @@ def fake_docker(tmp_path, monkeypatch):
 @pytest.mark.parametrize("field,value,named", [
     ("name", "bad name", "stack name"), ("name", "-x", "stack name"),
     ("image", "img; rm -rf /", "image"), ("backend", "iptables", "backend"), ("on_stop", "never", "on-stop"),
+    ("on_stop", "cleanup", "start-first"),
     ("docker_sock", "relative/docker.sock", "docker socket"), ("exec_root", "/run/docker,readonly", "exec root"),
     ("exec_root", "/run/docker\nx", "exec root"), ("resolve_image", "sometimes", "resolve-image"),
 ])
@@ -157,3 +159,30 @@ def test_a_broken_l7_config_is_refused_by_name_before_anything_is_deployed(tmp_p
                                      "--l7-config", str(config)])
     assert done.exit_code != 0 and "PublishedPort" in done.output
     assert not (tmp_path / "calls.jsonl").exists()
+
+
+def test_a_token_file_that_does_not_match_the_secret_is_refused(tmp_path, fake_docker):
+    first = CliRunner().invoke(main, ["install", "--stack", "--token-file", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    # another manager without the file: no new token is made (it would not match the secret)
+    other = CliRunner().invoke(main, ["install", "--stack", "--token-file", str(tmp_path / "b")])
+    assert other.exit_code != 0 and "exists but" in other.output and not (tmp_path / "b").exists()
+    (tmp_path / "c").write_text("another-token-of-enough-length-0123456789abcdef\n")
+    (tmp_path / "c").chmod(0o600)
+    wrong = CliRunner().invoke(main, ["install", "--stack", "--token-file", str(tmp_path / "c")])
+    assert wrong.exit_code != 0 and "holds another token" in wrong.output
+    again = CliRunner().invoke(main, ["install", "--stack", "--token-file", str(tmp_path / "a")])
+    assert again.exit_code == 0, again.output
+    assert len([c for c in fake_docker() if c["argv"][:2] == ["stack", "deploy"]]) == 2
+
+
+def test_the_users_dockerfile_holds_what_the_lab_image_holds():
+    """The lab's offline image is tested; the Dockerfile users build must not lack what it has."""
+    import re
+    from ingressmesh.lab import proxy_image
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    text = open(os.path.join(repo, "docker", "proxy", "Dockerfile"), encoding="utf-8").read()
+    install = re.search(r"apt-get install -y --no-install-recommends ((?:[^&]|\\\n)+)", text).group(1)
+    packages = set(install.replace("\\", " ").split())
+    included = next(a for a in proxy_image.DEBOOTSTRAP_ARGS if a.startswith("--include=")).split("=", 1)[1]
+    assert set(included.split(",")) <= packages, set(included.split(",")) - packages
