@@ -40,7 +40,22 @@ if [ -x "$SHARE/images/import.sh" ]; then
     "$SHARE/images/import.sh"
 fi
 
-# 3. the swarm
+# 3. the package, offline, into the venv install-systemd.sh uses, before the swarm: a worker
+# installs while the manager still boots (pip under software emulation takes minutes). Built from
+# the rsynced checkout with the venv's own setuptools (no isolated build env to install).
+VENV=/opt/ingressmesh/venv
+export PIP_NO_INDEX=1 PIP_FIND_LINKS="$SHARE/wheelhouse" PIP_DISABLE_PIP_VERSION_CHECK=1
+SRC_HASH="$(cd "$SRC" && find ingressmesh setup.cfg pyproject.toml -type f -not -name '*.pyc' | sort \
+    | xargs sha256sum | sha256sum | cut -c1-16)"
+if [ ! -x "$VENV/bin/ingressmesh" ] || [ "$(cat "$VENV/.imvag-src" 2>/dev/null)" != "$SRC_HASH" ]; then
+    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q wheel 'setuptools>=61'
+    "$VENV/bin/pip" install -q --no-build-isolation --upgrade "$SRC"
+    echo "$SRC_HASH" > "$VENV/.imvag-src"
+fi
+say "ingressmesh $("$VENV/bin/pip" show ingressmesh 2>/dev/null | awk '/^Version/ {print $2}') in $VENV after $(( $(date +%s) - T0 )) s"
+
+# 4. the swarm
 ssh_manager() {  # the lab's own key: the manager authorized it for user vagrant
     ssh -i "$SHARE/lab_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
         -o ConnectTimeout=10 -o BatchMode=yes -o LogLevel=ERROR "vagrant@$IMVAG_MANAGER_IP" "$@"
@@ -56,6 +71,8 @@ if [ "$IMVAG_ROLE" = manager ]; then
         docker swarm init --advertise-addr "$IMVAG_IP" --listen-addr "$IMVAG_IP:2377" >/dev/null
         say "swarm initialised on $IMVAG_IP"
     fi
+    # under software emulation the 5 s default missed heartbeats ("node not registered")
+    docker swarm update --dispatcher-heartbeat 20s >/dev/null
 elif [ "$state" != active ]; then
     token=""
     for _ in $(seq 120); do  # the manager may still be booting: up to 20 min
@@ -71,8 +88,7 @@ fi
 NODE_ID="$(docker info -f '{{.Swarm.NodeID}}')"
 say "swarm node id $NODE_ID after $(( $(date +%s) - T0 )) s"
 
-# 4. ingressmesh, offline: install-systemd.sh's pip reads these from the environment
-export PIP_NO_INDEX=1 PIP_FIND_LINKS="$SHARE/wheelhouse" PIP_DISABLE_PIP_VERSION_CHECK=1
+# 5. units, options and token: scripts/install-systemd.sh with the venv made above
 TOKEN_ARGS=()
 if [ "$IMVAG_ROLE" = worker ] && [ ! -e /etc/ingressmesh/token ]; then
     cred=""
@@ -85,11 +101,19 @@ if [ "$IMVAG_ROLE" = worker ] && [ ! -e /etc/ingressmesh/token ]; then
     (umask 077 && echo "$cred" > /root/ingressmesh-node-token)
     TOKEN_ARGS=(--token-file /root/ingressmesh-node-token)
 fi
-sh "$SRC/scripts/install-systemd.sh" "${TOKEN_ARGS[@]}"
+sh "$SRC/scripts/install-systemd.sh" --venv "$VENV" "${TOKEN_ARGS[@]}"
 rm -f /root/ingressmesh-node-token
 say "ingressmesh installed after $(( $(date +%s) - T0 )) s"
 
-# 5. the units' options (this lab's own; install-systemd.sh keeps them on a re-run)
+# 6. the units' options (this lab's own; install-systemd.sh keeps them on a re-run), and a
+# longer start timeout: under QEMU software emulation, with three VMs on two cores, the agent took
+# more than the units' 90 s to import and reach READY (it was killed and restarted in a loop).
+for unit in ingressmesh-agent ingressmesh-controller; do
+    mkdir -p "/etc/systemd/system/$unit.service.d"
+    printf '# The VM lab (vagrant/provision.sh): software emulation starts python slowly.\n[Service]\nTimeoutStartSec=600\n' \
+        > "/etc/systemd/system/$unit.service.d/imvag-lab.conf"
+done
+systemctl daemon-reload
 cat > /etc/default/ingressmesh-agent <<EOF
 # Written by the VM lab's vagrant/provision.sh.
 INGRESSMESH_AGENT_OPTS="--controller http://$IMVAG_MANAGER_IP:9401 --backend $IMVAG_BACKEND"
