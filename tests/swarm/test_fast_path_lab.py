@@ -13,7 +13,8 @@ import pytest
 
 from ingressmesh.lab import PYTHON_IMAGE
 from ingressmesh.lab.config import DOCKER
-from swarm_helpers import NETWORK, create_service, remove_service_and_wait_unrouted, wait_for, wait_running
+from swarm_helpers import (NETWORK, create_service, remove_service_and_wait_unrouted, routed_on_node, wait_for,
+                           wait_running)
 
 SERVICE = "fpweb"
 # Runs inside a caller container (python3, stdlib only): `count` requests to host:80, each on a
@@ -84,6 +85,8 @@ def fpweb(mesh):
     create_service(lab, SERVICE, "--replicas", "3", "--replicas-max-per-node", "1", "--network", NETWORK,
                    image=PYTHON_IMAGE)
     tasks = wait_running(lab, SERVICE, 3, timeout=90)
+    for n in lab.config.node_numbers:  # a test may stop an agent next: it must have programmed the VIP
+        wait_for(f"node{n} routes {SERVICE}", lambda: all(routed_on_node(lab, n, t["id"]) for t in tasks), timeout=30)
     callers = []
     try:
         yield tasks, callers

@@ -111,7 +111,7 @@ def test_the_mesh_runs_as_swarm_services_only(mesh, steady):
     for n in lab.config.node_numbers:
         code, health = mesh.agent_health(n)
         assert code == 200 and health["controller"]["reachable"], health
-        seen = {http_hostname(lab.client_netns(), lab.node_address(n), PORT) for _ in range(9)}
+        seen = {http_hostname(lab.client_netns(), lab.node_address(n), PORT) for _ in range(30)}
         assert seen == {t["container"] for t in steady}
 
 
@@ -174,7 +174,7 @@ def test_a_node_that_joins_later_gets_its_agent_and_its_rules(mesh, steady):
     assert new_id and new_id != old_id
     tasks = wait_running(lab, "stacked", 3, timeout=90)
     wait_for("node3 routes stacked", lambda: {http_hostname(lab.client_netns(), lab.node_address(3), PORT)
-                                              for _ in range(9)} == {t["container"] for t in tasks}, timeout=90,
+                                              for _ in range(30)} == {t["container"] for t in tasks}, timeout=90,
              interval=0.5)
     routed = time.monotonic() - joined
     print(f"node3 joined again as {new_id}: its agent routed the published port {routed:.1f} s after the join")
