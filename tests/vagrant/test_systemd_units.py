@@ -3,9 +3,10 @@ the agent's watchdog restarts an agent whose main loop is stuck, and a restart o
 a bounded load loses no request."""
 from __future__ import annotations
 
+import subprocess
 import time
 
-from conftest import DEMO_PORT, MANAGER, node_ip
+from conftest import DEMO_PORT, LAB, MANAGER, node_ip
 
 
 def test_units_are_notify_and_active(lab):
@@ -17,9 +18,19 @@ def test_units_are_notify_and_active(lab):
         assert (props["ActiveState"], props["SubState"]) == ("active", "running"), (node, unit, props)
         # Type=notify is only "active" once the daemon sent READY=1
         assert int(props["MainPID"]) > 0
-        # /healthz answers on the node
+        # /healthz answers 200 on the node (once failed with an HTTP error in a run: wait, bounded,
+        # and show what it said)
         port = 9401 if unit.endswith("controller") else 9402
-        lab.run(node, f"curl -sf -m 10 http://127.0.0.1:{port}/healthz >/dev/null")
+        seen = []
+
+        def healthy():
+            out = lab.out(node, f"curl -s -m 10 -w '\\n%{{http_code}}' http://127.0.0.1:{port}/healthz")
+            seen.append(out.strip()[-600:])
+            return out.strip().endswith("200")
+
+        lab.wait(f"{node} {unit} /healthz 200 (seen: {seen})", healthy, timeout=90, interval=5)
+        if len(seen) > 1:
+            print(f"{node} {unit} /healthz was not 200 at first: {seen[:-1]}")
 
 
 WATCHDOG_DROPIN = "/run/systemd/system/ingressmesh-agent.service.d/imvag-watchdog.conf"
@@ -58,7 +69,7 @@ def test_watchdog_restarts_a_stuck_agent(lab):
 
 def test_agent_restart_under_load_loses_no_request(lab, demo):
     node = lab.nodes[-1]
-    client = MANAGER if node != MANAGER else lab.nodes[1]
+    client = MANAGER if node != MANAGER else lab.nodes[(lab.nodes.index(node) + 1) % len(lab.nodes)]
     url = f"http://{node_ip(node)}:{DEMO_PORT}/"
     # a bounded load: at most 600 requests, at most 120 s, from another VM to the restarted node
     script = (f"ok=0; fail=0; end=$(( $(date +%s) + 120 )); "
@@ -67,8 +78,6 @@ def test_agent_restart_under_load_loses_no_request(lab, demo):
               f"  [ -e /tmp/imvag-load-stop ] && break; [ $(date +%s) -ge $end ] && break; "
               f"done; echo $ok $fail")
     lab.run(client, "rm -f /tmp/imvag-load-stop")
-    import subprocess
-    from conftest import LAB
     load = subprocess.Popen([str(LAB), "ssh", client, script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
