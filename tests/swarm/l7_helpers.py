@@ -73,13 +73,16 @@ def _in_node(lab, n: int, call):
 
 
 def _token(lab) -> str:
+    """What a proxy replica's /v1/ API takes: the read-only credential `l7 deploy` gave the proxies
+    (made from the cluster secret, like `ingressmesh token reader`)."""
+    from ingressmesh.daemon.credentials import reader_credential
     from ingressmesh.testbed.swarm_mesh import SwarmMesh
     with open(SwarmMesh(lab).token_file, encoding="utf-8") as handle:
-        return handle.read().strip()
+        return reader_credential(handle.read().strip())
 
 
 def replica_json(lab, n: int, address: str, path: str, timeout: float = 2.0) -> tuple[int, dict]:
-    """A JSON endpoint of one proxy replica (paths under /v1/ with the cluster token)."""
+    """A JSON endpoint of one proxy replica (paths under /v1/ with the proxies' credential)."""
     request = urllib.request.Request(f"http://{address}:9403{path}")
     if path.startswith("/v1/"):
         request.add_header("Authorization", f"Bearer {_token(lab)}")
