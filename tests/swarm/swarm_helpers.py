@@ -49,6 +49,18 @@ def remove_service_and_wait_unrouted(lab, name: str, timeout: float = 60) -> Non
              timeout=timeout, interval=0.5)
 
 
+def published_everywhere(lab, name: str, port: int):
+    """Module-fixture body: 3 replicas of `name`, one per node, on the overlay, published on `port`,
+    routed by every node's ingress_sbox; yields the tasks, removes the service afterwards."""
+    create_service(lab, name, "--replicas", "3", "--replicas-max-per-node", "1", "--network", NETWORK,
+                   "--publish", f"{port}:80")
+    tasks = wait_running(lab, name, 3)
+    for n in lab.config.node_numbers:
+        wait_for(f"node{n} routes {name}", lambda: all(active_on_node(lab, n, t["id"]) for t in tasks), timeout=20)
+    yield tasks
+    remove_service(lab, name)
+
+
 def running_tasks(lab, service: str, state: str = "running") -> list[dict]:
     """The service's tasks in `state` that are meant to run: id, node, container (= hostname),
     addresses.  (Swarm reports a task with a health check as "starting" until it is healthy.)"""

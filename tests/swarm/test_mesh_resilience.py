@@ -12,7 +12,8 @@ import pytest
 
 from ingressmesh.testbed.swarm_probe import LoadGenerator, spread
 from swarm_helpers import (NETWORK, NotifySocket, active_on_node, create_service, ingress_sbox, kernel_tables,
-                           remove_service, remove_service_and_wait_unrouted, wait_for, wait_running)
+                           published_everywhere, remove_service, remove_service_and_wait_unrouted, wait_for,
+                           wait_running)
 from ingressmesh.testbed.swarm_probe import kernel_map
 
 PORT = 8086
@@ -20,14 +21,7 @@ PORT = 8086
 
 @pytest.fixture(scope="module")
 def steady(mesh):
-    lab = mesh.lab
-    create_service(lab, "steady", "--replicas", "3", "--replicas-max-per-node", "1", "--network", NETWORK,
-                   "--publish", f"{PORT}:80")
-    tasks = wait_running(lab, "steady", 3)
-    for n in lab.config.node_numbers:
-        wait_for("steady routed", lambda: all(active_on_node(lab, n, t["id"]) for t in tasks), timeout=20)
-    yield tasks
-    remove_service(lab, "steady")
+    yield from published_everywhere(mesh.lab, "steady", PORT)
 
 
 def _targets(lab):

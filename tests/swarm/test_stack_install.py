@@ -18,7 +18,8 @@ from ingressmesh.testbed.stack_mesh import AGENT_SERVICE, CONTROLLER_SERVICE, NA
 from ingressmesh.testbed.l7_probe import http_request, proxy_update_done
 from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
 from conftest import STACK_L7_PORT
-from swarm_helpers import NETWORK, active_on_node, create_service, kernel_tables, remove_service, wait_for, wait_running
+from swarm_helpers import (NETWORK, create_service, kernel_tables, published_everywhere, remove_service, wait_for,
+                           wait_running)
 
 if os.environ.get("INGRESSMESH_LAB_MESH") != "stack":
     pytest.skip("the stack pass of `make test` runs these (INGRESSMESH_LAB_MESH=stack)", allow_module_level=True)
@@ -29,14 +30,7 @@ PROXY = "ingressmesh-proxy"
 
 @pytest.fixture(scope="module")
 def steady(mesh):
-    lab = mesh.lab
-    create_service(lab, "stacked", "--replicas", "3", "--replicas-max-per-node", "1", "--network", NETWORK,
-                   "--publish", f"{PORT}:80")
-    tasks = wait_running(lab, "stacked", 3)
-    for n in lab.config.node_numbers:
-        wait_for(f"node{n} routes stacked", lambda: all(active_on_node(lab, n, t["id"]) for t in tasks), timeout=20)
-    yield tasks
-    remove_service(lab, "stacked")
+    yield from published_everywhere(mesh.lab, "stacked", PORT)
 
 
 def _ingressmesh_processes(lab) -> dict[int, str]:
