@@ -256,3 +256,7 @@ def _register_daemons() -> None:
 
 
 _register_daemons()
+
+from .examples import add_examples  # noqa: E402  (after every command is registered)
+
+add_examples(main)
