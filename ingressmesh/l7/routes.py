@@ -13,7 +13,11 @@ Rules (README "L7 routing"):
 - TLS is chosen per host (SNI happens before any path is known): every service claiming a host,
   whatever its context root, must name the same certificate and key, ssl_only and
   ssl_passthrough; the first by service name keeps the host, the others are refused for it;
-- the same holds for `default_backend`, which serves hosts nobody claims (otherwise 503).
+- the same holds for `default_backend`, which serves hosts nobody claims (otherwise 404);
+- a redirect is the behaviour of its whole host: it is kept only for a host its service serves,
+  and only when the host's owner redirects the same way; other redirects are refused by name;
+- com.docker.lb.network must be a network the service is on (VIP or task address); under
+  `docker stack deploy` an unprefixed name means the service's own stack's network.
 """
 from __future__ import annotations
 
@@ -131,14 +135,34 @@ class _Claim:
     network: model.Network
 
 
+STACK_NAMESPACE = "com.docker.stack.namespace"  # set by `docker stack deploy` on what it creates
+
+
+def labelled_network(service: model.Service, name: str, cluster: model.Cluster) -> Optional[model.Network]:
+    """The network com.docker.lb.network names: the exact name, else (under `docker stack deploy`,
+    which prefixes the networks it creates, so Interlock's stack examples name `demo-network` for
+    `demo_demo-network`) the service's own stack's network of that name."""
+    exact = next((n for n in cluster.networks if n.name == name), None)
+    if exact is not None:
+        return exact
+    stack = dict(service.labels).get(STACK_NAMESPACE, "")
+    return next((n for n in cluster.networks if stack and n.name == f"{stack}_{name}"), None)
+
+
 def network_of(service: model.Service, request: labels.RouteRequest, cluster: model.Cluster,
                 tasks) -> model.Network:
-    """The network the proxy reaches the service on: the label's, or the only one it is on."""
+    """The network the proxy reaches the service on: the label's (which the service must be on:
+    the proxies are attached to it, so a label must not pull them onto someone else's network),
+    or the only one it is on."""
     by_id = {n.id: n for n in cluster.networks}
     if request.network is not None:
-        found = next((n for n in cluster.networks if n.name == request.network), None)
+        found = labelled_network(service, request.network, cluster)
         if found is None or found.ingress:
             raise LabelError(labels.PREFIX + "network", request.network, "no such overlay network")
+        if not service.vip_on(found.id) and not any(t.address_on(found.id) for t in tasks):
+            raise LabelError(labels.PREFIX + "network", request.network,
+                             f"the service has no VIP or task address on network {found.name}: "
+                             "the proxies only join networks of the services they route to")
         return found
     ids = {v.network_id for v in service.vips} | {a.network_id for t in tasks for a in t.addresses}
     candidates = sorted(by_id[i].name for i in ids if i in by_id and not by_id[i].ingress)
@@ -185,7 +209,6 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
     node_of = {n.id: n for n in cluster.nodes}
     refused, notes = [], []
     claims: dict[tuple[str, str], list[_Claim]] = {}
-    redirects: dict[str, labels.Redirect] = {}  # source host -> redirect
     for service in sorted(cluster.services, key=lambda s: s.name):
         if service.name == scope.proxy_service or not labels.wants_routing(service.labels):
             continue
@@ -202,19 +225,20 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
             notes.append(f"service {service.name}: waiting for the proxy to join network {network.name}")
             continue
         notes += [f"service {service.name}: {note}" for note in request.notes]
+        if request.network is not None and request.network != network.name:
+            notes.append(f"service {service.name}: com.docker.lb.network={request.network} is the stack's "
+                         f"network {network.name} (no network is named {request.network})")
         claim = _Claim(service, request, network)
         keys = [(h, request.context_root) for h in request.hosts]
         if request.default_backend:
             keys.append((DEFAULT_HOST, "/"))
         for key in keys:
             claims.setdefault(key, []).append(claim)
-        for redirect in request.redirects:
-            redirects.setdefault(redirect.source_host, replace(redirect, service=service.name))
     host_owner: dict[str, _Claim] = {}  # the first service by name on each host decides its TLS
     for (host, _), claimants in sorted(claims.items()):
         if host not in host_owner or claimants[0].service.name < host_owner[host].service.name:
             host_owner[host] = claimants[0]
-    routes, backends, keeping, said = [], {}, set(), set()
+    routes, backends, said = [], {}, set()
     for (host, path), claimants in sorted(claims.items()):
         owner = host_owner[host]
         sharing = []
@@ -238,7 +262,6 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
         strip = path if first.rewrite and path != "/" else ""
         services = tuple(c.service.name for c in sharing)
         name = backend_name(services, first.backend_mode, strip)
-        keeping.update(services)
         if name not in backends:
             servers = [s for c in sharing for s in _servers(c, tasks_of.get(c.service.id, ()), node_of, options)]
             servers.sort(key=lambda s: (ip_sort_key(s.address), s.port, s.task_id))
@@ -247,10 +270,35 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
     # Longest context root first within a host: the renderer keeps this order.
     routes.sort(key=lambda r: (r.host, -len(r.path), r.path))
     return RouteTable(routes=tuple(routes), backends=tuple(sorted(backends.values(), key=lambda b: b.name)),
-                      # A service refused for its routes gets no redirects either.
-                      redirects=tuple(r for _, r in sorted(redirects.items()) if r.service in keeping),
+                      redirects=_redirects(claims, host_owner, routes, backends, refused),
                       refused=tuple(refused), notes=tuple(sorted(set(notes))),
                       tls_hosts=_tls_hosts(routes, backends, host_owner))
+
+
+def _redirects(claims: dict, owners: dict[str, _Claim], routes: list[Route], backends: dict[str, Backend],
+               refused: list[Refusal]) -> tuple[labels.Redirect, ...]:
+    """A redirect answers every request for its host before any routing, so it is the host's
+    behaviour: it is kept only when its service serves the host (owns it, or agrees with the
+    owner and shares it) and the owner redirects the host the same way; any other redirect is a
+    claim on someone else's host, refused by name (appended to `refused`)."""
+    serving = {(r.host, s) for r in routes for s in backends[r.backend].services}
+    wanted: dict[tuple[str, str], labels.Redirect] = {}  # (host, service) -> its redirect
+    for claim in {c.service.name: c for cs in claims.values() for c in cs}.values():
+        for redirect in claim.request.redirects:
+            wanted[(redirect.source_host, claim.service.name)] = replace(redirect, service=claim.service.name)
+    kept = {}
+    for (host, service), redirect in sorted(wanted.items()):
+        owner = owners[host].service.name if host in owners else ""
+        if (host, service) not in serving:
+            refused.append(Refusal(service, f"redirect {host} -> {redirect.target}: the service does not serve "
+                                   f"host {host}" + (f" ({owner} keeps it)" if owner else "")))
+        elif service != owner and (wanted.get((host, owner)) is None or wanted[(host, owner)].target != redirect.target):
+            theirs = wanted.get((host, owner))
+            refused.append(Refusal(service, f"redirect {host} -> {redirect.target}: {owner} keeps the host and "
+                                   + (f"redirects it to {theirs.target}" if theirs else "does not redirect it")))
+        else:
+            kept.setdefault(host, wanted[(host, owner)] if (host, owner) in wanted else redirect)
+    return tuple(r for _, r in sorted(kept.items()))
 
 
 def _backend(name: str, services: tuple[str, ...], request: labels.RouteRequest, strip: str,
