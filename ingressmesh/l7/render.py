@@ -16,6 +16,12 @@ from .safe import RenderError, check_safe  # noqa: F401 - RenderError is part of
 from .slots import Assignment, slot_name
 
 NO_ROUTE = "im:no-route"  # never a service backend: those start with "be:"
+# A Host header the proxy routes on: a host name (or IPv4 address) with an optional trailing dot
+# and port, or a bracketed IPv6 literal.  Anything else ('/', ',', '@', spaces...) would become
+# part of the route key (`Host: a.com/app` reached a.com's /app backend, `Host: bank.com/` escaped
+# bank.com's ssl_only redirect), so it is answered 400 before any routing or redirect.
+VALID_HOST = ("^([a-z0-9_]([a-z0-9_-]*[a-z0-9_])?([.][a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*[.]?"
+              "|\\[[0-9a-f:.]+\\])(:[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,13 @@ def request_rules(table: RouteTable, s: ProxySettings, proto: str) -> list[str]:
         "    option forwardfor",
         "    http-request set-header X-Real-IP %[src]",
         f"    http-request set-header X-Forwarded-Proto {proto}",
-        "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
+        # Host checks (README "Host header"): one valid Host, and HTTP/1.1 must send one (RFC 9112
+        # 3.2); an HTTP/1.0 request without one is routed like an unknown host.  The whole header
+        # (fhdr: no splitting at commas) is checked; a trailing dot names the same host.
+        "    http-request return status 400 content-type text/plain string \"bad Host header\\n\" "
+        "if { req.hdr_cnt(host) gt 1 } || { req.hdr_cnt(host) eq 0 } HTTP_1.1 || "
+        f"{{ req.hdr_cnt(host) eq 1 }} !{{ req.fhdr(host) -m reg -i '{VALID_HOST}' }}",
+        "    http-request set-var(txn.host) req.fhdr(host),field(1,:),lower,regsub('[.]$','')",
         "    http-request set-var-fmt(txn.route) %[var(txn.host)]%[path]/",
     ]
     if proto == "http":
@@ -152,7 +164,8 @@ def _backends(table: RouteTable, slots: Assignment, s: ProxySettings) -> list[st
                              f"weight {weight}{extra}")
         lines.append("")
     lines += [f"backend {NO_ROUTE}",
-              '    http-request return status 503 content-type text/plain string "no route for this host\\n"', ""]
+              # Interlock's answer for a host nobody serves (a route whose tasks are all gone is 503).
+              '    http-request return status 404 content-type text/plain string "no route for this host\\n"', ""]
     return lines
 
 

@@ -9,14 +9,14 @@ import signal
 from ingressmesh.l7.render import render_config
 from swarm_real import NOW, Swarm, get, hits, master
 
-def test_hosts_route_to_their_service_and_unknown_hosts_get_503(proxy, backends):
+def test_hosts_route_to_their_service_and_unknown_hosts_get_404(proxy, backends):
     swarm = Swarm(backends).service("a", hosts="a.com").service("b", hosts="b.com,www.b.com")
     a1, a2, b1 = swarm.task("a1", "a"), swarm.task("a2", "a"), swarm.task("b1", "b")
     assert proxy.apply(swarm.table()).how == "start"
     assert hits(proxy, "A.com:80") == {a1, a2}
     assert hits(proxy, "www.b.com") == {b1}
     status, headers, body = get(proxy, "nobody.com")
-    assert status == 503 and b"no route" in body
+    assert status == 404 and b"no route" in body  # Interlock's answer (issue 20.3)
     status, headers, body = get(proxy, "a.com", "/x?y=1", {"X-Request-Id": "spoofed", "X-Forwarded-For": "6.6.6.6"})
     seen = json.loads(body)
     assert headers["x-request-id"] == seen["headers"]["x-request-id"] != "spoofed"
@@ -63,7 +63,7 @@ def test_route_changes_reload_seamlessly_and_keep_the_slots(proxy, backends):
     status, _, body = get(proxy, "a.com", "/api/x")
     assert status == 200 and json.loads(body)["path"] == "/x"
     assert json.loads(get(proxy, "a.com", "/api")[2])["path"] == "/"
-    assert get(proxy, "a.com", "/apix")[0] == 503  # a context root is a path prefix, not a string prefix
+    assert get(proxy, "a.com", "/apix")[0] == 404  # a context root is a path prefix, not a string prefix
     status, headers, _ = get(proxy, "b.com", "/p?q=1")
     assert status == 302 and headers["location"] == "https://new.b.com:8443/p?q=1"
 
@@ -79,7 +79,7 @@ def test_a_config_haproxy_refuses_is_never_loaded(proxy, backends):
     result = proxy.apply(swarm.table())
     assert result.how == "refused" and "frobnicate" in result.error
     assert proxy.last_error and proxy.refused_configs == 1
-    assert hits(proxy, "a.com") == {a1} and get(proxy, "b.com")[0] == 503
+    assert hits(proxy, "a.com") == {a1} and get(proxy, "b.com")[0] == 404
     assert master(proxy) == before
     proxy.render = render_config
     assert proxy.apply(swarm.table()).how == "reload" and proxy.last_error is None
@@ -144,7 +144,7 @@ def test_a_new_host_for_an_existing_backend_is_a_map_edit_not_a_reload(proxy, ba
     after = master(proxy)
     swarm.service("b", hosts="b.com,shop.b.com", port=str(swarm.ports["b"]))
     assert proxy.apply(swarm.table()).how == "runtime"
-    assert hits(proxy, "shop.b.com") == {b1} and get(proxy, "www.a.com")[0] == 503
+    assert hits(proxy, "shop.b.com") == {b1} and get(proxy, "www.a.com")[0] == 404
     assert master(proxy) == after and after[0] == before[0]
     with open(proxy.haproxy.files.map_file(proxy.generation)) as handle:  # what a reload would load
         assert "shop.b.com/ be:b\n" in handle.read()

@@ -82,13 +82,14 @@ def test_a_missing_secret_or_a_mismatched_key_refuses_only_that_service(tls_prox
     status, _, body, seen, _ = https_get(port, "good.com", context)
     assert status == 200 and served_by(body) == "good1" and seen["CN"] == "good.com"
     assert get(tls_proxy, "plain.com")[0] == 200
-    assert get(tls_proxy, "missing.com")[0] == 503 and get(tls_proxy, "mismatch.com")[0] == 503
+    # Refused: no route for their hosts (404, as for any host nobody serves)
+    assert get(tls_proxy, "missing.com")[0] == 404 and get(tls_proxy, "mismatch.com")[0] == 404
     with open(f"{secrets_dir(tls_proxy)}/broken", "w") as handle:  # an unreadable PEM, after a good start
         handle.write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
     swarm.service("plain", hosts="plain.com", ssl_cert="broken", ssl_key=good["ssl_key"])
     result = tls_proxy.apply(swarm.table())
     assert {r.service for r in result.table.refused} == {"missing", "mismatch", "plain"}
-    assert https_get(port, "good.com", context)[0] == 200 and get(tls_proxy, "plain.com")[0] == 503
+    assert https_get(port, "good.com", context)[0] == 200 and get(tls_proxy, "plain.com")[0] == 404
 
 
 def test_passthrough_shares_the_https_port_with_terminated_hosts(tls_proxy, backends, pki):

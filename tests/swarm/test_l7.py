@@ -42,7 +42,7 @@ def settled(l7):
     settled_replicas(l7.lab, BLUE_PROXY, 1)
 
 
-def test_1_hosts_reach_only_their_service_unknown_hosts_503_or_default_backend(l7):
+def test_1_hosts_reach_only_their_service_unknown_hosts_404_or_default_backend(l7):
     lab = l7.lab
     labelled(lab, "l7a", "--replicas", "2", hosts="a.l7,www.a.l7", port="80")
     labelled(lab, "l7b", "--replicas", "1", hosts="b.l7", port="80")
@@ -52,7 +52,7 @@ def test_1_hosts_reach_only_their_service_unknown_hosts_503_or_default_backend(l
         wait_routed(lab, "b.l7")
         assert set(hostnames(lab, "A.L7:8080", 30)) == {t["container"] for t in a_tasks}
         assert set(hostnames(lab, "b.l7", 12)) == {t["container"] for t in b_tasks}
-        assert [a.status for a in every_node(lab, "nobody.l7")] == [503, 503, 503]
+        assert [a.status for a in every_node(lab, "nobody.l7")] == [404, 404, 404]  # as Interlock answers
         labelled(lab, "l7fallback", "--replicas", "1", port="80", default_backend="true")
         fallback = wait_running(lab, "l7fallback", 1)
         wait_routed(lab, "nobody.l7")
@@ -159,8 +159,8 @@ def test_5_each_service_cluster_has_its_own_proxy_service(l7):
         wait_routed(lab, "plain.l7")
         (n, _, _), = settled_replicas(lab, BLUE_PROXY, 1)
         assert http_request(lab.client_netns(), lab.node_address(n), BLUE_PORT, "blue.l7").status == 200
-        assert http_request(lab.client_netns(), lab.node_address(n), BLUE_PORT, "plain.l7").status == 503
-        assert {a.status for a in every_node(lab, "blue.l7")} == {503}
+        assert http_request(lab.client_netns(), lab.node_address(n), BLUE_PORT, "plain.l7").status == 404
+        assert {a.status for a in every_node(lab, "blue.l7")} == {404}
         assert {a.status for a in every_node(lab, "plain.l7")} == {200}
     finally:
         remove_service(lab, "blue-app")
@@ -343,13 +343,13 @@ def test_route_changes_reach_every_replica_within_one_second(l7):
                        "--label-add", f"{LB}port=80", name)
             new.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7", found=proxies),
                                   timeout=10))
-        for name in fresh:  # a removed service: its routes go (503)
+        for name in fresh:  # a removed service: its routes go (404: no route for the host)
             remove_service(lab, name)
-            removed.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7", status=503,
+            removed.append(time_until(lambda: served_by_every_replica(lab, DEFAULT_PROXY, f"{name}.l7", status=404,
                                                                       found=proxies), timeout=10))
         print(f"label edit -> served by every proxy replica: {summary(edits)}")
         print(f"new labelled service -> served by every proxy replica: {summary(new)}")
-        print(f"service removed -> 503 on every proxy replica: {summary(removed)}")
+        print(f"service removed -> 404 on every proxy replica: {summary(removed)}")
         assert max(edits) < 1.0 and max(new) < 1.0 and max(removed) < 1.0
     finally:
         for name in ["moving", *fresh]:

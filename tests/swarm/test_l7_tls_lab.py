@@ -251,7 +251,7 @@ def test_6_websocket_through_every_node_survives_five_route_reloads(l7):
                 assert echo(sock, f"after reload {i + 1}") == f"{task['container']}:after reload {i + 1}"
                 remove_service(lab, f"ws-churn{i}")
                 wait_for(f"churn{i}.l7 gone", lambda: served_by_every_replica(
-                    lab, DEFAULT_PROXY, f"churn{i}.l7", status=503), timeout=60, interval=0.2)
+                    lab, DEFAULT_PROXY, f"churn{i}.l7", status=404), timeout=60, interval=0.2)
             after = reload_counts(lab, DEFAULT_PROXY)
             assert echo(sock, "still here") == f"{task['container']}:still here"
         print(f"reloads per proxy replica (master pid, reloads, generation): before {before}, after {after}")

@@ -199,7 +199,7 @@ def test_the_l7_layer_runs_in_the_stack_and_routes_by_host(mesh, steady):
         for n in lab.config.node_numbers:
             answer = http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, "stacked.local")
             assert answer.status == 200 and answer.body.strip() in {t["container"] for t in tasks}, answer
-        assert http_request(lab.client_netns(), lab.node_address(1), STACK_L7_PORT, "other.local").status == 503
+        assert http_request(lab.client_netns(), lab.node_address(1), STACK_L7_PORT, "other.local").status == 404
     finally:
         remove_service(lab, "hosted")
 
