@@ -16,7 +16,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test unit kernel kernel-lab swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean
+.PHONY: help deps venv test unit kernel kernel-lab swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean docs docs-serve plots cli-docs
 
 help:
 	@echo "sudo make lab     3-node swarm lab + ingressmesh + counter demo stack (lab-down removes it)"
@@ -27,6 +27,7 @@ help:
 	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  control-plane benchmark"
 	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
 	@echo "make unit         rootless unit tests"
+	@echo "make docs         the docs site into site/ (docs-serve: http://127.0.0.1:8000); make plots  bench plots"
 	@echo "make clean        remove the venv"
 
 # As root: apt-get install what is missing. Otherwise: only check python3 (>= 3.10, venv).
@@ -48,6 +49,7 @@ kernel: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q tests/kernel
 
 test: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/unit tests/l7 tests/kernel tests/swarm \
 	    --ignore=tests/swarm/test_stack_install.py
 	$(MAKE) --no-print-directory swarm-stack
@@ -103,6 +105,7 @@ bench: venv
 	$(PY) bench/data_path.py
 	$(PY) bench/fast_path_fanout.py
 	$(MAKE) --no-print-directory bench-ipvs
+	$(MAKE) --no-print-directory plots
 
 # The VIP path with the nftables and the IPVS backend in one run of a kernel that has IPVS.
 bench-ipvs: venv
@@ -110,6 +113,22 @@ bench-ipvs: venv
 	scripts/kernel-lab --timeout 1500 --share $(LAB_OUT)/bench -- \
 	    sh -c '$(CURDIR)/$(PY) bench/data_path_ipvs.py --out "$$KERNEL_LAB_SHARE/data_path_ipvs.json"'
 	cp $(LAB_OUT)/bench/data_path_ipvs.json bench/results/data_path_ipvs.json
+
+# The docs site (MkDocs, Material theme): docs/ + mkdocs.yml -> site/.  --strict: a broken link or
+# a page missing from the nav is an error (`make test` runs the same build first).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
+# Plots of bench/results/*.json into docs/img/bench/ (rootless; the end of `make bench`).
+plots: venv
+	$(PY) bench/plots.py
+
+# docs/cli.md from the click commands (tests/unit/test_cli_reference.py checks it).
+cli-docs: venv
+	$(PY) scripts/cli-reference
 
 clean:
 	rm -rf $(VENV) *.egg-info $(LAB_OUT)
