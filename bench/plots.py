@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -49,19 +50,20 @@ def packet_path(d, out: str) -> None:
     tcp = d["summary"]["tcp"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     keys = [k for k in ("direct", "fast", "vip", "routed", "published", "mesh") if k in tcp]
-    names = {"direct": "direct to\nthe task", "fast": "VIP\nfast path", "vip": "VIP via\nLB namespace",
-             "routed": "one more ns,\nrouting only", "published": "published port,\ntask's node",
-             "mesh": "published port,\nother node"}
+    names = {"direct": "direct to the task", "fast": "VIP, fast path", "vip": "VIP via the LB namespace",
+             "routed": "one more ns, routing only", "published": "published port, task's node",
+             "mesh": "published port, other node (mesh)"}
     values = [tcp[k]["x_direct_paired"] for k in keys]
     low = [v - (tcp[k]["x_direct_paired_range"] or [v, v])[0] for k, v in zip(keys, values)]
     high = [(tcp[k]["x_direct_paired_range"] or [v, v])[1] - v for k, v in zip(keys, values)]
-    left.bar([names[k] for k in keys], values, yerr=[low, high], capsize=3, color="#4a78a8")
-    for i, v in enumerate(values):
-        left.text(i, v + 0.03, f"{v:.2f}x", ha="center")
-    left.set_ylabel("new connections/s, x direct (paired median)")
+    ys = list(range(len(keys)))[::-1]
+    left.barh(ys, values, xerr=[low, high], capsize=3, color="#4a78a8")
+    for y, v in zip(ys, values):
+        left.text(0.02, y, f"{v:.2f}x", va="center", color="white", fontweight="bold")
+    left.set_yticks(ys, [names[k] for k in keys], fontsize=8)
+    left.set_xlabel("new connections/s, x direct (paired median, range of rounds)")
     left.set_title("Packet path, new TCP connection per request (10 services)")
-    left.set_ylim(0, 1.15)
-    left.tick_params(axis="x", labelsize=7)
+    left.set_xlim(0, 1.1)
     series = [("ingressmesh VIP (nftables maps)", [("vip", 10), ("im1000", 1000), ("im10000", 10000)], "o-"),
               ("kube-proxy-style nft chains", [("kp10000", 10000)], "s"),
               ("iptables, one rule per service", [("lin10", 10), ("lin10000", 10000)], "^--")]
@@ -83,16 +85,22 @@ def packet_path(d, out: str) -> None:
 def control_plane(d, out: str) -> None:
     """Cold load and one endpoint change vs services: ingressmesh against kube-proxy-style chains."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for variant, label, fmt in (("ingressmesh", "ingressmesh", "o-"), ("kube_proxy_style", "kube-proxy-style", "s--")):
+    for variant, label, marker, color in (("ingressmesh", "ingressmesh", "o", "#1f77b4"),
+                                          ("kube_proxy_style", "kube-proxy-style", "s", "#ff7f0e")):
         sizes = sorted(d.get(variant, {}), key=int)
         xs = [int(s) for s in sizes]
-        left.plot(xs, [d[variant][s]["cold"]["total_ms"] / 1000 for s in sizes], fmt, label=label)
-        right.plot(xs, [d[variant][s]["add_endpoint"]["median_ms"] for s in sizes], fmt, label=f"{label}: add")
-        right.plot(xs, [d[variant][s]["remove_endpoint"]["median_ms"] for s in sizes], fmt, alpha=0.5,
-                   label=f"{label}: remove")
+        left.plot(xs, [d[variant][s]["cold"]["total_ms"] / 1000 for s in sizes], marker=marker, color=color,
+                  label=label)
+        right.plot(xs, [d[variant][s]["add_endpoint"]["median_ms"] for s in sizes], marker=marker, color=color,
+                   label=f"{label}: add")
+        right.plot(xs, [d[variant][s]["remove_endpoint"]["median_ms"] for s in sizes], marker=marker,
+                   color=color, linestyle="--", alpha=0.6, label=f"{label}: remove")
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("services (x10 endpoints)")
         ax.legend(fontsize=7)
     left.set_ylabel("seconds")
@@ -127,12 +135,13 @@ def l7_throughput(l7, tls, out: str) -> None:
         for mode in ("keep-alive", "close"):
             m = l7["throughput"]["modes"].get(mode)
             if m:
-                groups.append(f"HTTP {mode}")
+                groups.append({"keep-alive": "HTTP keep-alive", "close": "HTTP, new\nconnection"}.get(mode, f"HTTP {mode}"))
                 hand.append(m["b"]["rps"])
                 ours.append(m["c"]["rps"])
     if tls:
         for mode, m in tls["throughput"]["modes"].items():
-            groups.append(f"HTTPS {mode}")
+            groups.append({"keep-alive": "HTTPS keep-alive", "resumed": "HTTPS, new conn.\nresumed session",
+                           "full": "HTTPS, new conn.\nfull handshake"}.get(mode, f"HTTPS {mode}"))
             hand.append(m["b"]["rps_median"])
             ours.append(m["c"]["rps_median"])
     if not groups:
