@@ -23,8 +23,10 @@ from ..daemon.metrics import ControllerMetrics
 from ..daemon.sdnotify import Notifier, Watchdog
 from ..swarm.provider import SwarmProvider
 from ..swarm.state import SwarmState
+from . import lb_claims
 from .live_merge import Changes, LiveMerge
-from .server import ControllerServer, ReportUnknown
+from .report_order import ReportOrder
+from .server import ControllerServer, ReportStale, ReportUnknown
 from .store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Controller:
         # The report map is written by request threads and read by merges and /healthz: every
         # access copies or changes it under this (short) lock, never iterates it bare.
         self._reports_lock = threading.Lock()
+        self.order = ReportOrder()  # a report older than the last accepted one is refused (409)
         self.provider = SwarmProvider(docker_api(config.docker_url), config.docker_url, self._swarm_changed,
                                       on_read=self._swarm_read)
         self.server = ControllerServer(self.store, self._on_report, token, self.metrics, config.listen,
@@ -93,12 +96,15 @@ class Controller:
             with self._reports_lock:
                 held = (self.reports.get(node_id) or {}).get("digest")
                 if held == report["same_as"]:
+                    self._admit(report)
                     self.heard[node_id] = time.monotonic()
                     return
             raise ReportUnknown(f"no report {report['same_as'][:12]}… held for node {node_id}: send it whole")
         with self._reports_lock:
+            self._admit(report)
             previous = self.reports.get(node_id) or {}
-            self.reports[node_id] = report
+            # When each lb address was first claimed: the earlier claim keeps a contested address.
+            self.reports[node_id] = lb_claims.stamp(report, previous, time.monotonic())
             self.heard[node_id] = time.monotonic()
         state = self.provider.state
         known = state.task_ids if state else frozenset()
@@ -108,6 +114,15 @@ class Controller:
         if started or stopping:
             self.provider.poke()  # the manager's task list is behind what this node just saw
         self.publish()
+
+    def _admit(self, report: dict) -> None:
+        """With the reports lock held: ReportStale (409) for a report older than the last accepted."""
+        try:
+            self.order.admit(report["node_id"], report.get("seq"), report.get("sent_at", 0.0), time.monotonic())
+        except ReportStale as err:
+            self.metrics.refused_reports.labels(node=report["node_id"]).inc()
+            log.warning("report refused: %s", err)
+            raise
 
     def _fresh(self) -> set:
         """Nodes heard from within REPORT_FRESH seconds."""
@@ -126,6 +141,7 @@ class Controller:
             for node_id in set(self.reports) - nodes:
                 del self.reports[node_id]
                 self.heard.pop(node_id, None)
+                self.order.forget(node_id)
 
     def _heard_enough(self, state: SwarmState, reports: dict) -> bool:
         ready = {n.id for n in state.nodes if n.state == "ready"}
@@ -149,10 +165,21 @@ class Controller:
             for message in sorted(set(changes.refused) - set(self.refused)):
                 log.error("refused: %s", message)
             self.refused = changes.refused
+            self._count_refusals()
             version = self.store.publish_delta(_as_delta(changes))
             self.metrics.observe_counts(version, self.store.counts())
             self.metrics.agents_reporting.set(len(self._fresh()))
         return version
+
+    def _count_refusals(self) -> None:
+        """With the merge lock held: the refusal gauges, lb claims per reporting node."""
+        self.metrics.refused.set(len(self.refused))
+        per_node: dict = {}
+        for node_id in self.live.claims.refused_nodes:
+            per_node[node_id] = per_node.get(node_id, 0) + 1
+        self.metrics.refused_lb_claims.clear()
+        for node_id, count in per_node.items():
+            self.metrics.refused_lb_claims.labels(node=node_id).set(count)
 
     @property
     def cluster(self):

@@ -5,7 +5,8 @@ changes are one task (a health report, a task starting or stopping), so LiveMerg
 merged objects by id and, when only tasks or node reports moved, re-merges just the tasks they
 touch and checks just those (their node, service and networks exist, their addresses lie in
 the subnet and nobody else holds them).  It runs the whole merge instead when a node, network
-or service changed, a node's load-balancer addresses changed, the last merge refused anything
+or service changed, a node's load-balancer addresses changed (or a task change changes which of
+them are accepted: lb_claims.py), the last merge refused anything
 of its own (a refused task may be fine now), or a touched task fails a check (the whole merge
 then names the culprit exactly as before).  Either way the result equals `merge.merge` on the
 same inputs (tested with random changes), and `update` says what changed, object by object.
@@ -21,6 +22,7 @@ from typing import Optional
 from .. import model
 from ..delta import KINDS, diff
 from ..swarm.state import SwarmState
+from .lb_claims import CLAIMED_AT, Claims, judge
 from .merge import SinceTracker, _task, merge
 
 
@@ -49,6 +51,12 @@ class LiveMerge:
         self._by_node: dict = {}  # node id -> task ids in _raw
         self._holders: dict = {}  # (network id, address) -> who holds it
         self._subnets: dict = {}
+        self._claims: Optional[Claims] = None  # the lb claims' verdict of the last whole merge
+
+    @property
+    def claims(self) -> Claims:
+        """The lb address claims' verdict of the last whole merge (refusals name their nodes)."""
+        return self._claims or Claims()
 
     def cluster(self) -> model.Cluster:
         """The merged cluster as it is now (order: as stored)."""
@@ -70,7 +78,7 @@ class LiveMerge:
         old = self.state
         if old is None or len(self.refused) != len(old.errors):
             return True
-        for name in ("nodes", "networks", "services", "health_checked", "errors"):
+        for name in ("nodes", "networks", "services", "health_checked", "errors", "attachments"):
             before, after = getattr(old, name), getattr(state, name)
             if before is not after and before != after:
                 return True
@@ -78,10 +86,12 @@ class LiveMerge:
             before, after = self.reports.get(node_id), reports.get(node_id)
             if before is not after and _lb(before) != _lb(after):
                 return True
-        return False
+        # A task that came or went may take an accepted lb address or end a node's endpoint.
+        return state.tasks is not old.tasks and judge(state, reports) != self._claims
 
     def _whole(self, state: SwarmState, reports: dict, now: float) -> Optional[Changes]:
-        merged = merge(state, reports, self.tracker, now)
+        self._claims = judge(state, reports)
+        merged = merge(state, reports, self.tracker, now, self._claims)
         first = self.state is None
         self.whole_merges += 1
         view = {kind: {obj.id: obj for obj in getattr(merged.cluster, kind)} for kind in KINDS}
@@ -188,4 +198,4 @@ class LiveMerge:
 
 
 def _lb(report: Optional[dict]):
-    return None if report is None else report.get("lb_addresses")
+    return None if report is None else (report.get("lb_addresses"), report.get(CLAIMED_AT))

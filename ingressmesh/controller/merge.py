@@ -1,7 +1,9 @@
 """Swarm state (from a manager) + node reports (from agents) → one validated Cluster.  Pure.
 
 The manager knows services, VIPs and task addresses; only each node knows its containers'
-health and its load-balancer endpoint addresses.  A task a node reports as stopping counts as
+health and its load-balancer endpoint addresses, and a node's claim of such an address is
+checked against the manager's view first (lb_claims.py: refused by name, never at the cost of a
+VIP, a task or another node).  A task a node reports as stopping counts as
 no longer desired, so it drains at once instead of when the manager's state catches up (~12 s
 after an unhealthy event).  Anything the snapshot checks refuse is dropped by name, never the
 whole cluster.
@@ -9,13 +11,13 @@ whole cluster.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import model, snapshot
 from ..swarm.state import SwarmState
+from .lb_claims import Claims, judge
 
 _CULPRIT = re.compile(r"^(nodes|networks|services|tasks)\[(\d+)\](?:\.lb_addresses\[(\d+)\])?")
 MAX_DROPS = 1000
@@ -42,23 +44,6 @@ class SinceTracker:
 class Merged:
     cluster: model.Cluster
     refused: tuple[str, ...]  # every object left out, each message naming it
-
-
-def _lb_addresses(network: model.Network, node_ids: list, reports: dict) -> tuple:
-    found = []
-    for node_id in node_ids:
-        address = ((reports.get(node_id) or {}).get("lb_addresses") or {}).get(network.id)
-        if address and _is_ipv4(address):  # the report API checks this too; the merge never trusts it
-            found.append(model.NodeAddress(node_id, address))
-    return tuple(found)
-
-
-def _is_ipv4(text) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _task(task: model.Task, state: SwarmState, reports: dict, tracker: SinceTracker, now: float) -> model.Task:
@@ -124,10 +109,11 @@ def validated(cluster: model.Cluster) -> Merged:
     raise snapshot.SnapshotError(f"more than {MAX_DROPS} objects refused")
 
 
-def merge(state: SwarmState, reports: dict, tracker: SinceTracker, now: float) -> Merged:
-    node_ids = [n.id for n in state.nodes]
-    networks = tuple(dataclasses.replace(n, lb_addresses=_lb_addresses(n, node_ids, reports))
-                     for n in state.networks)
+def merge(state: SwarmState, reports: dict, tracker: SinceTracker, now: float,
+          claims: Optional[Claims] = None) -> Merged:
+    """`claims`: judge(state, reports) when the caller has it already."""
+    claims = judge(state, reports) if claims is None else claims
+    networks = tuple(dataclasses.replace(n, lb_addresses=claims.accepted.get(n.id, ())) for n in state.networks)
     # Only running tasks can be backends; dead ones in the history would only add noise.
     # The tasks of a service the provider refused go with it (the refusal already names it).
     services = {s.id for s in state.services}
@@ -135,4 +121,4 @@ def merge(state: SwarmState, reports: dict, tracker: SinceTracker, now: float) -
                   if t.current_state == "running" and t.service_id in services)
     tracker.keep_only({t.id for t in tasks})
     merged = validated(model.Cluster(nodes=state.nodes, networks=networks, services=state.services, tasks=tasks))
-    return Merged(merged.cluster, state.errors + merged.refused)
+    return Merged(merged.cluster, state.errors + claims.refused + merged.refused)

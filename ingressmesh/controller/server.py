@@ -7,7 +7,9 @@
                                       whole snapshot
     POST /v1/report                   a node report (validated here) -> on_report(report) -> 204;
                                       {"node_id", "same_as": digest, "sent_at"} repeats the last
-                                      one (report_digest.py): 204, or 409 when it is not held
+                                      one (report_digest.py): 204, or 409 when it is not held;
+                                      409 too for a report older than the last one accepted from
+                                      its node ("seq", controller/report_order.py)
     GET  /healthz                     200 / 503 with the controller's own health as JSON
     GET  /metrics                     Prometheus text
 
@@ -31,6 +33,7 @@ from ..daemon.http_limits import Limits
 from ..daemon.metrics import ControllerMetrics
 from ..model import HEALTH_STATES
 from ..report_digest import report_digest
+from ..report_sequence import BOOT_PATTERN
 from .longpoll import LongPoll
 from .store import SnapshotStore
 
@@ -50,6 +53,11 @@ class ReportError(ValueError):
 
 class ReportUnknown(ReportError):
     """A heartbeat naming a report this controller does not hold: the agent sends it whole."""
+
+
+class ReportStale(ReportError):
+    """A report older than the last one accepted from its node (report_order.py): 409, and the
+    agent's next report (a heartbeat refused so is sent whole at once) is newer."""
 
 
 class ControllerServer:
@@ -124,7 +132,7 @@ class ControllerServer:
             if problem is not None:
                 return 403, {"error": f"report refused: {problem}"}, None
             self._on_report(report)
-        except ReportUnknown as exc:
+        except (ReportUnknown, ReportStale) as exc:
             return 409, {"error": f"report: {exc}"}, None
         except ReportError as exc:
             return 400, {"error": f"report: {exc}"}, None
@@ -160,7 +168,7 @@ def validate_report(data: Any) -> dict:
         same_as = data["same_as"]
         if not isinstance(same_as, str) or not _DIGEST.match(same_as):
             raise ReportError(f"same_as: {str(same_as)[:80]!r} is not a report digest (64 hex digits)")
-        return {"node_id": node_id, "same_as": same_as, "sent_at": _sent_at(data)}
+        return _with_seq({"node_id": node_id, "same_as": same_as, "sent_at": _sent_at(data)}, data)
     containers = _field(data, "containers", "")
     if not isinstance(containers, dict):
         raise ReportError(f"containers: expected an object of task id -> state, got {_kind(containers)}")
@@ -191,6 +199,7 @@ def validate_report(data: Any) -> dict:
             raise ReportError(f"{where}: {address!r} is not an IPv4 address") from None
     report = {"node_id": node_id, "containers": checked_containers,
               "lb_addresses": dict(lb_addresses), "sent_at": _sent_at(data)}
+    report = _with_seq(report, data)
     report["digest"] = report_digest(report)
     return report
 
@@ -200,6 +209,26 @@ def _sent_at(data: dict) -> float:
     if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)) or not math.isfinite(sent_at):
         raise ReportError(f"sent_at: expected seconds since the epoch, got {sent_at!r}")
     return float(sent_at)
+
+
+def _with_seq(report: dict, data: dict) -> dict:
+    seq = _seq(data)
+    return report if seq is None else {**report, "seq": seq}
+
+
+def _seq(data: dict) -> Optional[dict]:
+    """The report's place in its node's order (report_sequence.py); None from an older agent."""
+    seq = data.get("seq")
+    if seq is None:
+        return None
+    if not isinstance(seq, dict):
+        raise ReportError(f"seq: expected an object {{boot, ns}}, got {_kind(seq)}")
+    boot, ns = seq.get("boot"), seq.get("ns")
+    if not isinstance(boot, str) or not BOOT_PATTERN.match(boot):
+        raise ReportError(f"seq.boot: {str(boot)[:80]!r} is not a boot id")
+    if isinstance(ns, bool) or not isinstance(ns, int) or not 0 <= ns < 1 << 63:
+        raise ReportError(f"seq.ns: expected nanoseconds on the boot clock (an integer >= 0), got {ns!r}")
+    return {"boot": boot, "ns": ns}
 
 
 def _field(data: dict, key: str, prefix: str) -> Any:

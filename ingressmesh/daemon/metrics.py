@@ -86,6 +86,15 @@ class ControllerMetrics(_Metrics):
             "ingressmesh_snapshot_services", "Services in the served snapshot.", registry=r)
         self.snapshot_tasks = Gauge(
             "ingressmesh_snapshot_tasks", "Tasks in the served snapshot.", registry=r)
+        self.refused = Gauge(
+            "ingressmesh_refused_objects", "Objects and claims the last merge refused (each named in the "
+            "snapshot's refused list and the log).", registry=r)
+        self.refused_lb_claims = Gauge(
+            "ingressmesh_refused_lb_claims", "Load-balancer address claims refused, per reporting node.",
+            ["node"], registry=r)
+        self.refused_reports = Counter(
+            "ingressmesh_refused_reports_total", "Node reports refused as older than one already accepted "
+            "(replayed or delayed), per node.", ["node"], registry=r)
 
     def observe_counts(self, version: int, counts: Mapping) -> None:
         """Sets the version and size gauges from the published snapshot's object counts."""

@@ -134,6 +134,27 @@ def convert_task(task: dict) -> Optional[model.Task]:
     }, f"task {task.get('ID')!r}")
 
 
+def task_attachments(tasks: list[dict]) -> frozenset:
+    """(node id, network id) for each task on a node that is not dead (swarm frees the addresses
+    once both its desired and current state are past running), per network it is attached to.
+    Network-attachment tasks of standalone containers count too: they have no service."""
+    past = model.TASK_STATES.index("running")
+
+    def index(state) -> int:
+        return model.TASK_STATES.index(state) if state in model.TASK_STATES else len(model.TASK_STATES)
+    found = set()
+    for task in tasks:
+        node_id = task.get("NodeID")
+        status = (task.get("Status") or {}).get("State")
+        if not node_id or (index(task.get("DesiredState")) > past and index(status) > past):
+            continue
+        for attachment in task.get("NetworksAttachments") or []:
+            network_id = (attachment.get("Network") or {}).get("ID")
+            if network_id:
+                found.add((node_id, network_id))
+    return frozenset(found)
+
+
 def convert_all(items: list[dict], convert) -> tuple[list[Any], list[str]]:
     """Convert each item; a refused one becomes an error message instead of stopping the rest."""
     done, errors = [], []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .. import model
 from .convert import (convert_all, convert_network, convert_node, convert_service, convert_task,
-                      has_healthcheck, is_swarm_overlay)
+                      has_healthcheck, is_swarm_overlay, task_attachments)
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class SwarmState:
     # Services whose spec has a health check: their tasks count as "starting" until a node says.
     health_checked: frozenset = frozenset()
     errors: tuple[str, ...] = ()  # objects refused, each message naming its object
+    # (node id, network id) for every task the manager lists on a node, attached to a network and
+    # not dead, including the network attachments of standalone containers (no service): where
+    # Docker gives a node a load-balancer endpoint (controller/lb_claims.py).
+    attachments: frozenset = frozenset()
 
     @functools.cached_property
     def task_ids(self) -> frozenset:
@@ -36,15 +40,18 @@ def read_swarm(api) -> SwarmState:
     networks, network_errors = convert_all(overlays, convert_network)
     raw_services = api.services()
     services, service_errors = convert_all(raw_services, convert_service)
-    tasks, task_errors = convert_all(api.tasks(), convert_task)
+    raw_tasks = api.tasks()
+    tasks, task_errors = convert_all(raw_tasks, convert_task)
     checked = frozenset(s["ID"] for s in raw_services if has_healthcheck(s))
     return SwarmState(tuple(nodes), tuple(networks), tuple(services), tuple(tasks), checked,
-                      tuple(node_errors + network_errors + service_errors + task_errors))
+                      tuple(node_errors + network_errors + service_errors + task_errors),
+                      task_attachments(raw_tasks))
 
 
 def read_tasks(api, state: SwarmState) -> SwarmState:
     """Only the task list again: the fast resync that stands in for the task events Swarm lacks."""
-    tasks, errors = convert_all(api.tasks(), convert_task)
+    raw_tasks = api.tasks()
+    tasks, errors = convert_all(raw_tasks, convert_task)
     kept = tuple(e for e in state.errors if not e.startswith("task "))
     return SwarmState(state.nodes, state.networks, state.services, tuple(tasks), state.health_checked,
-                      kept + tuple(errors))
+                      kept + tuple(errors), task_attachments(raw_tasks))

@@ -20,6 +20,9 @@ REPORT = {"node_id": "n1", "containers": {"t1": {"health": "healthy", "stopping"
 
 
 
+from ingressmesh.report_sequence import boot_id
+
+
 def _held(report: dict) -> dict:
     """A report as the controller holds it: validated, with its digest."""
     return {**report, "digest": report_digest(report)}
@@ -133,6 +136,8 @@ def test_report_goes_to_every_controller(controllers):
     outcome = client.report(REPORT)
     assert outcome.accepted == [a.url, b.url]
     assert list(outcome.errors) == [dead] and "Connection refused" in outcome.errors[dead]
+    for held in a.reports + b.reports:  # every post is stamped with this boot's id and clock
+        assert held.pop("seq")["boot"] == boot_id()
     assert a.reports == [_held(REPORT)] and b.reports == [_held(REPORT)]
     client.close()
 

@@ -45,6 +45,7 @@ class World:
         self.health: dict = {node.id: {} for node in NODES}
         self.silent: set = set()
         self.lb_octet = 1
+        self.hostile: dict = {}  # node id -> (network id, address) it claims on top of its own
         self.next_task = 40
         self.state = self._state()
         self.reports = self._reports()
@@ -53,14 +54,18 @@ class World:
         return SwarmState(NODES, (INGRESS, OVL), tuple(self.services), tuple(self.tasks.values()), self.checked)
 
     def _reports(self) -> dict:
-        return {node.id: _report(node.id, dict(self.health[node.id]), self.lb_octet)
-                for node in NODES if node.id not in self.silent}
+        reports = {node.id: _report(node.id, dict(self.health[node.id]), self.lb_octet)
+                   for node in NODES if node.id not in self.silent}
+        for node_id, (network_id, address) in self.hostile.items():
+            if node_id in reports:
+                reports[node_id]["lb_addresses"][network_id] = address
+        return reports
 
     def step(self) -> str:
         rng = self.rng
         kind = rng.choice(["health", "health", "health", "stopping", "task state", "task added", "task removed",
                            "task moved", "silent", "lb", "service", "checked", "clash", "readdress", "readdress",
-                           "readdress", "same"])
+                           "readdress", "same", "hostile", "hostile"])
         task = rng.choice(list(self.tasks.values())) if self.tasks else None
         if kind in ("health", "stopping") and task:
             entry = {"health": rng.choice(model.HEALTH_STATES), "stopping": kind == "stopping"}
@@ -87,6 +92,18 @@ class World:
         elif kind == "clash" and task:  # another task takes this one's address: one is refused
             other = rng.choice(list(self.tasks.values()))
             self.tasks[other.id] = dataclasses.replace(other, addresses=task.addresses)
+        elif kind == "hostile":  # a node claims a VIP, a task's address, another node's, or stops
+            node_id = rng.choice(NODES).id
+            choice = rng.randrange(4)
+            if choice == 0:
+                vip = rng.choice(rng.choice(self.services).vips)
+                self.hostile[node_id] = (vip.network_id, vip.address)
+            elif choice == 1 and task:
+                self.hostile[node_id] = ("ovl", task.addresses[0].address)
+            elif choice == 2:
+                self.hostile[node_id] = ("ovl", f"10.1.255.{int(rng.choice(NODES).id[1:]) * self.lb_octet}")
+            else:
+                self.hostile.pop(node_id, None)
         elif kind == "readdress":  # clashes end: every task gets an address of its own again
             for n, (task_id, each) in enumerate(sorted(self.tasks.items())):
                 self.tasks[task_id] = dataclasses.replace(
