@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Targets that need network namespaces and nftables: refuse them early without root.
-ROOT_GOALS := test kernel kernel-lab swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
+ROOT_GOALS := test kernel kernel-lab ipvs-swarm swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
 ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
 $(error make $(filter $(ROOT_GOALS),$(MAKECMDGOALS)) needs root (network namespaces, nftables): run sudo make $(MAKECMDGOALS); `make unit` runs rootless)
@@ -16,7 +16,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test unit kernel kernel-lab swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean docs docs-serve plots cli-docs
+.PHONY: help deps venv test unit kernel kernel-lab ipvs-swarm swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean docs docs-serve plots cli-docs
 
 help:
 	@echo "sudo make lab     3-node swarm lab + ingressmesh + counter demo stack (lab-down removes it)"
@@ -26,6 +26,7 @@ help:
 	@echo "sudo make demo    2-node mesh in network namespaces with real traffic (demo-keep, demo-down)"
 	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  control-plane benchmark"
 	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
+	@echo "sudo make ipvs-swarm  the swarm lab in that kernel, next to Docker's own IPVS mesh (part of test)"
 	@echo "make unit         rootless unit tests"
 	@echo "make docs         the docs site into site/ (docs-serve: http://127.0.0.1:8000); make plots  bench plots"
 	@echo "make clean        remove the venv"
@@ -54,6 +55,7 @@ test: venv
 	    --ignore=tests/swarm/test_stack_install.py
 	$(MAKE) --no-print-directory swarm-stack
 	$(MAKE) --no-print-directory kernel-lab
+	$(MAKE) --no-print-directory ipvs-swarm
 
 # The routing tests again on a fresh lab, with ingressmesh installed as a swarm stack
 # (`ingressmesh install --stack`) instead of host processes, then the stack's own tests.
@@ -69,7 +71,19 @@ kernel-lab: venv
 	scripts/kernel-lab --timeout 900 --share $(LAB_OUT) --env INGRESSMESH_BACKEND=ipvs \
 	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 -- \
 	    sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -p no:cacheprovider --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs.xml" \
-	    tests/kernel/test_conformance.py tests/kernel/test_ipvs.py'
+	    tests/kernel/test_conformance.py tests/kernel/test_ipvs.py tests/kernel/test_ipvs_next_to_docker.py'
+
+# The 3-node swarm lab inside that kernel (4 GB guest), where Docker's own IPVS mesh works: Docker
+# alone, then ingressmesh with nftables and with IPVS taking over and handing back, in one boot
+# and one pytest process.  Results: $(LAB_OUT)/junit-ipvs-swarm.xml and ipvs_swarm.json, from
+# which bench/side_by_side.py writes docs/side-by-side.md (and bench/results/ipvs_swarm.json).
+ipvs-swarm: venv
+	mkdir -p $(LAB_OUT)
+	KERNEL_LAB_MEMORY_MB=4096 scripts/kernel-lab --timeout 2400 --share $(LAB_OUT) \
+	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 -- \
+	    scripts/kernel-lab-guest/swarm-host sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -s -p no:cacheprovider \
+	    --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs-swarm.xml" tests/ipvs_swarm'
+	$(PY) bench/side_by_side.py $(LAB_OUT)/ipvs_swarm.json
 
 swarm: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/swarm --ignore=tests/swarm/test_stack_install.py

@@ -21,14 +21,26 @@ _SNAT = """\
 
 # A marked VIP packet is routed to this namespace itself (policy routing, see kernel.py),
 # where IPVS takes it at input; a published port is already addressed to the namespace.
+#
+# Next to Docker's own IPVS mesh (a kernel with IPVS), Docker marks the same packets in the same
+# namespaces: iptables mangle PREROUTING (published ports) and mangle INPUT (`-d VIP`), both at
+# priority -150, and IPVS picks the fwmark service by the mark a packet carries when it reaches
+# IPVS's own input hook (priority 98).  Two chains at one priority run in no defined order, so
+# `mark_local` sets our mark again at input priority -149: after Docker's last MARK, before IPVS.
+# That makes the takeover deterministic: every front-end we program goes to our IPVS service,
+# whatever Docker (re)programs; removing our table hands the packets back to Docker's marks.
 _LB = """\
   chain mark_in { type filter hook prerouting priority mangle; policy accept;
+    meta l4proto { tcp, udp } meta mark set ip daddr map @vip_marks; }
+  chain mark_local { type filter hook input priority mangle + 1; policy accept;
     meta l4proto { tcp, udp } meta mark set ip daddr map @vip_marks; }
 """ + VIP_REFUSALS
 
 _INGRESS = """\
   chain mark_in { type filter hook prerouting priority mangle; policy accept;
     fib daddr type local meta mark set meta l4proto . th dport map @port_marks; }
+  chain mark_local { type filter hook input priority mangle + 1; policy accept;
+    meta mark set meta l4proto . th dport map @port_marks; }
 """ + PORT_REFUSALS
 
 

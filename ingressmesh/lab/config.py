@@ -23,6 +23,7 @@ class LabConfig:
     image_cache: str = IMAGE_CACHE
     images: tuple = ("busybox", "python", "proxy")  # which lab images `up` imports (images.py)
     client_host: int = 100
+    ready_timeout: float = 60.0           # dockerd answering, swarm formed (longer under emulation)
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 50:
@@ -33,6 +34,8 @@ class LabConfig:
             raise ValueError(f"prefix {self.prefix!r}: 2-12 lowercase letters/digits")
         if not os.path.isabs(self.lab_dir) or os.path.normpath(self.lab_dir) == "/":
             raise ValueError(f"lab_dir must be an absolute directory below /, not {self.lab_dir!r}")
+        if not 1 <= self.ready_timeout <= 3600:
+            raise ValueError(f"ready_timeout must be 1..3600 seconds, not {self.ready_timeout}")
         unknown = set(self.images) - {"busybox", "python", "proxy"}
         if unknown:
             raise ValueError(f"unknown lab images {sorted(unknown)}: busybox, python, proxy")

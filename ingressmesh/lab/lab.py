@@ -154,13 +154,13 @@ class Lab:
             pid = dockerd.launch(cfg, n)
             state.dockerd(n, pid, procs.start_time(pid))
         for n, rec in state.dockerds.items():
-            dockerd.wait_ready(cfg, n, rec["pid"], rec["start"])
+            dockerd.wait_ready(cfg, n, rec["pid"], rec["start"], cfg.ready_timeout)
         phase("dockerds up")
         jobs = [(n, key) for n in cfg.node_numbers for key in cfg.images]
         with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
             list(pool.map(lambda job: self._import(job[0], tarballs[job[1]], job[1]), jobs))
         phase("images imported")
-        swarm.form(self)
+        swarm.form(self, cfg.ready_timeout)
         phase(f"swarm of {cfg.nodes} Ready")
         state.set("phase", "up")
         return times

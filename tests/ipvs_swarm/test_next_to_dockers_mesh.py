@@ -1,0 +1,344 @@
+"""ingressmesh next to Docker's own IPVS routing mesh, on a real 3-node swarm (issue 18).
+
+One service, one run, three meshes in turn: Docker's alone (the oracle), then ingressmesh with
+nftables, then ingressmesh with IPVS.  Who took each new connection is counted by IPVS itself
+(testbed/docker_mesh.py): while ingressmesh runs, Docker's fwmark services must count none of our
+service's connections; after a hand-back they count every one.  The tests run in file order and
+share the service; each records its measurements for the side-by-side table (conftest Results).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ingressmesh.netns import Netns
+from ingressmesh.testbed.docker_mesh import STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, our_ipvs_dests
+from ingressmesh.testbed.swarm_mesh import SwarmMesh
+from ingressmesh.testbed.swarm_probe import LoadGenerator
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
+from swarm_helpers import active_on_node, create_service, running_tasks, wait_for, wait_running  # noqa: E402
+
+PORT = 8080
+PER_NODE = 300
+SLOW = 300  # seconds: anything Docker does under software emulation
+# Every path answers with the task's hostname; /cgi-bin/peer adds the caller's address as the
+# task sees it (busybox httpd's REMOTE_ADDR).
+SERVER = (
+    "mkdir -p /www/cgi-bin && hostname > /www/index.html && "
+    "printf '#!/bin/sh\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s %%s\\\\n\" \"$(hostname)\" \"$REMOTE_ADDR\"\\n'"
+    " > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && "
+    "httpd -f -p 80 -h /www & trap 'kill $! 2>/dev/null; exit 0' TERM INT; wait")
+
+
+# --- probes ----------------------------------------------------------------------------------
+def http_get(netns: str, address: str, port: int, path: str = "/", timeout: float = 5.0) -> str:
+    """One HTTP/1.0 GET from inside a namespace; the body's first line."""
+    import socket
+    with Netns.from_ref(netns).entered():
+        sock = socket.create_connection((address, port), timeout=timeout)
+    with sock:
+        sock.settimeout(timeout)
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+        data, deadline = b"", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
+        raise OSError(f"{address}:{port}{path}: {head[:80]!r}")
+    return body.decode(errors="replace").strip().splitlines()[0]
+
+
+def spread(netns: str, address: str, port: int, count: int) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for _ in range(count):
+        name = http_get(netns, address, port)
+        seen[name] = seen.get(name, 0) + 1
+    return seen
+
+
+def rate(netns: str, address: str, port: int, count: int = 150) -> float:
+    """New connections per second, one after another (each a whole HTTP exchange)."""
+    start = time.monotonic()
+    for _ in range(count):
+        http_get(netns, address, port)
+    return count / (time.monotonic() - start)
+
+
+# --- the lab's namespaces --------------------------------------------------------------------
+def sbox(lab, n: int) -> Netns:
+    return Netns(f"{lab.netns_dir(n)}/ingress_sbox")
+
+
+def lb(lab, n: int, network_id: str) -> Netns:
+    return Netns(f"{lab.netns_dir(n)}/lb_{network_id[:9]}")
+
+
+def counts(lab, network_id: str) -> dict[str, dict[str, int]]:
+    """Connections each mesh took so far, per node: through the published port and the VIP."""
+    time.sleep(STATS_SETTLE_SECONDS)
+    return {f"node{n}": {"port": connections_by_mesh(sbox(lab, n)), "vip": connections_by_mesh(lb(lab, n, network_id))}
+            for n in lab.config.node_numbers}
+
+
+def delta(before: dict, after: dict, where: str, mesh: str) -> dict[str, int]:
+    return {node: after[node][where][mesh] - before[node][where][mesh] for node in after}
+
+
+def all_docker_state(lab, network_id: str) -> dict:
+    found = {}
+    for n in lab.config.node_numbers:
+        for name, ns in (("node", Netns(lab.node_netns(n))), ("ingress_sbox", sbox(lab, n)),
+                         ("lb", lb(lab, n, network_id))):
+            found[f"node{n} {name}"] = docker_state(ns)
+    return found
+
+
+def container_netns(lab, task: dict) -> str:
+    """The network namespace of a task's container, seen from here (its PID's)."""
+    n = int(task["node"].removeprefix("node"))
+    pid = lab.docker(n, "inspect", "-f", "{{.State.Pid}}", task["container"]).stdout.strip()
+    return f"/proc/{pid}/ns/net"
+
+
+def tables_left(lab, network_id: str) -> list[str]:
+    left = []
+    for n in lab.config.node_numbers:
+        for name, ns in (("node", Netns(lab.node_netns(n))), ("ingress_sbox", sbox(lab, n)),
+                         ("lb", lb(lab, n, network_id))):
+            if ns.run(["nft", "list", "table", "ip", "ingressmesh"], check=False).returncode == 0:
+                left.append(f"node{n} {name}")
+    return left
+
+
+# --- fixtures --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def web(lab):
+    """3 tasks, one per node, on an attachable overlay, published on 8080 (ingress mode)."""
+    lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl")
+    create_service(lab, "web", "--replicas", "3", "--replicas-max-per-node", "1", "--network", "ovl",
+                   "--publish", f"{PORT}:80", command=("sh", "-c", SERVER))
+    tasks = wait_running(lab, "web", 3, timeout=SLOW)
+    network_id = lab.docker(1, "network", "inspect", "-f", "{{.ID}}", "ovl").stdout.strip()
+    vip = [v["Addr"].split("/")[0] for v in _inspect_service(lab)["Endpoint"]["VirtualIPs"]
+           if v["NetworkID"] == network_id][0]
+    return {"tasks": tasks, "network_id": network_id, "vip": vip}
+
+
+def _inspect_service(lab) -> dict:
+    import json
+    return json.loads(lab.docker(1, "service", "inspect", "web").stdout)[0]
+
+
+@pytest.fixture(scope="module")
+def meshes(lab):
+    """The ingressmesh processes a test started, stopped at the end of the module whatever happens."""
+    started: dict[str, SwarmMesh] = {}
+    yield started
+    for mesh in started.values():
+        print(mesh.tails())
+        mesh.down()
+
+
+def targets(lab) -> list[tuple[str, int]]:
+    return [(lab.node_address(n), PORT) for n in lab.config.node_numbers]
+
+
+def reach_every_node(lab, web) -> dict[str, dict[str, int]]:
+    """Per node: which tasks 30 connections through its published port reached."""
+    return {f"node{n}": spread(lab.client_netns(), lab.node_address(n), PORT, 30) for n in lab.config.node_numbers}
+
+
+def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
+    """The rows every mesh gets: reach, source address, timeouts, connection rates, and a
+    start-first rolling update under load through every node (which also makes Docker
+    re-program its own mesh: every task is replaced)."""
+    reach = reach_every_node(lab, web)
+    results.put(mesh, "published port on every node", {
+        node: f"{len(seen)} tasks" for node, seen in reach.items()})
+    assert all(len(seen) == 3 for seen in reach.values()), reach
+    vip_seen = spread(vip_caller, web["vip"], 80, 30)
+    results.put(mesh, "VIP reach from a container", f"{len(vip_seen)} of 3 tasks")
+    assert len(vip_seen) == 3, vip_seen
+    peer = http_get(lab.client_netns(), lab.node_address(1), PORT, "/cgi-bin/peer").split()[-1]
+    results.put(mesh, "source address the task sees",
+                "the client's" if peer == lab.client_address else f"{peer} (not the client's)")
+    sbox1 = sbox(lab, 1)
+    ipvs_timeouts = sbox1.run(["ipvsadm", "-L", "--timeout"]).stdout.strip()
+    established = sbox1.run(["sysctl", "-n", "net.netfilter.nf_conntrack_tcp_timeout_established"],
+                            check=False).stdout.strip()
+    results.put(mesh, "idle TCP timeout in ingress_sbox",
+                {"ipvs": ipvs_timeouts, "conntrack established": established})
+    # Connection rates through the mesh, against a direct connection to a task from node 1's
+    # ingress_sbox (which is on the ingress network), measured in the same minute.
+    task = web["tasks"][0]
+    direct = rate(sbox1.path, task["addresses"]["ingress"], 80)
+    via_port = rate(lab.client_netns(), lab.node_address(1), PORT)
+    via_vip = rate(vip_caller, web["vip"], 80)
+    results.put(mesh, "new connections/s: published port / direct",
+                f"{via_port:.0f} / {direct:.0f} = {via_port / direct:.2f}x")
+    results.put(mesh, "new connections/s: VIP from a container / direct",
+                f"{via_vip:.0f} / {direct:.0f} = {via_vip / direct:.2f}x")
+
+    def rolling_update() -> None:
+        lab.docker(1, "service", "update", "--detach", "--force", "--update-order", "start-first", "web",
+                   timeout=SLOW)
+        wait_for("the rolling update to finish", lambda: _update_done(lab), timeout=SLOW, interval=2)
+        web["tasks"] = wait_running(lab, "web", 3, timeout=SLOW)
+        if mesh != "docker":
+            wait_routed(lab, web, mesh.split("(")[1].rstrip(")"))
+
+    ok, failures = load_through_every_node(lab, 3, rolling_update)
+    results.put(mesh, "start-first rolling update under load: failed requests",
+                f"{len(failures)} of {ok + len(failures)}")
+    if mesh != "docker":  # Docker's own mesh is measured, not judged
+        assert not failures, failures[:5]
+
+
+def load_through_every_node(lab, seconds: float, during=None) -> tuple[int, list]:
+    """Requests round robin through every node's published port while `during()` runs (and
+    `seconds` more); (requests answered, failures)."""
+    with LoadGenerator(lab.client_netns(), targets(lab), pause=0.02, limit=20000) as load:
+        time.sleep(2)
+        if during:
+            during()
+        time.sleep(seconds)
+    result = load.result
+    return result.ok, result.failures
+
+
+# --- the tests, in order -----------------------------------------------------------------------
+def test_dockers_own_mesh_alone_answers_on_every_node(lab, web, results):
+    """The oracle: with nothing of ours, Docker's IPVS mesh serves the published port and the VIP."""
+    for n in lab.config.node_numbers:
+        wait_for(f"Docker's mesh answers through node{n}",
+                 lambda: http_get(lab.client_netns(), lab.node_address(n), PORT), timeout=SLOW, interval=1)
+    caller = container_netns(lab, web["tasks"][0])
+    before = counts(lab, web["network_id"])
+    describe(lab, web, results, "docker", caller)
+    after = counts(lab, web["network_id"])
+    # Docker's own services counted what went through them (30 per node, and more on node 1).
+    assert all(v >= 30 for v in delta(before, after, "port", "docker").values()), (before, after)
+    results.put("docker", "which mesh took the connections", "Docker's IPVS (FWM from 256)")
+
+
+def take_over(lab, web, results, meshes, backend: str) -> None:
+    """Start ingressmesh with `backend`; every new connection must be ours from then on, and
+    Docker's rules and services stay exactly as they were; then Docker re-programs its mesh
+    (a forced update replaces every task) and the connections are still all ours."""
+    name = f"ingressmesh ({backend})"
+    docker_before = all_docker_state(lab, web["network_id"])
+    mesh = SwarmMesh(lab, backend=backend)
+    meshes[backend] = mesh
+    mesh.up(timeout=SLOW)
+    wait_routed(lab, web, backend)
+    caller = container_netns(lab, web["tasks"][0])
+    before = counts(lab, web["network_id"])
+    for n in lab.config.node_numbers:
+        seen = spread(lab.client_netns(), lab.node_address(n), PORT, PER_NODE)
+        assert sum(seen.values()) == PER_NODE and len(seen) == 3, (n, seen)
+    vip_seen = spread(caller, web["vip"], 80, 100)
+    assert len(vip_seen) == 3, vip_seen
+    after = counts(lab, web["network_id"])
+    docker_port, docker_vip = delta(before, after, "port", "docker"), delta(before, after, "vip", "docker")
+    ours_port = delta(before, after, "port", "ingressmesh")
+    results.put(name, "which mesh took the connections",
+                f"Docker's IPVS counted {sum(docker_port.values())} of {3 * PER_NODE} published-port and "
+                f"{sum(docker_vip.values())} of 100 VIP connections"
+                + (f"; ours counted {sum(ours_port.values())}" if backend == "ipvs" else ""))
+    assert set(docker_port.values()) == {0}, f"Docker's mesh took published-port connections: {docker_port}"
+    assert set(docker_vip.values()) == {0}, f"Docker's mesh took VIP connections: {docker_vip}"
+    if backend == "ipvs":
+        assert ours_port == {f"node{n}": PER_NODE for n in lab.config.node_numbers}, ours_port
+    assert all_docker_state(lab, web["network_id"]) == docker_before, "Docker's rules or IPVS services changed"
+    # Everything else a mesh is measured on, including a rolling update that makes Docker
+    # re-program its own mesh for every task: Docker still takes none of the connections.
+    before = counts(lab, web["network_id"])
+    describe(lab, web, results, name, caller)
+    after = counts(lab, web["network_id"])
+    assert set(delta(before, after, "port", "docker").values()) == {0}, (before, after)
+    assert set(delta(before, after, "vip", "docker").values()) == {0}, (before, after)
+
+
+def wait_routed(lab, web, backend: str) -> None:
+    """Until every node sends new connections to each current task of web by our rules."""
+    for n in lab.config.node_numbers:
+        if backend == "nftables":
+            check = lambda: all(active_on_node(lab, n, t["id"]) for t in web["tasks"])  # noqa: E731
+        else:
+            wanted = {t["addresses"]["ingress"] for t in web["tasks"]}
+            check = lambda: any(set(dests) == wanted for dests in our_ipvs_dests(sbox(lab, n)).values())  # noqa: E731
+        wait_for(f"node{n} routes every task of web ({backend})", check, timeout=SLOW, interval=1)
+
+
+def _update_done(lab) -> bool:
+    status = _inspect_service(lab).get("UpdateStatus") or {}
+    return status.get("State") in (None, "completed")
+
+
+def hand_back(lab, web, results, meshes, backend: str) -> None:
+    """Stop ingressmesh (rules kept) and `ingressmesh cleanup` on every node, under load."""
+    mesh = meshes.pop(backend)
+    docker_before = all_docker_state(lab, web["network_id"])
+
+    def stop_and_clean() -> None:
+        mesh.down()  # --on-stop keep: the rules stay while nothing follows the swarm
+        for n in lab.config.node_numbers:
+            argv = [sys.executable, "-m", "ingressmesh", "cleanup", "--backend", backend]
+            for ref in (lab.node_netns(n), sbox(lab, n).path, lb(lab, n, web["network_id"]).path):
+                argv += ["--netns", ref]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=SLOW)
+            assert done.returncode == 0, done.stderr
+
+    ok, failures = load_through_every_node(lab, 5, stop_and_clean)
+    results.put(f"ingressmesh ({backend})", "hand-back (`ingressmesh cleanup`) under load",
+                f"{len(failures)} failed of {ok + len(failures)}")
+    assert not failures, failures[:5]
+    assert tables_left(lab, web["network_id"]) == []
+    before = counts(lab, web["network_id"])
+    for n in lab.config.node_numbers:
+        spread(lab.client_netns(), lab.node_address(n), PORT, 20)
+    after = counts(lab, web["network_id"])
+    assert delta(before, after, "port", "docker") == {f"node{n}": 20 for n in lab.config.node_numbers}
+    assert delta(before, after, "port", "ingressmesh") == {f"node{n}": 0 for n in lab.config.node_numbers}
+    assert all_docker_state(lab, web["network_id"]) == docker_before
+
+
+def test_ingressmesh_nftables_takes_over_from_dockers_mesh(lab, web, results, meshes):
+    take_over(lab, web, results, meshes, "nftables")
+
+
+def test_cleanup_hands_the_nftables_mesh_back_to_docker_with_no_failed_request(lab, web, results, meshes):
+    hand_back(lab, web, results, meshes, "nftables")
+
+
+def test_ingressmesh_ipvs_takes_over_from_dockers_mesh(lab, web, results, meshes):
+    take_over(lab, web, results, meshes, "ipvs")
+
+
+def test_a_restarted_agent_never_hands_a_connection_to_dockers_mesh(lab, web, results, meshes):
+    mesh = meshes["ipvs"]
+    before = counts(lab, web["network_id"])
+
+    def restart() -> None:
+        mesh.stop("agent2")
+        time.sleep(3)
+        mesh.start_agent(2)
+        mesh.wait_synced(SLOW)
+
+    ok, failures = load_through_every_node(lab, 3, restart)
+    after = counts(lab, web["network_id"])
+    results.put("ingressmesh (ipvs)", "agent restart under load", f"{len(failures)} failed of {ok + len(failures)}")
+    assert not failures, failures[:5]
+    assert set(delta(before, after, "port", "docker").values()) == {0}, (before, after)
+
+
+def test_cleanup_hands_the_ipvs_mesh_back_to_docker_with_no_failed_request(lab, web, results, meshes):
+    hand_back(lab, web, results, meshes, "ipvs")
