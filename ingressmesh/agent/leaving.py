@@ -29,7 +29,7 @@ from .node_lease import NodeLease
 
 log = logging.getLogger(__name__)
 POLICIES = ("keep", "cleanup", "handover")
-HANDOVER_WAIT = 15.0  # seconds a stopped, waiting agent gives the older one to go (its stop grace is 20)
+HANDOVER_WAIT = 15.0  # seconds a stopped, waiting agent gives the older one to go (its stop grace is 30)
 _FAILURES = (NftError, IpvsError, NetnsError, OSError, ValueError)
 
 

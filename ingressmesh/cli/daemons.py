@@ -146,9 +146,15 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
 @click.option("--ready-file", default="",
               help="Written once this agent holds its lease: the stack's health check tests it, so a start-first "
                    "update stops the old agent only when the new one is there to take over.")
+@click.option("--drained-resident", default="", envvar="INGRESSMESH_DRAINED_RESIDENT", metavar="NAME",
+              help="For the swarm stack's agent task: stopped on a drained node, hand the rules to a plain "
+                   "container NAME that Swarm leaves running (agent/drained.py); started, retire it first.")
+@click.option("--task-id", default="", envvar="INGRESSMESH_TASK_ID",
+              help="This agent's swarm task id (the stack sets it from {{.Task.ID}}): finds its own container.")
 def agent_command(controllers, controller_port, docker_url, token_file, ca_file, tls_verify, exec_root,
                   docker_pidfile, backend, listen, drain_grace, no_forward_accept, no_fast_path,
-                  fast_path_max_containers, node_id, on_stop, lease_dir, ready_file) -> None:
+                  fast_path_max_containers, node_id, on_stop, lease_dir, ready_file, drained_resident,
+                  task_id) -> None:
     """Follow the controller and program this node's routing mesh in Docker's namespaces."""
     from ..agent.app import Agent, AgentConfig, local_node_id, manager_controllers
     from ..agent.docker_layout import DockerNamespaces
@@ -160,6 +166,9 @@ def agent_command(controllers, controller_port, docker_url, token_file, ca_file,
     lease = None
     if on_stop == "handover" and not lease_dir:
         raise click.ClickException("--on-stop handover needs --lease-dir (where the agents of this node meet)")
+    if drained_resident and (on_stop != "handover" or not task_id):
+        raise click.ClickException("--drained-resident is for the stack's agent task: it needs --on-stop handover "
+                                   "and --task-id")
     if lease_dir:  # first thing: a start-first update stops the old agent once this one holds its lease
         try:
             lease = NodeLease(lease_dir).take()
@@ -194,6 +203,12 @@ def agent_command(controllers, controller_port, docker_url, token_file, ca_file,
     problem = ensure_writable_sysctls()
     if problem:
         logging.getLogger("ingressmesh.agent").warning("%s", problem)  # namespaces whose sysctl is off will say so
+    resident = _drained_resident(drained_resident, task_id, docker_url, token, node_id, ca_file)
+    if resident is not None:
+        try:  # a resident that ran while this node was drained leaves its rules to this task
+            resident.retire()
+        except Exception as err:  # noqa: BLE001 - say it; the lease wait below still orders the two
+            logging.getLogger("ingressmesh.agent").error("cannot retire the resident agent: %s", err)
     if lease is not None and not lease.wait_for_older(stop):
         try:  # stopped before it touched the kernel; the older agent may hand its rules to us as it goes
             logging.getLogger("ingressmesh.agent").info(
@@ -207,14 +222,41 @@ def agent_command(controllers, controller_port, docker_url, token_file, ca_file,
     except OSError as err:
         raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
     def leave() -> None:
+        outcome = None
+        if resident is not None:
+            outcome = _leave_drained(resident, agent, lease, config, token, node_id)
         logging.getLogger("ingressmesh.agent").info(
-            "stopped: rules %s (--on-stop %s)", leave_node(on_stop, lease, namespaces, backend), on_stop)
+            "stopped: rules %s (--on-stop %s)", outcome or leave_node(on_stop, lease, namespaces, backend), on_stop)
 
     try:
         agent.run(stop, Notifier(), leave)
     finally:
         if lease is not None:
             lease.release()
+
+
+def _drained_resident(name: str, task_id: str, docker_url: str, token, node_id: str, ca_file):
+    """The stack agent task's drain hand-over (agent/drained.py), with this node's own credential."""
+    if not name:
+        return None
+    from ..agent.drained import DrainedResident
+    from ..daemon.credentials import credential_node, node_credential
+    credential = token.token if credential_node(token.token) else node_credential(token.token, node_id)
+    return DrainedResident(name, task_id, docker_url, credential, ca_file)
+
+
+def _leave_drained(resident, agent, lease, config, token, node_id: str):
+    """The stop's outcome if this node is drained (the rules went to a resident), else None."""
+    from ..agent.controller_client import ControllerClient
+    from ..agent.drained import known_availability
+    client = ControllerClient(list(config.controllers), token)
+    try:
+        return resident.leave(lease, client, node_id, known_availability(agent.follower, node_id))
+    except Exception as err:  # noqa: BLE001 - never skip the stop policy because of this
+        logging.getLogger("ingressmesh.agent").error("drain check failed (%s): the stop policy decides", err)
+        return None
+    finally:
+        client.close()
 
 
 @click.group("token")

@@ -148,6 +148,89 @@ def test_rolling_update_of_the_agent_service_loses_no_request(mesh, steady):
         assert any("taking over its rules" in text for text in new_logs.values()), new_logs
 
 
+RESIDENT = f"{AGENT_SERVICE}_drained"  # INGRESSMESH_DRAINED_RESIDENT in the stack file
+LATER_PORT = 8097
+
+
+def _resident(lab, n: int) -> list[str]:
+    """Running resident agents (plain containers, not swarm tasks) on node n."""
+    return lab.docker(n, "ps", "-q", "--no-trunc", "--filter", f"label=io.ingressmesh.resident={RESIDENT}",
+                      check=False).stdout.split()
+
+
+def _agent_task_containers(lab, n: int) -> list[str]:
+    return lab.docker(n, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={AGENT_SERVICE}",
+                      check=False).stdout.split()
+
+
+def _routes(lab, n: int, port: int, tasks: list[dict]) -> bool:
+    try:
+        return {http_hostname(lab.client_netns(), lab.node_address(n), port) for _ in range(30)} == \
+            {t["container"] for t in tasks}
+    except OSError:
+        return False
+
+
+def test_a_drained_node_keeps_its_mesh_and_follows_changes(mesh, steady):
+    """`docker node update --availability drain node3` stops every swarm task there, the agent's
+    too: the agent hands its rules to a plain container that stays (agent/drained.py), which keeps
+    node3's published ports answering and follows the swarm; set active again, a new agent task
+    retires it and takes the rules back.  Load through node3's published port throughout."""
+    lab = mesh.lab
+    target = [(lab.node_address(3), PORT)]
+    try:
+        with LoadGenerator(lab.client_netns(), target, pause=0.01) as load:
+            time.sleep(1)
+            started = time.monotonic()
+            lab.docker(1, "node", "update", "--availability", "drain", "node3")
+            wait_for("node3's agent task gone and the resident agent running", lambda: not _agent_task_containers(
+                lab, 3) and _resident(lab, 3), timeout=60, interval=0.5)
+            handed = time.monotonic() - started
+            wait_for("the resident agent healthy", lambda: mesh.agent_health(3)[0] == 200, timeout=30, interval=0.5)
+            time.sleep(2)
+        drained_load = load.result
+        print(f"drain node3: its agent task stopped and the resident took over {handed:.1f} s after the drain; "
+              f"{drained_load.ok} requests through node3, {len(drained_load.failures)} failed")
+        assert drained_load.ok > 100 and drained_load.failures == []
+        code, health = mesh.agent_health(3)
+        assert code == 200 and health["controller"]["reachable"] and health["node_id"] == \
+            lab.docker(3, "info", "-f", "{{.Swarm.NodeID}}").stdout.strip()
+        resident = _resident(lab, 3)
+        processes = _ingressmesh_processes(lab)
+        assert any(resident[0] in cgroup for cgroup in processes.values()), processes  # node3's agent is the resident
+        assert lab.docker(3, "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}} {{index .Config.Labels "
+                          "\"com.docker.swarm.task.id\"}}", resident[0]).stdout.strip() == "always"  # not a task
+        # A service created while node3 is drained (its tasks on node1 and node2) is routed by node3.
+        create_service(lab, "afterdrain", "--replicas", "2", "--network", NETWORK, "--publish", f"{LATER_PORT}:80")
+        created = time.monotonic()
+        later = wait_running(lab, "afterdrain", 2)
+        assert {t["node"] for t in later} <= {"node1", "node2"}
+        wait_for("drained node3 routes afterdrain", lambda: _routes(lab, 3, LATER_PORT, later), timeout=60, interval=0.5)
+        print(f"a service created while node3 is drained: routed through node3 {time.monotonic() - created:.1f} s "
+              "after `service create`")
+        with LoadGenerator(lab.client_netns(), target + [(lab.node_address(3), LATER_PORT)], pause=0.01) as load:
+            time.sleep(1)
+            started = time.monotonic()
+            lab.docker(1, "node", "update", "--availability", "active", "node3")
+            wait_for("a new agent task on node3 and the resident retired", lambda: _agent_task_containers(lab, 3)
+                     and not lab.docker(3, "ps", "-aq", "--filter", f"label=io.ingressmesh.resident={RESIDENT}"
+                                        ).stdout.strip(),
+                     timeout=90, interval=0.5)
+            wait_for("node3's new agent healthy", lambda: mesh.agent_health(3)[0] == 200, timeout=30, interval=0.5)
+            back = time.monotonic() - started
+            time.sleep(2)
+        active_load = load.result
+        print(f"node3 active again: the new agent task took over {back:.1f} s later; {active_load.ok} requests, "
+              f"{len(active_load.failures)} failed")
+        assert active_load.ok > 100 and active_load.failures == []
+        assert any("retired the resident agent" in text for text in _agent_logs(lab, 3).values())
+        assert _routes(lab, 3, LATER_PORT, later)
+    finally:
+        lab.docker(1, "node", "update", "--availability", "active", "node3", check=False)
+        remove_service(lab, "afterdrain")
+    wait_running(lab, "stacked", 3, timeout=90)  # node3's replica, pending while it was drained, is back
+
+
 def test_a_node_that_joins_later_gets_its_agent_and_its_rules(mesh, steady):
     """node3 leaves the swarm, then joins again as a new node: the global service starts an agent
     there and it routes, with nobody touching it.  (`docker swarm leave` kills the node's swarm
