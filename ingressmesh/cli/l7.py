@@ -146,7 +146,8 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
     from ..agent.app import manager_controllers
     from ..agent.controller_client import ControllerClient, ControllerError
     from ..daemon.credentials import is_derived, reader_credential
-    from ..l7.proxy_service import ProxyServices, desired_spec, secrets_needed
+    from ..l7.deployer import deploy_once
+    from ..l7.proxy_service import ProxyServices
     settings = _settings(config_path)
     credentials = _credentials(token_file, ca_file, tls_verify)
     if not controllers:
@@ -163,24 +164,26 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
                              stack_labels)
     client = ControllerClient(list(controllers), credentials)
 
+    said: set[str] = set()  # refusals already printed (the watch loop reconciles on every snapshot)
+
     def reconcile(cluster):
         if owner_service and services.current(owner_service) is None:
             # Our own service is gone: the stack is being removed (`docker stack rm` removes the
             # proxies too); creating them again now would leave them behind.
             click.echo(f"l7 deploy: my service {owner_service} is gone: leaving the proxy services alone", err=True)
             return
-        secret = services.token_secret()
-        for item in settings:
-            try:
-                ca = services.existing_secret(item.ca_secret) if item.ca_secret else None
-            except LookupError as err:
-                raise click.ClickException(f"{item.name}: ControllerCASecret: {err}") from None
-            attached = services.secrets_present(secrets_needed(cluster, item))
-            spec = desired_spec(item, cluster, secret, item.controllers or tuple(controllers), ca, attached)
-            spec["Labels"].update(stack_labels)
-            outcome = services.ensure(spec)
-            if outcome != "unchanged" or not watch:
-                click.echo(f"{item.name}: {outcome}")
+        try:
+            done = deploy_once(services, settings, cluster, tuple(controllers), stack_namespace)
+        except LookupError as err:
+            raise click.ClickException(str(err)) from None
+        lines = {f"l7 deploy: {d.name}: {r.line()}" for d in done for r in d.refused}
+        for line in sorted(lines - said):
+            click.echo(line, err=True)
+        said.clear()
+        said.update(lines)
+        for deployed in done:
+            if deployed.outcome != "unchanged" or not watch:
+                click.echo(f"{deployed.name}: {deployed.outcome}")
 
     version, cluster = _snapshot(client)
     try:

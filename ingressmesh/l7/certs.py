@@ -54,8 +54,8 @@ def pem_blocks(secrets_dir: Optional[str], name: str) -> list[tuple[str, str]]:
         with open(os.path.join(secrets_dir, name), "rb") as handle:
             data = handle.read(MAX_PEM + 1)
     except FileNotFoundError:
-        raise Missing(f"secret {name} is not available to the proxy (no such secret, or not attached "
-                      "to the proxy service yet)") from None
+        raise Missing(f"secret {name} is not available to the proxy (no such secret, not allowed for the "
+                      "proxies - l7 deploy's log names why -, or not attached to the proxy service yet)") from None
     except OSError as err:
         raise SecretError(f"secret {name}: cannot read it ({err.strerror or err})") from None
     if len(data) > MAX_PEM:

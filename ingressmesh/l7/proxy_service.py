@@ -13,7 +13,7 @@ import logging
 from typing import Optional
 
 from .. import model
-from . import labels
+from . import labels, secret_policy
 from .grammar import LabelError
 from .routes import network_of
 from .settings import ProxyServiceSettings
@@ -48,9 +48,9 @@ def networks_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> l
     return sorted(found.values(), key=lambda n: n.name)
 
 
-def secrets_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> list[str]:
-    """Secret names (certificates, keys, backend CAs) the routable services of this cluster name."""
-    names = set()
+def secret_claims(cluster: model.Cluster, settings: ProxyServiceSettings) -> dict[str, tuple[str, ...]]:
+    """Secret name (certificate, key, backend CA) -> the routable services of this cluster naming it."""
+    found: dict[str, set[str]] = {}
     for service in cluster.services:
         if service.name == settings.name or not labels.wants_routing(service.labels):
             continue
@@ -59,8 +59,14 @@ def secrets_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> li
         except LabelError:
             continue
         if request.service_cluster == settings.service_cluster:
-            names.update(n for n in (request.tls.cert, request.tls.key, request.tls.ca) if n)
-    return sorted(names)
+            for name in (n for n in (request.tls.cert, request.tls.key, request.tls.ca) if n):
+                found.setdefault(name, set()).add(service.name)
+    return {name: tuple(sorted(services)) for name, services in sorted(found.items())}
+
+
+def secrets_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> list[str]:
+    """Secret names the routable services of this cluster name (before secret_policy decides)."""
+    return list(secret_claims(cluster, settings))
 
 
 def _nanos(seconds: float) -> int:
@@ -88,8 +94,8 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
     if settings.published_ssl_port:
         argv += ["--https-port", "443", "--https-redirect-port", str(settings.published_ssl_port)]
     secrets = [_secret(token_secret, "ingressmesh_token")]
-    reserved = {"ingressmesh_token", CA_PATH.rsplit("/", 1)[1]}  # a label never names our own files
-    secrets += [_secret(s, s[1]) for s in label_secrets if s[1] not in reserved]
+    # secret_policy.decide chose label_secrets; ingressmesh's own names are refused once more here.
+    secrets += [_secret(s, s[1]) for s in label_secrets if not secret_policy.reserved(s[1])]
     if ca_secret is not None:
         argv += ["--ca", CA_PATH]
         secrets.append(_secret(ca_secret, CA_PATH.rsplit("/", 1)[1]))
@@ -141,11 +147,9 @@ class ProxyServices:
         created = self.api.create_secret(name, self.token.encode(), labels={ROLE_LABEL: "token", **self.labels})
         return created["ID"], name
 
-    def secrets_present(self, names: list[str]) -> tuple[tuple[str, str], ...]:
-        """(id, name) of each named secret that exists; a missing one is left out (the proxies
-        then refuse the service that names it, by name)."""
-        found = {s["Spec"]["Name"]: s["ID"] for s in self.api.secrets()}
-        return tuple((found[n], n) for n in names if n in found)
+    def existing_secrets(self) -> dict[str, tuple[str, dict]]:
+        """Every secret of the swarm: name -> (id, labels); secret_policy decides which may be mounted."""
+        return {s["Spec"]["Name"]: (s["ID"], dict(s["Spec"].get("Labels") or {})) for s in self.api.secrets()}
 
     def existing_secret(self, name: str) -> tuple[str, str]:
         """(id, name) of a secret the operator created (e.g. the controller's CA)."""

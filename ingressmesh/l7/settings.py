@@ -16,6 +16,7 @@ key names where they mean the same thing (README "Proxy service options" has the
     ProxyStopGracePeriod = "30s"
     Controllers = ["https://10.0.0.1:9401"]
     ControllerCASecret = "ingressmesh_ca"   # a Docker secret: the CA of the controller's TLS certificate
+    ProxySecrets = ["demo.local.*", "demo_*"]  # secrets labels may mount into the proxies (secret_policy.py)
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ _DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?)(ms|s|m)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.\-]+ *(==|!=) *[A-Za-z0-9_.\-:/]+$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+_SECRET_PATTERN = re.compile(r"^[A-Za-z0-9_.*?-]{1,64}$")  # a secret name, with shell-style * and ?
 
 
 class SettingsError(ValueError):
@@ -50,13 +52,14 @@ class ProxyServiceSettings:
     controllers: tuple[str, ...] = ()
     token_secret: str = "ingressmesh_token"
     ca_secret: str = ""  # Docker secret with the controller's CA: proxies verify an https controller
+    proxy_secrets: tuple[str, ...] = ()  # name patterns of the secrets labels may mount (secret_policy.py)
 
 
 _KEYS = {"ProxyServiceName": "name", "ProxyImage": "image", "ProxyReplicas": "replicas",
          "PublishMode": "publish_mode", "PublishedPort": "published_port", "PublishedSSLPort": "published_ssl_port", "ServiceCluster": "service_cluster",
          "ProxyConstraints": "constraints", "ProxyUpdateDelay": "update_delay",
          "ProxyStopGracePeriod": "stop_grace_period", "Controllers": "controllers", "TokenSecret": "token_secret",
-         "ControllerCASecret": "ca_secret"}
+         "ControllerCASecret": "ca_secret", "ProxySecrets": "proxy_secrets"}
 
 
 def _duration(where: str, value) -> float:
@@ -90,6 +93,10 @@ def _check(where: str, key: str, value):
             return grammar.choice(where, str(value), ("ingress", "host"))
         if key in ("update_delay", "stop_grace_period"):
             return _duration(where, value)
+        if key == "proxy_secrets":
+            if not isinstance(value, list) or not all(isinstance(v, str) and _SECRET_PATTERN.fullmatch(v) for v in value):
+                raise SettingsError(f"{where}: expected a list of secret names or patterns like 'demo.local.*'")
+            return tuple(value)
         if key in ("constraints", "controllers"):
             pattern = _CONSTRAINT if key == "constraints" else _URL
             if not isinstance(value, list) or not all(isinstance(v, str) and pattern.fullmatch(v) for v in value):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from . import grammar
+from . import grammar, secret_policy
 from .grammar import LabelError
 
 PREFIX = "com.docker.lb."
@@ -48,7 +48,12 @@ def _flag(found: Mapping[str, str], key: str) -> bool:
 
 def _secret(found: Mapping[str, str], key: str) -> str:
     value = found.get(key)
-    return grammar.secret_name(PREFIX + key, value) if value is not None else ""
+    if value is None:
+        return ""
+    name = grammar.secret_name(PREFIX + key, value)
+    if secret_policy.reserved(name):  # the deployer never mounts it either (secret_policy.py)
+        raise LabelError(PREFIX + key, value, "names an ingressmesh credential: never given to the proxies")
+    return name
 
 
 def parse(found: Mapping[str, str]) -> TlsRequest:

@@ -60,7 +60,8 @@ def _start_mesh(lab: Lab, backend: str, kind: str):
     layer), or as host processes (the working tree's code, logs in files, restartable)."""
     if kind == "stack":
         mesh = StackMesh(lab, backend=backend, l7_config=l7_lab.extension("default", "", L7_PORT,
-                                                                          ssl_port=L7_HTTPS_PORT))
+                                                                          ssl_port=L7_HTTPS_PORT,
+                                                                          proxy_secrets=TLS_SECRETS))
         mesh.up(timeout=120)  # `stack deploy` converges: a second run changes nothing
         _say(f"ingressmesh stack deployed (every agent in sync after {mesh.deployed_in:.1f} s): "
              "scripts/lab docker 1 -- stack ps ingressmesh")
@@ -135,10 +136,11 @@ def _l7(lab: Lab, mesh: SwarmMesh, ca: str) -> int:
     number that failed."""
     if isinstance(mesh, SwarmMesh):  # the stack brought its own (ingressmesh-l7.yml)
         config_file = os.path.join(mesh.dir, "l7.toml")
-        if "l7" in mesh.recorded_alive() and "PublishedSSLPort" not in _read(config_file):
-            mesh.stop("l7")  # a lab from before HTTPS: deploy again with the HTTPS port
+        if "l7" in mesh.recorded_alive() and not all(k in _read(config_file) for k in ("PublishedSSLPort", "ProxySecrets")):
+            mesh.stop("l7")  # a lab from before HTTPS (or ProxySecrets): deploy again
         if "l7" not in mesh.recorded_alive():
-            l7_lab.deploy(mesh, l7_lab.extension("default", mesh.controller_url, L7_PORT, ssl_port=L7_HTTPS_PORT))
+            l7_lab.deploy(mesh, l7_lab.extension("default", mesh.controller_url, L7_PORT, ssl_port=L7_HTTPS_PORT,
+                                                 proxy_secrets=TLS_SECRETS))
     _wait("2 healthy L7 proxy tasks, their service's last rolling update done",
           lambda: _running(lab).get(PROXY, 0) == 2 and proxy_update_done(lab, PROXY), 180)
     _wait(f"{L7_HOST} routed", lambda: _answers(lab, 1).status == 200, 60)

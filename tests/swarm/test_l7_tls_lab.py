@@ -39,7 +39,8 @@ def pki(tmp_path_factory):
 
 
 def secret(lab, name: str, path: str) -> str:
-    lab.docker(1, "secret", "create", name, path)
+    # The label lets the proxies receive it (l7/secret_policy.py: allowed by label or l7.toml only).
+    lab.docker(1, "secret", "create", "--label", "io.ingressmesh.l7.secret=true", name, path)
     return name
 
 

@@ -91,7 +91,8 @@ def test_https_port_and_the_secrets_labelled_services_name():
                  service("b", {"hosts": "b.com", "port": "80", "ssl_cert": "ingressmesh_token", "ssl_key": "b_key"}),
                  service("c", {"hosts": "c.com", "port": "80", "service_cluster": "other", "ssl_cert": "c", "ssl_key": "k"})],
                 [task("a1", "a", 2), task("b1", "b", 3), task("c1", "c", 4)])
-    assert secrets_needed(c, item) == ["a_cert", "a_key", "b_key", "ingressmesh_token"]
+    # b names an ingressmesh credential: refused by its labels, so none of its secrets is needed
+    assert secrets_needed(c, item) == ["a_cert", "a_key"]
     spec = desired_spec(item, c, ("tok", "ingressmesh_token_x"), (),
                         label_secrets=(("id1", "a_cert"), ("id2", "a_key"), ("id3", "ingressmesh_token")))
     files = [s["File"]["Name"] for s in spec["TaskTemplate"]["ContainerSpec"]["Secrets"]]
