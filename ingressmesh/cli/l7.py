@@ -294,6 +294,8 @@ def _print_rows(states: dict) -> None:
         console.print(table)
         for refusal in document.get("refused", ()):
             console.print(f"[red]refused[/] {refusal['service']}: {refusal['reason']}", soft_wrap=True)
+        for note in document.get("notes", ()):  # e.g. a stack-prefixed com.docker.lb.network, a waiting service
+            console.print(f"[yellow]note[/] {note}", soft_wrap=True)
         for failure in document.get("backend_tls_failures", ()):
             console.print(f"[red]backend TLS[/] {failure['service']}: task {failure['task']}: {failure['reason']}",
                           soft_wrap=True)

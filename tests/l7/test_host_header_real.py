@@ -31,6 +31,11 @@ def test_a_host_with_a_path_or_a_comma_is_400_and_never_picks_a_context_root(pro
         status, _, body = get(proxy, bad)
         assert (status, body) == (400, b"bad Host header\n"), bad
     assert raw(proxy, b"GET / HTTP/1.1\r\nHost: demo.local\r\nHost: other.com\r\n\r\n")[0] == 400
+    assert raw(proxy, b"GET / HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n")[0] == 400  # empty
+    # Absolute form: HAProxy itself refuses a Host that differs from the URI's authority.
+    assert raw(proxy, b"GET http://demo.local/app HTTP/1.1\r\nHost: other.com\r\nConnection: close\r\n\r\n")[0] == 400
+    status, body = raw(proxy, b"GET http://demo.local/app HTTP/1.1\r\nHost: demo.local\r\nConnection: close\r\n\r\n")
+    assert status == 200 and served_by(body) == ctx1
 
 
 def test_a_trailing_dot_is_the_same_host_and_unknown_hosts_get_404(proxy, backends):

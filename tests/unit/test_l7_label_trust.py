@@ -103,3 +103,13 @@ def test_another_stacks_prefixed_network_is_not_taken():
     got = snapshot.from_dict({"nodes": NODES, "networks": NETWORKS + [
         {"id": "demonet", "name": "demo_demo-network", "subnet": "10.0.3.0/24"}], "services": [svc], "tasks": []})
     assert "no such overlay network" in plan_routes(got, options=OPTIONS).refused[0].reason
+
+
+def test_show_l7_prints_the_proxies_notes(capsys):
+    """`show --l7` / `l7 state` print a proxy's notes (the stack network it chose, among others)."""
+    from ingressmesh.cli.l7 import _print_rows
+    table = plan_routes(stack_cluster(), options=OPTIONS)
+    _print_rows({"proxy on node1": {"snapshot_version": 3, "config_generation": 1, "reloads": 0, "routes": [],
+                                    "backends": {}, "refused": [], "notes": list(table.notes)}})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note service demo_app: com.docker.lb.network=demo-network is the stack's network demo_demo-network" in out
