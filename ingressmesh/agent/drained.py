@@ -4,7 +4,8 @@ Swarm shuts down every task on a drained node, a global service's too: swarmkit'
 orchestrator treats a drained node like a down one (moby/swarmkit#2321), there is no placement or
 toleration that keeps a task there.  Plain containers are left running (docker/docs#5800), and
 Docker's own mesh keeps answering on a drained node (dockerd does it).  So when the stack's agent
-task is stopped, it asks the controllers whether its node is drained:
+task is told to stop, it asks the controllers whether its node is drained, following and applying
+on meanwhile (its node's own tasks are being stopped too):
 
 - drained: it starts a *resident agent* (resident_container.py: a plain container, restart always,
   the same image and mounts) and waits until that one holds its lease; the stopping task then sees

@@ -190,6 +190,7 @@ def agent_command(controllers, controller_port, docker_url, token_file, ca_file,
     if owner is not None and owner != node_id:
         raise click.ClickException(f"token file {token_file} is the credential of node {owner}, but this node "
                                    f"is {node_id}: make its own with `ingressmesh token node --node-id {node_id}`")
+    token = _node_scoped(token, token_file, node_id)
     if not controllers:
         try:
             controllers = manager_controllers(docker_url, controller_port, ca_file is not None)
@@ -221,18 +222,38 @@ def agent_command(controllers, controller_port, docker_url, token_file, ca_file,
         agent = Agent(config, token, node_id)
     except OSError as err:
         raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
+    drain: list = []  # the drain check's outcome, when the rules went (or stay) for a resident
+    run_until = stop
+    if resident is not None:  # the agent follows and applies on while the drain check runs
+        run_until = threading.Event()
+        threading.Thread(target=_stop_after_drain_check, args=(stop, run_until, drain, resident, agent, lease,
+                                                               config, token, node_id), name="drain", daemon=True).start()
+
     def leave() -> None:
-        outcome = None
-        if resident is not None:
-            outcome = _leave_drained(resident, agent, lease, config, token, node_id)
         logging.getLogger("ingressmesh.agent").info(
-            "stopped: rules %s (--on-stop %s)", outcome or leave_node(on_stop, lease, namespaces, backend), on_stop)
+            "stopped: rules %s (--on-stop %s)", drain[0] if drain and drain[0] else
+            leave_node(on_stop, lease, namespaces, backend), on_stop)
 
     try:
-        agent.run(stop, Notifier(), leave)
+        agent.run(run_until, Notifier(), leave)
     finally:
         if lease is not None:
             lease.release()
+
+
+def _node_scoped(token, token_file: str, node_id: str):
+    """The agent speaks for its own node only: given the cluster secret, it keeps the node's
+    credential derived from it and, in a container, covers the secret's file (bootstrap_secret.py)."""
+    import dataclasses
+    from ..agent.bootstrap_secret import hide_secret_file, node_scoped
+    credential, derived = node_scoped(token.token, node_id)
+    if not derived:
+        return token
+    problem = hide_secret_file(token_file)
+    logging.getLogger("ingressmesh.agent").info(
+        "token file %s holds the cluster secret: using node %s's credential derived from it%s", token_file, node_id,
+        f" ({problem})" if problem else "")
+    return dataclasses.replace(token, token=credential)
 
 
 def _drained_resident(name: str, task_id: str, docker_url: str, token, node_id: str, ca_file):
@@ -245,18 +266,23 @@ def _drained_resident(name: str, task_id: str, docker_url: str, token, node_id: 
     return DrainedResident(name, task_id, docker_url, credential, ca_file)
 
 
-def _leave_drained(resident, agent, lease, config, token, node_id: str):
-    """The stop's outcome if this node is drained (the rules went to a resident), else None."""
+def _stop_after_drain_check(signalled, run_until, drain: list, resident, agent, lease, config, token,
+                            node_id: str) -> None:
+    """On SIGTERM, first the drain check (agent/drained.py: up to 5 s, then the resident's start)
+    while the agent keeps applying (this node's own tasks are stopping too), then stop the agent."""
     from ..agent.controller_client import ControllerClient
     from ..agent.drained import known_availability
-    client = ControllerClient(list(config.controllers), token)
+    signalled.wait()
+    client = None
     try:
-        return resident.leave(lease, client, node_id, known_availability(agent.follower, node_id))
+        client = ControllerClient(list(config.controllers), token)
+        drain.append(resident.leave(lease, client, node_id, known_availability(agent.follower, node_id)))
     except Exception as err:  # noqa: BLE001 - never skip the stop policy because of this
         logging.getLogger("ingressmesh.agent").error("drain check failed (%s): the stop policy decides", err)
-        return None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+        run_until.set()
 
 
 @click.group("token")
