@@ -159,6 +159,38 @@ def test_nothing_is_remounted_on_a_host_and_an_unreadable_mountinfo_is_named(tmp
     assert "cannot read" in ensure_writable_sysctls(str(tmp_path / "missing"))
 
 
+def test_only_proc_sys_net_is_bound_then_made_writable(tmp_path):
+    """The commands (tests/kernel/test_writable_sysctls.py runs them on the real kernel)."""
+    info = tmp_path / "mountinfo"
+    info.write_text(CONTAINER_MOUNTINFO)
+    calls = []
+
+    def run(argv, **kwargs):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+    assert ensure_writable_sysctls(str(info), run) is None
+    assert calls == [["mount", "--bind", "/proc/sys/net", "/proc/sys/net"],
+                     ["mount", "-o", "remount,bind,rw", "/proc/sys/net"]]
+    bound = CONTAINER_MOUNTINFO + "400 311 0:91 /sys/net /proc/sys/net ro,nosuid,nodev,noexec,relatime - proc proc rw\n"
+    info.write_text(bound)
+    calls.clear()
+    assert ensure_writable_sysctls(str(info), run) is None  # already its own mount point: remount only
+    assert calls == [["mount", "-o", "remount,bind,rw", "/proc/sys/net"]]
+    info.write_text(bound.replace("/proc/sys/net ro,", "/proc/sys/net rw,"))
+    calls.clear()
+    assert ensure_writable_sysctls(str(info), run) is None and calls == []
+
+
+def test_a_refused_mount_is_named_with_its_command(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text(CONTAINER_MOUNTINFO)
+
+    def run(argv, **kwargs):
+        return subprocess.CompletedProcess(argv, 32 if "remount,bind,rw" in argv else 0, "", "permission denied")
+    problem = ensure_writable_sysctls(str(info), run)
+    assert "`mount -o remount,bind,rw /proc/sys/net` failed (permission denied)" in problem
+
+
 def test_an_agent_stopped_while_waiting_leaves_the_older_agents_rules_alone(tmp_path, removals):
     """An update rolled back (the new agent stopped, the old one keeps running): nothing removed."""
     proc, _ = _holder(tmp_path / "lease")
