@@ -86,7 +86,9 @@ def resident_spec(own: dict, name: str, ca: bool) -> dict:
         # image or a by-hand service may put the agent in either): rewritten, it is the entrypoint.
         "Entrypoint": rewrite_argv((config.get("Entrypoint") or []) + (config.get("Cmd") or []), replace, TASK_ONLY),
         "Cmd": [],
-        "Env": [e for e in config.get("Env") or [] if e.split("=", 1)[0] not in TASK_ONLY_ENV],
+        # Not the task's, and not one naming a file Swarm mounted (a secret: not there for a plain container).
+        "Env": [e for e in config.get("Env") or [] if e.split("=", 1)[0] not in TASK_ONLY_ENV
+                and not e.partition("=")[2].startswith("/run/secrets/")],
         "Hostname": config.get("Hostname", ""),
         "Labels": labels,
         "HostConfig": {**{k: host[k] for k in HOST_CONFIG_KEPT if host.get(k) is not None},

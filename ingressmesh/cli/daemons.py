@@ -63,6 +63,7 @@ def tls_client_options(command):
     command = click.option("--tls-verify/--no-tls-verify", default=True, show_default=True,
                            help="Check the controller's certificate on https:// URLs.")(command)
     return click.option("--ca", "ca_file", default=None, metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+                        envvar="INGRESSMESH_CA",
                         help="CA certificate (PEM) that signed the controller's certificate "
                              "[default: the system's CAs].")(command)
 
@@ -92,9 +93,9 @@ docker_option = click.option("--docker", "docker_url", default="unix:///var/run/
 @docker_option
 @token_option
 @click.option("--listen", default="0.0.0.0:9401", show_default=True, callback=_listen, help="HOST:PORT to serve on.")
-@click.option("--tls-cert", default="",
+@click.option("--tls-cert", default="", envvar="INGRESSMESH_TLS_CERT",
               help="Serve https with this certificate chain (PEM; a Docker secret in production).")
-@click.option("--tls-key", default="", help="The private key of --tls-cert (PEM).")
+@click.option("--tls-key", default="", envvar="INGRESSMESH_TLS_KEY", help="The private key of --tls-cert (PEM).")
 def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, tls_key: str) -> None:
     """Merge the swarm (this manager's API) with the agents' reports; serve snapshots to agents."""
     from ..controller.app import Controller, ControllerConfig

@@ -27,15 +27,22 @@ from ..daemon.token import TokenError
               help="dockerd's --exec-root on the nodes (Swarm templates allowed).")
 @click.option("--l7-config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="An l7.toml (Interlock-style proxy services): the L7 layer joins the stack (ingressmesh-l7.yml).")
+@click.option("--tls", "tls", is_flag=True,
+              help="https between agents and controllers: a CA and a controller certificate naming every manager, "
+                   "kept in --tls-dir (made if missing), shipped as Docker secrets (ingressmesh-tls.yml).")
+@click.option("--tls-dir", default="/etc/ingressmesh/tls", show_default=True,
+              help="Where --tls keeps the CA (and its key: it never leaves this manager) and the certificate.")
 @click.option("--resolve-image", type=click.Choice(("always", "changed", "never")), default="always",
               show_default=True, help="`never` where no registry holds the image.")
 def install_command(as_stack, name, docker_host, image, backend, on_stop, token_file, docker_sock, exec_root,
-                    l7_config, resolve_image) -> None:
+                    l7_config, tls, tls_dir, resolve_image) -> None:
     """Install ingressmesh on this swarm: `docker stack deploy` of ingressmesh-stack.yml."""
-    from ..stack import SECRET, StackError, StackSettings, cluster_token, deploy, ensure_secret, secret_digest
+    from ..stack import (SECRET, StackError, StackSettings, cluster_token, deploy, ensure_secret, ensure_tls_secrets,
+                         secret_digest)
     docker = ["docker", "-H", docker_host] if docker_host else ["docker"]
     settings = StackSettings(name=name, image=image, backend=backend, on_stop=on_stop, docker_sock=docker_sock,
-                             exec_root=exec_root, resolve_image=resolve_image, l7_config=l7_config or "")
+                             exec_root=exec_root, resolve_image=resolve_image, l7_config=l7_config or "",
+                             tls_dir=tls_dir if tls else "")
     try:
         settings.check()
         if secret_digest(docker) is not None and not os.path.exists(token_file):
@@ -46,6 +53,9 @@ def install_command(as_stack, name, docker_host, image, backend, on_stop, token_
             click.echo(f"made the cluster secret in {token_file} (0600)")
         if ensure_secret(docker, token, token_file):
             click.echo(f"made the Docker secret {SECRET} from {token_file}")
+        if settings.tls_dir:
+            for name in ensure_tls_secrets(docker, settings):
+                click.echo(f"made the Docker secret {name} from {tls_dir}")
         click.echo(deploy(docker, settings).rstrip())
     except (StackError, TokenError, OSError) as err:
         raise click.ClickException(str(err)) from None

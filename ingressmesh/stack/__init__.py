@@ -37,6 +37,7 @@ class StackSettings:
     exec_root: str = "/run/docker"              # dockerd's --exec-root on every node
     resolve_image: str = "always"               # "never" where no registry holds the image (the lab)
     l7_config: str = ""                         # an l7.toml: the L7 layer joins the stack
+    tls_dir: str = ""                           # https between agents and controllers (stack/tls.py)
 
     def check(self) -> "StackSettings":
         if not _NAME.match(self.name):
@@ -53,6 +54,11 @@ class StackSettings:
         for what, path in (("docker socket", self.docker_sock), ("exec root", self.exec_root)):
             if not path.startswith("/") or any(c in path for c in "\n\r\0,"):
                 raise StackError(f"{what} {path!r} must be an absolute path (no commas or newlines)")
+        if self.tls_dir and self.l7_config:
+            raise StackError("--tls with --l7-config: the L7 proxies cannot be given the CA yet; install the L7 layer "
+                             "without --tls, or the stack with --tls and no L7 layer")
+        if self.tls_dir and not self.tls_dir.startswith("/"):
+            raise StackError(f"tls dir {self.tls_dir!r} must be an absolute path")
         if self.l7_config:
             from ..l7.settings import SettingsError, load
             try:
@@ -62,7 +68,8 @@ class StackSettings:
         return self
 
     def files(self) -> list[str]:
-        return [STACK_FILE, L7_FILE] if self.l7_config else [STACK_FILE]
+        from .tls import TLS_FILE
+        return [STACK_FILE] + ([L7_FILE] if self.l7_config else []) + ([TLS_FILE] if self.tls_dir else [])
 
     def environment(self) -> dict[str, str]:
         """What `docker stack deploy` substitutes into the stack files."""
@@ -73,6 +80,9 @@ class StackSettings:
             with open(self.l7_config, "rb") as handle:
                 digest = hashlib.sha256(handle.read()).hexdigest()[:12]
             env.update(INGRESSMESH_L7_CONFIG=os.path.abspath(self.l7_config), INGRESSMESH_L7_CONFIG_HASH=digest)
+        if self.tls_dir:
+            from .tls import files_hash
+            env["INGRESSMESH_TLS_HASH"] = files_hash(self.tls_dir)
         return env
 
 
@@ -137,3 +147,38 @@ def deploy(docker: list[str], settings: StackSettings) -> str:
     if done.returncode != 0:
         raise StackError(f"docker stack deploy {settings.name}: {(done.stderr or done.stdout).strip()}")
     return done.stdout
+
+
+def manager_addresses(docker: list[str]) -> list[str]:
+    """Every manager's address (host part of its swarm address): what the agents dial."""
+    listed = _docker(docker, "node", "ls", "--filter", "role=manager", "--format", "{{.ID}}")
+    if listed.returncode != 0:
+        raise StackError(f"docker node ls: {listed.stderr.strip()} (run it on a manager)")
+    addresses = []
+    for node in listed.stdout.split():
+        shown = _docker(docker, "node", "inspect", "-f", "{{.ManagerStatus.Addr}}", node)
+        if shown.returncode != 0 or not shown.stdout.strip():
+            raise StackError(f"docker node inspect {node}: no manager address ({shown.stderr.strip()})")
+        addresses.append(shown.stdout.strip().rsplit(":", 1)[0].strip("[]"))
+    return addresses
+
+
+def ensure_tls_secrets(docker: list[str], settings: StackSettings) -> list[str]:
+    """The CA and controller certificate in settings.tls_dir (made or renewed for the managers
+    there now), and their Docker secrets (labelled with the stack: `docker stack rm` removes
+    them); the secrets made now."""
+    from .tls import FILES, TlsSetupError, ensure_files, files_hash, secret_names
+    try:
+        ensure_files(settings.tls_dir, manager_addresses(docker))
+    except (TlsSetupError, OSError) as err:
+        raise StackError(f"TLS files in {settings.tls_dir}: {err}") from None
+    made = []
+    for part, name in secret_names(files_hash(settings.tls_dir)).items():
+        if _docker(docker, "secret", "inspect", "-f", "{{.ID}}", name).returncode == 0:
+            continue
+        done = _docker(docker, "secret", "create", "--label", f"com.docker.stack.namespace={settings.name}", name,
+                       os.path.join(settings.tls_dir, FILES[part]))
+        if done.returncode != 0:
+            raise StackError(f"docker secret create {name}: {done.stderr.strip()}")
+        made.append(name)
+    return made

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 
-from ..stack import SECRET, StackSettings, cluster_token, deploy, ensure_secret
+from ..stack import SECRET, StackSettings, cluster_token, deploy, ensure_secret, ensure_tls_secrets
 from .mesh_endpoints import MeshEndpoints
 
 NAME = "ingressmesh"
@@ -18,9 +18,11 @@ IMAGE = "imlab/proxy:latest"  # the lab's ingressmesh image (ingressmesh/lab/pro
 
 
 class StackMesh(MeshEndpoints):
-    def __init__(self, lab, backend: str = "nftables", on_stop: str = "handover", l7_config: str = ""):
-        """With `l7_config` (an l7.toml's text) the L7 layer is part of the stack (ingressmesh-l7.yml)."""
-        self.lab, self.backend, self.on_stop, self.l7_config = lab, backend, on_stop, l7_config
+    def __init__(self, lab, backend: str = "nftables", on_stop: str = "handover", l7_config: str = "",
+                 tls: bool = False):
+        """With `l7_config` (an l7.toml's text) the L7 layer is part of the stack (ingressmesh-l7.yml);
+        with `tls` agents and controllers speak https (ingressmesh-tls.yml, `install --stack --tls`)."""
+        self.lab, self.backend, self.on_stop, self.l7_config, self.tls = lab, backend, on_stop, l7_config, tls
         self.dir = os.path.join(lab.config.lab_dir, "mesh")
         self.token_file = os.path.join(self.dir, "token")
         self.deployed_in = None  # seconds from `stack deploy` to every agent in sync
@@ -36,7 +38,7 @@ class StackMesh(MeshEndpoints):
         return StackSettings(name=NAME, image=IMAGE, backend=self.backend, on_stop=self.on_stop,
                              docker_sock=os.path.join(node_dir, "docker.sock"),
                              exec_root=os.path.join(node_dir, "exec"), resolve_image="never",
-                             l7_config=l7_path).check()
+                             l7_config=l7_path, tls_dir=os.path.join(self.dir, "tls") if self.tls else "").check()
 
     def docker_argv(self) -> list[str]:
         from ..lab.config import DOCKER
@@ -46,8 +48,11 @@ class StackMesh(MeshEndpoints):
         os.makedirs(self.dir, exist_ok=True)
         token, _ = cluster_token(self.token_file)
         ensure_secret(self.docker_argv(), token)
+        settings = self.settings()
+        if self.tls:
+            ensure_tls_secrets(self.docker_argv(), settings)
         started = time.monotonic()
-        deploy(self.docker_argv(), self.settings())
+        deploy(self.docker_argv(), settings)
         self.wait_synced(timeout)
         self.deployed_in = time.monotonic() - started
         return self

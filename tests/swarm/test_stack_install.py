@@ -300,3 +300,30 @@ def test_stack_rm_removes_every_rule_on_every_node(mesh, steady):
     assert "ingressmesh_token_" not in lab.docker(1, "secret", "ls", "--format", "{{.Name}}").stdout  # the proxies' copy
     assert _ingressmesh_processes(lab) == {}
     assert len(wait_running(lab, "stacked", 3, timeout=10)) == 3  # the workload itself is left alone
+
+
+def test_the_stack_with_tls_between_agents_and_controllers(mesh, steady):
+    """`install --stack --tls` (the stack above is gone): the controller serves https with a
+    certificate naming the manager, the agents check it with the CA (their only TLS secret) and
+    use their node's credential derived from the cluster secret; `docker stack rm` removes the
+    TLS secrets too."""
+    from ingressmesh.testbed.stack_mesh import StackMesh
+    lab = mesh.lab
+    secured = StackMesh(lab, tls=True)
+    secured.up()
+    try:
+        print(f"install --stack --tls -> every agent in sync after {secured.deployed_in:.1f} s")
+        for n in lab.config.node_numbers:
+            code, health = secured.agent_health(n)
+            assert code == 200 and health["controller"]["reachable"], health
+            assert health["controller_url"] == f"https://{lab.node_address(1)}:9401"
+            wait_for(f"node{n} routes stacked", lambda: _routes(lab, n, PORT, steady), timeout=30, interval=0.5)
+        with pytest.raises(OSError):
+            secured.get(secured.controller_url + "/healthz")  # plain http is not served any more
+        logs = secured.logs("agent", lines=200)
+        assert "holds the cluster secret: using node" in logs and "stays readable" not in logs  # and covered it
+    finally:
+        took = secured.remove()
+    secrets = lab.docker(1, "secret", "ls", "--format", "{{.Name}}").stdout
+    print(f"docker stack rm of the TLS stack: {took:.1f} s; secrets left: {secrets.split()}")
+    assert "ingressmesh_tls_" not in secrets and "ingressmesh_ca_" not in secrets

@@ -38,7 +38,8 @@ TASK_CONTAINER = {
         "Hostname": "node3", "Entrypoint": None, "Cmd": STACK_ARGV,
         "Image": "imlab/proxy:latest",
         "Env": ["INGRESSMESH_NODE_ID=n3", "INGRESSMESH_DRAINED_RESIDENT=ingressmesh_agent_drained",
-                "INGRESSMESH_TASK_ID=t3", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "INGRESSMESH_TASK_ID=t3", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "INGRESSMESH_CA=/run/secrets/ingressmesh_ca"],  # a Swarm secret: not there for a plain container
         "Labels": {"com.docker.stack.namespace": "ingressmesh", "com.docker.swarm.task.id": "t3",
                    "com.docker.swarm.service.name": "ingressmesh_agent"},
         "Healthcheck": {"Test": ["CMD", "test", "-s", "/tmp/ingressmesh-agent.lease"]},
