@@ -198,8 +198,9 @@ def test_a_drained_node_keeps_its_mesh_and_follows_changes(mesh, steady):
         resident = _resident(lab, 3)
         processes = _ingressmesh_processes(lab)
         assert any(resident[0] in cgroup for cgroup in processes.values()), processes  # node3's agent is the resident
-        assert lab.docker(3, "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}} {{index .Config.Labels "
-                          "\"com.docker.swarm.task.id\"}}", resident[0]).stdout.strip() == "always"  # not a task
+        shown = json.loads(lab.docker(3, "inspect", "-f", "{{json .}}", resident[0]).stdout)
+        assert shown["HostConfig"]["RestartPolicy"]["Name"] == "always"
+        assert not any(label.startswith("com.docker.swarm.") for label in shown["Config"]["Labels"])  # not a task
         # A service created while node3 is drained (its tasks on node1 and node2) is routed by node3.
         create_service(lab, "afterdrain", "--replicas", "2", "--network", NETWORK, "--publish", f"{LATER_PORT}:80")
         created = time.monotonic()
