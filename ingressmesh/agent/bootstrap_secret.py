@@ -35,11 +35,12 @@ def node_scoped(token: str, node_id: str) -> tuple[str, bool]:
 
 
 def is_docker_secret(path: str, mountinfo: str) -> bool:
-    """Whether `path` lies in a Docker secrets mount (/run/secrets as its own mount point: a
-    container's), never a host file."""
+    """Whether `path` is a Docker secret in a container: under /run/secrets, and mounted there
+    (dockerd bind-mounts each secret file from its tmpfs; a directory mount counts too), never a
+    host file."""
     if not path.startswith(SECRETS_DIR + "/"):
         return False
-    return any(len(fields) > 4 and fields[4] == SECRETS_DIR for fields in map(str.split, mountinfo.splitlines()))
+    return any(len(fields) > 4 and fields[4] in (path, SECRETS_DIR) for fields in map(str.split, mountinfo.splitlines()))
 
 
 def hide_secret_file(path: str, mountinfo_path: str = MOUNTINFO, run: Callable = subprocess.run) -> Optional[str]:

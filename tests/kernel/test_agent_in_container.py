@@ -61,13 +61,18 @@ def test_only_proc_sys_net_becomes_writable_and_it_shows_the_entered_namespace(s
 SECRET_CHILD = r"""
 import json, os, subprocess
 from ingressmesh.agent.bootstrap_secret import hide_secret_file
-# A container's /run/secrets: a tmpfs of its own (over a private /run, so the host's is untouched).
+# A container's secret as dockerd mounts it: the file in a tmpfs of its own, bind-mounted onto
+# /run/secrets/<name> (over a private /run, so the host's is untouched).
 subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True)
-os.mkdir("/run/secrets")
-subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run/secrets"], check=True)
-with open("/run/secrets/ingressmesh_token", "w") as handle:
+os.mkdir("/run/dockerd-secrets")
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/dockerd-secrets"], check=True)
+with open("/run/dockerd-secrets/ingressmesh_token", "w") as handle:
     handle.write("the-cluster-secret-0123456789")
-os.chmod("/run/secrets/ingressmesh_token", 0o400)
+os.chmod("/run/dockerd-secrets/ingressmesh_token", 0o400)
+os.mkdir("/run/secrets")
+open("/run/secrets/ingressmesh_token", "w").close()
+subprocess.run(["mount", "--bind", "-o", "ro", "/run/dockerd-secrets/ingressmesh_token",
+                "/run/secrets/ingressmesh_token"], check=True)
 problem = hide_secret_file("/run/secrets/ingressmesh_token")
 with open("/run/secrets/ingressmesh_token") as handle:
     seen = handle.read()

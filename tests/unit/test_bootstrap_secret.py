@@ -25,6 +25,9 @@ def test_the_cluster_secret_becomes_the_nodes_own_credential():
 
 def test_only_a_file_in_a_containers_secrets_mount_is_covered(tmp_path):
     assert is_docker_secret("/run/secrets/ingressmesh_token", CONTAINER)
+    per_file = "402 393 0:97 /ingressmesh_token /run/secrets/ingressmesh_token ro,relatime - tmpfs tmpfs rw\n"
+    assert is_docker_secret("/run/secrets/ingressmesh_token", HOST + per_file)  # how dockerd mounts each secret
+    assert not is_docker_secret("/run/secrets/other", HOST + per_file)
     assert not is_docker_secret("/run/secrets/ingressmesh_token", HOST)  # a host path of that name
     assert not is_docker_secret("/etc/ingressmesh/token", CONTAINER)
     info = tmp_path / "mountinfo"
