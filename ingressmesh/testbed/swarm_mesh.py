@@ -20,8 +20,9 @@ from .mesh_endpoints import AGENT_PORT, CONTROLLER_PORT, MeshEndpoints
 from ..daemon.token import generate_token, write_token
 
 class SwarmMesh(MeshEndpoints):
-    def __init__(self, lab, backend: str = "nftables", drain_grace: float = 10.0):
-        self.lab, self.backend, self.drain_grace = lab, backend, drain_grace
+    def __init__(self, lab, backend: str = "nftables", drain_grace: float = 10.0, agent_args: tuple = ()):
+        """`agent_args`: more `ingressmesh agent` options for every agent (e.g. --on-stop cleanup)."""
+        self.lab, self.backend, self.drain_grace, self.agent_args = lab, backend, drain_grace, tuple(agent_args)
         self.dir = os.path.join(lab.config.lab_dir, "mesh")
         self.token_file = os.path.join(self.dir, "token")
         self.procs: dict[str, subprocess.Popen] = {}
@@ -88,7 +89,7 @@ class SwarmMesh(MeshEndpoints):
             "agent", *urls, "--docker", f"unix://{config.docker_sock(n)}",
             "--token-file", self.token_file, "--exec-root", config.exec_root(n), "--docker-pidfile",
             config.pidfile(n), "--backend", self.backend, "--drain-grace", str(self.drain_grace),
-            "--listen", f"{self.lab.node_address(n)}:{AGENT_PORT}"], env)
+            "--listen", f"{self.lab.node_address(n)}:{AGENT_PORT}", *self.agent_args], env)
 
     def up(self, timeout: float = 30.0) -> "SwarmMesh":
         os.makedirs(self.dir, exist_ok=True)

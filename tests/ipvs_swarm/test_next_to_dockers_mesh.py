@@ -125,7 +125,13 @@ def web(lab):
     lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl")
     create_service(lab, "web", "--replicas", "3", "--replicas-max-per-node", "1", "--network", "ovl",
                    "--publish", f"{PORT}:80", command=("sh", "-c", SERVER))
-    tasks = wait_running(lab, "web", 3, timeout=SLOW)
+    try:
+        tasks = wait_running(lab, "web", 3, timeout=SLOW)
+    except AssertionError:
+        print(lab.docker(1, "service", "ps", "--no-trunc", "web", check=False).stdout)
+        for n in lab.config.node_numbers:
+            print(f"node{n}:", lab.docker(n, "ps", "-a", check=False).stdout)
+        raise
     network_id = lab.docker(1, "network", "inspect", "-f", "{{.ID}}", "ovl").stdout.strip()
     vip = [v["Addr"].split("/")[0] for v in _inspect_service(lab)["Endpoint"]["VirtualIPs"]
            if v["NetworkID"] == network_id][0]
@@ -283,13 +289,17 @@ def _update_done(lab) -> bool:
     return status.get("State") in (None, "completed")
 
 
-def hand_back(lab, web, results, meshes, backend: str) -> None:
-    """Stop ingressmesh (rules kept) and `ingressmesh cleanup` on every node, under load."""
+def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
+    """Give every published port and VIP back to Docker's mesh under load through every node:
+    `how` = "cleanup" (stop the agents, which keep the rules, then `ingressmesh cleanup` on every
+    node) or "on-stop" (agents running with `--on-stop cleanup`, as a systemd unit may, stopped)."""
     mesh = meshes.pop(backend)
     docker_before = all_docker_state(lab, web["network_id"])
 
     def stop_and_clean() -> None:
-        mesh.down()  # --on-stop keep: the rules stay while nothing follows the swarm
+        mesh.down()
+        if how != "cleanup":
+            return
         for n in lab.config.node_numbers:
             argv = [sys.executable, "-m", "ingressmesh", "cleanup", "--backend", backend]
             for ref in (lab.node_netns(n), sbox(lab, n).path, lb(lab, n, web["network_id"]).path):
@@ -298,8 +308,9 @@ def hand_back(lab, web, results, meshes, backend: str) -> None:
             assert done.returncode == 0, done.stderr
 
     ok, failures = load_through_every_node(lab, 5, stop_and_clean)
-    results.put(f"ingressmesh ({backend})", "hand-back (`ingressmesh cleanup`) under load",
-                f"{len(failures)} failed of {ok + len(failures)}")
+    label = "`ingressmesh cleanup`" if how == "cleanup" else "agents stopped with `--on-stop cleanup`"
+    results.put(f"ingressmesh ({backend})", "hand-back to Docker's mesh under load",
+                f"{label}: {len(failures)} failed of {ok + len(failures)}")
     assert not failures, failures[:5]
     assert tables_left(lab, web["network_id"]) == []
     before = counts(lab, web["network_id"])
@@ -316,7 +327,7 @@ def test_ingressmesh_nftables_takes_over_from_dockers_mesh(lab, web, results, me
 
 
 def test_cleanup_hands_the_nftables_mesh_back_to_docker_with_no_failed_request(lab, web, results, meshes):
-    hand_back(lab, web, results, meshes, "nftables")
+    hand_back(lab, web, results, meshes, "nftables", "cleanup")
 
 
 def test_ingressmesh_ipvs_takes_over_from_dockers_mesh(lab, web, results, meshes):
@@ -340,5 +351,11 @@ def test_a_restarted_agent_never_hands_a_connection_to_dockers_mesh(lab, web, re
     assert set(delta(before, after, "port", "docker").values()) == {0}, (before, after)
 
 
-def test_cleanup_hands_the_ipvs_mesh_back_to_docker_with_no_failed_request(lab, web, results, meshes):
-    hand_back(lab, web, results, meshes, "ipvs")
+def test_agents_stopping_with_their_cleanup_policy_hand_the_ipvs_mesh_back(lab, web, results, meshes):
+    mesh = meshes["ipvs"]
+    mesh.agent_args = ("--on-stop", "cleanup")
+    for n in lab.config.node_numbers:  # one at a time, each keeping the rules while it restarts
+        mesh.stop(f"agent{n}")
+        mesh.start_agent(n)
+    mesh.wait_synced(SLOW)
+    hand_back(lab, web, results, meshes, "ipvs", "on-stop")

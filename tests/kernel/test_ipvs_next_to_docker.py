@@ -40,7 +40,8 @@ def ours(counts: dict[int, int]) -> int:
 
 
 def _docker_rules(mesh):
-    """Docker's half on node 1, as dockerd programs it where IPVS works: the VIP as a local
+    """Docker's half on node 1, as dockerd programs it where IPVS works: the published port's
+    DNAT to ingress_sbox in the host namespace, the VIP as a local
     /32 on the LB endpoint, mangle marks and one fwmark service per front-end, whose only real
     server is task t1 (so a connection it took is also visible in who answered)."""
     bed = mesh.bed
@@ -59,14 +60,18 @@ def _docker_rules(mesh):
                  "-j", "SNAT", "--to-source", bed.ingress_address(1)])
     lb.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-m", "ipvs", "--ipvs", "-d", "10.0.1.0/24",
             "-j", "SNAT", "--to-source", bed.lb_address(1)])
-    return lb, ingress
+    host = Netns.from_ref(bed.node_ns(1))  # DOCKER-INGRESS: local published ports to ingress_sbox
+    host.run(["iptables", "-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-p", "tcp",
+              "--dport", str(WEB_TCP), "-j", "DNAT", "--to-destination", f"172.18.0.2:{WEB_TCP}"])
+    return lb, ingress, host
 
 
 def test_every_new_connection_goes_to_ours_while_programmed_and_to_dockers_after_cleanup(mesh):
     bed = mesh.bed
-    lb, ingress = _docker_rules(mesh)
+    lb, ingress, host = _docker_rules(mesh)
+    docker = (("lb", lb), ("ingress", ingress), ("host", host))
     try:
-        docker_before = {name: docker_state(ns) for name, ns in (("lb", lb), ("ingress", ingress))}
+        docker_before = {name: docker_state(ns) for name, ns in docker}
         mesh.apply()  # reprogram after Docker's rules exist, as an agent would
         time.sleep(STATS_SETTLE_SECONDS)
         vip_before, port_before = fwmark_connections(lb), fwmark_connections(ingress)
@@ -83,7 +88,7 @@ def test_every_new_connection_goes_to_ours_while_programmed_and_to_dockers_after
         assert ours(port_after) - ours(port_before) == CONNECTIONS, (port_before, port_after)
         assert len(vip_spread) >= 2 and len(port_spread) >= 2, (vip_spread, port_spread)
         # Docker's own rules and services were never modified by ours.
-        assert {name: docker_state(ns) for name, ns in (("lb", lb), ("ingress", ingress))} == docker_before
+        assert {name: docker_state(ns) for name, ns in docker} == docker_before
 
         # Hand-back: without our table every new connection is Docker's again.
         for _, _, backend in mesh.appliers[1].backends.values():
@@ -94,13 +99,14 @@ def test_every_new_connection_goes_to_ours_while_programmed_and_to_dockers_after
         assert set(handed) == {"t1"} and set(handed_port) == {"t1"}, (handed, handed_port)
         assert fwmark_connections(lb)[DOCKER_VIP_MARK] - vip_after.get(DOCKER_VIP_MARK, 0) == 10
         assert fwmark_connections(ingress)[DOCKER_PORT_MARK] - port_after.get(DOCKER_PORT_MARK, 0) == 10
-        assert {name: docker_state(ns) for name, ns in (("lb", lb), ("ingress", ingress))} == docker_before
+        assert {name: docker_state(ns) for name, ns in docker} == docker_before
     finally:
         lb.run(["ipvsadm", "-D", "-f", str(DOCKER_VIP_MARK)], check=False)
         ingress.run(["ipvsadm", "-D", "-f", str(DOCKER_PORT_MARK)], check=False)
         for ns in (lb, ingress):
             ns.run(["iptables", "-t", "mangle", "-F"], check=False)
             ns.run(["iptables", "-t", "nat", "-F", "POSTROUTING"], check=False)
+        host.run(["iptables", "-t", "nat", "-F", "PREROUTING"], check=False)
         lb.run(["ip", "addr", "del", f"{WEB_VIP}/32", "dev", "eth0"], check=False)
         mesh.appliers[1].backends.clear()  # node 1's tables may be gone: rebuild from nothing
         mesh.appliers[1].applied.clear()
