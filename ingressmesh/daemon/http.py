@@ -2,7 +2,8 @@
 
 aiohttp on one asyncio loop (its own thread), because hundreds of agents long-poll the
 controller: a waiting request costs a coroutine, not a thread, and aiohttp parses HTTP with
-limits on request line and header sizes.  The bounds of http_limits.Limits (connections,
+limits on request line and header sizes.  The bounds of http_limits.Limits (connection budgets
+per client address with a short deadline for unauthenticated connections, see http_gate.py;
 header/body/send timeouts, body size, JSON depth) sit on top.  Handlers keep the simple
 interface: `handler(Request) -> (status, body, content_type)`; a plain function runs in a
 small thread pool (it may block), an `async def` one on the loop (a long-poll that awaits).
@@ -27,7 +28,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 from aiohttp import web
 
 from .credentials import Authenticator, Principal, TokenAuth
-from .http_limits import BadRequest, Busy, Limits, QuietLog, parse_json, read_body
+from .http_gate import ConnectionGate, GatedProtocol
+from .http_limits import BadRequest, Limits, QuietLog, parse_json, read_body
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class HttpService:
         self._thread: Optional[threading.Thread] = None
         self._server: Optional[asyncio.AbstractServer] = None
         self._web: Optional[web.Server] = None
+        self.gate: Optional[ConnectionGate] = None  # made on the loop
 
     @property
     def port(self) -> int:
@@ -99,8 +102,8 @@ class HttpService:
 
     @property
     def connections(self) -> int:
-        """Open connections (served ones, not those refused over the cap)."""
-        return len(self._web.connections) if self._web is not None else 0
+        """Open connections (admitted ones, not those refused over the cap)."""
+        return self.gate.connections if self.gate is not None else 0
 
     def start(self) -> "HttpService":
         if self._thread is None:
@@ -154,14 +157,10 @@ class HttpService:
                                access_log=None, logger=QuietLog(), lingering_time=min(2.0, limits.body_timeout),
                                max_headers=64)
         web_server = self._web
-
-        def protocol():
-            if len(web_server.connections) >= limits.max_connections:
-                return Busy()
-            return web_server()
+        gate = self.gate = ConnectionGate(limits, asyncio.get_running_loop())
         self._server = await asyncio.get_running_loop().create_server(
-            protocol, sock=self._sock, ssl=self._tls,
-            ssl_handshake_timeout=limits.header_timeout if self._tls else None)
+            lambda: GatedProtocol(gate, web_server), sock=self._sock, ssl=self._tls,
+            ssl_handshake_timeout=min(limits.head_timeout, limits.header_timeout) if self._tls else None)
 
     async def _shutdown(self, grace: float) -> None:
         if self._server is not None:
@@ -176,6 +175,8 @@ class HttpService:
             if problem is not None:
                 return await self._send(raw, 401, {"error": problem}, None,
                                         {"WWW-Authenticate": 'Bearer realm="ingressmesh"'})
+            if self.gate is not None and raw.transport is not None:
+                self.gate.trust(raw.transport)  # a credential holder: out of the pending budgets
         try:
             body = parse_json(await read_body(raw.content, raw.content_length, self.limits),
                               self.limits.max_json_depth)

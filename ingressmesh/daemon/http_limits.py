@@ -17,8 +17,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Limits:
-    max_connections: int = 1024  # open connections; beyond: 503 and close (each costs a coroutine)
-    header_timeout: float = 15.0  # for a whole request head (and the TLS handshake); also the keep-alive idle time
+    max_connections: int = 1024  # open connections; beyond: a silent unauthenticated one is evicted, else 503
+    # Connection budgets (http_gate.py): a connection is pending until a request on it presents a
+    # valid credential; pending ones are evicted (silent, oldest first) past these, trusted never.
+    max_pending: int = 256  # pending connections in all
+    max_pending_per_client: int = 16  # pending connections per client address
+    max_per_client: int = 512  # connections of any kind per client address
+    pending_grace: float = 1.0  # a pending connection younger than this is not evicted for the pending budgets
+    head_timeout: float = 5.0  # from accept to an authenticated request head (and the TLS handshake)
+    header_timeout: float = 15.0  # keep-alive idle time of a connection; a request head within it
     body_timeout: float = 15.0  # for a whole request body once the head is in
     send_timeout: float = 30.0  # for the peer to take the whole answer
     max_body: int = 1 << 20  # a node report is a few KiB

@@ -172,18 +172,37 @@ def test_garbage_instead_of_http_is_400_without_a_traceback(service, garbage, ca
     assert requests.get(service.url + "/healthz", timeout=5).status_code == 200
 
 
-def test_connections_over_the_cap_get_503_and_the_rest_keep_working():
-    with HttpService(("127.0.0.1", 0), {("GET", "/healthz"): lambda r: (200, {"ok": True}, None)}, None,
-                     limits=Limits(max_connections=5, header_timeout=10)).start() as svc:
-        idle = [_connect(svc) for _ in range(5)]
+def test_over_the_cap_a_silent_connection_makes_room_and_503_only_when_all_hold_a_credential():
+    release = threading.Event()
+    routes = {("GET", "/healthz"): lambda r: (200, {"ok": True}, None),
+              ("GET", "/v1/hold"): lambda r: (release.wait(10), (200, {"held": True}, None))[1]}
+    with HttpService(("127.0.0.1", 0), routes, TOKEN, limits=Limits(max_connections=5, header_timeout=10)).start() as svc:
+        idle = [_connect(svc, timeout=0.5) for _ in range(5)]
         deadline = time.monotonic() + 3
         while svc.connections < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with _connect(svc) as extra:  # the oldest silent connection makes room: served, not refused
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status, _ = _answer(extra)
+        assert status == 200 and svc.gate.evicted == 1
+        assert _closed_by_server(idle[0]) and not any(_closed_by_server(s) for s in idle[1:])
+        for sock in idle:
+            sock.close()
+        held = []
+        for _ in range(5):  # five authenticated requests in flight: nobody to evict
+            sock = _connect(svc, timeout=10)
+            sock.sendall(b"GET /v1/hold HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+            held.append(sock)
+        deadline = time.monotonic() + 3
+        while (svc.connections < 5 or svc.gate.pending) and time.monotonic() < deadline:
             time.sleep(0.01)
         with _connect(svc) as extra:
             extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             status, data = _answer(extra)
         assert status == 503 and b"too many connections" in data
-        for sock in idle:
+        release.set()
+        for sock in held:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
             sock.close()
         deadline = time.monotonic() + 3
         while svc.connections and time.monotonic() < deadline:
