@@ -32,6 +32,7 @@ def plan_containers(plan: NodePlan, containers) -> NodePlan:
     lb = {ns.network_id: ns for ns in plan.namespaces if ns.role == "lb"}
     held_lb = {key.removeprefix("lb:"): why for key, why in plan.held if key.startswith("lb:")}
     added, held = [], []
+    shared: dict = {}  # networks -> their VIP entries: one tuple for every container on them
     for container in sorted(containers, key=lambda c: c.id):
         waiting = [held_lb[n] for n in container.network_ids if n in held_lb]
         if waiting:
@@ -39,10 +40,12 @@ def plan_containers(plan: NodePlan, containers) -> NodePlan:
             continue
         if not any(network_id in lb for network_id in container.network_ids):
             continue
-        entries = {e.vip: e for network_id in container.network_ids if network_id in lb
-                   for e in lb[network_id].vips if e.fast_path}
+        networks = tuple(sorted({n for n in container.network_ids if n in lb}))
+        if networks not in shared:
+            entries = {e.vip: e for network_id in networks for e in lb[network_id].vips if e.fast_path}
+            shared[networks] = tuple(sorted(entries.values(), key=lambda e: ip_sort_key(e.vip)))
         added.append(NamespacePlan(role="container", container_id=container.id, container_name=container.name,
-                                   vips=tuple(sorted(entries.values(), key=lambda e: ip_sort_key(e.vip)))))
+                                   vips=shared[networks]))
     if not added and not held:
         return plan
     return dataclasses.replace(plan, namespaces=plan.namespaces + tuple(added), held=plan.held + tuple(held))

@@ -50,7 +50,7 @@ class AgentConfig:
     ingress_gateway: str = "172.18.0.2"
     open_forward: bool = True  # accept published ports in FORWARD (Docker's policy there is DROP)
     fast_path: bool = True  # DNAT VIPs in local containers' own namespaces (nftables only)
-    fast_path_max_containers: int = 20  # at most this many containers get the fast path
+    fast_path_max_containers: Optional[int] = None  # at most this many containers get the fast path (None: all)
     ipvs_timeouts: Optional[object] = None
 
 
@@ -88,8 +88,8 @@ class Agent:
         nftables = backends.resolve(config.backend) == "nftables"
         if nftables:  # disabled, it still empties the container tables an earlier run left
             self.containers = LocalContainers(make_api, config.docker_url, on_change=self._containers_changed)
-            self.fast_path = FastPath(config.namespaces, self.containers, backends.factory("nftables"),
-                                      config.fast_path_max_containers, enabled=config.fast_path)
+            self.fast_path = FastPath(config.namespaces, self.containers,
+                                      max_containers=config.fast_path_max_containers, enabled=config.fast_path)
         elif config.fast_path:
             log.info("the VIP fast path is nftables-only: with the ipvs backend containers reach VIPs "
                      "through the LB namespace")

@@ -6,6 +6,13 @@ programmed at once instead of waiting for the main loop's long-poll.  It re-plan
 main loop has a new node plan or the local container list changes, and retries failed
 namespaces every second.  Until its namespace is programmed a container reaches every VIP
 through the LB namespace (the fallback); `seen_to_programmed` records how long that lasted.
+
+Writes go through libnftables in this process (nft/libnft.py: setns, no process per
+namespace), as element changes rendered once for every container (nft/shared_renders.py), so
+one change costs well under a millisecond per container and there is no container limit by
+default.  A container whose namespace holds packet-filter rules of its own stays on the LB
+path (its rules would see the task's address instead of the VIP; nft/own_rules.py) unless its
+label `io.ingressmesh.fast_path=true` opts it in; `=false` keeps any container out.
 """
 from __future__ import annotations
 
@@ -19,7 +26,11 @@ from typing import Callable, Optional
 from ..dataplane.apply import NodeApplier
 from ..dataplane.layout import Layout
 from ..netns import Netns
-from ..nft.kernel import KernelNft
+from ..nft.backend import NftBackend
+from ..nft.libnft import LibNft
+from ..nft.own_rules import own_rules
+from ..nft.shared_renders import SharedRenders
+from ..nft.transaction import cleanup_script
 from ..plan import NodePlan
 from ..plan_containers import LocalContainer, plan_containers
 from ..swarm.local_containers import LocalContainers
@@ -27,17 +38,16 @@ from .docker_layout import DockerNamespaces
 
 log = logging.getLogger(__name__)
 RETRY = 1.0
-
-
-# One endpoint change costs about 25 ms per container namespace (an `nft -f` in each;
-# bench/fast_path_fanout.py), so at most this many containers get the fast path; the others
-# use the LB namespace (the fallback) until a place frees up.
-MAX_CONTAINERS = 20
+# A container's own rules are looked for when it is first seen and, because an entrypoint may
+# add them a moment after the start, again every RECHECK seconds during its first YOUNG seconds.
+YOUNG, RECHECK = 30.0, 2.0
+MAX_CONTAINERS: Optional[int] = None  # no limit unless the operator sets one
 
 
 class FastPath:
-    def __init__(self, namespaces: DockerNamespaces, containers: LocalContainers, make_backend: Callable,
-                 max_containers: int = MAX_CONTAINERS, enabled: bool = True):
+    def __init__(self, namespaces: DockerNamespaces, containers: LocalContainers,
+                 make_backend: Optional[Callable] = None, max_containers: Optional[int] = MAX_CONTAINERS,
+                 enabled: bool = True):
         self.namespaces, self.containers, self.max_containers = namespaces, containers, max_containers
         # Disabled (--no-fast-path), it only empties the tables an earlier run left in containers,
         # so none keeps sending to tasks it no longer hears about.
@@ -46,9 +56,13 @@ class FastPath:
         self._had: dict[str, bool] = {}  # container id -> held a table when first seen
         self._holders: dict[str, int] = {}  # containers with the fast path -> in which order they got it
         self._order = itertools.count()
-        self.applier = NodeApplier(Layout(), make_backend)
+        self.renders = SharedRenders()
+        self.applier = NodeApplier(Layout(), make_backend or (lambda netns: NftBackend(LibNft(netns), self.renders)))
         self.errors: dict[str, str] = {}
+        self.own_rules: dict[str, list] = {}  # container id -> what makes its rules its own
         self.seen_to_programmed: dict[str, float] = {}  # container id -> seconds on the fallback
+        self._checked: dict[str, float] = {}  # container id -> when its own rules were last looked for
+        self._recheck_due = False  # young containers' rules are looked at again (not on a plan change)
         self._plan: Optional[NodePlan] = None
         self._first_seen: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -73,14 +87,17 @@ class FastPath:
         self._wake.set()
 
     def containers_changed(self) -> None:
+        self._recheck_due = True
         self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(RETRY if self.errors else None)
+            young = any(time.monotonic() - seen < YOUNG for seen in self._first_seen.values())
+            woken = self._wake.wait(RETRY if self.errors else RECHECK if young else None)
             self._wake.clear()
             if self._stop.is_set():
                 return
+            self._recheck_due = self._recheck_due or not woken  # the timer, or a container event
             try:
                 self.sync()
             except Exception as err:  # noqa: BLE001 - never die: the LB namespace still serves
@@ -92,7 +109,7 @@ class FastPath:
         if container_id not in self._had:
             path = self.applier.layout.containers.get(container_id, "")
             try:
-                self._had[container_id] = bool(path) and KernelNft(Netns(path)).has_table()
+                self._had[container_id] = bool(path) and LibNft(Netns(path)).has_table()
             except Exception as err:  # noqa: BLE001 - gone meanwhile, or unreadable: none to manage
                 log.info("fast path: cannot look into container %s's namespace: %s", container_id[:12], err)
                 self._had[container_id] = False
@@ -104,12 +121,13 @@ class FastPath:
         earlier run left (never unmanaged); free places go to the longest-known others."""
         present = {ns.container_id for ns in candidates} | held_ids
         self._holders = {cid: n for cid, n in self._holders.items() if cid in present}
+        limit = len(candidates) + len(held_ids) if self.max_containers is None else self.max_containers
         for ns in candidates:
             if ns.container_id not in self._holders and self._had_table(ns.container_id):
                 self._holders[ns.container_id] = next(self._order)
         waiting = sorted((ns for ns in candidates if ns.container_id not in self._holders),
                          key=lambda ns: (self._first_seen.get(ns.container_id, 0.0), ns.container_id))
-        for ns in waiting[:max(0, self.max_containers - len(self._holders))]:
+        for ns in waiting[:max(0, limit - len(self._holders))]:
             self._holders[ns.container_id] = next(self._order)
         chosen = [ns for ns in candidates if ns.container_id in self._holders]
         over = len(chosen) < len(candidates)
@@ -123,10 +141,66 @@ class FastPath:
     def status(self) -> dict:
         """For the agent's /healthz."""
         return {"enabled": self.enabled, "containers": len(self._holders) if self.enabled else 0,
-                "limit": self.max_containers, "over_limit": self.over_limit, "errors": dict(self.errors),
+                "limit": "none" if self.max_containers is None else self.max_containers,
+                "over_limit": self.over_limit, "errors": dict(self.errors),
+                "own_rules": {cid[:12]: why for cid, why in self.own_rules.items()},
                 "docker_error": self.containers.last_error or None}
 
-    def sync(self) -> None:
+    def _eligible(self, facts, now: float, recheck: bool) -> list:
+        """The containers that may have the fast path: not opted out, and holding no packet-filter
+        rules of their own unless opted in.  One found with rules later loses its table: its
+        operator's rules must see the VIP (issue 19.9)."""
+        eligible = []
+        for f in facts:
+            if f.fast_path == "false":
+                continue
+            if f.fast_path != "true":
+                young = now - self._first_seen.get(f.id, now) < YOUNG
+                last = self._checked.get(f.id)
+                if last is None or (recheck and young and now - last >= RECHECK):
+                    self._checked[f.id] = now
+                    self._look_for_rules(f)
+                if f.id in self.own_rules:
+                    continue
+            eligible.append(f)
+        return eligible
+
+    def _look_for_rules(self, f) -> None:
+        path = self.applier.layout.containers.get(f.id, "")
+        try:
+            netns = Netns(path)
+            found = own_rules(LibNft(netns), netns) if path else []
+        except Exception as err:  # noqa: BLE001 - unreadable (gone meanwhile): the LB path, safe
+            found = [f"its rules cannot be read: {err}"]
+        if found and f.id not in self.own_rules:
+            log.warning("fast path: container %s has packet-filter rules of its own (%s): it stays on the LB "
+                        "path, where they see the VIP (label io.ingressmesh.fast_path=true opts it in)",
+                        f.name, ", ".join(found))
+            self._holders.pop(f.id, None)
+        if found:
+            self.own_rules[f.id] = found
+        else:
+            self.own_rules.pop(f.id, None)
+
+    def _remove_left_tables(self, kept_out: set) -> dict:
+        """A table an earlier run left in a container now kept off the fast path is removed (one
+        this run programmed is removed by the applier, as for a container that left)."""
+        errors = {}
+        for container_id in sorted(kept_out):
+            if self.applier.backend(f"ctr:{container_id}") is None and self._had_table(container_id):
+                path = self.applier.layout.containers[container_id]
+                try:
+                    LibNft(Netns(path)).run_script(cleanup_script())
+                    self._had[container_id] = False
+                except Exception as err:  # noqa: BLE001 - retried at the next sync
+                    errors[f"ctr:{container_id}"] = f"{path}: cannot remove an earlier run's table: {err}"
+        return errors
+
+    def sync(self, recheck: Optional[bool] = None) -> None:
+        """One pass.  Young containers' rules are looked at again if `recheck` (default: when a
+        container event or the timer woke the thread, not for a plan change: an endpoint change
+        must not wait for that)."""
+        recheck, self._recheck_due = (self._recheck_due if recheck is None else recheck), False
         with self._lock:
             plan = self._plan
         if plan is None:
@@ -137,7 +211,10 @@ class FastPath:
             self._first_seen.setdefault(f.id, now)
         directory = self.namespaces.netns_dir()
         self.applier.layout = Layout(containers={f.id: f"{directory}/{f.sandbox}" for f in facts})
-        planned = plan_containers(plan, [LocalContainer(f.id, f.name, f.network_ids) for f in facts])
+        self.renders.clear()
+        eligible = self._eligible(facts, now, recheck) if self.enabled else facts
+        left_errors = self._remove_left_tables({f.id for f in facts} - {f.id for f in eligible}) if self.enabled else {}
+        planned = plan_containers(plan, [LocalContainer(f.id, f.name, f.network_ids) for f in eligible])
         candidates = [ns for ns in planned.namespaces if ns.role == "container"]
         held = tuple(h for h in planned.held if h[0].startswith("ctr:"))
         if self.enabled:
@@ -147,6 +224,7 @@ class FastPath:
             held = ()
         only = NodePlan(node_id=plan.node_id, namespaces=tuple(chosen), held=held)
         report = self.applier.apply(only)
+        report.errors.update(left_errors)
         for key, message in sorted(set(report.errors.items()) - set(self.errors.items())):
             log.info("fast path %s: %s (its VIPs go through the LB namespace meanwhile)", key, message)
         self.errors = dict(report.errors)
@@ -162,3 +240,6 @@ class FastPath:
             self._first_seen.pop(gone, None)
             self.seen_to_programmed.pop(gone, None)
             self._had.pop(gone, None)
+            self._checked.pop(gone, None)
+            self.own_rules.pop(gone, None)
+        self.renders.clear()  # nothing kept alive between plans

@@ -97,6 +97,7 @@ class NodeApplier:
     def apply(self, plan: NodePlan) -> ApplyReport:
         report = ApplyReport()
         resolved = self._resolve(plan, report)
+        revived: dict = {}  # container namespaces on the same networks share their entries: compared once
         for ns_plan in plan.namespaces:
             if ns_plan.key not in resolved:
                 continue
@@ -113,7 +114,7 @@ class NodeApplier:
                 continue
             if tx is not None:
                 report.changed[ns_plan.key] = (tx.added, tx.removed, tx.full)
-            stale = reviving(self.applied.get(ns_plan.key), ns_plan)
+            stale = self._reviving(self.applied.get(ns_plan.key), ns_plan, revived)
             if stale:
                 forget_destinations(netns, stale)
             self.applied[ns_plan.key] = ns_plan
@@ -129,6 +130,15 @@ class NodeApplier:
             except _FAILURES as err:
                 report.errors[key] = f"{netns.path}: cleanup failed: {err}"
         return report
+
+    @staticmethod
+    def _reviving(old: Optional[NamespacePlan], new: NamespacePlan, memo: dict) -> list:
+        if old is None or new.role != "container":
+            return reviving(old, new)
+        key = (id(old.vips), id(new.vips))  # both alive for the whole apply: ids are not reused
+        if key not in memo:
+            memo[key] = reviving(old, new)
+        return memo[key]
 
     def backend(self, key: str) -> Optional[object]:
         found = self.backends.get(key)

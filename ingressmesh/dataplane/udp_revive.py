@@ -37,14 +37,33 @@ def _active(entry) -> int:
     return len(entry.active()) if hasattr(entry, "active") else 0
 
 
+def _came_alive(old: tuple, new: tuple) -> list:
+    """VIP entries of `new` with active backends that had none (or no entry) in `old`.  An entry
+    that is the very same object as before is skipped by identity: with 10,000 unchanged
+    services (and one such comparison per container namespace) only the changed ones cost."""
+    if old is new:
+        return []
+    by_vip = None
+    found = []
+    for i, entry in enumerate(new):
+        before = old[i] if i < len(old) else None
+        if before is entry:
+            continue
+        if before is None or before.vip != entry.vip:
+            by_vip = by_vip if by_vip is not None else {e.vip: e for e in old}
+            before = by_vip.get(entry.vip)
+        if _active(entry) and not (before is not None and _active(before)):
+            found.append(entry)
+    return found
+
+
 def reviving(old: Optional[NamespacePlan], new: NamespacePlan) -> list[Destination]:
     """UDP destinations in `new` that had no active backend (or no rule) in `old`."""
     if old is None:
         return []  # a fresh start knows no history: nothing is known to have come alive
     found = []
     if new.role in ("lb", "container"):
-        before = {e.vip: _active(e) for e in old.vips}
-        found += [Destination(address=e.vip) for e in new.vips if _active(e) and not before.get(e.vip)]
+        found += [Destination(address=e.vip) for e in _came_alive(old.vips, new.vips)]
     elif new.role == "ingress":
         before = {e.port: _active(e) for e in old.ports if e.protocol == "udp"}
         found += [Destination(port=e.port) for e in new.ports

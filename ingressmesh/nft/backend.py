@@ -61,6 +61,7 @@ class _Diff:
     added: list = dataclasses.field(default_factory=list)
     removed: list = dataclasses.field(default_factory=list)
     refs: Counter = dataclasses.field(default_factory=Counter)  # address -> change in use count
+    chains: set = dataclasses.field(default_factory=set)  # pick chains the new renders jump to
 
     def replace(self, key: tuple, before: Optional[Rendered], now: Optional[Rendered]) -> None:
         old_elements = before.elements if before else frozenset()
@@ -73,13 +74,16 @@ class _Diff:
             self.entries.pop(key, None)
         else:
             self.entries[key] = now
+            if now.chain:
+                self.chains.add(now.chain)
 
 
 class NftBackend:
     name = "nft"
 
-    def __init__(self, runner: NftRunner):
+    def __init__(self, runner: NftRunner, renders: Optional[object] = None):
         self.runner = runner
+        self.renders = renders  # a SharedRenders when many namespaces take the same entries
         self.applied: Optional[Applied] = None
         self.needs_full = True  # first apply, or after a refused transaction
         self._refs: Counter = Counter()  # task address -> elements using it
@@ -93,7 +97,8 @@ class NftBackend:
             return self._full(plan, skeleton_text)
         new_entries = plan_entries(plan)
         diff = _Diff(dict(old.entries))
-        changed = _changed_in_place(old.source, new_entries)
+        changed = (self.renders.changed(old.source, new_entries, _changed_in_place) if self.renders is not None
+                   else _changed_in_place(old.source, new_entries))
         keyed = changed is None  # entries appeared, vanished or moved: compare by key
         for entry in new_entries if keyed else changed:
             key = entry_key(entry)
@@ -105,14 +110,15 @@ class NftBackend:
                 # freed and the next apply finds it by identity.
                 diff.entries[key] = dataclasses.replace(before, entry=entry)
                 continue
-            diff.replace(key, before, render_entry(plan.role, entry))
+            diff.replace(key, before, self._render(plan.role, entry))
         if keyed:
             wanted = {entry_key(e) for e in new_entries}
             if len(wanted) != len(new_entries):
                 raise ValueError(f"{plan.key}: two services share a front-end (duplicate VIP or port)")
             for key in old.entries.keys() - wanted:
                 diff.replace(key, old.entries[key], None)
-        new_chains = {r.chain for r in diff.entries.values() if r.chain} - old.chains if diff.added else set()
+        # Unchanged entries' chains are in old.chains already (chains are only added between full syncs).
+        new_chains = diff.chains - old.chains if diff.added else set()
         if not (diff.added or diff.removed or new_chains):
             self.applied = dataclasses.replace(old, source=new_entries)
             self._forget(set())
@@ -131,19 +137,21 @@ class NftBackend:
 
     def _full(self, plan: NamespacePlan, skeleton_text: str) -> transaction.Transaction:
         """Rebuild the whole table in one transaction (first apply, drift, or a new skeleton)."""
-        entries = {entry_key(e): render_entry(plan.role, e) for e in plan_entries(plan)}
-        if len(entries) != len(plan_entries(plan)):
-            raise ValueError(f"{plan.key}: two services share a front-end (duplicate VIP or port)")
-        chains = frozenset(r.chain for r in entries.values() if r.chain)
-        elements = frozenset(e for r in entries.values() for e in r.elements)
+        source = plan_entries(plan)
+        if self.renders is not None:
+            entries, chains, tx, refs = self.renders.full(plan, skeleton_text, source, _full_table)
+        else:
+            entries, chains, tx, refs = _full_table(plan, skeleton_text, source, render_entry)
         before = self._addresses_in_table()
-        tx = transaction.full(TableState(plan.role, skeleton_text, chains, elements))
         self._run(tx.script)
-        self.applied = Applied(plan.role, skeleton_text, chains, entries, plan_entries(plan))
+        self.applied = Applied(plan.role, skeleton_text, chains, entries, source)
         self.needs_full = False
-        self._refs = Counter(a for r in entries.values() for a in r.addresses)
+        self._refs = Counter(refs)
         self._forget(before - set(self._refs))
         return tx
+
+    def _render(self, role: str, entry) -> Rendered:
+        return self.renders.render(role, entry) if self.renders is not None else render_entry(role, entry)
 
     def _addresses_in_table(self) -> set:
         """Task addresses the table uses now: from memory, or read back once after a start
@@ -177,6 +185,17 @@ class NftBackend:
         self.applied = None
         self.needs_full = True
         self._refs = Counter()
+
+
+def _full_table(plan: NamespacePlan, skeleton_text: str, source: tuple, render) -> tuple:
+    """(entries by key, pick chains, the full transaction, task address counts) for a plan."""
+    entries = {entry_key(e): render(plan.role, e) for e in source}
+    if len(entries) != len(source):
+        raise ValueError(f"{plan.key}: two services share a front-end (duplicate VIP or port)")
+    chains = frozenset(r.chain for r in entries.values() if r.chain)
+    elements = frozenset(e for r in entries.values() for e in r.elements)
+    tx = transaction.full(TableState(plan.role, skeleton_text, chains, elements))
+    return entries, chains, tx, Counter(a for r in entries.values() for a in r.addresses)
 
 
 def _changed_in_place(old: tuple, new: tuple) -> Optional[list]:

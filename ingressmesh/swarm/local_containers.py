@@ -30,6 +30,10 @@ class ContainerFacts:
     name: str
     network_ids: tuple[str, ...]
     sandbox: str  # the namespace file's name under <exec-root>/netns
+    fast_path: str = ""  # its label io.ingressmesh.fast_path: "true" opts in despite own rules, "false" out
+
+
+FAST_PATH_LABEL = "io.ingressmesh.fast_path"
 
 
 def container_facts(inspected: dict) -> Optional[ContainerFacts]:
@@ -44,7 +48,9 @@ def container_facts(inspected: dict) -> Optional[ContainerFacts]:
     mode = ((inspected.get("HostConfig") or {}).get("NetworkMode") or "")
     if not sandbox or not ids or mode == "host" or mode.startswith("container:"):
         return None
-    return ContainerFacts(inspected.get("Id", ""), (inspected.get("Name") or "").lstrip("/"), ids, sandbox)
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
+    choice = str(labels.get(FAST_PATH_LABEL, "")).strip().lower()
+    return ContainerFacts(inspected.get("Id", ""), (inspected.get("Name") or "").lstrip("/"), ids, sandbox, choice)
 
 
 class LocalContainers:

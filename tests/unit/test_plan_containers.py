@@ -69,3 +69,13 @@ def test_container_facts_from_docker_inspect():
     assert container_facts({**inspected, "HostConfig": {"NetworkMode": "host"}}) is None
     assert container_facts({**inspected, "HostConfig": {"NetworkMode": "container:xyz"}}) is None
     assert container_facts({**inspected, "NetworkSettings": {"SandboxKey": "", "Networks": {}}}) is None
+    assert facts.fast_path == ""
+    labelled = container_facts({**inspected, "Config": {"Labels": {"io.ingressmesh.fast_path": " True "}}})
+    assert labelled.fast_path == "true"  # opts a container with rules of its own in
+
+
+def test_containers_on_the_same_networks_share_one_entries_tuple():
+    """One tuple per network set: the nftables backend renders a changed entry once for all."""
+    plan = plan_containers(plan_node(CLUSTER, "node1", PlanOptions(now=1.0)),
+                           [LocalContainer("a", "a", (APP_ID,)), LocalContainer("b", "b", (APP_ID,))])
+    assert plan.namespace("ctr:a").vips is plan.namespace("ctr:b").vips
