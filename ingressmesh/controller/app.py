@@ -111,7 +111,10 @@ class Controller:
         old, new = previous.get("containers") or {}, report.get("containers") or {}
         started = set(new) - set(old) - known
         stopping = {t for t, e in new.items() if e.get("stopping") and not (old.get(t) or {}).get("stopping")}
-        if started or stopping:
+        # A new lb endpoint: the manager's task list must show this node's task on that network
+        # before the claim is accepted (lb_claims.py), e.g. a standalone container that just joined.
+        new_endpoint = set(report.get("lb_addresses") or {}) - set(previous.get("lb_addresses") or {})
+        if started or stopping or new_endpoint:
             self.provider.poke()  # the manager's task list is behind what this node just saw
         self.publish()
 

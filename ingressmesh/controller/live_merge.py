@@ -76,7 +76,9 @@ class LiveMerge:
     # --- when the whole merge must run ----------------------------------------------------------
     def _needs_whole(self, state: SwarmState, reports: dict) -> bool:
         old = self.state
-        if old is None or len(self.refused) != len(old.errors):
+        # Refusals of the merge's own (not the provider's, not lb claims, which depend only on
+        # what is compared below): a refused task may be fine now.
+        if old is None or len(self.refused) != len(old.errors) + len(self.claims.refused):
             return True
         for name in ("nodes", "networks", "services", "health_checked", "errors", "attachments"):
             before, after = getattr(old, name), getattr(state, name)

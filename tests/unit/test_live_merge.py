@@ -172,3 +172,20 @@ def test_a_clash_falls_back_to_the_whole_merge_and_names_the_task():
     changes = live.update(dataclasses.replace(state, tasks=state.tasks + (clash,)), reports, 2.0)
     assert changes.whole and set(live.view["tasks"]) == {"a"}
     assert any("task 'b'" in message and "10.1.1.1" in message for message in changes.refused)
+
+
+def test_a_refused_lb_claim_does_not_make_every_update_a_whole_merge():
+    state = SwarmState(NODES, (INGRESS, OVL), (_service(1),),
+                       (model.Task("a", "s1", "n1", addresses=(model.NetworkAddress("ovl", "10.1.1.1"),)),))
+    reports = {n.id: _report(n.id, {}) for n in NODES}
+    reports["n1"]["lb_addresses"]["ovl"] = "10.1.0.3"  # svc1's VIP: refused, the service stays
+    live = LiveMerge()
+    live.update(state, reports, 1.0)
+    assert "s1" in live.view["services"] and any("node 'node1' (n1)" in r and "VIP" in r for r in live.refused)
+    reports = {**reports, "n1": {**reports["n1"], "containers": {"a": {"health": "healthy", "stopping": False}}}}
+    changes = live.update(state, reports, 2.0)
+    assert not changes.whole and live.whole_merges == 1 and live.view["tasks"]["a"].health == "healthy"
+    assert live.update(state, reports, 3.0) is None and live.whole_merges == 1
+    # the task leaves: node1 has no task on ovl any more, so no lb endpoint there
+    changes = live.update(dataclasses.replace(state, tasks=()), reports, 4.0)
+    assert changes.whole and any("node 'node1' (n1)" in r and "no load-balancer endpoint" in r for r in live.refused)
