@@ -6,11 +6,15 @@ in it: those come from each node's own dockerd, through the agents (see controll
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 from .. import model
 from .convert import (convert_all, convert_network, convert_node, convert_service, convert_task,
                       has_healthcheck, is_swarm_overlay, task_attachments)
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ def read_swarm(api) -> SwarmState:
     checked = frozenset(s["ID"] for s in raw_services if has_healthcheck(s))
     return SwarmState(tuple(nodes), tuple(networks), tuple(services), tuple(tasks), checked,
                       tuple(node_errors + network_errors + service_errors + task_errors),
-                      task_attachments(raw_tasks))
+                      task_attachments(raw_tasks + read_attachments(api)))
 
 
 def read_tasks(api, state: SwarmState) -> SwarmState:
@@ -54,4 +58,14 @@ def read_tasks(api, state: SwarmState) -> SwarmState:
     tasks, errors = convert_all(raw_tasks, convert_task)
     kept = tuple(e for e in state.errors if not e.startswith("task "))
     return SwarmState(state.nodes, state.networks, state.services, tuple(tasks), state.health_checked,
-                      kept + tuple(errors), task_attachments(raw_tasks))
+                      kept + tuple(errors), task_attachments(raw_tasks + read_attachments(api)))
+
+
+def read_attachments(api) -> list:
+    """The network-attachment tasks of standalone containers on attachable networks (`docker run
+    --network`): a manager lists container tasks only unless the runtime filter asks for these."""
+    try:
+        return list(api.tasks(filters={"runtime": "attachment"}))
+    except Exception as err:  # noqa: BLE001 - an engine without the filter: none known, claims there refused
+        log.debug("attachment tasks not listed: %s", err)
+        return []

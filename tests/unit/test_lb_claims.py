@@ -144,3 +144,21 @@ def test_the_merge_never_drops_a_vip_for_a_node_claim():
     merged = merge(_state(attachments=frozenset({("n1", "app")})), reports, SinceTracker(), 1.0)
     assert [s.id for s in merged.cluster.services] == ["s"]
     assert merged.refused and "VIP of service 'svc'" in merged.refused[0]
+
+
+def test_the_manager_is_asked_for_standalone_containers_attachments_too():
+    from ingressmesh.swarm.state import read_swarm
+
+    from test_merge import DATA
+    from test_swarm_convert import RecordedApi
+    attachment = {"ID": "att1", "NodeID": NODE2.id, "DesiredState": "running", "Status": {"State": "running"},
+                  "Spec": {"NetworkAttachmentSpec": {"ContainerID": "c0ffee"}},
+                  "NetworksAttachments": [{"Network": {"ID": "solo-net"}, "Addresses": ["10.9.0.3/24"]}]}
+    dead = {**attachment, "ID": "att0", "NodeID": NODE1.id, "DesiredState": "shutdown", "Status": {"State": "complete"}}
+
+    class WithAttachments(RecordedApi):
+        def tasks(self, filters=None):  # like a manager: attachment tasks only when asked by runtime
+            return [attachment, dead] if filters == {"runtime": "attachment"} else super().tasks()
+    state = read_swarm(WithAttachments(DATA))
+    assert (NODE2.id, "solo-net") in state.attachments and (NODE1.id, "solo-net") not in state.attachments
+    assert read_swarm(RecordedApi(DATA)).attachments == state.attachments - {(NODE2.id, "solo-net")}
