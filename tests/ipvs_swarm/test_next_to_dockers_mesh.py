@@ -9,14 +9,16 @@ share the service; each records its measurements for the side-by-side table (con
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 
 import pytest
 
-from ingressmesh.netns import Netns
-from ingressmesh.testbed.docker_mesh import STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, our_ipvs_dests
+from ingressmesh.netns import Netns, NetnsError
+from ingressmesh.testbed.docker_mesh import (STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, fwmark_services,
+                                             our_ipvs_dests)
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
 from ingressmesh.testbed.swarm_probe import LoadGenerator
 
@@ -64,12 +66,14 @@ def spread(netns: str, address: str, port: int, count: int) -> dict[str, int]:
     return seen
 
 
-def rate(netns: str, address: str, port: int, count: int = 150) -> float:
-    """New connections per second, one after another (each a whole HTTP exchange)."""
-    start = time.monotonic()
-    for _ in range(count):
-        http_get(netns, address, port)
-    return count / (time.monotonic() - start)
+def rate(netns: str, address: str, port: int, seconds: int = 4) -> float:
+    """Requests per second with wrk (4 connections; busybox httpd closes every connection, so
+    each request is a new connection), from inside a namespace."""
+    done = subprocess.run(["nsenter", f"--net={netns}", "wrk", "-t1", "-c4", f"-d{seconds}s", "--timeout", "3s",
+                           f"http://{address}:{port}/"], capture_output=True, text=True, timeout=seconds + 30)
+    found = re.search(r"Requests/sec:\s+([0-9.]+)", done.stdout)
+    assert done.returncode == 0 and found, f"wrk to {address}:{port}: {done.stdout} {done.stderr}"
+    return float(found.group(1))
 
 
 # --- the lab's namespaces --------------------------------------------------------------------
@@ -81,10 +85,21 @@ def lb(lab, n: int, network_id: str) -> Netns:
     return Netns(f"{lab.netns_dir(n)}/lb_{network_id[:9]}")
 
 
+def if_present(read, ns: Netns, absent):
+    """read(ns), or `absent` when Docker has removed that namespace (a node left with no task on
+    a network loses its lb_ namespace; the file stays behind, not a namespace any more)."""
+    try:
+        return read(ns)
+    except NetnsError:
+        return absent
+
+
 def counts(lab, network_id: str) -> dict[str, dict[str, int]]:
     """Connections each mesh took so far, per node: through the published port and the VIP."""
     time.sleep(STATS_SETTLE_SECONDS)
-    return {f"node{n}": {"port": connections_by_mesh(sbox(lab, n)), "vip": connections_by_mesh(lb(lab, n, network_id))}
+    none = {"docker": 0, "ingressmesh": 0}
+    return {f"node{n}": {"port": connections_by_mesh(sbox(lab, n)),
+                         "vip": if_present(connections_by_mesh, lb(lab, n, network_id), none)}
             for n in lab.config.node_numbers}
 
 
@@ -97,7 +112,7 @@ def all_docker_state(lab, network_id: str) -> dict:
     for n in lab.config.node_numbers:
         for name, ns in (("node", Netns(lab.node_netns(n))), ("ingress_sbox", sbox(lab, n)),
                          ("lb", lb(lab, n, network_id))):
-            found[f"node{n} {name}"] = docker_state(ns)
+            found[f"node{n} {name}"] = if_present(docker_state, ns, "absent")
     return found
 
 
@@ -113,7 +128,7 @@ def tables_left(lab, network_id: str) -> list[str]:
     for n in lab.config.node_numbers:
         for name, ns in (("node", Netns(lab.node_netns(n))), ("ingress_sbox", sbox(lab, n)),
                          ("lb", lb(lab, n, network_id))):
-            if ns.run(["nft", "list", "table", "ip", "ingressmesh"], check=False).returncode == 0:
+            if if_present(lambda ns: ns.run(["nft", "list", "table", "ip", "ingressmesh"]), ns, None):
                 left.append(f"node{n} {name}")
     return left
 
@@ -121,9 +136,11 @@ def tables_left(lab, network_id: str) -> list[str]:
 # --- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def web(lab):
-    """3 tasks, one per node, on an attachable overlay, published on 8080 (ingress mode)."""
+    """3 tasks (spread over the nodes) on an attachable overlay, published on 8080 (ingress mode)."""
     lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl")
-    create_service(lab, "web", "--replicas", "3", "--replicas-max-per-node", "1", "--network", "ovl",
+    # No --replicas-max-per-node: a start-first update needs room for a second task on a node
+    # (Swarm's spread places the 3 replicas on the 3 nodes by itself).
+    create_service(lab, "web", "--replicas", "3", "--network", "ovl",
                    "--publish", f"{PORT}:80", command=("sh", "-c", SERVER))
     try:
         tasks = wait_running(lab, "web", 3, timeout=SLOW)
@@ -174,6 +191,7 @@ def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
     results.put(mesh, "VIP reach from a container", f"{len(vip_seen)} of 3 tasks")
     assert len(vip_seen) == 3, vip_seen
     peer = http_get(lab.client_netns(), lab.node_address(1), PORT, "/cgi-bin/peer").split()[-1]
+    peer = peer.strip("[]").removeprefix("::ffff:")  # busybox httpd writes IPv4 as [::ffff:a.b.c.d]
     results.put(mesh, "source address the task sees",
                 "the client's" if peer == lab.client_address else f"{peer} (not the client's)")
     sbox1 = sbox(lab, 1)
@@ -349,6 +367,68 @@ def test_a_restarted_agent_never_hands_a_connection_to_dockers_mesh(lab, web, re
     results.put("ingressmesh (ipvs)", "agent restart under load", f"{len(failures)} failed of {ok + len(failures)}")
     assert not failures, failures[:5]
     assert set(delta(before, after, "port", "docker").values()) == {0}, (before, after)
+
+
+def docker_port_mark(ns: Netns, port: int):
+    """The fwmark Docker's mangle PREROUTING gives a published TCP port in ingress_sbox."""
+    found = re.search(rf"--dport {port} -j MARK --set-xmark (0x[0-9a-f]+)/", ns.run(["iptables-save", "-t", "mangle"]).stdout)
+    return int(found.group(1), 16) if found else None
+
+
+def our_port_mark(ns: Netns, port: int):
+    """The fwmark ingressmesh's table gives a published TCP port (none while it has no task)."""
+    listing = if_present(lambda ns: ns.run(["nft", "list", "map", "ip", "ingressmesh", "port_marks"]).stdout, ns, "")
+    found = re.search(rf"tcp \. {port} : (0x[0-9a-f]+)", listing)
+    return int(found.group(1), 16) if found else None
+
+
+def serving(lab, mesh: str, port: int, address: str) -> list[bool]:
+    """Per node: does `mesh`'s IPVS service for the port send new connections to `address`?"""
+    found = []
+    for n in lab.config.node_numbers:
+        ns = sbox(lab, n)
+        mark = docker_port_mark(ns, port) if mesh == "docker" else our_port_mark(ns, port)
+        dests = fwmark_services(ns).get(mark, {}) if mark is not None else {}
+        found.append(dests.get(address, "0") != "0")
+    return found
+
+
+def test_health_starting_and_unhealthy_tasks_in_both_meshes(lab, web, results, meshes):
+    """Docker's mesh and ours are both programmed (ours takes the connections): a task whose
+    health check has not passed yet is in neither table; one that fails it leaves both. Timed
+    from the `docker exec` that makes it fail, polled every 0.2 s on every node."""
+    create_service(lab, "hc", "--replicas", "2", "--network", "ovl", "--publish", "8081:80",
+                   "--health-cmd", "test -e /tmp/ready && test ! -e /tmp/sick", "--health-interval", "1s",
+                   "--health-timeout", "2s", "--health-retries", "1", "--health-start-period", "600s",
+                   command=("sh", "-c", SERVER))
+    try:
+        tasks = wait_for("2 starting tasks of hc", lambda: (lambda t: t if len(t) == 2 else None)(
+            running_tasks(lab, "hc", state="starting")), timeout=SLOW, interval=1)
+        time.sleep(5)  # both meshes had time to see them
+        for mesh in ("docker", "ingressmesh"):
+            starting = [any(serving(lab, mesh, 8081, t["addresses"]["ingress"])) for t in tasks]
+            results.put("docker" if mesh == "docker" else "ingressmesh (ipvs)",
+                        "a `starting` task gets new connections", "yes" if any(starting) else "no")
+            assert mesh == "docker" or not any(starting), starting
+        for task in tasks:
+            lab.docker(int(task["node"].removeprefix("node")), "exec", task["container"], "touch", "/tmp/ready")
+        for mesh in ("docker", "ingressmesh"):
+            wait_for(f"{mesh} serves both hc tasks on every node", lambda: all(
+                all(serving(lab, mesh, 8081, t["addresses"]["ingress"])) for t in tasks), timeout=SLOW, interval=1)
+        sick = tasks[0]
+        lab.docker(int(sick["node"].removeprefix("node")), "exec", sick["container"], "touch", "/tmp/sick")
+        t0, out = time.monotonic(), {}
+        while len(out) < 2 and time.monotonic() - t0 < 120:
+            for mesh in ("docker", "ingressmesh"):
+                if mesh not in out and not any(serving(lab, mesh, 8081, sick["addresses"]["ingress"])):
+                    out[mesh] = time.monotonic() - t0
+            time.sleep(0.2)
+        for mesh, column in (("docker", "docker"), ("ingressmesh", "ingressmesh (ipvs)")):
+            results.put(column, "a task turned unhealthy: out of every node's table after",
+                        f"{out[mesh]:.1f} s" if mesh in out else "still there after 120 s")
+        assert "ingressmesh" in out, "ingressmesh still sends to the unhealthy task after 120 s"
+    finally:
+        lab.docker(1, "service", "rm", "hc", check=False)
 
 
 def test_agents_stopping_with_their_cleanup_policy_hand_the_ipvs_mesh_back(lab, web, results, meshes):
