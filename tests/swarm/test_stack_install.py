@@ -92,10 +92,12 @@ def _tables_left(lab, n: int) -> list[str]:
 def test_the_mesh_runs_as_swarm_services_only(mesh, steady):
     lab = mesh.lab
     print(f"ingressmesh install --stack -> every agent in sync after {mesh.deployed_in:.1f} s")
-    modes = lab.docker(1, "service", "ls", "--filter", f"label=com.docker.stack.namespace={NAME}",
-                       "--format", "{{.Name}} {{.Mode}} {{.Replicas}}").stdout.split("\n")
-    assert sorted(filter(None, modes)) == [PROXY + " replicated 2/2", f"{AGENT_SERVICE} global 3/3",
-                                           f"{CONTROLLER_SERVICE} global 1/1", f"{NAME}_l7 replicated 1/1"]
+    wanted = [PROXY + " replicated 2/2", f"{AGENT_SERVICE} global 3/3", f"{CONTROLLER_SERVICE} global 1/1",
+              f"{NAME}_l7 replicated 1/1"]
+    # The proxies are made by l7 deploy once it runs, after the agents are in sync: they may still be starting.
+    wait_for("every service of the stack running", lambda: sorted(filter(None, lab.docker(
+        1, "service", "ls", "--filter", f"label=com.docker.stack.namespace={NAME}", "--format",
+        "{{.Name}} {{.Mode}} {{.Replicas}}").stdout.split("\n"))) == wanted, timeout=90, interval=1)
     assert set(mesh.agent_tasks()) == {"node1", "node2", "node3"}
     containers = _stack_containers(lab)
     processes = _ingressmesh_processes(lab)
@@ -314,11 +316,12 @@ def test_the_stack_with_tls_between_agents_and_controllers(mesh, steady):
     secured.up()
     try:
         print(f"install --stack --tls -> every agent in sync after {secured.deployed_in:.1f} s")
+        tasks = wait_running(lab, "stacked", 3)  # not `steady`'s: node3's task was replaced by the drain and the join
         for n in lab.config.node_numbers:
             code, health = secured.agent_health(n)
             assert code == 200 and health["controller"]["reachable"], health
             assert health["controller_url"] == f"https://{lab.node_address(1)}:9401"
-            wait_for(f"node{n} routes stacked", lambda: _routes(lab, n, PORT, steady), timeout=30, interval=0.5)
+            wait_for(f"node{n} routes stacked", lambda: _routes(lab, n, PORT, tasks), timeout=30, interval=0.5)
         with pytest.raises(OSError):
             secured.get(secured.controller_url + "/healthz")  # plain http is not served any more
         logs = secured.logs("agent", lines=200)
