@@ -59,6 +59,15 @@ DEFAULT_OUT = os.path.join(HERE, "results", "data_path.json")
 ENDPOINTS = 10
 GOALS = {"vip": 0.90, "mesh": 0.80, "flat": 0.95, "fast": 0.90}
 ROUTER, ROUTER_INGRESS = "10.0.1.246", "10.255.0.246"  # the diagnostic routing-only namespace
+# Where the fast path's cost goes (diagnostic rows, direct connections from client 1 with a
+# table that only turns conntrack on, or conntrack plus a nat output hook that NATs nothing):
+# fast - ctnat = the DNAT itself and the container table's rules; ctnat - ct = the nat hook's
+# per-connection binding; ct - direct = connection tracking in the caller's namespace.
+DIAG_TABLE = "imdiag"
+DIAG_CT = ("table ip imdiag { chain out { type filter hook output priority 0; policy accept; "
+           "ct state new counter; }\n}\n")
+DIAG_CTNAT = ("table ip imdiag { chain out { type nat hook output priority -100; policy accept; "
+              "ip daddr 10.0.1.250 counter; }\n}\n")
 
 
 def build_variants(bed: d.BenchTestbed, sizes: list[int], baseline: int) -> tuple[list[dict], list[d.ExtraLb]]:
@@ -71,12 +80,16 @@ def build_variants(bed: d.BenchTestbed, sizes: list[int], baseline: int) -> tupl
              d.ExtraLb(f"lin{baseline}", "iptables-linear", baseline, "10.0.1.245", "10.0.1.7")]
     c1, ext = bed.client_ns(1), bed.ext_ns
 
-    def v(key, label, client, address, port, body, fast=False, keepalive=False):
+    def v(key, label, client, address, port, body, fast=False, keepalive=False, diag=""):
         return {"key": key, "label": label, "client": client, "address": address, "port": port, "expect": body,
-                "fast": fast, "keepalive": keepalive}
+                "fast": fast, "keepalive": keepalive, "diag": diag}
     variants = [v("direct", "(1) direct to the task", c1, d.TASK_APP, TCP_PORT, d.TASK_APP),
                 v("vip", f"(2) VIP, node1 LB ns ({small} other services)", c1, "10.0.1.2", TCP_PORT, d.TASK_APP),
                 v("fast", "(2f) VIP fast path, in client 1's own ns", c1, "10.0.1.2", TCP_PORT, d.TASK_APP, fast=True),
+                v("ct", "(diag) direct, conntrack on in client 1's ns", c1, d.TASK_APP, TCP_PORT, d.TASK_APP,
+                  diag=DIAG_CT),
+                v("ctnat", "(diag) direct, conntrack + empty nat output", c1, d.TASK_APP, TCP_PORT, d.TASK_APP,
+                  diag=DIAG_CTNAT),
                 v("direct_ka", "(1k) direct, keep-alive", c1, d.TASK_APP, TCP_PORT, d.TASK_APP, keepalive=True),
                 v("vip_ka", "(2k) VIP via the LB ns, keep-alive", c1, "10.0.1.2", TCP_PORT, d.TASK_APP,
                   keepalive=True),
@@ -112,7 +125,7 @@ class Run:
         self.fast = NodeApplier(Layout(containers={"c1": bed.client_ns(1)}))
         self.fast_plan: Optional[NodePlan] = None
 
-    def fast_path(self, on: bool) -> None:
+    def fast_path(self, on: bool, diag: str = "") -> None:
         """Program client 1's namespace as a container (or not).  The fast-path runs also use
         their own half of client 1's ephemeral ports: the task keeps every closed connection in
         TIME_WAIT, and a SYN for the same 4-tuple dialled through the VIP carries timestamps
@@ -120,6 +133,10 @@ class Run:
         run's, which the task's PAWS check refuses (1 s SYN retries): a benchmark artefact of
         alternating the two from one client, not a cost of either path."""
         report = self.fast.apply(self.fast_plan if on else NodePlan(node_id="node1", namespaces=()))
+        ns = self.bed.client_ns(1)
+        self.bed.run(ns, ["nft", "-f", "-"], stdin=f"table ip {DIAG_TABLE}\ndelete table ip {DIAG_TABLE}\n")
+        if diag:
+            self.bed.run(ns, ["nft", "-f", "-"], stdin=diag)
         if not report.ok:
             raise RuntimeError(f"fast path: {report.errors}")
         ports = "46000 60999" if on else "32768 45999"
@@ -155,7 +172,7 @@ class Run:
         d.start_haproxy(bed, self.procs, haproxy, self.workdir, bed.task_ns(d.TASK.name))
         self.sink = d.udp_sink(bed, bed.task_ns(d.TASK.name))
         for v in self.variants:  # every path answers, and from the right address of t1
-            self.fast_path(v.get("fast", False))
+            self.fast_path(v.get("fast", False), v.get("diag", ""))
             status, body = d.http_get(bed, v["client"], v["address"], v["port"])
             if status != 200 or body != v["expect"]:
                 raise RuntimeError(f"{v['key']}: expected 200 from {v['expect']}, got {status} {body!r}")
@@ -202,7 +219,7 @@ class Run:
             argv = d.wrk_argv(v["address"], v["port"], a.connections, a.duration, v["keepalive"])
             sample = {"round": number, "seq": position}
             try:
-                self.fast_path(v.get("fast", False))
+                self.fast_path(v.get("fast", False), v.get("diag", ""))
                 sample.update(d.run_wrk(self.bed, v["client"], argv, a.duration))
                 probe = d.connect_times(self.bed, v["client"], v["address"], v["port"], a.connects)
                 sample["connect"] = probe
@@ -244,7 +261,7 @@ class Run:
         print("warm-up: 1 s of wrk per path", flush=True)
         for v in self.variants:
             try:
-                self.fast_path(v.get("fast", False))
+                self.fast_path(v.get("fast", False), v.get("diag", ""))
                 d.run_wrk(self.bed, v["client"], d.wrk_argv(v["address"], v["port"], a.connections, 1), 1)
             except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as err:
                 self.failures.append(f"warm-up {v['key']}: {err}")
@@ -393,7 +410,10 @@ def hop_costs(summary: dict, sizes: list[int]) -> dict:
             out[field] = round(x - y, 2) if x is not None and y is not None else None
         return out
     costs = {"vip_minus_direct": diff("vip", "direct"), "fast_minus_direct": diff("fast", "direct"),
-             "vip_minus_fast": diff("vip", "fast"), "routed_minus_direct": diff("routed", "direct"),
+             "vip_minus_fast": diff("vip", "fast"),
+             "ct_minus_direct": diff("ct", "direct"), "ctnat_minus_ct": diff("ctnat", "ct"),
+             "fast_minus_ctnat": diff("fast", "ctnat"), "fast_ka_minus_direct_ka": diff("fast_ka", "direct_ka"),
+             "routed_minus_direct": diff("routed", "direct"),
              "vip_minus_routed": diff("vip", "routed"), "published_minus_direct": diff("published", "direct"),
              "mesh_minus_published": diff("mesh", "published"), "mesh_minus_direct": diff("mesh", "direct"),
              f"im{large}_minus_vip": diff(f"im{large}", "vip"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -54,9 +55,11 @@ def _identity(netns: Netns) -> Optional[tuple]:
 class NodeApplier:
     """Keeps every namespace of one node in line with successive NodePlans."""
 
-    def __init__(self, layout: Layout, make_backend: Callable[[Netns], object] = kernel_nft_backend):
+    def __init__(self, layout: Layout, make_backend: Callable[[Netns], object] = kernel_nft_backend,
+                 workers: int = 1):
         self.layout = layout
         self.make_backend = make_backend
+        self.workers = workers  # namespaces written at once (threads); each namespace by one thread
         self.backends: dict[str, tuple[tuple, Netns, object]] = {}
         self.applied: dict[str, NamespacePlan] = {}  # the last plan each namespace took
 
@@ -98,26 +101,13 @@ class NodeApplier:
         report = ApplyReport()
         resolved = self._resolve(plan, report)
         revived: dict = {}  # container namespaces on the same networks share their entries: compared once
-        for ns_plan in plan.namespaces:
-            if ns_plan.key not in resolved:
-                continue
-            netns, identity = resolved[ns_plan.key]
-            try:
-                tx = self._backend(ns_plan.key, netns, identity, ns_plan.role).apply(ns_plan)
-            except _FAILURES as err:
-                report.errors[ns_plan.key] = f"{netns.path or '(host)'}: {err}"
-                continue
-            except Exception as err:  # noqa: BLE001 - a container's namespace is its owner's: whatever
-                if ns_plan.role != "container":  # it holds must not stop the other containers
-                    raise
-                report.errors[ns_plan.key] = f"{netns.path}: {type(err).__name__}: {err}"
-                continue
-            if tx is not None:
-                report.changed[ns_plan.key] = (tx.added, tx.removed, tx.full)
-            stale = self._reviving(self.applied.get(ns_plan.key), ns_plan, revived)
-            if stale:
-                forget_destinations(netns, stale)
-            self.applied[ns_plan.key] = ns_plan
+        todo = [ns_plan for ns_plan in plan.namespaces if ns_plan.key in resolved]
+        if self.workers > 1 and len(todo) > 1:  # libnftables releases the GIL while it writes
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="apply") as pool:
+                list(pool.map(lambda ns_plan: self._apply_one(ns_plan, resolved, report, revived), todo))
+        else:
+            for ns_plan in todo:
+                self._apply_one(ns_plan, resolved, report, revived)
         for key, why in plan.held:
             report.errors[key] = why  # not applied, not removed: reported until the facts return
         wanted = {ns.key for ns in plan.namespaces} | {key for key, _ in plan.held}
@@ -130,6 +120,25 @@ class NodeApplier:
             except _FAILURES as err:
                 report.errors[key] = f"{netns.path}: cleanup failed: {err}"
         return report
+
+    def _apply_one(self, ns_plan: NamespacePlan, resolved: dict, report: ApplyReport, revived: dict) -> None:
+        netns, identity = resolved[ns_plan.key]
+        try:
+            tx = self._backend(ns_plan.key, netns, identity, ns_plan.role).apply(ns_plan)
+        except _FAILURES as err:
+            report.errors[ns_plan.key] = f"{netns.path or '(host)'}: {err}"
+            return
+        except Exception as err:  # noqa: BLE001 - a container's namespace is its owner's: whatever
+            if ns_plan.role != "container":  # it holds must not stop the other containers
+                raise
+            report.errors[ns_plan.key] = f"{netns.path}: {type(err).__name__}: {err}"
+            return
+        if tx is not None:
+            report.changed[ns_plan.key] = (tx.added, tx.removed, tx.full)
+        stale = self._reviving(self.applied.get(ns_plan.key), ns_plan, revived)
+        if stale:
+            forget_destinations(netns, stale)
+        self.applied[ns_plan.key] = ns_plan
 
     @staticmethod
     def _reviving(old: Optional[NamespacePlan], new: NamespacePlan, memo: dict) -> list:

@@ -138,14 +138,23 @@ class LibNft:
         status, out, _ = self.command(f"list table {FAMILY} {TABLE}", OUTPUT_JSON)
         return json.loads(out) if status == 0 and out.strip() else None
 
-    def has_table(self) -> bool:
-        return self.command(f"list table {FAMILY} {TABLE}", OUTPUT_TERSE)[0] == 0
-
-    def ruleset(self) -> dict:
-        """The namespace's whole ruleset as nft's JSON, set elements left out."""
-        status, out, err = self.command("list ruleset", OUTPUT_JSON | OUTPUT_TERSE)
+    def tables(self) -> list[tuple[str, str]]:
+        """(family, name) of every table: `list tables` reads no chains, rules or elements
+        (a terse `list table` still fetches every element from the kernel: ~45 ms at 10,000)."""
+        status, out, err = self.command("list tables", OUTPUT_JSON)
         if status != 0:
-            raise NftError(f"listing the ruleset in {self.netns.name}: {err.strip()}")
+            raise NftError(f"listing the tables in {self.netns.name}: {err.strip()}")
+        items = json.loads(out).get("nftables", []) if out.strip() else []
+        return [(t["table"]["family"], t["table"]["name"]) for t in items if "table" in t]
+
+    def has_table(self) -> bool:
+        return (FAMILY, TABLE) in self.tables()
+
+    def rules_of(self, family: str, name: str) -> dict:
+        """One table as nft's JSON (set elements left out of the output)."""
+        status, out, err = self.command(f"list table {family} {name}", OUTPUT_JSON | OUTPUT_TERSE)
+        if status != 0:
+            raise NftError(f"listing table {family} {name} in {self.netns.name}: {err.strip()}")
         return json.loads(out) if out.strip() else {"nftables": []}
 
     def forget_connections(self, addresses: frozenset) -> None:

@@ -45,5 +45,10 @@ def legacy_tables(netns: Netns) -> list[str]:
 
 
 def own_rules(runner, netns: Netns) -> list[str]:
-    """What makes the namespace's rules its own (empty: none); `runner` is a LibNft."""
-    return own_tables(runner.ruleset()) + legacy_tables(netns)
+    """What makes the namespace's rules its own (empty: none); `runner` is a LibNft.  Ours is
+    never listed (its thousands of elements would be fetched from the kernel for nothing)."""
+    found = []
+    for family, name in runner.tables():
+        if family in ("ip", "inet") and (family, name) not in IGNORED:
+            found += own_tables(runner.rules_of(family, name))
+    return found + legacy_tables(netns)

@@ -222,14 +222,14 @@ def test_the_agents_fast_path_thread_programs_keeps_its_limit_and_turns_off(mesh
     full.plan_changed(plan)
     full.sync()
     assert full.over_limit and _table(bed.client_ns(1)) == ""
-    on = FastPath(where, _Containers(bed), kernel_nft_backend, max_containers=5)
+    on = FastPath(where, _Containers(bed), max_containers=5)  # the agent's writer: libnftables in-process
     on.plan_changed(plan)
     on.sync()
     assert on.errors == {} and "c1" in on.seen_to_programmed and not on.over_limit
     assert traffic.tcp_peer(bed.client_ns(1), WEB_VIP, TCP_PORT)[1] == bed.client_address(1)
     # A restarted agent whose limit is now 0: the table an earlier run left is kept managed
     # (never left to send to tasks it no longer hears about), and it says so in /healthz.
-    again = FastPath(where, _Containers(bed), kernel_nft_backend, max_containers=0)
+    again = FastPath(where, _Containers(bed), max_containers=0)
     again.plan_changed(plan_node(mesh.cluster({"t1": {"health": "unhealthy", "since": 0.0}}), "node1",
                                  PlanOptions(now=time.time())))
     again.sync()
