@@ -79,6 +79,9 @@ class Service:
     endpoint_mode: str = "vip"
     vips: tuple[VirtualIP, ...] = ()
     ports: tuple[PublishedPort, ...] = ()
+    # When the service was created (epoch seconds; 0.0 when unknown, e.g. an older snapshot):
+    # the earliest claimant of an L7 host owns it, so a newcomer cannot take it over.
+    created: float = 0.0
 
     def vip_on(self, network_id: str) -> Optional[str]:
         return _address_where(self.vips, "network_id", network_id)

@@ -154,7 +154,8 @@ def _service(r: _Reader) -> model.Service:
         ports=r.items("ports", lambda p: model.PublishedPort(
             protocol=p.get("protocol", _choice(*model.PROTOCOLS)),
             published_port=p.get("published_port", _port), target_port=p.get("target_port", _port),
-            publish_mode=p.get("publish_mode", _choice(*model.PUBLISH_MODES), "ingress"))))
+            publish_mode=p.get("publish_mode", _choice(*model.PUBLISH_MODES), "ingress"))),
+        created=r.get("created", _number, 0.0))
 
 
 def _task(r: _Reader) -> model.Task:

@@ -24,6 +24,10 @@ class Redirect:
     source_host: str
     target: str  # scheme://host[:port][path]: the request's path and query are appended
     service: str = ""  # set by the planner: a refused service's redirects go with it
+    scheme: str = "http"  # the source's: the redirect answers only requests that came in this way
+
+    def shown(self) -> str:
+        return f"{self.scheme}://{self.source_host},{self.target}"
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,11 @@ def _redirects(found: Mapping[str, str], hosts: tuple[str, ...]) -> tuple[Redire
         parts = pair.split(",")
         if len(parts) != 2:
             raise LabelError(label, value, f"{pair.strip()!r} is not a 'source,target' pair")
-        _, source_host, _ = grammar.url(label, parts[0])
+        scheme, source_host, _ = grammar.url(label, parts[0])
         if source_host not in hosts:
             raise LabelError(label, value, f"source host {source_host!r} is not one of the service's hosts")
         _, _, target = grammar.url(label, parts[1])
-        redirects.append(Redirect(source_host, target))
+        redirects.append(Redirect(source_host, target, scheme=scheme))
     return tuple(redirects)
 
 

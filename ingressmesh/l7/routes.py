@@ -7,15 +7,17 @@ Rules (README "L7 routing"):
 - a route is (host, context root); requests take the longest context root of their host;
 - several services claiming one route share it: all their eligible tasks sit in one backend
   with equal weight, so traffic splits in proportion to healthy replicas (Interlock's canary);
+- seniority: the service created first (Docker's CreatedAt; ties, and snapshots without it, by
+  name) is the senior claimant, so a newcomer can never take a host or route from an incumbent;
 - claimants of one route must agree on how it behaves (context_root_rewrite, backend_mode,
-  TLS to the tasks, sticky cookie, ip_hash, websocket endpoints): the first by service name
-  keeps the route, the others are refused for it by name;
-- TLS is chosen per host (SNI happens before any path is known): every service claiming a host,
-  whatever its context root, must name the same certificate and key, ssl_only and
-  ssl_passthrough; the first by service name keeps the host, the others are refused for it;
+  TLS to the tasks, sticky cookie, ip_hash, websocket endpoints): the senior one keeps the
+  route, the others are refused for it by name;
+- TLS and redirects are chosen per host (SNI and a redirect happen before any path is known):
+  every service claiming a host, whatever its context root, must name the same certificate and
+  key, ssl_only, ssl_passthrough and redirects of that host; the senior claimant owns the host,
+  the others are refused for it by name;
 - the same holds for `default_backend`, which serves hosts nobody claims (otherwise 404);
-- a redirect is the behaviour of its whole host: it is kept only for a host its service serves,
-  and only when the host's owner redirects the same way; other redirects are refused by name;
+- a redirect is kept only for a host its service serves; other redirects are refused by name;
 - com.docker.lb.network must be a network the service is on (VIP or task address); under
   `docker stack deploy` an unprefixed name means the service's own stack's network.
 """
@@ -138,6 +140,11 @@ class _Claim:
 STACK_NAMESPACE = "com.docker.stack.namespace"  # set by `docker stack deploy` on what it creates
 
 
+def seniority(service: model.Service) -> tuple[float, str]:
+    """Who came first: an incumbent keeps its host and routes whatever a newcomer is named."""
+    return service.created, service.name
+
+
 def labelled_network(service: model.Service, name: str, cluster: model.Cluster) -> Optional[model.Network]:
     """The network com.docker.lb.network names: the exact name, else (under `docker stack deploy`,
     which prefixes the networks it creates, so Interlock's stack examples name `demo-network` for
@@ -209,7 +216,7 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
     node_of = {n.id: n for n in cluster.nodes}
     refused, notes = [], []
     claims: dict[tuple[str, str], list[_Claim]] = {}
-    for service in sorted(cluster.services, key=lambda s: s.name):
+    for service in sorted(cluster.services, key=seniority):
         if service.name == scope.proxy_service or not labels.wants_routing(service.labels):
             continue
         tasks = tasks_of.get(service.id, ())
@@ -234,20 +241,20 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
             keys.append((DEFAULT_HOST, "/"))
         for key in keys:
             claims.setdefault(key, []).append(claim)
-    host_owner: dict[str, _Claim] = {}  # the first service by name on each host decides its TLS
+    host_owner: dict[str, _Claim] = {}  # the senior claimant of each host decides its TLS and redirects
     for (host, _), claimants in sorted(claims.items()):
-        if host not in host_owner or claimants[0].service.name < host_owner[host].service.name:
+        if host not in host_owner or seniority(claimants[0].service) < seniority(host_owner[host].service):
             host_owner[host] = claimants[0]
     routes, backends, said = [], {}, set()
     for (host, path), claimants in sorted(claims.items()):
         owner = host_owner[host]
         sharing = []
         for claim in claimants:
-            differs = agreement.differences(claim.request, owner.request, host_side=True) if host != DEFAULT_HOST else ""
+            differs = agreement.differences(claim.request, owner.request, host) if host != DEFAULT_HOST else ""
             if differs:
                 if (claim.service.name, host) not in said:
                     said.add((claim.service.name, host))
-                    refused.append(Refusal(claim.service.name, f"host {host}: {differs}: TLS is chosen per host; "
+                    refused.append(Refusal(claim.service.name, f"host {host}: {differs}: TLS and redirects are chosen per host; "
                                            f"{owner.service.name} keeps the host"))
                 continue
             differs = agreement.differences(claim.request, sharing[0].request) if sharing else ""
@@ -260,7 +267,7 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
             continue
         first = sharing[0].request
         strip = path if first.rewrite and path != "/" else ""
-        services = tuple(c.service.name for c in sharing)
+        services = tuple(sorted(c.service.name for c in sharing))  # by name: stable backend names
         name = backend_name(services, first.backend_mode, strip)
         if name not in backends:
             servers = [s for c in sharing for s in _servers(c, tasks_of.get(c.service.id, ()), node_of, options)]

@@ -104,6 +104,7 @@ def convert_service(service: dict) -> model.Service:
     return _checked("service", {
         "id": service.get("ID"), "name": name, "labels": spec.get("Labels") or {},
         "endpoint_mode": mode, "vips": vips if mode == "vip" else [], "ports": service_ports(service),
+        "created": parse_timestamp(service.get("CreatedAt", "")),
     }, f"service {name!r}")
 
 

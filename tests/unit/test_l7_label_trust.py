@@ -39,9 +39,10 @@ def test_a_service_sharing_a_host_cannot_redirect_it_unless_the_owner_does_the_s
                                    "redirects": "http://shop.com,https://evil.example.net"})]
     tasks = [task("a1", "app", 2), task("c1", "canary", 3)]
     table = plan(services, tasks)
-    assert table.redirects == ()  # the canary still shares the route: only its redirect is refused
-    assert [s.service for b in table.backends for s in b.servers] == ["app", "canary"]
-    assert any("app keeps the host and does not redirect it" in r for r in reasons(table, "canary"))
+    assert table.redirects == ()  # the redirect is the host's behaviour: the canary is refused for the host
+    assert [s.service for b in table.backends for s in b.servers] == ["app"]
+    assert any("host shop.com: redirects=http://shop.com,https://evil.example.net differs from "
+               "redirects=(none)" in r and "app keeps the host" in r for r in reasons(table, "canary"))
     services[0]["labels"]["com.docker.lb.redirects"] = "http://shop.com,https://evil.example.net"
     table = plan(services, tasks)  # both ask the same: the owner's redirect, nobody refused
     assert [(r.source_host, r.target, r.service) for r in table.redirects] == [

@@ -96,7 +96,7 @@ class TestPlanner:
                      tasks=[task("a1", "alpha", 2), task("b1", "beta", 3)])
         assert [(r.service, r.reason) for r in table.refused] == [
             ("beta", "host a.com: ssl_cert=(none), ssl_key=(none) differs from ssl_cert=c, ssl_key=k: "
-                     "TLS is chosen per host; alpha keeps the host")]
+                     "TLS and redirects are chosen per host; alpha keeps the host")]
         assert {(r.host, r.path) for r in table.routes} == {("a.com", "/"), ("b.com", "/api")}  # beta keeps b.com
         assert [(t.host, t.services, t.cert) for t in table.tls_hosts] == [("a.com", ("alpha",), "c")]
 
