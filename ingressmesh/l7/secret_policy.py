@@ -5,8 +5,10 @@ rule, any service's labels could copy any secret in the swarm (the cluster secre
 team's database password) into every internet-facing proxy.  So a secret reaches the proxies
 only when the operator allowed it, decided here before any proxy service update:
 
-- allowed: its name matches a `ProxySecrets` pattern of the proxy service's l7.toml table
-  (shell-style globs such as "demo.local.*" or "demo_*" for a whole stack's secrets), or the
+- allowed: its name matches a `ProxySecrets` entry of the proxy service's l7.toml table (best
+  an exact name; a shell-style glob admits every secret it matches, now and later: "demo_*" is
+  every secret of stack demo and of any stack named demo_...; a glob with fewer than 3 characters
+  besides * and ? is refused when l7.toml is loaded), or the
   secret itself carries the label `io.ingressmesh.l7.secret=true` (set by whoever created it:
   `docker secret create --label io.ingressmesh.l7.secret=true ...`, or `labels:` in a stack file);
 - never, whatever the patterns or labels say: ingressmesh's own credentials (names starting with

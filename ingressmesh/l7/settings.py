@@ -16,7 +16,7 @@ key names where they mean the same thing (README "Proxy service options" has the
     ProxyStopGracePeriod = "30s"
     Controllers = ["https://10.0.0.1:9401"]
     ControllerCASecret = "ingressmesh_ca"   # a Docker secret: the CA of the controller's TLS certificate
-    ProxySecrets = ["demo.local.*", "demo_*"]  # secrets labels may mount into the proxies (secret_policy.py)
+    ProxySecrets = ["demo_demo.local.cert", "demo_demo.local.key"]  # secrets labels may mount (secret_policy.py)
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.\-]+ *(==|!=) *[A-Za-z0-9_.\-:/]+$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
 _SECRET_PATTERN = re.compile(r"^[A-Za-z0-9_.*?-]{1,64}$")  # a secret name, with shell-style * and ?
+MIN_PATTERN_LITERALS = 3  # a pattern with wildcards names at least this many characters that are not * or ?
 
 
 class SettingsError(ValueError):
@@ -69,6 +70,16 @@ def _duration(where: str, value) -> float:
     return float(found.group(1)) * _UNITS[found.group(3)]
 
 
+def _check_pattern(where: str, pattern: str) -> None:
+    """A pattern that is (nearly) all wildcards would hand every secret in the swarm (other teams'
+    passwords) to the internet-facing proxies: refused when l7.toml is loaded."""
+    literals = sum(1 for c in pattern if c not in "*?")
+    if literals != len(pattern) and literals < MIN_PATTERN_LITERALS:
+        raise SettingsError(f"{where}: pattern {pattern!r} admits nearly every secret (fewer than "
+                            f"{MIN_PATTERN_LITERALS} characters besides * and ?): name the secrets exactly, "
+                            "or create them with the label io.ingressmesh.l7.secret=true")
+
+
 def _check(where: str, key: str, value):
     try:
         if key == "name" or key == "token_secret":
@@ -96,6 +107,8 @@ def _check(where: str, key: str, value):
         if key == "proxy_secrets":
             if not isinstance(value, list) or not all(isinstance(v, str) and _SECRET_PATTERN.fullmatch(v) for v in value):
                 raise SettingsError(f"{where}: expected a list of secret names or patterns like 'demo.local.*'")
+            for pattern in value:
+                _check_pattern(where, pattern)
             return tuple(value)
         if key in ("constraints", "controllers"):
             pattern = _CONSTRAINT if key == "constraints" else _URL

@@ -117,3 +117,17 @@ def test_missing_secrets_are_named_and_bad_patterns_refused():
     assert mount == () and refused[0].line() == "secret gone (named by a) is not given to the proxies: no such Docker secret"
     with pytest.raises(SettingsError, match="Extensions.default.ProxySecrets"):
         l7_settings.parse('[Extensions.default]\nProxySecrets = ["../etc"]\n')
+
+
+@pytest.mark.parametrize("pattern", ["*", "**", "?*", "a*", "*ab", "a?b*", "?" * 5])
+def test_patterns_that_are_nearly_all_wildcards_are_refused_when_l7_toml_is_loaded(pattern):
+    with pytest.raises(SettingsError) as err:
+        l7_settings.parse(f'[Extensions.default]\nProxySecrets = ["demo.local.cert", "{pattern}"]\n')
+    assert str(err.value).startswith("l7 config: Extensions.default.ProxySecrets: pattern")
+    assert repr(pattern) in str(err.value) and "io.ingressmesh.l7.secret=true" in str(err.value)
+
+
+@pytest.mark.parametrize("pattern", ["ab", "x", "abc*", "demo_*", "demo.local.?ert"])
+def test_exact_names_and_patterns_with_enough_letters_load(pattern):
+    (item,) = l7_settings.parse(f'[Extensions.default]\nProxySecrets = ["{pattern}"]\n')
+    assert item.proxy_secrets == (pattern,)
