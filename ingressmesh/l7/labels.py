@@ -70,7 +70,7 @@ def _redirects(found: Mapping[str, str], hosts: tuple[str, ...]) -> tuple[Redire
     pairs = [pair for pair in grammar.checked_text(label, value).split(";") if pair.strip()]
     if not pairs or len(pairs) > grammar.MAX_LIST:
         raise LabelError(label, value, f"expected 1 to {grammar.MAX_LIST} 'source,target' pairs separated by ';'")
-    redirects = []
+    redirects: dict[tuple[str, str], Redirect] = {}
     for pair in pairs:
         parts = pair.split(",")
         if len(parts) != 2:
@@ -78,9 +78,22 @@ def _redirects(found: Mapping[str, str], hosts: tuple[str, ...]) -> tuple[Redire
         scheme, source_host, _ = grammar.url(label, parts[0])
         if source_host not in hosts:
             raise LabelError(label, value, f"source host {source_host!r} is not one of the service's hosts")
-        _, _, target = grammar.url(label, parts[1])
-        redirects.append(Redirect(source_host, target, scheme=scheme))
-    return tuple(redirects)
+        if (scheme, source_host) in redirects:
+            raise LabelError(label, value, f"source host {source_host!r} is redirected twice from {scheme}://")
+        target_scheme, target_host, target = grammar.url(label, parts[1])
+        if (target_scheme, target_host) == (scheme, source_host) and _port_of(target) in ("", _DEFAULT_PORT[scheme]):
+            raise LabelError(label, value, f"{pair.strip()!r} redirects {scheme}://{source_host} to itself: "
+                             "every request would be redirected again, forever")
+        redirects[(scheme, source_host)] = Redirect(source_host, target, scheme=scheme)
+    return tuple(redirects.values())
+
+
+_DEFAULT_PORT = {"http": "80", "https": "443"}
+
+
+def _port_of(prefix: str) -> str:
+    """The port of a checked scheme://host[:port][path] prefix ('' when none is written)."""
+    return prefix.split("://", 1)[1].split("/", 1)[0].partition(":")[2]
 
 
 def _flag(found: Mapping[str, str], key: str) -> bool:

@@ -124,7 +124,9 @@ def request_rules(table: RouteTable, s: ProxySettings, proto: str) -> list[str]:
     ]
     if proto == "http":
         lines += render_tls.https_redirects(table, s)
-    for redirect in table.redirects:
+    # A redirect answers only requests that came in on its source's scheme: `http://a.com,https://a.com`
+    # in the HTTPS frontend too would answer its own target, forever.
+    for redirect in (r for r in table.redirects if r.scheme == proto):
         lines.append(f"    http-request redirect prefix {check_safe(redirect.target, 'redirect target')} code 302 "
                      f"if {{ var(txn.host) -m str {check_safe(redirect.source_host, 'redirect host')} }}")
     lines += [

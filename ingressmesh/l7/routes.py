@@ -284,27 +284,24 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
 
 def _redirects(claims: dict, owners: dict[str, _Claim], routes: list[Route], backends: dict[str, Backend],
                refused: list[Refusal]) -> tuple[labels.Redirect, ...]:
-    """A redirect answers every request for its host before any routing, so it is the host's
-    behaviour: it is kept only when its service serves the host (owns it, or agrees with the
-    owner and shares it) and the owner redirects the host the same way; any other redirect is a
-    claim on someone else's host, refused by name (appended to `refused`)."""
+    """A redirect answers every request for its host (on its source scheme's port) before any
+    routing, so it is the host's behaviour: it is kept only when its service serves the host (and
+    every service serving a host agrees on its redirects: agreement.py); any other redirect is a
+    claim on someone else's host, refused by name (appended to `refused`).  The senior service's
+    copy is the one kept, so it goes only when that service does."""
     serving = {(r.host, s) for r in routes for s in backends[r.backend].services}
-    wanted: dict[tuple[str, str], labels.Redirect] = {}  # (host, service) -> its redirect
-    for claim in {c.service.name: c for cs in claims.values() for c in cs}.values():
+    kept: dict[tuple[str, str], labels.Redirect] = {}  # (host, source scheme) -> the redirect
+    for claim in sorted({c.service.name: c for cs in claims.values() for c in cs}.values(),
+                        key=lambda c: seniority(c.service)):
+        service = claim.service.name
         for redirect in claim.request.redirects:
-            wanted[(redirect.source_host, claim.service.name)] = replace(redirect, service=claim.service.name)
-    kept = {}
-    for (host, service), redirect in sorted(wanted.items()):
-        owner = owners[host].service.name if host in owners else ""
-        if (host, service) not in serving:
+            host = redirect.source_host
+            if (host, service) in serving:
+                kept.setdefault((host, redirect.scheme), replace(redirect, service=service))
+                continue
+            owner = owners[host].service.name if host in owners else ""
             refused.append(Refusal(service, f"redirect {host} -> {redirect.target}: the service does not serve "
                                    f"host {host}" + (f" ({owner} keeps it)" if owner else "")))
-        elif service != owner and (wanted.get((host, owner)) is None or wanted[(host, owner)].target != redirect.target):
-            theirs = wanted.get((host, owner))
-            refused.append(Refusal(service, f"redirect {host} -> {redirect.target}: {owner} keeps the host and "
-                                   + (f"redirects it to {theirs.target}" if theirs else "does not redirect it")))
-        else:
-            kept.setdefault(host, wanted[(host, owner)] if (host, owner) in wanted else redirect)
     return tuple(r for _, r in sorted(kept.items()))
 
 

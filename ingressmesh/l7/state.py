@@ -30,7 +30,7 @@ def state_document(applier, version: int, service_cluster: str) -> dict:
             "reloads": applier.haproxy.reloads, "runtime_commands": applier.runtime_commands,
             "last_error": applier.last_error, "admin_socket": applier.haproxy.files.admin_socket,
             "routes": [{"host": r.host, "path": r.path, "backend": r.backend} for r in (table.routes if table else ())],
-            "redirects": [{"host": r.source_host, "target": r.target} for r in (table.redirects if table else ())],
+            "redirects": [{"host": r.source_host, "scheme": r.scheme, "target": r.target} for r in (table.redirects if table else ())],
             "backends": backends,
             "tls": [{"host": t.host, "services": list(t.services), "ssl_cert": t.cert, "ssl_key": t.key,
                      "ssl_only": t.only, "ssl_passthrough": t.passthrough} for t in (table.tls_hosts if table else ())],
