@@ -218,7 +218,8 @@ def measured(results: str, out: str) -> None:
             date, source = m["date"][:16].replace("T", " "), "the JSON (`machine.date`)"
         else:
             date, source = _git_date(os.path.join(results, name)), "git log of the file (last commit)"
-        lines.append(f"| `bench/results/{name}` | {machine} | {date} UTC | {source} |")
+        when = f"{date} UTC" if date[:1].isdigit() else date
+        lines.append(f"| `bench/results/{name}` | {machine} | {when} | {source} |")
     path = os.path.join(out, "measured.txt")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
