@@ -22,6 +22,10 @@ NO_ROUTE = "im:no-route"  # never a service backend: those start with "be:"
 # bank.com's ssl_only redirect), so it is answered 400 before any routing or redirect.
 VALID_HOST = ("^([a-z0-9_]([a-z0-9_-]*[a-z0-9_])?([.][a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*[.]?"
               "|\\[[0-9a-f:.]+\\])(:[0-9]+)?$")
+# The routed host of a valid Host header: its port cut at the LAST ':' followed only by digits (an
+# IPv6 literal's own colons sit inside its brackets: `[::1]:80` -> `[::1]`), lower case, no
+# trailing dot.
+HOST_EXPR = "req.fhdr(host),regsub(':[0-9]+$',''),lower,regsub('[.]$','')"
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ def request_rules(table: RouteTable, s: ProxySettings, proto: str) -> list[str]:
         "    http-request return status 400 content-type text/plain string \"bad Host header\\n\" "
         "if { req.hdr_cnt(host) gt 1 } || { req.hdr_cnt(host) eq 0 } HTTP_1.1 || "
         f"{{ req.hdr_cnt(host) eq 1 }} !{{ req.fhdr(host) -m reg -i '{VALID_HOST}' }}",
-        "    http-request set-var(txn.host) req.fhdr(host),field(1,:),lower,regsub('[.]$','')",
+        f"    http-request set-var(txn.host) {HOST_EXPR}",
         "    http-request set-var-fmt(txn.route) %[var(txn.host)]%[path]/",
     ]
     if proto == "http":
