@@ -47,8 +47,6 @@ def legacy_tables(netns: Netns) -> list[str]:
 def own_rules(runner, netns: Netns) -> list[str]:
     """What makes the namespace's rules its own (empty: none); `runner` is a LibNft.  Ours is
     never listed (its thousands of elements would be fetched from the kernel for nothing)."""
-    found = []
-    for family, name in runner.tables():
-        if family in ("ip", "inet") and (family, name) not in IGNORED:
-            found += own_tables(runner.rules_of(family, name))
+    found = [f"{family} {name}" for family, name in runner.tables()
+             if family in ("ip", "inet") and (family, name) not in IGNORED and runner.table_has_rules(family, name)]
     return found + legacy_tables(netns)

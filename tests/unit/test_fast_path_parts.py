@@ -39,3 +39,11 @@ def test_shared_renders_render_each_entry_once_and_tables_equal_unshared_ones():
     assert renders.render("container", entry) is renders.render("container", entry)
     renders.clear()
     assert renders.render("container", entry).entry is entry
+
+
+def test_rules_are_told_from_a_tables_text_listing():
+    from ingressmesh.nft.libnft import rules_in_listing
+    empty = "table ip filter {\n\tchain OUTPUT {\n\t\ttype filter hook output priority filter; policy accept;\n\t}\n}\n"
+    assert not rules_in_listing(empty)
+    assert rules_in_listing(empty.replace("accept;\n", "accept;\n\t\tip daddr 10.0.1.2 drop\n"))
+    assert not rules_in_listing("table ip x {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n")
