@@ -254,8 +254,8 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
             if differs:
                 if (claim.service.name, host) not in said:
                     said.add((claim.service.name, host))
-                    refused.append(Refusal(claim.service.name, f"host {host}: {differs}: TLS and redirects are chosen per host; "
-                                           f"{owner.service.name} keeps the host"))
+                    refused.append(Refusal(claim.service.name, f"host {host}: {differs}: TLS and redirects are "
+                                           f"chosen per host; {owner.service.name} keeps the host"))
                 continue
             differs = agreement.differences(claim.request, sharing[0].request) if sharing else ""
             if differs:
