@@ -39,8 +39,11 @@ from .docker_layout import DockerNamespaces
 log = logging.getLogger(__name__)
 RETRY = 1.0
 # A container's own rules are looked for when it is first seen and, because an entrypoint may
-# add them a moment after the start, again every RECHECK seconds during its first YOUNG seconds.
-YOUNG, RECHECK = 30.0, 2.0
+# add them a moment after the start, again this many seconds after it was first seen.  A look
+# costs ~45 ms once its table is programmed (nft 1.0.6 fetches every element of the namespace
+# even to list table names), hence a few looks, not one every few seconds.
+RECHECK_AT = (2.0, 10.0, 30.0)
+YOUNG, RECHECK = RECHECK_AT[-1], 2.0  # how long, and how often the thread wakes to see if one is due
 MAX_CONTAINERS: Optional[int] = None  # no limit unless the operator sets one
 # Container namespaces written at once (threads; libnftables works outside the GIL).  One by
 # default: with two on this 2-core machine one change took longer (197 ms against 153 ms for
@@ -66,7 +69,7 @@ class FastPath:
         self.errors: dict[str, str] = {}
         self.own_rules: dict[str, list] = {}  # container id -> what makes its rules its own
         self.seen_to_programmed: dict[str, float] = {}  # container id -> seconds on the fallback
-        self._checked: dict[str, float] = {}  # container id -> when its own rules were last looked for
+        self._checked: dict[str, int] = {}  # container id -> how often its own rules were looked for
         self._recheck_due = False  # young containers' rules are looked at again (not on a plan change)
         self._plan: Optional[NodePlan] = None
         self._first_seen: dict[str, float] = {}
@@ -160,10 +163,10 @@ class FastPath:
             if f.fast_path == "false":
                 continue
             if f.fast_path != "true":
-                young = now - self._first_seen.get(f.id, now) < YOUNG
-                last = self._checked.get(f.id)
-                if last is None or (recheck and young and now - last >= RECHECK):
-                    self._checked[f.id] = now
+                age = now - self._first_seen.get(f.id, now)
+                done = self._checked.get(f.id, 0)  # looks so far
+                if done == 0 or (recheck and done <= len(RECHECK_AT) and age >= RECHECK_AT[done - 1]):
+                    self._checked[f.id] = done + 1
                     self._look_for_rules(f)
                 if f.id in self.own_rules:
                     continue

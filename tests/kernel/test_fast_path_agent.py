@@ -104,7 +104,7 @@ def test_a_container_with_its_own_drop_rule_stays_on_the_lb_path(mesh, monkeypat
         with pytest.raises(OSError):
             traffic.open_tcp(ns, WEB_VIP, TCP_PORT, timeout=2)  # its own rule still refuses the VIP
         _nft(ns, "delete table ip mine\n")
-        monkeypatch.setattr(fast_path_module, "RECHECK", 0.0)
+        monkeypatch.setattr(fast_path_module, "RECHECK_AT", (0.0, 0.0, 0.0))
         fast.sync(recheck=True)
         assert fast.status()["own_rules"] == {} and _elements(ns), "not programmed once the rule was gone"
         assert traffic.tcp_peer(ns, WEB_VIP, TCP_PORT)[1] == bed.client_address(1)  # the fast path
