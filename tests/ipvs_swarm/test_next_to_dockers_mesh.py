@@ -381,7 +381,7 @@ def docker_port_mark(ns: Netns, port: int):
 def our_port_mark(ns: Netns, port: int):
     """The fwmark ingressmesh's table gives a published TCP port (none while it has no task)."""
     listing = if_present(lambda ns: ns.run(["nft", "list", "map", "ip", "ingressmesh", "port_marks"]).stdout, ns, "")
-    found = re.search(rf"tcp \. {port} : (0x[0-9a-f]+)", listing)
+    found = re.search(rf"tcp \. {port}(?: comment \"[^\"]*\")? : (0x[0-9a-f]+)", listing)  # 'tcp . 8081 comment "hc" : 0x…'
     return int(found.group(1), 16) if found else None
 
 
