@@ -415,20 +415,28 @@ def test_health_starting_and_unhealthy_tasks_in_both_meshes(lab, web, results, m
             assert mesh == "docker" or not any(starting), starting
         for task in tasks:
             lab.docker(int(task["node"].removeprefix("node")), "exec", task["container"], "touch", "/tmp/ready")
-        for mesh in ("docker", "ingressmesh"):
-            wait_for(f"{mesh} serves both hc tasks on every node", lambda: all(
-                all(serving(lab, mesh, 8081, t["addresses"]["ingress"])) for t in tasks), timeout=SLOW, interval=1)
+        wait_for("ingressmesh serves both hc tasks on every node", lambda: all(
+            all(serving(lab, "ingressmesh", 8081, t["addresses"]["ingress"])) for t in tasks), timeout=SLOW, interval=1)
+        watched = ["ingressmesh"]
+        try:  # Docker's mesh is measured, not judged: one run never listed both healthy tasks in 300 s
+            wait_for("Docker's mesh lists both hc tasks on every node", lambda: all(
+                all(serving(lab, "docker", 8081, t["addresses"]["ingress"])) for t in tasks), timeout=60, interval=1)
+            watched.append("docker")
+        except AssertionError:
+            results.put("docker", "a task turned unhealthy: out of every node's table after",
+                        "not measured: its table never listed both healthy tasks on every node within 60 s")
         sick = tasks[0]
         lab.docker(int(sick["node"].removeprefix("node")), "exec", sick["container"], "touch", "/tmp/sick")
         t0, out = time.monotonic(), {}
-        while len(out) < 2 and time.monotonic() - t0 < 120:
-            for mesh in ("docker", "ingressmesh"):
+        while len(out) < len(watched) and time.monotonic() - t0 < 120:
+            for mesh in watched:
                 if mesh not in out and not any(serving(lab, mesh, 8081, sick["addresses"]["ingress"])):
                     out[mesh] = time.monotonic() - t0
             time.sleep(0.2)
-        for mesh, column in (("docker", "docker"), ("ingressmesh", "ingressmesh (ipvs)")):
-            results.put(column, "a task turned unhealthy: out of every node's table after",
-                        f"{out[mesh]:.1f} s" if mesh in out else "still there after 120 s")
+        for mesh in watched:
+            results.put("docker" if mesh == "docker" else "ingressmesh (ipvs)",
+                        "a task turned unhealthy: out of every node's table after",
+                        f"{out[mesh]:.1f} s after the failing check was set" if mesh in out else "still there after 120 s")
         assert "ingressmesh" in out, "ingressmesh still sends to the unhealthy task after 120 s"
     finally:
         lab.docker(1, "service", "rm", "hc", check=False)
