@@ -6,7 +6,7 @@ from what `make ipvs-swarm` measured on the swarm lab inside a real IPVS kernel.
 
 Copies the measurements to bench/results/ipvs_swarm.json and writes docs/side-by-side.md: one
 row per measurement, one column per mesh, a cell only where that run measured it.  Nothing here
-is typed by hand: a row the run did not reach says "not measured in this run".
+is typed by hand: a cell the run did not measure is a dash.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ TITLES = {"docker": "Docker's own mesh (IPVS)", "ingressmesh (nftables)": "ingre
 
 def cell(value) -> str:
     if value is None:
-        return "not measured in this run"
+        return "—"
     if isinstance(value, dict):
         return "; ".join(f"{key}: {cell(item)}" for key, item in value.items())
     return str(value).replace("|", "\\|").replace("\n", " ")
@@ -37,10 +37,12 @@ def render(data: dict) -> str:
         "measured: the 3-node swarm lab (one dockerd per network namespace) inside Debian's stock kernel",
         f"`{data.get('kernel', '?')}` under QEMU (software emulation, {data.get('cpus', '?')} guest CPUs),"
         f" on {data.get('measured_at', '?')}.",
-        "Same service (3 tasks, one per node, published on 8080 in ingress mode, on an overlay with a VIP),",
-        "same run, the three meshes in turn: Docker's alone, then ingressmesh taking over with each backend",
-        "and handing back. Rates are whole HTTP exchanges one after another under emulation: compare",
-        "the ratios, not the absolute numbers.",
+        "Same service (3 tasks spread over the nodes, published on 8080 in ingress mode, on an overlay with",
+        "a VIP), same run, the three meshes in turn: Docker's alone, then ingressmesh taking over with each",
+        "backend and handing back. Connection rates are short runs under emulation on a shared host: compare",
+        "within a row, not with other runs. A dash: not measured for that mesh in this run, or does not apply",
+        "(Docker's mesh has no agent to restart or hand back). How each row is measured:",
+        "`tests/ipvs_swarm/test_next_to_dockers_mesh.py`.",
         "",
         "| | " + " | ".join(TITLES[m] for m in MESHES) + " |",
         "| --- | " + " | ".join("---" for _ in MESHES) + " |",
