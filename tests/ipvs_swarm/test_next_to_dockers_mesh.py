@@ -323,7 +323,9 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
             return
         for n in lab.config.node_numbers:
             argv = [sys.executable, "-m", "ingressmesh", "cleanup", "--backend", backend]
-            for ref in (lab.node_netns(n), sbox(lab, n).path, lb(lab, n, web["network_id"]).path):
+            lb_ns = lb(lab, n, web["network_id"])
+            live_lb = [lb_ns.path] if if_present(lambda ns: ns.run(["true"]), lb_ns, None) else []
+            for ref in [lab.node_netns(n), sbox(lab, n).path, *live_lb]:  # no lb_ left on a node without a task
                 argv += ["--netns", ref]
             done = subprocess.run(argv, capture_output=True, text=True, timeout=SLOW)
             assert done.returncode == 0, done.stderr
