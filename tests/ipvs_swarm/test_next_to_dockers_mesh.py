@@ -98,12 +98,20 @@ def if_present(read, ns: Netns, absent):
 
 
 def counts(lab, network_id: str) -> dict[str, dict[str, int]]:
-    """Connections each mesh took so far, per node: through the published port and the VIP."""
-    time.sleep(STATS_SETTLE_SECONDS)
+    """Connections each mesh took so far, per node: through the published port and the VIP.
+    Read until two reads a settle period apart agree (at most 6): on a busy host the kernel's
+    IPVS estimator folds its per-CPU counters late (one run read 881 of 900 after one period)."""
     none = {"docker": 0, "ingressmesh": 0}
-    return {f"node{n}": {"port": connections_by_mesh(sbox(lab, n)),
-                         "vip": if_present(connections_by_mesh, lb(lab, n, network_id), none)}
-            for n in lab.config.node_numbers}
+    previous = None
+    for _ in range(6):
+        time.sleep(STATS_SETTLE_SECONDS)
+        current = {f"node{n}": {"port": connections_by_mesh(sbox(lab, n)),
+                                "vip": if_present(connections_by_mesh, lb(lab, n, network_id), none)}
+                   for n in lab.config.node_numbers}
+        if current == previous:
+            break
+        previous = current
+    return current
 
 
 def delta(before: dict, after: dict, where: str, mesh: str) -> dict[str, int]:
