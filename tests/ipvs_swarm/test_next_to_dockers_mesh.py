@@ -291,7 +291,7 @@ def take_over(lab, web, results, meshes, backend: str) -> None:
     assert set(docker_port.values()) == {0}, f"Docker's mesh took published-port connections: {docker_port}"
     assert set(docker_vip.values()) == {0}, f"Docker's mesh took VIP connections: {docker_vip}"
     if backend == "ipvs":
-        # With conn_reuse_mode=0 (Docker's setting, and ours) a new connection from a client port
+        # Most likely (not yet proven): with conn_reuse_mode=0 (Docker's setting, and ours) a new connection from a client port
         # IPVS still has an entry for (TIME_WAIT) reuses that entry - ours, to the same task - and is
         # not counted again: two runs counted 881 and 890 of 900, Docker's services 0.
         assert sum(ours_port.values()) >= 0.95 * 3 * PER_NODE, ours_port
