@@ -17,13 +17,12 @@ import time
 import pytest
 
 from ingressmesh.netns import Netns, NetnsError
-from ingressmesh.testbed.docker_mesh import (STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, fwmark_services,
-                                             our_ipvs_dests)
+from ingressmesh.testbed.docker_mesh import STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, our_ipvs_dests
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
 from ingressmesh.testbed.swarm_probe import LoadGenerator
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
-from swarm_helpers import active_on_node, create_service, running_tasks, wait_for, wait_running  # noqa: E402
+from swarm_helpers import active_on_node, create_service, wait_for, wait_running  # noqa: E402
 
 PORT = 8080
 PER_NODE = 300
@@ -383,85 +382,6 @@ def test_a_restarted_agent_never_hands_a_connection_to_dockers_mesh(lab, web, re
     results.put("ingressmesh (ipvs)", "agent restart under load", f"{len(failures)} failed of {ok + len(failures)}")
     assert not failures, failures[:5]
     assert set(delta(before, after, "port", "docker").values()) == {0}, (before, after)
-
-
-def docker_port_mark(ns: Netns, port: int):
-    """The fwmark Docker's mangle PREROUTING gives a published TCP port in ingress_sbox."""
-    found = re.search(rf"--dport {port} -j MARK --set-xmark (0x[0-9a-f]+)/", ns.run(["iptables-save", "-t", "mangle"]).stdout)
-    return int(found.group(1), 16) if found else None
-
-
-def our_port_mark(ns: Netns, port: int):
-    """The fwmark ingressmesh's table gives a published TCP port (none while it has no task)."""
-    listing = if_present(lambda ns: ns.run(["nft", "list", "map", "ip", "ingressmesh", "port_marks"]).stdout, ns, "")
-    found = re.search(rf"tcp \. {port}(?: comment \"[^\"]*\")? : (0x[0-9a-f]+)", listing)  # 'tcp . 8081 comment "hc" : 0x…'
-    return int(found.group(1), 16) if found else None
-
-
-def serving(lab, mesh: str, port: int, address: str) -> list[bool]:
-    """Per node: does `mesh`'s IPVS service for the port send new connections to `address`?"""
-    found = []
-    for n in lab.config.node_numbers:
-        ns = sbox(lab, n)
-        mark = docker_port_mark(ns, port) if mesh == "docker" else our_port_mark(ns, port)
-        dests = fwmark_services(ns).get(mark, {}) if mark is not None else {}
-        found.append(dests.get(address, "0") != "0")
-    return found
-
-
-def test_health_starting_and_unhealthy_tasks_in_both_meshes(lab, web, results, meshes):
-    """Docker's mesh and ours are both programmed (ours takes the connections): a task whose
-    health check has not passed yet is in neither table; one that fails it leaves both. Timed
-    from the `docker exec` that makes it fail, polled every 0.2 s on every node."""
-    create_service(lab, "hc", "--replicas", "2", "--network", "ovl", "--publish", "8081:80",
-                   "--health-cmd", "test -e /tmp/ready && test ! -e /tmp/sick", "--health-interval", "1s",
-                   "--health-timeout", "2s", "--health-retries", "1", "--health-start-period", "600s",
-                   command=("sh", "-c", SERVER))
-    try:
-        tasks = wait_for("2 starting tasks of hc", lambda: (lambda t: t if len(t) == 2 else None)(
-            running_tasks(lab, "hc", state="starting")), timeout=SLOW, interval=1)
-        time.sleep(5)  # both meshes had time to see them
-        for mesh in ("docker", "ingressmesh"):
-            starting = [any(serving(lab, mesh, 8081, t["addresses"]["ingress"])) for t in tasks]
-            results.put("docker" if mesh == "docker" else "ingressmesh (ipvs)",
-                        "a `starting` task gets new connections", "yes" if any(starting) else "no")
-            assert mesh == "docker" or not any(starting), starting
-        for task in tasks:
-            lab.docker(int(task["node"].removeprefix("node")), "exec", task["container"], "touch", "/tmp/ready")
-        # OPEN (issue 18): in two runs our IPVS table, as this test reads it, never listed both
-        # healthy hc tasks on every node within 300 s, cause not found yet (the same behaviour is
-        # asserted with nftables on this machine's kernel by tests/swarm/test_mesh_health.py).  Until
-        # it is understood this row is recorded, not asserted, and the table says so.
-        watched = []
-        try:
-            wait_for("ingressmesh lists both hc tasks on every node", lambda: all(
-                all(serving(lab, "ingressmesh", 8081, t["addresses"]["ingress"])) for t in tasks), timeout=120, interval=1)
-            watched.append("ingressmesh")
-        except AssertionError as err:
-            results.put("ingressmesh (ipvs)", "a task turned unhealthy: out of every node's table after",
-                        f"not measured: this test did not see both healthy tasks in our table within 120 s ({err})"[:300])
-        try:  # Docker's mesh is measured, not judged: one run never listed both healthy tasks in 300 s
-            wait_for("Docker's mesh lists both hc tasks on every node", lambda: all(
-                all(serving(lab, "docker", 8081, t["addresses"]["ingress"])) for t in tasks), timeout=60, interval=1)
-            watched.append("docker")
-        except AssertionError:
-            results.put("docker", "a task turned unhealthy: out of every node's table after",
-                        "not measured: its table never listed both healthy tasks on every node within 60 s")
-        sick = tasks[0]
-        lab.docker(int(sick["node"].removeprefix("node")), "exec", sick["container"], "touch", "/tmp/sick")
-        t0, out = time.monotonic(), {}
-        while len(out) < len(watched) and time.monotonic() - t0 < 120:
-            for mesh in watched:
-                if mesh not in out and not any(serving(lab, mesh, 8081, sick["addresses"]["ingress"])):
-                    out[mesh] = time.monotonic() - t0
-            time.sleep(0.2)
-        for mesh in watched:
-            results.put("docker" if mesh == "docker" else "ingressmesh (ipvs)",
-                        "a task turned unhealthy: out of every node's table after",
-                        f"{out[mesh]:.1f} s after the failing check was set" if mesh in out else "still there after 120 s")
-        assert "ingressmesh" not in watched or "ingressmesh" in out, "ingressmesh still sends to the unhealthy task after 120 s"
-    finally:
-        lab.docker(1, "service", "rm", "hc", check=False)
 
 
 def test_agents_stopping_with_their_cleanup_policy_hand_the_ipvs_mesh_back(lab, web, results, meshes):
