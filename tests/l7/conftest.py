@@ -13,7 +13,7 @@ import pytest
 from ingressmesh.l7.applier import RouteApplier
 from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles
 from ingressmesh.l7.render import ProxySettings
-from l7_backends import Backends, free_port
+from l7_backends import Backends, free_ports
 from pki import Pki
 
 
@@ -37,7 +37,8 @@ def backends():
 @pytest.fixture
 def proxy(tmp_path, haproxy_binary):
     """An applier driving a real haproxy on a free loopback port; stopped at the end."""
-    settings = ProxySettings(http_port=free_port(), bind_address="127.0.0.1", stats_port=free_port(),
+    http_port, stats_port = free_ports(2)
+    settings = ProxySettings(http_port=http_port, bind_address="127.0.0.1", stats_port=stats_port,
                              admin_socket=str(tmp_path / "admin.sock"), proxy_id="test-proxy")
     haproxy = HAProxy(HAProxyFiles(str(tmp_path)), binary=haproxy_binary)
     applier = RouteApplier(haproxy, settings)
@@ -54,8 +55,9 @@ def pki(tmp_path_factory) -> Pki:
 @pytest.fixture
 def tls_proxy(tmp_path, haproxy_binary):
     """`proxy` with an HTTPS port and a secrets directory (tmp_path/secrets, as /run/secrets)."""
-    settings = ProxySettings(http_port=free_port(), https_port=free_port(), bind_address="127.0.0.1",
-                             stats_port=free_port(), admin_socket=str(tmp_path / "admin.sock"),
+    http_port, https_port, stats_port = free_ports(3)
+    settings = ProxySettings(http_port=http_port, https_port=https_port, bind_address="127.0.0.1",
+                             stats_port=stats_port, admin_socket=str(tmp_path / "admin.sock"),
                              proxy_id="test-proxy", secrets_dir=str(tmp_path / "secrets"))
     haproxy = HAProxy(HAProxyFiles(str(tmp_path)), binary=haproxy_binary)
     applier = RouteApplier(haproxy, settings)

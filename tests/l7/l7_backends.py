@@ -15,10 +15,22 @@ from ingressmesh.testbed.websocket import ws_accept, ws_frame, ws_read
 
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports.  All are held open until all are chosen: one at a time,
+    the kernel may hand the same port out twice, and HAProxy (SO_REUSEPORT) then binds its HTTP and
+    HTTPS frontends to one port and splits the connections between them."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class _Echo(BaseHTTPRequestHandler):

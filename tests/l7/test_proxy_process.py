@@ -15,7 +15,7 @@ import time
 import pytest
 
 from fake_controller import FakeController
-from l7_backends import free_port
+from l7_backends import free_port, free_ports
 
 TOKEN = "t0ken-for-the-l7-tests"
 
@@ -36,14 +36,14 @@ def cluster(services: dict, backends, port: int) -> dict:
 
 class ProxyProcess:
     def __init__(self, tmp_path, controller_url: str, haproxy: str):
-        self.http, self.listen = free_port(), free_port()
+        self.http, self.listen, stats = free_ports(3)
         token_file = tmp_path / "token"
         token_file.write_text(TOKEN)
         self.workdir = tmp_path / "work"
         self.log = open(tmp_path / "proxy.log", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ingressmesh", "proxy", "--controller", controller_url, "--token-file", str(token_file),
-             "--http-port", str(self.http), "--bind", "127.0.0.1", "--stats-port", str(free_port()),
+             "--http-port", str(self.http), "--bind", "127.0.0.1", "--stats-port", str(stats),
              "--listen", f"127.0.0.1:{self.listen}", "--workdir", str(self.workdir), "--stop-linger", "0.5",
              "--stop-timeout", "5", "--haproxy", haproxy, "--proxy-id", "test-proxy"],
             stdout=self.log, stderr=subprocess.STDOUT)

@@ -10,7 +10,7 @@ from dataclasses import replace
 from ingressmesh.l7.applier import RouteApplier
 from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles
 from ingressmesh.testbed.websocket import echo, upgrade
-from l7_backends import free_port
+from l7_backends import free_ports
 from swarm_real import Swarm, get, master
 
 
@@ -60,8 +60,9 @@ def test_sticky_cookie_names_the_same_task_on_every_replica(proxy, backends, tmp
         swarm.task(f"s{i}", "s")
     proxy.apply(swarm.table())
     (tmp_path / "other").mkdir()
+    http_port, stats_port = free_ports(2)
     other = RouteApplier(HAProxy(HAProxyFiles(str(tmp_path / "other")), binary=haproxy_binary),
-                         replace(proxy.settings, http_port=free_port(), stats_port=free_port(),
+                         replace(proxy.settings, http_port=http_port, stats_port=stats_port,
                                  admin_socket=str(tmp_path / "other" / "admin.sock")))
     try:
         later = Swarm(backends)  # this replica saw the last task first, the others after it

@@ -128,7 +128,7 @@ def test_a_container_started_without_an_agent_falls_back_then_moves_without_brea
     try:
         caller = _caller(lab, 2, "fp-late")
         callers.append(caller)
-        answers = _calls(lab, caller, vip, 12)
+        answers = _calls(lab, caller, vip, 40)  # 3 tasks picked at random: 12 calls missed one 2 % of the time
         assert {task for task, _ in answers} == {t["container"] for t in tasks}
         assert caller["address"] not in {peer for _, peer in answers}  # through the LB namespace: SNATed
         assert not _programmed(caller, vip)
@@ -147,5 +147,5 @@ def test_a_container_started_without_an_agent_falls_back_then_moves_without_brea
     print(f"open websocket across the agent's start: {echoes[:3]} … {echoes[-3:]}")
     assert echoes[-1] == "closed" and len(echoes) > 15
     assert len({e.split(":")[0] for e in echoes[:-1]}) == 1  # one task answered every frame: never moved
-    answers = _calls(lab, caller, vip, 12)
+    answers = _calls(lab, caller, vip, 40)  # 3 tasks picked at random: 12 calls missed one 2 % of the time
     assert {peer for _, peer in answers} == {caller["address"]}  # new connections: the fast path
