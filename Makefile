@@ -77,8 +77,10 @@ kernel-lab: venv
 # alone, then ingressmesh with nftables and with IPVS taking over and handing back, in one boot
 # and one pytest process.  Results: $(LAB_OUT)/junit-ipvs-swarm.xml and ipvs_swarm.json, from
 # which bench/side_by_side.py writes docs/side-by-side.md (and bench/results/ipvs_swarm.json).
+# The L7 test there imports the proxy image into node1 from the host's image cache.
 ipvs-swarm: venv
 	mkdir -p $(LAB_OUT)
+	$(PY) -m ingressmesh.lab images busybox proxy  # the guest cannot build them (no network): cached here
 	KERNEL_LAB_MEMORY_MB=4096 scripts/kernel-lab --timeout 2400 --share $(LAB_OUT) \
 	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 -- \
 	    scripts/kernel-lab-guest/swarm-host sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -s -p no:cacheprovider \

@@ -48,6 +48,18 @@ def up_command(lab_dir, nodes, managers, prefix, subnet, pool, images) -> None:
     click.echo(lab.docker(1, "node", "ls").stdout.rstrip())
 
 
+@lab_group.command("images")
+@click.argument("keys", nargs=-1, required=True, type=click.Choice(["busybox", "python", "proxy"]))
+def images_command(keys) -> None:
+    """Build lab images into the cache without a lab (so a guest that cannot build them finds them)."""
+    from ..lab import images
+    try:
+        for key in keys:
+            click.echo(f"{key}: {images.ensure(LabConfig.image_cache, key, _echo)}")
+    except (images.ImageError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+
+
 @lab_group.command("down")
 @_dir_option
 @click.option("--prefix", default=LabConfig.prefix, show_default=True,

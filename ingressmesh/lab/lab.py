@@ -165,6 +165,10 @@ class Lab:
         state.set("phase", "up")
         return times
 
+    def import_image(self, n: int, key: str) -> None:
+        """One more lab image into node n of a running lab (built into the cache first if missing)."""
+        self._import(n, images.ensure(self.config.image_cache, key, self.log), key)
+
     def _import(self, n: int, tarball: str, key: str) -> None:
         argv = images.import_argv([DOCKER, "-H", self.docker_socket(n)], tarball, images.SPECS[key])
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from ..netns import Netns
 
 
-def http_hostname(netns_path: str, address: str, port: int, timeout: float = 2.0) -> str:
-    """One HTTP/1.0 GET from inside a namespace; the body's first line (the task's hostname)."""
+def http_hostname(netns_path: str, address: str, port: int, timeout: float = 2.0, path: str = "/") -> str:
+    """One HTTP/1.0 GET of `path` from inside a namespace; the body's first line (the task's hostname)."""
     with Netns.from_ref(netns_path).entered():
         sock = socket.create_connection((address, port), timeout=timeout)
     with sock:
         sock.settimeout(timeout)
-        sock.sendall(f"GET / HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
         data = b""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -27,12 +27,12 @@ def http_hostname(netns_path: str, address: str, port: int, timeout: float = 2.0
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
-        raise OSError(f"bad answer from {address}:{port}: {head[:80]!r}")
+        raise OSError(f"bad answer from {address}:{port}{path}: {head[:80]!r}")
     return body.decode(errors="replace").strip().splitlines()[0]
 
 
-def spread(netns_path: str, address: str, port: int, count: int) -> Counter:
-    return Counter(http_hostname(netns_path, address, port) for _ in range(count))
+def spread(netns_path: str, address: str, port: int, count: int, timeout: float = 2.0) -> Counter:
+    return Counter(http_hostname(netns_path, address, port, timeout) for _ in range(count))
 
 
 def kernel_map(netns_path: str, name: str) -> str:

@@ -19,7 +19,8 @@ import pytest
 from ingressmesh.netns import Netns, NetnsError
 from ingressmesh.testbed.docker_mesh import STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, our_ipvs_dests
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
-from ingressmesh.testbed.swarm_probe import LoadGenerator
+from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
+from ingressmesh.testbed.swarm_probe import spread as count_hostnames
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
 from swarm_helpers import active_on_node, create_service, wait_for, wait_running  # noqa: E402
@@ -40,32 +41,15 @@ SERVER = (
 
 
 # --- probes ----------------------------------------------------------------------------------
-def http_get(netns: str, address: str, port: int, path: str = "/", timeout: float = 5.0) -> str:
-    """One HTTP/1.0 GET from inside a namespace; the body's first line."""
-    import socket
-    with Netns.from_ref(netns).entered():
-        sock = socket.create_connection((address, port), timeout=timeout)
-    with sock:
-        sock.settimeout(timeout)
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
-        data, deadline = b"", time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    if b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
-        raise OSError(f"{address}:{port}{path}: {head[:80]!r}")
-    return body.decode(errors="replace").strip().splitlines()[0]
+REQUEST_TIMEOUT = 5.0  # seconds: one request under software emulation, with the lab busy
+
+
+def http_get(netns: str, address: str, port: int, path: str = "/") -> str:
+    return http_hostname(netns, address, port, REQUEST_TIMEOUT, path)
 
 
 def spread(netns: str, address: str, port: int, count: int) -> dict[str, int]:
-    seen: dict[str, int] = {}
-    for _ in range(count):
-        name = http_get(netns, address, port)
-        seen[name] = seen.get(name, 0) + 1
-    return seen
+    return dict(count_hostnames(netns, address, port, count, REQUEST_TIMEOUT))
 
 
 def rate(netns: str, address: str, port: int, seconds: int = 4) -> float:

@@ -1,0 +1,88 @@
+"""The L7 layer next to Docker's own IPVS mesh (issue 18, point 5): ingressmesh with the IPVS
+backend carries the proxy service's published port, and a labelled host is served through every
+node.  Runs after test_next_to_dockers_mesh.py (file order) on the same lab, whose agents have
+handed the mesh back to Docker by then: this module starts its own.
+
+The proxy image is large for a guest reading it over 9p, so it goes to node1 only and the proxy
+is pinned there (ProxyConstraints): what crosses nodes is the routing mesh, which is the point."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from ingressmesh.netns import Netns
+from ingressmesh.testbed import l7_lab
+from ingressmesh.testbed.docker_mesh import STATS_SETTLE_SECONDS, connections_by_mesh
+from ingressmesh.testbed.l7_probe import http_request
+from ingressmesh.testbed.swarm_mesh import SwarmMesh
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
+from l7_helpers import labelled  # noqa: E402
+from swarm_helpers import remove_service, wait_for, wait_running  # noqa: E402
+
+PROXY_PORT = 8081
+PROXY = "ingressmesh-proxy"
+HOST = "app.l7"
+SLOW = 300  # seconds: anything Docker does under software emulation
+PER_NODE = 30
+
+
+@pytest.fixture(scope="module")
+def l7_mesh(lab):
+    """ingressmesh (IPVS backend) with one proxy replica on node1 and a labelled 2-task app."""
+    lab.import_image(1, "proxy")
+    # The other module made it; alone (pytest -k), this module makes it itself.
+    lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl", check=False)
+    mesh = SwarmMesh(lab, backend="ipvs")
+    mesh.up(timeout=SLOW)
+    try:
+        config = l7_lab.extension("default", mesh.controller_url, PROXY_PORT, replicas=1)
+        l7_lab.deploy(mesh, config + 'ProxyConstraints = ["node.role==manager"]\n')
+        labelled(lab, "l7app", "--replicas", "2", hosts=HOST, port="80")
+        yield mesh, wait_running(lab, "l7app", 2, timeout=SLOW)
+    finally:
+        print(mesh.tails())
+        mesh.stop("l7")
+        for service in ("l7app", PROXY):
+            remove_service(lab, service)
+        mesh.down()
+
+
+def every_node(lab) -> list:
+    try:
+        return [http_request(lab.client_netns(), lab.node_address(n), PROXY_PORT, HOST, timeout=5)
+                for n in lab.config.node_numbers]
+    except OSError:
+        return []
+
+
+def sbox_counts(lab) -> dict[int, dict[str, int]]:
+    """Connections each mesh's IPVS services took so far in every node's ingress_sbox."""
+    return {n: connections_by_mesh(Netns(f"{lab.netns_dir(n)}/ingress_sbox")) for n in lab.config.node_numbers}
+
+
+def test_a_labelled_host_is_served_through_every_node_by_our_ipvs_mesh(lab, l7_mesh, results):
+    mesh, tasks = l7_mesh
+    wait_for(f"{HOST} through every node", lambda: (answers := every_node(lab)) and all(a.status == 200 for a in answers),
+             timeout=SLOW, interval=2)
+    before = sbox_counts(lab)
+    seen: dict[str, int] = {}
+    for n in lab.config.node_numbers:
+        for _ in range(PER_NODE):
+            answer = http_request(lab.client_netns(), lab.node_address(n), PROXY_PORT, HOST, timeout=5)
+            assert answer.status == 200, (n, answer)
+            seen[answer.hostname] = seen.get(answer.hostname, 0) + 1
+    time.sleep(STATS_SETTLE_SECONDS)
+    after = sbox_counts(lab)
+    took = {n: {m: after[n][m] - before[n][m] for m in after[n]} for n in after}
+    print(f"{HOST}: answered by {seen}; connections taken per node's ingress_sbox: {took}")
+    assert set(seen) == {t["container"] for t in tasks}, seen  # both app tasks, through the one proxy
+    # Every node's published port: ours took the connections (IPVS may count a reused entry once
+    # less, see the other module), Docker's services none of them.
+    assert all(t["docker"] == 0 and t["ingressmesh"] >= 0.9 * PER_NODE for t in took.values()), took
+    results.put("ingressmesh (ipvs)", "L7 host routing through every node (proxy on node1)",
+                f"{sum(seen.values())} of {PER_NODE * len(lab.config.node_numbers)} answered 200, "
+                f"Docker's IPVS took {sum(t['docker'] for t in took.values())}")
