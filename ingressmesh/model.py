@@ -60,7 +60,7 @@ class Network:
 @dataclass(frozen=True, slots=True)
 class PublishedPort:
     protocol: str
-    published_port: int
+    published_port: int  # 0 only in host mode: Docker picks one per task
     target_port: int
     publish_mode: str = "ingress"
 

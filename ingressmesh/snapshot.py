@@ -151,11 +151,22 @@ def _service(r: _Reader) -> model.Service:
         endpoint_mode=r.get("endpoint_mode", _choice(*model.ENDPOINT_MODES), "vip"),
         vips=r.items("vips", lambda v: model.VirtualIP(
             network_id=v.get("network_id", _node_id), address=v.get("address", _ipv4))),
-        ports=r.items("ports", lambda p: model.PublishedPort(
-            protocol=p.get("protocol", _choice(*model.PROTOCOLS)),
-            published_port=p.get("published_port", _port), target_port=p.get("target_port", _port),
-            publish_mode=p.get("publish_mode", _choice(*model.PUBLISH_MODES), "ingress"))),
+        ports=r.items("ports", _published_port),
         created=r.get("created", _number, 0.0))
+
+
+def _published_port(p: _Reader) -> model.PublishedPort:
+    """A host-mode port may have no published number (0): Docker then picks one per task on its
+    node, which is Docker's business; the routing mesh only ever programs ingress-mode ports."""
+    mode = p.get("publish_mode", _choice(*model.PUBLISH_MODES), "ingress")
+    published = p.get("published_port", _port) if mode == "ingress" else p.get("published_port", _host_port, 0)
+    return model.PublishedPort(protocol=p.get("protocol", _choice(*model.PROTOCOLS)), published_port=published,
+                               target_port=p.get("target_port", _port), publish_mode=mode)
+
+
+def _host_port(value: Any, where: str) -> int:
+    """A host-mode published port: 1-65535, or 0 for "Docker picks one per task"."""
+    return 0 if value == 0 and not isinstance(value, bool) else _port(value, where)
 
 
 def _task(r: _Reader) -> model.Task:

@@ -187,10 +187,11 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
     else:
         targets = [Netns.from_ref(netns_ref)] if netns_ref is not None else namespaces_with_tables()
     titles = titles if exec_root is not None else {}
-    index = {}
+    index, refused = {}, []
     if controller:
         try:
-            index = live.task_index(live.fetch_snapshot(controller, token_file)[1])
+            _, cluster, refused = live.fetch_snapshot(controller, token_file)
+            index = live.task_index(cluster)
         except ValueError as err:
             raise click.ClickException(str(err)) from None
     result = {}
@@ -200,7 +201,10 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
         except (NftError, IpvsError, NetnsError, OSError) as err:
             raise click.ClickException(f"cannot read {netns.path or '(host)'}: {err}") from None
     if as_json:
-        click.echo(json.dumps({ns: live.as_json(rows, index) for ns, rows in result.items()}, indent=2))
+        shown = {ns: live.as_json(rows, index) for ns, rows in result.items()}
+        if controller:  # what the controller left out: such a service has no VIP, no port, no route
+            shown["(refused by the controller)"] = refused
+        click.echo(json.dumps(shown, indent=2))
         return
     console = Console(width=None if sys.stdout.isatty() else 160)
     if not result:
@@ -216,6 +220,8 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
             table.add_row(line["service"], line["frontend"], line["task"], line["node"], line["address"],
                           line["health"], state)
         console.print(table)
+    for message in refused:
+        console.print(f"[red]refused by the controller[/] {message}", soft_wrap=True)
 
 
 @main.command("cleanup")

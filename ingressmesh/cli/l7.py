@@ -294,6 +294,8 @@ def _print_rows(states: dict) -> None:
         console.print(table)
         for refusal in document.get("refused", ()):
             console.print(f"[red]refused[/] {refusal['service']}: {refusal['reason']}", soft_wrap=True)
+        for refusal in document.get("refused_objects", ()):  # the controller's (L4): no VIP and no route
+            console.print(f"[red]refused by the controller[/] {refusal}", soft_wrap=True)
         for note in document.get("notes", ()):  # e.g. a stack-prefixed com.docker.lb.network, a waiting service
             console.print(f"[yellow]note[/] {note}", soft_wrap=True)
         for failure in document.get("backend_tls_failures", ()):

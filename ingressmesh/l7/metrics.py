@@ -24,6 +24,8 @@ class ProxyMetrics(_Metrics):
                                         registry=r)
         self.refused_services = Gauge("ingressmesh_l7_refused_service", "1 per service whose labels are refused.",
                                       ["service"], registry=r)
+        self.refused_objects = Gauge("ingressmesh_l7_refused_objects", "Objects the controller refused (a refused "
+                                     "service has neither a VIP nor a route; /healthz names each).", registry=r)
         self.routes = Gauge("ingressmesh_l7_routes", "Host + context root routes served.", registry=r)
         self.servers = Gauge("ingressmesh_l7_servers", "Servers per backend and state.", ["backend", "state"], registry=r)
         self.apply_duration = Histogram("ingressmesh_l7_apply_duration_seconds", "Plan + apply of one snapshot.",

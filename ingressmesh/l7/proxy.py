@@ -77,6 +77,7 @@ class Proxy:
         self.version = 0
         self.cluster: Optional[model.Cluster] = None
         self.table: Optional[RouteTable] = None
+        self.swarm_refused: tuple[str, ...] = ()  # what the controller left out (the snapshot's "refused")
         self.stopping = False
         self.reload_requested = threading.Event()
         self.arrival = ArrivalClock()
@@ -94,6 +95,7 @@ class Proxy:
                                   "error": self.client.last_error},
                    "refused_services": [{"service": r.service, "reason": r.reason}
                                         for r in (self.table.refused if self.table else ())],
+                   "refused_objects": list(self.swarm_refused),
                    "backend_tls_failures": self._backend_tls_rows()}
         return (200 if serving and not self.stopping else 503), details, None
 
@@ -154,7 +156,9 @@ class Proxy:
                 try:
                     cluster = self.arrival.stamp_all(snapshot.from_dict(got[1]))  # drains on our clock
                     self.cluster, self.version, fresh = cluster, got[0], True
+                    self.swarm_refused = tuple(str(r) for r in got[1].get("refused") or ())
                     self.metrics.snapshot_version.set(self.version)
+                    self.metrics.refused_objects.set(len(self.swarm_refused))
                 except snapshot.SnapshotError as err:
                     log.error("snapshot %d refused, keeping the last one: %s", got[0], err)
             timer = due is not None and time.monotonic() >= due
@@ -206,6 +210,7 @@ class Proxy:
     def _document(self) -> dict:
         document = state_document(self.applier, self.version, self.config.service_cluster)
         document["backend_tls_failures"] = self._backend_tls_rows()
+        document["refused_objects"] = list(self.swarm_refused)  # the controller's: no VIP, no route
         return document
 
     def _check_backend_tls(self, stop: threading.Event) -> None:

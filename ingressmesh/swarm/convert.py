@@ -82,7 +82,9 @@ def convert_network(network: dict) -> Optional[model.Network]:
 
 
 def _port(port: dict) -> dict:
-    return {"protocol": port.get("Protocol", "tcp"), "published_port": port.get("PublishedPort"),
+    """Docker omits PublishedPort when it picks one (host mode: per task); 0 says so, and an
+    ingress-mode port without one is still refused by name."""
+    return {"protocol": port.get("Protocol", "tcp"), "published_port": port.get("PublishedPort", 0),
             "target_port": port.get("TargetPort"), "publish_mode": port.get("PublishMode", "ingress")}
 
 
