@@ -139,8 +139,11 @@ def _snapshot(client, patience: float = 60.0):
 @click.option("--owner-service", default="", envvar="INGRESSMESH_OWNER_SERVICE",
               help="The swarm service this command runs as (the stack sets it): once it is gone, proxy services "
                    "are no longer created or updated.")
+@click.option("--proxy-ca-secret", default="", envvar="INGRESSMESH_PROXY_CA_SECRET", metavar="SECRET",
+              help="Docker secret with the controllers' CA, mounted into the proxy services whose l7.toml entry "
+                   "names no ControllerCASecret (the stack with --tls sets it).")
 def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, controllers, watch,
-                   stack_namespace, owner_service) -> None:
+                   stack_namespace, owner_service, proxy_ca_secret) -> None:
     """Create or update the proxy services; with --watch keep their networks in line with the labels."""
     import docker
     from ..agent.app import manager_controllers
@@ -148,7 +151,12 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
     from ..daemon.credentials import is_derived, reader_credential
     from ..l7.deployer import deploy_once
     from ..l7.proxy_service import ProxyServices
+    from ..l7.settings import SettingsError, with_default_ca_secret
     settings = _settings(config_path)
+    try:
+        settings = with_default_ca_secret(settings, proxy_ca_secret)
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from None
     credentials = _credentials(token_file, ca_file, tls_verify)
     if not controllers:
         try:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import grammar
 
@@ -154,3 +154,11 @@ def load(path: str) -> tuple[ProxyServiceSettings, ...]:
             return parse(handle.read(), path)
     except OSError as err:
         raise SettingsError(f"{path}: {err.strerror or err}") from None
+
+
+def with_default_ca_secret(settings: tuple[ProxyServiceSettings, ...], ca_secret: str
+                           ) -> tuple[ProxyServiceSettings, ...]:
+    """The stack with --tls names its CA secret once (`l7 deploy --proxy-ca-secret`): every proxy
+    service that l7.toml gives no ControllerCASecret gets it, so its proxies verify the controllers."""
+    ca_secret = _check("--proxy-ca-secret", "ca_secret", ca_secret)  # refused by name like the file's
+    return tuple(replace(item, ca_secret=item.ca_secret or ca_secret) for item in settings)

@@ -54,9 +54,6 @@ class StackSettings:
         for what, path in (("docker socket", self.docker_sock), ("exec root", self.exec_root)):
             if not path.startswith("/") or any(c in path for c in "\n\r\0,"):
                 raise StackError(f"{what} {path!r} must be an absolute path (no commas or newlines)")
-        if self.tls_dir and self.l7_config:
-            raise StackError("--tls with --l7-config: the L7 proxies cannot be given the CA yet; install the L7 layer "
-                             "without --tls, or the stack with --tls and no L7 layer")
         if self.tls_dir and not self.tls_dir.startswith("/"):
             raise StackError(f"tls dir {self.tls_dir!r} must be an absolute path")
         if self.l7_config:
@@ -68,8 +65,9 @@ class StackSettings:
         return self
 
     def files(self) -> list[str]:
-        from .tls import TLS_FILE
-        return [STACK_FILE] + ([L7_FILE] if self.l7_config else []) + ([TLS_FILE] if self.tls_dir else [])
+        from .tls import L7_TLS_FILE, TLS_FILE
+        files = [STACK_FILE] + ([L7_FILE] if self.l7_config else []) + ([TLS_FILE] if self.tls_dir else [])
+        return files + ([L7_TLS_FILE] if self.l7_config and self.tls_dir else [])
 
     def environment(self) -> dict[str, str]:
         """What `docker stack deploy` substitutes into the stack files."""

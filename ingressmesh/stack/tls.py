@@ -6,7 +6,7 @@ README's recipe), the certificate naming every manager's address (the agents dia
 they learn from `docker info`) and `ingressmesh-controller`.  They reach the services as Docker
 secrets named after the certificate's hash (secrets cannot change in place; a new manager gives
 a new certificate, new names, a rolling update): the controllers get the certificate and its key,
-the agents only the CA.  The CA's key never leaves the manager's directory.
+the agents, `l7 deploy` and its proxies only the CA.  The CA's key never leaves the manager's directory.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 
 TLS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-tls.yml")
+L7_TLS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-l7-tls.yml")  # with --l7-config
 SECRETS = {"cert": "ingressmesh_tls_cert", "key": "ingressmesh_tls_key", "ca": "ingressmesh_ca"}
 FILES = {"cert": "controller.pem", "key": "controller.key", "ca": "ca.pem"}
 CA_KEY = "ca.key"

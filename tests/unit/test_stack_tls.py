@@ -69,9 +69,5 @@ def test_stack_settings_with_tls(made, tmp_path):
     settings = StackSettings(tls_dir=made).check()
     assert settings.files()[-1] == TLS_FILE
     assert settings.environment()["INGRESSMESH_TLS_HASH"] == files_hash(made)
-    l7 = tmp_path / "l7.toml"
-    l7.write_text("")
-    with pytest.raises(StackError, match="the L7 proxies cannot be given the CA"):
-        StackSettings(tls_dir=made, l7_config=str(l7)).check()
     with pytest.raises(StackError, match="must be an absolute path"):
         StackSettings(tls_dir="tls").check()
