@@ -185,6 +185,7 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
         except LookupError as err:
             raise click.ClickException(str(err)) from None
         lines = {f"l7 deploy: {d.name}: {r.line()}" for d in done for r in d.refused}
+        lines |= {f"l7 deploy: {d.problem}" for d in done if d.problem}  # a stuck rolling update
         for line in sorted(lines - said):
             click.echo(line, err=True)
         said.clear()
@@ -202,15 +203,16 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
         return
 
     def run(stop: threading.Event, notifier) -> None:
-        nonlocal version
+        nonlocal version, cluster
         from .. import snapshot
         notifier.ready()
         while not stop.is_set():
             try:
-                got = client.follow(version, 25.0)
+                got = client.follow(version, 10.0)
                 if got is not None:
-                    reconcile(snapshot.from_dict(got[1]))
-                    version = got[0]  # only once applied: a failed update is tried again
+                    cluster = snapshot.from_dict(got[1])
+                    version = got[0]  # a failed update is tried again: the last cluster is reconciled each turn
+                reconcile(cluster)  # also every 10 s without a change: a stuck rolling update is named
             except (ControllerError, snapshot.SnapshotError, docker.errors.APIError, OSError) as err:
                 click.echo(f"l7 deploy: {err}; retrying", err=True)
                 stop.wait(2.0)
@@ -226,6 +228,9 @@ def status_command(config_path, docker_url, as_json) -> None:
     import docker
     api = docker.APIClient(base_url=docker_url, version="auto", timeout=30)
     result = {}
+    from ..l7.deployer import update_problem
+    from ..l7.proxy_service import ProxyServices
+    services = ProxyServices(api, "")
     for item in _settings(config_path):
         found = [s for s in api.services(filters={"name": item.name}) if s["Spec"]["Name"] == item.name]
         if not found:
@@ -233,12 +238,15 @@ def status_command(config_path, docker_url, as_json) -> None:
             continue
         spec = found[0]["Spec"]
         tasks = api.tasks(filters={"service": item.name, "desired-state": "running"})
+        update = found[0].get("UpdateStatus") or {}
         result[item.name] = {
             "deployed": True, "service_cluster": item.service_cluster,
             "replicas": spec["Mode"].get("Replicated", {}).get("Replicas"),
             "running": sum(1 for t in tasks if t["Status"]["State"] == "running"),
             "networks": [n["Target"][:12] for n in spec["TaskTemplate"].get("Networks") or []],
-            "ports": [f"{p['PublishedPort']}/{p['PublishMode']}" for p in spec.get("EndpointSpec", {}).get("Ports", [])]}
+            "ports": [f"{p['PublishedPort']}/{p['PublishMode']}" for p in spec.get("EndpointSpec", {}).get("Ports", [])],
+            "update_order": (spec.get("UpdateConfig") or {}).get("Order", ""), "update": update.get("State", "none"),
+            "stuck": update_problem(services, item)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

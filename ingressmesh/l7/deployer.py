@@ -3,10 +3,13 @@ cluster, the secrets its labels name first put through secret_policy, so a secre
 did not allow is refused by name before any proxy service update could mount it."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Optional
 
 from .. import model
-from . import secret_policy
+from ..swarm.convert import parse_timestamp
+from . import rollout, secret_policy
 from .proxy_service import ProxyServices, desired_spec, secret_claims
 from .secret_policy import STACK_LABEL, SecretRefusal
 from .settings import ProxyServiceSettings
@@ -18,6 +21,8 @@ class Deployed:
     outcome: str  # 'created', 'updated' or 'unchanged'
     mounted: tuple[str, ...]  # the label secrets it mounts
     refused: tuple[SecretRefusal, ...]
+    order: str = rollout.START_FIRST  # how it rolls (rollout.update_order)
+    problem: Optional[str] = None  # why its rolling update is stuck, if it is
 
 
 def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, ...], cluster: model.Cluster,
@@ -25,6 +30,7 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
     """Raises LookupError when a ControllerCASecret does not exist (the message names it)."""
     token = services.token_secret()
     existing = services.existing_secrets()
+    nodes = services.nodes() if any(item.publish_mode == "host" for item in settings) else []
     done = []
     for item in settings:
         try:
@@ -32,8 +38,20 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
         except LookupError as err:
             raise LookupError(f"{item.name}: ControllerCASecret: {err}") from None
         mount, refused = secret_policy.decide(secret_claims(cluster, item), existing, item, stack_namespace)
-        spec = desired_spec(item, cluster, token, item.controllers or tuple(controllers), ca, mount)
+        order = rollout.update_order(item, rollout.eligible_nodes(nodes, item.constraints) if nodes else None)
+        spec = desired_spec(item, cluster, token, item.controllers or tuple(controllers), ca, mount, order)
         if stack_namespace:
             spec["Labels"][STACK_LABEL] = stack_namespace
-        done.append(Deployed(item.name, services.ensure(spec), tuple(n for _, n in mount), refused))
+        outcome = services.ensure(spec)
+        done.append(Deployed(item.name, outcome, tuple(n for _, n in mount), refused, order,
+                             update_problem(services, item)))
     return done
+
+
+def update_problem(services: ProxyServices, item: ProxyServiceSettings) -> Optional[str]:
+    """Why the proxy service's rolling update is stuck (rollout.update_problem), or None."""
+    current = services.current(item.name)
+    if current is None:
+        return None
+    return rollout.update_problem(current, lambda: services.tasks(item.name), time.time(), parse_timestamp,
+                                  rollout.patience(item))

@@ -1,8 +1,9 @@
 """Keeps each proxy service (the role of Interlock's core service) in shape.
 
 `desired_spec` is pure: settings + the cluster → the Docker service spec, with the networks the
-cluster's labelled services ask for (adding one, or dropping one nobody needs, is a start-first
-rolling update, so no request fails).  `ProxyServices` compares a fingerprint of that spec
+cluster's labelled services ask for (adding one, or dropping one nobody needs, is a rolling
+update: start-first, so no request fails, or stop-first one replica at a time when the tasks
+cannot be doubled: rollout.py).  `ProxyServices` compares a fingerprint of that spec
 (kept as a service label) with what runs and creates or updates the service only on a change.
 """
 from __future__ import annotations
@@ -80,10 +81,11 @@ def _secret(secret: tuple[str, str], file_name: str) -> dict:
 
 def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_secret: tuple[str, str],
                  controllers: tuple[str, ...], ca_secret: Optional[tuple[str, str]] = None,
-                 label_secrets: tuple[tuple[str, str], ...] = ()) -> dict:
+                 label_secrets: tuple[tuple[str, str], ...] = (), order: str = "start-first") -> dict:
     """The service spec (Docker API shape).  Secrets are (secret id, secret name); with
     `ca_secret` the proxies verify the controller's TLS certificate against it; `label_secrets`
-    are the certificates and keys labelled services name (mounted under their own names)."""
+    are the certificates and keys labelled services name (mounted under their own names);
+    `order` is the update order rollout.update_order chose."""
     argv = ["ingressmesh", "proxy", "--token-file", TOKEN_PATH, "--http-port", "80",
             "--proxy-service", settings.name, "--stop-linger", f"{STOP_LINGER:g}",
             "--stop-timeout", f"{max(1.0, settings.stop_grace_period - STOP_LINGER - 3):g}"]
@@ -118,7 +120,7 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
         "Labels": {ROLE_LABEL: settings.service_cluster or "default"},
         "TaskTemplate": task_template,
         "Mode": {"Replicated": {"Replicas": settings.replicas}},
-        "UpdateConfig": {"Parallelism": 1, "Delay": _nanos(settings.update_delay), "Order": "start-first",
+        "UpdateConfig": {"Parallelism": 1, "Delay": _nanos(settings.update_delay), "Order": order,
                          "FailureAction": "pause", "Monitor": _nanos(5)},
         "EndpointSpec": {"Mode": "vip", "Ports": [
             {"Protocol": "tcp", "TargetPort": target, "PublishedPort": published, "PublishMode": settings.publish_mode}
@@ -157,6 +159,12 @@ class ProxyServices:
         if not found:
             raise LookupError(f"Docker secret {name!r} does not exist (docker secret create {name} ca.pem)")
         return found[0]["ID"], name
+
+    def nodes(self) -> list[dict]:
+        return self.api.nodes()
+
+    def tasks(self, name: str) -> list[dict]:
+        return self.api.tasks(filters={"service": name})
 
     def current(self, name: str) -> Optional[dict]:
         found = [s for s in self.api.services(filters={"name": name}) if s["Spec"]["Name"] == name]
