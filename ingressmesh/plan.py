@@ -6,6 +6,7 @@ dataclasses, so two calls with the same input give equal plans and `to_dict` is 
 Per node there is one NamespacePlan per namespace role:
   host     published ports (ingress mode) -> DNAT to this node's ingress namespace
   ingress  published port -> the service's tasks on the ingress network (target port), SNAT
+           unless the service keeps the client's address (plan_source_ip.py)
   lb       one per overlay network with a local task or LB endpoint: VIP (all ports) -> tasks, SNAT
   container  (plan_containers.py, from this node's own containers) the VIPs of a container's
            networks DNATed in its own namespace: no LB hop, no SNAT
@@ -19,6 +20,7 @@ from types import MappingProxyType
 from typing import Mapping, Optional
 
 from . import model
+from .plan_source_ip import source_ip_of
 
 ACTIVE = "active"
 DRAINING = "draining"
@@ -31,6 +33,8 @@ class PlanOptions:
     drain_grace: float = 10.0
     # The ingress namespace's address as seen from the host namespace (Docker: docker_gwbridge).
     ingress_gateway: str = "172.18.0.2"
+    # Agent-wide default of label io.ingressmesh.lb.source_ip ("snat" or "preserve").
+    source_ip: str = "snat"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class PortEntry:
     port: int
     backends: tuple[Backend, ...] = ()
     scheduler: str = "rr"
+    keep_source: bool = False  # ingress: not SNATed, tasks see the client (plan_source_ip.py)
 
     def active(self) -> tuple[Backend, ...]:
         return tuple(b for b in self.backends if b.state == ACTIVE)
@@ -236,7 +241,8 @@ def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan
     """The entries one service contributes to this node's namespaces."""
     scheduler, warnings = scheduler_of(service)
     fast_path, fast_path_warnings = fast_path_of(service)
-    warnings += fast_path_warnings
+    keep_source, source_warnings = source_ip_of(service, ctx.options.source_ip)
+    warnings += fast_path_warnings + source_warnings
     states = {t.id: task_state(t, ctx.node_states.get(t.node_id), ctx.options) for t in tasks}
     ports, host_ports = [], []
     if ctx.ingress is not None:
@@ -244,7 +250,8 @@ def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan
             if port.publish_mode != "ingress":
                 continue
             ports.append(PortEntry(service.name, port.protocol, port.published_port,
-                                   _backends(tasks, states, ctx.ingress.id, port.target_port), scheduler))
+                                   _backends(tasks, states, ctx.ingress.id, port.target_port), scheduler,
+                                   keep_source=keep_source))
             host_ports.append(PortEntry(service.name, port.protocol, port.published_port))
     vips = []
     if service.endpoint_mode == "vip":

@@ -53,7 +53,9 @@ _INGRESS = """\
   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
     fib daddr type local meta l4proto . th dport vmap @port_services; }
 """ + PORT_REFUSALS + """\
+  set port_keep_source { type inet_proto . ipv4_addr . inet_service; }
   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+    ct status dnat meta l4proto . ip daddr . th dport @port_keep_source accept;
     ct status dnat snat ip to {snat_address}; }
 """
 
@@ -161,6 +163,9 @@ def _render_port(role: str, entry: PortEntry) -> Rendered:
                      for index, b in enumerate(active)]
     elements += [Element("port_draining", key + (b.address, b.port), comment=comment_text(f"{entry.service} {b.task_id}"))
                  for b in entry.backends if b.state != "active"]
+    if entry.keep_source:  # the task sees the client: its namespace routes replies back (plan_source_ip.py)
+        elements += [Element("port_keep_source", (entry.protocol, b.address, b.port), comment=service)
+                     for b in entry.backends]
     return Rendered(entry, frozenset(elements), chain)
 
 

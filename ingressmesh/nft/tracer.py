@@ -207,6 +207,11 @@ def _snat(walk, table, m, p):
     return [(replace(p, snat=m["addr"]), "accept")] if p.dnat else None
 
 
+def _keep_source(walk, table, m, p):
+    hit = p.dnat and walk.lookup(table, m["set"], (p.proto, p.dst, p.dport)) is not None
+    return [(p, "accept")] if hit else None
+
+
 def _pick_vip(walk, table, m, p):
     return _pick(m, p, lambda i: walk.lookup(table, m["set"], (p.dst, i)), lambda i: (p.dport,))
 
@@ -235,6 +240,7 @@ _SHAPES: tuple = (
     (rf"(?P<nolo>ip daddr != 127\.0\.0\.0/8 )?fib daddr type local meta l4proto \. th dport "
      rf"@(?P<set>{_NAME}) dnat ip to (?P<addr>[0-9.]+)", _fib_dnat),
     (rf"ct state new meta l4proto \. th dport @(?P<set>{_NAME}) goto (?P<chain>{_NAME})", _port_reject),
+    (rf"ct status dnat meta l4proto \. ip daddr \. th dport @(?P<set>{_NAME}) accept", _keep_source),
     (r"ct status dnat snat ip to (?P<addr>[0-9.]+)", _snat),
     (rf"meta l4proto \{{ tcp, udp \}} ip daddr vmap @(?P<set>{_NAME})", _vip_vmap),
     (rf"ct state new meta l4proto \{{ tcp, udp \}} ip daddr @(?P<set>{_NAME}) goto (?P<chain>{_NAME})",

@@ -1,0 +1,104 @@
+"""Issue 21, pure part: label io.ingressmesh.lb.source_ip, the ingress rules it changes (traced
+through FakeNft) and the reply routes planned for a source-keeping service's local tasks."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ingressmesh import snapshot
+from ingressmesh.model import Service
+from ingressmesh.nft.tracer import trace
+from ingressmesh.plan import PlanOptions, plan_node
+from ingressmesh.plan_source_ip import (SOURCE_IP_LABEL, docker_overlay_mac, mark_of, plan_reply_routes,
+                                        source_ip_of)
+
+from small_swarm import _BASE, NOW
+
+INGRESS_LOCAL = frozenset({"172.18.0.2", "10.255.0.2"})
+
+
+def _cluster(web_label=None, api_label=None, tasks=()):
+    data = copy.deepcopy(_BASE)
+    for service, value in (("web", web_label), ("api", api_label)):
+        if value is not None:
+            next(s for s in data["services"] if s["id"] == service)["labels"] = {SOURCE_IP_LABEL: value}
+    data["tasks"] = list(tasks)
+    return snapshot.from_dict(data)
+
+
+def _task(task_id, service, node, host):
+    return {"id": task_id, "service_id": service, "node_id": node,
+            "addresses": [{"network_id": "appnet", "address": f"10.0.1.{host}"},
+                          {"network_id": "ingressnet", "address": f"10.255.0.{host}"}]}
+
+
+TASKS = (_task("w1", "web", "n1", 20), _task("w2", "web", "n2", 21), _task("a1", "api", "n1", 30))
+
+
+@pytest.mark.parametrize("value,kept", [("preserve", True), (" Preserve ", True), ("snat", False), ("SNAT", False)])
+def test_label_values(value, kept):
+    assert source_ip_of(Service("s", "svc", labels=((SOURCE_IP_LABEL, value),))) == (kept, ())
+
+
+def test_no_label_follows_the_agent_wide_default():
+    assert source_ip_of(Service("s", "svc")) == (False, ())
+    assert source_ip_of(Service("s", "svc"), default="preserve") == (True, ())
+    # The label wins over the default both ways.
+    assert source_ip_of(Service("s", "svc", labels=((SOURCE_IP_LABEL, "snat"),)), default="preserve") == (False, ())
+
+
+@pytest.mark.parametrize("value", ["yes", "", "preserve,snat", "x" * 300])
+def test_a_bad_value_is_named_and_keeps_the_default(value):
+    kept, warnings = source_ip_of(Service("s", "shop", labels=((SOURCE_IP_LABEL, value),)))
+    assert kept is False
+    assert len(warnings) == 1 and "service shop" in warnings[0] and SOURCE_IP_LABEL in warnings[0]
+    assert len(warnings[0]) < 200  # a long value is cut, not echoed whole
+
+
+def test_plan_marks_only_the_labelled_service_ports():
+    plan = plan_node(_cluster(web_label="preserve", tasks=TASKS), "n1", PlanOptions(now=NOW))
+    ports = {(p.service, p.protocol): p.keep_source for p in plan.namespace("ingress").ports}
+    assert ports == {("web", "tcp"): True, ("web", "udp"): True, ("api", "tcp"): False, ("api", "udp"): False}
+    assert not plan.warnings
+
+
+def test_bad_label_refused_by_name_others_unaffected():
+    good = plan_node(_cluster(web_label="preserve", tasks=TASKS), "n1", PlanOptions(now=NOW))
+    bad = plan_node(_cluster(web_label="preserve", api_label="keep", tasks=TASKS), "n1", PlanOptions(now=NOW))
+    assert [w for w in bad.warnings if "api" in w and SOURCE_IP_LABEL in w]
+    assert bad.namespace("ingress") == good.namespace("ingress")  # api stays SNATed, web keeps its choice
+
+
+def test_ingress_rules_skip_snat_only_for_source_keeping_services(fake, backend):
+    backend.apply(plan_node(_cluster(web_label="preserve", tasks=TASKS), "n1", PlanOptions(now=NOW)).namespace("ingress"))
+    for proto, port, target in (("tcp", 8080, 80), ("udp", 5353, 53)):
+        web = trace(fake, "172.18.0.1", proto, "172.18.0.2", port, local=INGRESS_LOCAL)
+        assert web.destinations == {("10.255.0.20", target), ("10.255.0.21", target)}
+        assert web.verdict == "accept" and web.snat is None  # the task sees the client
+    api = trace(fake, "172.18.0.1", "tcp", "172.18.0.2", 9090, local=INGRESS_LOCAL)
+    assert api.destinations == {("10.255.0.30", 90)} and api.snat == "10.255.0.2"
+    # Taking the label away brings SNAT back for new connections.
+    backend.apply(plan_node(_cluster(tasks=TASKS), "n1", PlanOptions(now=NOW)).namespace("ingress"))
+    assert trace(fake, "172.18.0.1", "tcp", "172.18.0.2", 8080, local=INGRESS_LOCAL).snat == "10.255.0.2"
+
+
+def test_docker_overlay_mac_and_mark():
+    assert docker_overlay_mac("10.255.0.2") == "02:42:0a:ff:00:02"
+    assert mark_of("10.255.0.2") == 0x0AFF0002
+
+
+def test_reply_routes_for_local_tasks_of_source_keeping_services():
+    cluster = _cluster(web_label="preserve", tasks=TASKS)
+    containers = {"w1": "c-w1", "w2": "c-w2", "a1": "c-a1"}
+    routes = plan_reply_routes(cluster, "n1", containers)
+    assert [(r.container_id, r.task_id, r.service, r.address) for r in routes] == [("c-w1", "w1", "web", "10.255.0.20")]
+    peers = routes[0].peers
+    assert [(p.node_id, p.address, p.mac, p.mark) for p in peers] == [
+        ("n1", "10.255.0.2", "02:42:0a:ff:00:02", 0x0AFF0002), ("n2", "10.255.0.3", "02:42:0a:ff:00:03", 0x0AFF0003)]
+    assert [r.task_id for r in plan_reply_routes(cluster, "n2", containers)] == ["w2"]
+    # A task whose container is not known yet waits; a service without the label gets nothing.
+    assert plan_reply_routes(cluster, "n1", {"a1": "c-a1"}) == ()
+    assert plan_reply_routes(_cluster(tasks=TASKS), "n1", containers) == ()
+    assert [r.task_id for r in plan_reply_routes(_cluster(tasks=TASKS), "n1", containers, default="preserve")] == [
+        "a1", "w1"]
