@@ -52,6 +52,7 @@ class VipEntry:
     backends: tuple[Backend, ...]
     scheduler: str = "rr"  # IPVS scheduler; the nft backend always picks at random
     fast_path: bool = True  # also DNATed in callers' own namespaces (plan_containers.py)
+    panic: bool = False  # no healthy task: the running ones serve (serving_states)
 
     def active(self) -> tuple[Backend, ...]:
         return tuple(b for b in self.backends if b.state == ACTIVE)
@@ -64,6 +65,7 @@ class PortEntry:
     port: int
     backends: tuple[Backend, ...] = ()
     scheduler: str = "rr"
+    panic: bool = False  # no healthy task: the running ones serve (serving_states)
     keep_source: bool = False  # ingress: not SNATed, tasks see the client (plan_source_ip.py)
 
     def active(self) -> tuple[Backend, ...]:
@@ -144,6 +146,36 @@ def task_state(task: model.Task, node_state: Optional[str], options: PlanOptions
     if options.now - task.since < options.drain_grace:
         return DRAINING
     return None
+
+
+PANIC_HEALTH = ("unhealthy", "starting")  # health states that serve only in panic mode
+
+
+def serving_states(tasks, node_states: Mapping[str, str], options: PlanOptions) -> tuple[dict, bool]:
+    """Each task's state (task_state), and whether the group is in panic mode.
+
+    The one place that decides panic mode, for VIPs, published ports and L7 backends alike
+    (Envoy's panic threshold at 0 %): when no task of the group is ACTIVE, every task that
+    Swarm runs and wants running on a ready node gets traffic, whatever its health, so a
+    health check failing everywhere at once (CPU pressure, a probe that cannot start) never
+    takes the whole service down.  A task Swarm itself still lists as `starting` (its first
+    check has not passed: Docker sends it nothing) is not running and stays out.
+    """
+    states = {t.id: task_state(t, node_states.get(t.node_id), options) for t in tasks}
+    if any(state == ACTIVE for state in states.values()):
+        return states, False
+    rescued = [t.id for t in tasks if node_states.get(t.node_id) == "ready" and t.current_state == "running"
+               and t.desired_state == "running" and t.health in PANIC_HEALTH]
+    states.update((task_id, ACTIVE) for task_id in rescued)
+    return states, bool(rescued)
+
+
+def panic_warning(what: str, tasks, states: dict) -> str:
+    """The line `plan`, the agent's log and the proxies' notes show for a group in panic mode."""
+    health = sorted({t.health for t in tasks if states.get(t.id) == ACTIVE})
+    count = sum(1 for t in tasks if states.get(t.id) == ACTIVE)
+    return (f"{what}: no healthy task; panic mode: routing to its {count} running task(s) "
+            f"({', '.join(health)})")
 
 
 def ip_sort_key(address: str) -> bytes:
@@ -243,14 +275,16 @@ def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan
     fast_path, fast_path_warnings = fast_path_of(service)
     keep_source, source_warnings = source_ip_of(service, ctx.options.source_ip)
     warnings += fast_path_warnings + source_warnings
-    states = {t.id: task_state(t, ctx.node_states.get(t.node_id), ctx.options) for t in tasks}
+    states, panic = serving_states(tasks, ctx.node_states, ctx.options)
+    if panic:
+        warnings += (panic_warning(f"service {service.name}", tasks, states),)
     ports, host_ports = [], []
     if ctx.ingress is not None:
         for port in service.ports:
             if port.publish_mode != "ingress":
                 continue
             ports.append(PortEntry(service.name, port.protocol, port.published_port,
-                                   _backends(tasks, states, ctx.ingress.id, port.target_port), scheduler,
+                                   _backends(tasks, states, ctx.ingress.id, port.target_port), scheduler, panic,
                                    keep_source=keep_source))
             host_ports.append(PortEntry(service.name, port.protocol, port.published_port))
     vips = []
@@ -259,7 +293,7 @@ def plan_service(ctx: NodeContext, service: model.Service, tasks) -> ServicePlan
             vip = service.vip_on(network.id)
             if vip:
                 vips.append((network.id, VipEntry(service.name, vip, _backends(tasks, states, network.id, 0),
-                                                  scheduler, fast_path)))
+                                                  scheduler, fast_path, panic)))
     return ServicePlan(tuple(host_ports), tuple(ports), tuple(vips), warnings)
 
 

@@ -251,6 +251,7 @@ class Agent:
         self.plan = plan
         self.metrics.sync_duration.observe(time.monotonic() - started)
         self.metrics.set_backends(_backend_counts(plan))
+        self.metrics.set_panic(sorted({e.service for ns in plan.namespaces for e in ns.vips + ns.ports if e.panic}))
         for key, message in sorted(errors.items()):
             self.metrics.sync_failures.labels(namespace=key).inc()
             log.warning("%s: %s", key, message)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .. import model, snapshot
+from ..plan import ACTIVE, PlanOptions, serving_states, tasks_by_service
 from ..dataplane.view import Row
 
 
@@ -19,6 +20,7 @@ class TaskInfo:
     node: str
     health: str
     desired: str
+    panic: bool = False  # its service has no healthy task: it serves in panic mode (plan.serving_states)
 
 
 def fetch_snapshot(url: str, token_file: str) -> tuple[int, model.Cluster, list[str]]:
@@ -48,13 +50,18 @@ def task_index(cluster: model.Cluster) -> dict[str, TaskInfo]:
     """address -> the task holding it (addresses are unique across a swarm's overlay subnets)."""
     services = {s.id: s.name for s in cluster.services}
     nodes = {n.id: n.hostname for n in cluster.nodes}
+    node_states = {n.id: n.state for n in cluster.nodes}
+    panicked = set()
+    for tasks in tasks_by_service(cluster).values():
+        states, panic = serving_states(tasks, node_states, PlanOptions())
+        panicked |= {t.id for t in tasks if panic and states[t.id] == ACTIVE}
     index = {}
     for task in cluster.tasks:
         service = services.get(task.service_id, task.service_id)
         node = nodes.get(task.node_id, task.node_id)
         name = f"{service}.{task.slot}" if task.slot else f"{service}.{node}"
         for address in task.addresses:
-            index[address.address] = TaskInfo(name, node, task.health, task.desired_state)
+            index[address.address] = TaskInfo(name, node, task.health, task.desired_state, task.id in panicked)
     return index
 
 
@@ -67,7 +74,7 @@ def as_json(rows: list[Row], index: dict[str, TaskInfo]) -> list[dict]:
             info: Optional[TaskInfo] = index.get(address.split(":", 1)[0])
             entry = {"address": address, "state": state}
             if info:
-                entry.update(task=info.name, node=info.node, health=info.health)
+                entry.update(task=info.name, node=info.node, health=info.health, panic=info.panic)
             backends.append(entry)
         result.append({"service": row.service, "frontend": row.frontend, "note": row.note, "backends": backends})
     return result
@@ -82,6 +89,8 @@ def annotated(rows: list[Row], index: dict[str, TaskInfo]) -> list[dict]:
                           "address": "-", "health": "-", "state": row.note or "-"})
         for address, state in row.backends:
             info: Optional[TaskInfo] = index.get(address.split(":", 1)[0])
+            if info and info.panic and state == ACTIVE:
+                state = f"{ACTIVE} (panic: no healthy task)"
             lines.append({"service": row.service, "frontend": row.frontend, "address": address, "state": state,
                           "task": info.name if info else "?", "node": info.node if info else "?",
                           "health": info.health if info else "?"})

@@ -38,6 +38,9 @@ class AgentMetrics(_Metrics):
         self.service_backends = Gauge(
             "ingressmesh_service_backends", "Backends programmed per service, by state.",
             ["service", "state"], registry=r)
+        self.service_panic = Gauge(
+            "ingressmesh_service_panic", "1 per service in panic mode on this node: no task is healthy, "
+            "so its running tasks get traffic whatever their health.", ["service"], registry=r)
         self.snapshot_version = Gauge(
             "ingressmesh_snapshot_version", "Version of the last snapshot applied.", registry=r)
         self.last_successful_sync = Gauge(
@@ -62,6 +65,13 @@ class AgentMetrics(_Metrics):
             for service, states in counts.items():
                 for state in BACKEND_STATES:
                     self.service_backends.labels(service=service, state=state).set(states.get(state, 0))
+
+    def set_panic(self, services) -> None:
+        """Replaces every `ingressmesh_service_panic` series: one per service named (the rest leave)."""
+        with self._backends_lock:
+            self.service_panic.clear()
+            for service in services:
+                self.service_panic.labels(service=service).set(1)
 
 
 class ControllerMetrics(_Metrics):

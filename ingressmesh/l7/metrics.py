@@ -28,6 +28,8 @@ class ProxyMetrics(_Metrics):
                                      "service has neither a VIP nor a route; /healthz names each).", registry=r)
         self.routes = Gauge("ingressmesh_l7_routes", "Host + context root routes served.", registry=r)
         self.servers = Gauge("ingressmesh_l7_servers", "Servers per backend and state.", ["backend", "state"], registry=r)
+        self.panic_backends = Gauge("ingressmesh_l7_panic_backend", "1 per backend in panic mode: no task is healthy, "
+                                    "so its running tasks serve whatever their health.", ["backend"], registry=r)
         self.apply_duration = Histogram("ingressmesh_l7_apply_duration_seconds", "Plan + apply of one snapshot.",
                                         buckets=_SYNC_BUCKETS, registry=r)
 
@@ -37,6 +39,9 @@ class ProxyMetrics(_Metrics):
         for refusal in table.refused:
             self.refused_services.labels(service=refusal.service).set(1)
         self.servers.clear()
+        self.panic_backends.clear()
+        for backend in (b for b in table.backends if b.panic):
+            self.panic_backends.labels(backend=backend.name).set(1)
         for backend in table.backends:
             for state in ("active", "draining"):
                 self.servers.labels(backend=backend.name, state=state).set(

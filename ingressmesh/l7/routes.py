@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from .. import model
-from ..plan import ACTIVE, PlanOptions, ip_sort_key, task_state
+from ..plan import ACTIVE, PlanOptions, ip_sort_key, panic_warning, serving_states
 from . import agreement, labels
 from .grammar import LabelError
 
@@ -69,6 +69,7 @@ class Backend:
     ssl: str = ""  # TLS to the tasks: "" (plain), "none" or "required" (verified against the CA)
     ca_secret: str = ""
     ca_file: str = ""  # the checked CA bundle in the proxy's work dir (certs.resolve fills it in)
+    panic: bool = False  # no healthy task: the running ones serve (plan.serving_states)
 
     def shape(self) -> tuple:
         """Everything about the backend except its servers (a change here needs a reload)."""
@@ -180,12 +181,12 @@ def network_of(service: model.Service, request: labels.RouteRequest, cluster: mo
     return next(n for n in cluster.networks if n.name == candidates[0])
 
 
-def _servers(claim: _Claim, tasks, node_of, options: PlanOptions) -> list[Server]:
+def _servers(claim: _Claim, tasks, node_of, states: dict) -> list[Server]:
     service, request, network = claim.service, claim.request, claim.network
     found = []
     for task in tasks:
         node = node_of.get(task.node_id)
-        state = task_state(task, node.state if node else None, options)
+        state = states[task.id]
         address = task.address_on(network.id)
         if state and address:
             found.append(Server(service.name, task.id, node.hostname if node else task.node_id,
@@ -214,6 +215,7 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
     for task in cluster.tasks:
         tasks_of.setdefault(task.service_id, []).append(task)
     node_of = {n.id: n for n in cluster.nodes}
+    node_states = {n.id: n.state for n in cluster.nodes}
     refused, notes = [], []
     claims: dict[tuple[str, str], list[_Claim]] = {}
     for service in sorted(cluster.services, key=seniority):
@@ -270,9 +272,15 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
         services = tuple(sorted(c.service.name for c in sharing))  # by name: stable backend names
         name = backend_name(services, first.backend_mode, strip)
         if name not in backends:
-            servers = [s for c in sharing for s in _servers(c, tasks_of.get(c.service.id, ()), node_of, options)]
+            # Panic mode is decided per backend (all its services' tasks together), as Envoy does per
+            # cluster: a canary whose every task fails its check gets nothing while the stable one is healthy.
+            group = [t for c in sharing for t in tasks_of.get(c.service.id, ())]
+            states, panic = serving_states(group, node_states, options)
+            if panic:
+                notes.append(panic_warning(f"backend {name} ({', '.join(services)})", group, states))
+            servers = [s for c in sharing for s in _servers(c, tasks_of.get(c.service.id, ()), node_of, states)]
             servers.sort(key=lambda s: (ip_sort_key(s.address), s.port, s.task_id))
-            backends[name] = _backend(name, services, first, strip, tuple(servers))
+            backends[name] = replace(_backend(name, services, first, strip, tuple(servers)), panic=panic)
         routes.append(Route(host, path, name))
     # Longest context root first within a host: the renderer keeps this order.
     routes.sort(key=lambda r: (r.host, -len(r.path), r.path))

@@ -59,7 +59,9 @@ def test_tasks_not_running_or_on_a_down_node_are_not_backends():
     cluster = scenario_cluster(Testbed(prefix="unit"), {"t1": {"current_state": "failed"}})
     nodes = tuple(dataclasses.replace(n, state="down") if n.id == "node2" else n for n in cluster.nodes)
     plan = plan_node(dataclasses.replace(cluster, nodes=nodes), "node1", PlanOptions(now=NOW))
-    assert _web_vip(plan).backends == ()
+    # No healthy task is left, so t4 (running, its check pending) serves in panic mode (test_panic_mode.py);
+    # the failed task and those on the down node are still no backends.
+    assert [b.task_id for b in _web_vip(plan).backends] == ["t4"] and _web_vip(plan).panic
 
 
 def test_dnsrr_services_get_no_vip_and_host_mode_ports_are_left_alone():
