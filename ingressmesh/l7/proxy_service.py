@@ -24,8 +24,23 @@ SPEC_LABEL = "io.ingressmesh.l7.spec"
 ROLE_LABEL = "io.ingressmesh.l7.proxy"
 TOKEN_PATH = "/run/secrets/ingressmesh_token"
 CA_PATH = "/run/secrets/ingressmesh_controller_ca"
-HEALTH = ("python3 -c \"import urllib.request; "
-          "urllib.request.urlopen('http://127.0.0.1:9403/healthz', timeout=2)\"")
+HEALTH_PORT = 9403  # the proxy's --listen (/healthz, /metrics)
+
+
+def health_command(port: int = HEALTH_PORT) -> str:
+    """The proxy task's health check: its own /healthz (HAProxy runs and holds a route table) asked
+    over bash's /dev/tcp, so a probe costs a shell, not a Python interpreter (~50 ms of CPU, which
+    under load missed its timeout); the read gives up after 4 s, before Docker's timeout, so no
+    probe outlives its check."""
+    script = (f'exec 3<>/dev/tcp/127.0.0.1/{port} && printf "GET /healthz HTTP/1.0\\r\\n\\r\\n" >&3 '
+              '&& read -t 4 -r _ code _ <&3 && [ "$code" = 200 ]')
+    return f"bash -c '{script}'"
+
+
+HEALTH = health_command()
+# Every 5 s (each probe is a `docker exec`), 10 s to answer, 3 misses in a row and 30 s to start:
+# CPU pressure alone (hundreds of services changing at once on 2 cores) must not fail it.
+HEALTH_TIMING = {"Interval": 5, "Timeout": 10, "Retries": 3, "StartPeriod": 30}
 STOP_LINGER = 2.0
 
 
@@ -107,8 +122,8 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
             "Env": ["INGRESSMESH_TASK_ID={{.Task.ID}}"],
             "Labels": {ROLE_LABEL: settings.service_cluster or "default"},
             "StopGracePeriod": _nanos(settings.stop_grace_period),
-            "Healthcheck": {"Test": ["CMD-SHELL", HEALTH], "Interval": _nanos(1), "Timeout": _nanos(2),
-                            "Retries": 2, "StartPeriod": _nanos(20)},
+            "Healthcheck": {"Test": ["CMD-SHELL", HEALTH], "Retries": HEALTH_TIMING["Retries"],
+                            **{k: _nanos(v) for k, v in HEALTH_TIMING.items() if k != "Retries"}},
             "Secrets": secrets,
         },
         "Networks": [{"Target": n.id} for n in networks_needed(cluster, settings)],
