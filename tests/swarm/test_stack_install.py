@@ -111,6 +111,22 @@ def test_the_mesh_runs_as_swarm_services_only(mesh, steady):
         assert seen == {t["container"] for t in steady}
 
 
+def test_every_nodes_first_agent_task_started_none_was_rejected(mesh):
+    """Each node's first agent task ran: none was rejected for a bind source that did not exist yet
+    (the agent once bound <exec root>/netns, which dockerd makes with the node's first sandbox: on
+    node2 and node3 that came after the stack was deployed, and Swarm retried after a rejection)."""
+    client = mesh.lab.docker_client(1)
+    try:
+        tasks = client.api.tasks(filters={"service": AGENT_SERVICE})
+    finally:
+        client.close()
+    for task in sorted(tasks, key=lambda t: t["CreatedAt"]):
+        print(f"agent task {task['ID'][:12]} on {task['NodeID'][:12]}: {task['Status']['State']} "
+              f"{task['Status'].get('Err', '')}")
+    assert len({t["NodeID"] for t in tasks}) == len(mesh.lab.config.node_numbers)
+    assert not [t["Status"] for t in tasks if t["Status"]["State"] == "rejected" or "bind source" in t["Status"].get("Err", "")]
+
+
 def test_rolling_update_of_the_agent_service_loses_no_request(mesh, steady):
     lab = mesh.lab
     for n in lab.config.node_numbers:  # a "new version" of the image on every node (no registry here)
@@ -263,31 +279,37 @@ def test_a_node_that_joins_later_gets_its_agent_and_its_rules(mesh, steady):
     assert code == 200 and health["node_id"] == new_id
 
 
-def test_the_l7_layer_runs_in_the_stack_and_routes_by_host(mesh, steady):
-    """ingressmesh-l7.yml: `l7 deploy --watch` as a stack service on the manager made the proxy
-    service, labelled as part of the stack, its proxies following the controllers it found."""
-    lab = mesh.lab
-    labels = json.loads(lab.docker(1, "service", "inspect", "-f", "{{json .Spec.Labels}}", PROXY).stdout)
-    assert labels["com.docker.stack.namespace"] == NAME
-    create_service(lab, "hosted", "--network", NETWORK, "--replicas", "2", "--label", "com.docker.lb.hosts=stacked.local",
+def _routes_by_host(stack, host: str) -> None:
+    """A labelled service with two tasks, served through the stack's proxies on every node by its
+    Host (and another Host is 404), then removed."""
+    lab = stack.lab
+    create_service(lab, "hosted", "--network", NETWORK, "--replicas", "2", "--label", f"com.docker.lb.hosts={host}",
                    "--label", "com.docker.lb.port=80")
     try:
         tasks = wait_running(lab, "hosted", 2)
         try:
-            wait_for("the proxies' rolling update to join the network, then stacked.local served", lambda:
+            wait_for(f"the proxies' rolling update to join the network, then {host} served", lambda:
                      proxy_update_done(lab, PROXY) and all(
-                         http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, "stacked.local").status
+                         http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, host).status
                          == 200 for n in lab.config.node_numbers), timeout=120, interval=1)
         except AssertionError:
-            print(lab.docker(1, "service", "ps", "--no-trunc", PROXY).stdout, mesh.logs("l7", lines=40),
+            print(lab.docker(1, "service", "ps", "--no-trunc", PROXY).stdout, stack.logs("l7", lines=40),
                   lab.docker(1, "service", "inspect", "-f", "{{json .Spec.TaskTemplate.Networks}}", PROXY).stdout)
             raise
         for n in lab.config.node_numbers:
-            answer = http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, "stacked.local")
+            answer = http_request(lab.client_netns(), lab.node_address(n), STACK_L7_PORT, host)
             assert answer.status == 200 and answer.body.strip() in {t["container"] for t in tasks}, answer
         assert http_request(lab.client_netns(), lab.node_address(1), STACK_L7_PORT, "other.local").status == 404
     finally:
         remove_service(lab, "hosted")
+
+
+def test_the_l7_layer_runs_in_the_stack_and_routes_by_host(mesh, steady):
+    """ingressmesh-l7.yml: `l7 deploy --watch` as a stack service on the manager made the proxy
+    service, labelled as part of the stack, its proxies following the controllers it found."""
+    labels = json.loads(mesh.lab.docker(1, "service", "inspect", "-f", "{{json .Spec.Labels}}", PROXY).stdout)
+    assert labels["com.docker.stack.namespace"] == NAME
+    _routes_by_host(mesh, "stacked.local")
 
 
 def test_stack_rm_removes_every_rule_on_every_node(mesh, steady):
@@ -306,13 +328,14 @@ def test_stack_rm_removes_every_rule_on_every_node(mesh, steady):
 
 
 def test_the_stack_with_tls_between_agents_and_controllers(mesh, steady):
-    """`install --stack --tls` (the stack above is gone): the controller serves https with a
-    certificate naming the manager, the agents check it with the CA (their only TLS secret) and
-    use their node's credential derived from the cluster secret; `docker stack rm` removes the
+    """`install --stack --tls --l7-config` (the stack above is gone): the controller serves https
+    with a certificate naming the manager, the agents check it with the CA (their only TLS secret)
+    and use their node's credential derived from the cluster secret; `l7 deploy` and the proxies it
+    makes follow it over https with the same CA and route by Host; `docker stack rm` removes the
     TLS secrets too."""
     from ingressmesh.testbed.stack_mesh import StackMesh
     lab = mesh.lab
-    secured = StackMesh(lab, tls=True)
+    secured = StackMesh(lab, tls=True, l7_config=mesh.l7_config)
     secured.up()
     try:
         print(f"install --stack --tls -> every agent in sync after {secured.deployed_in:.1f} s")
@@ -326,6 +349,15 @@ def test_the_stack_with_tls_between_agents_and_controllers(mesh, steady):
             secured.get(secured.controller_url + "/healthz")  # plain http is not served any more
         logs = secured.logs("agent", lines=200)
         assert "holds the cluster secret: using node" in logs and "stays readable" not in logs  # and covered it
+        shown = wait_for("l7 deploy to make the proxy service", lambda: lab.docker(
+            1, "service", "inspect", "-f", "{{json .Spec.TaskTemplate.ContainerSpec.Command}}", PROXY, check=False,
+            timeout=20).stdout.strip(), timeout=60, interval=1)
+        argv = json.loads(shown)
+        assert argv[argv.index("--controller") + 1] == f"https://{lab.node_address(1)}:9401" and "--ca" in argv
+        started = time.monotonic()
+        _routes_by_host(secured, "secured.local")  # the proxies' snapshot came over https: http is not served
+        print(f"install --stack --tls --l7-config: secured.local routed by the proxies {time.monotonic() - started:.1f} s "
+              "after its service was created")
     finally:
         took = secured.remove()
     secrets = lab.docker(1, "secret", "ls", "--format", "{{.Name}}").stdout
