@@ -7,10 +7,12 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import docker
+
 from .. import model
 from ..swarm.convert import parse_timestamp
 from . import rollout, secret_policy
-from .proxy_service import ProxyServices, desired_spec, secret_claims
+from .proxy_service import ProxyServices, desired_spec, routing_network, secret_claims
 from .secret_policy import STACK_LABEL, SecretRefusal
 from .settings import ProxyServiceSettings
 
@@ -30,7 +32,7 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
     """Raises LookupError when a ControllerCASecret does not exist (the message names it)."""
     token = services.token_secret()
     existing = services.existing_secrets()
-    nodes = services.nodes() if any(item.publish_mode == "host" for item in settings) else []
+    nodes = _nodes(services) if any(item.publish_mode == "host" for item in settings) else []
     done = []
     for item in settings:
         try:
@@ -43,9 +45,21 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
         if stack_namespace:
             spec["Labels"][STACK_LABEL] = stack_namespace
         outcome = services.ensure(spec)
-        done.append(Deployed(item.name, outcome, tuple(n for _, n in mount), refused, order,
-                             update_problem(services, item)))
+        problem = update_problem(services, item)
+        if item.routing_network and routing_network(cluster, item) is None:
+            problem = (f"{item.name}: RoutingNetwork {item.routing_network!r} is not an overlay network of the swarm "
+                       f"(docker network create --driver overlay --attachable {item.routing_network})")
+        done.append(Deployed(item.name, outcome, tuple(n for _, n in mount), refused, order, problem))
     return done
+
+
+def _nodes(services: ProxyServices) -> list[dict]:
+    """The swarm's nodes; none when they cannot be read (e.g. a docker-filter that passes no node
+    reads): host-mode proxies then roll stop-first, which never waits for a free node."""
+    try:
+        return services.nodes()
+    except docker.errors.APIError:
+        return []
 
 
 def update_problem(services: ProxyServices, item: ProxyServiceSettings) -> Optional[str]:
@@ -53,5 +67,8 @@ def update_problem(services: ProxyServices, item: ProxyServiceSettings) -> Optio
     current = services.current(item.name)
     if current is None:
         return None
-    return rollout.update_problem(current, lambda: services.tasks(item.name), time.time(), parse_timestamp,
-                                  rollout.patience(item))
+    try:
+        return rollout.update_problem(current, lambda: services.tasks(item.name), time.time(), parse_timestamp,
+                                      rollout.patience(item))
+    except docker.errors.APIError as err:
+        return f"proxy service {item.name}: cannot tell whether its update is stuck (its tasks: {err})"

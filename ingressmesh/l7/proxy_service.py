@@ -45,7 +45,8 @@ STOP_LINGER = 2.0
 
 
 def networks_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> list[model.Network]:
-    """The networks of every routable labelled service of this proxy's service cluster."""
+    """The networks of every routable labelled service of this proxy's service cluster, and the
+    RoutingNetwork (always, so a service joining it never rolls the proxies; see routing_network)."""
     tasks: dict[str, list] = {}
     for task in cluster.tasks:
         tasks.setdefault(task.service_id, []).append(task)
@@ -61,7 +62,19 @@ def networks_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> l
         except LabelError:
             continue  # refused by name in the proxies' own logs and /healthz
         found[network.id] = network
+    routing = routing_network(cluster, settings)
+    if routing is not None:
+        found[routing.id] = routing
     return sorted(found.values(), key=lambda n: n.name)
+
+
+def routing_network(cluster: model.Cluster, settings: ProxyServiceSettings) -> Optional[model.Network]:
+    """The RoutingNetwork l7.toml names, when it exists.  Stacks that put their labelled services
+    on it (declared `external`, com.docker.lb.network naming it) never leave the proxies attached
+    to a network of theirs: `docker stack rm` removes their own networks the first time."""
+    if not settings.routing_network:
+        return None
+    return next((n for n in cluster.networks if n.name == settings.routing_network and not n.ingress), None)
 
 
 def secret_claims(cluster: model.Cluster, settings: ProxyServiceSettings) -> dict[str, tuple[str, ...]]:

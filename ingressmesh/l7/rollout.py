@@ -84,13 +84,15 @@ def update_problem(service: dict, tasks: Callable[[], list[dict]], now: float, p
     if state not in ("updating", "rollback_started"):
         return None
     version = (service.get("Version") or {}).get("Index")
+    started = parse_time(status.get("StartedAt", ""))
     for task in tasks():
         task_status = task.get("Status") or {}
         if task.get("DesiredState") == "running" and task_status.get("State") == "pending" and task_status.get("Err"):
-            if now - parse_time(task_status.get("Timestamp", "")) >= PENDING_STUCK:
+            # The update's start, not the task's timestamp: Swarm may refresh that on each retry.
+            since = started or parse_time(task_status.get("Timestamp", ""))
+            if now - since >= PENDING_STUCK:
                 return (f"proxy service {name}: update stuck: a new task cannot be scheduled "
                         f"(pending over {PENDING_STUCK:g} s): {task_status['Err']}")
-    started = parse_time(status.get("StartedAt", ""))
     if started and now - started > waited_max:
         return f"proxy service {name}: update (spec version {version}) has not finished in {waited_max:.0f} s"
     return None

@@ -17,6 +17,7 @@ key names where they mean the same thing (README "Proxy service options" has the
     Controllers = ["https://10.0.0.1:9401"]
     ControllerCASecret = "ingressmesh_ca"   # a Docker secret: the CA of the controller's TLS certificate
     ProxySecrets = ["demo_demo.local.cert", "demo_demo.local.key"]  # secrets labels may mount (secret_policy.py)
+    RoutingNetwork = "ingressmesh-routing"  # an overlay the proxies are always on (stacks join it as external)
 """
 from __future__ import annotations
 
@@ -54,13 +55,14 @@ class ProxyServiceSettings:
     token_secret: str = "ingressmesh_token"
     ca_secret: str = ""  # Docker secret with the controller's CA: proxies verify an https controller
     proxy_secrets: tuple[str, ...] = ()  # name patterns of the secrets labels may mount (secret_policy.py)
+    routing_network: str = ""  # an overlay network the proxies are always attached to ("": none)
 
 
 _KEYS = {"ProxyServiceName": "name", "ProxyImage": "image", "ProxyReplicas": "replicas",
          "PublishMode": "publish_mode", "PublishedPort": "published_port", "PublishedSSLPort": "published_ssl_port", "ServiceCluster": "service_cluster",
          "ProxyConstraints": "constraints", "ProxyUpdateDelay": "update_delay",
          "ProxyStopGracePeriod": "stop_grace_period", "Controllers": "controllers", "TokenSecret": "token_secret",
-         "ControllerCASecret": "ca_secret", "ProxySecrets": "proxy_secrets"}
+         "ControllerCASecret": "ca_secret", "ProxySecrets": "proxy_secrets", "RoutingNetwork": "routing_network"}
 
 
 def _duration(where: str, value) -> float:
@@ -84,7 +86,7 @@ def _check(where: str, key: str, value):
     try:
         if key == "name" or key == "token_secret":
             return grammar.name(where, str(value))
-        if key == "ca_secret":
+        if key in ("ca_secret", "routing_network"):
             return grammar.name(where, value) if value else ""
         if key == "service_cluster":
             return grammar.name(where, value) if value else ""

@@ -58,8 +58,9 @@ def test_a_stuck_update_is_named():
     assert problem(_service("paused", message="update paused due to failure or early termination of task x")) == \
         "proxy service proxy: update paused: update paused due to failure or early termination of task x"
     assert "rollback paused" in problem(_service("rollback_paused"))
-    assert problem(_service("updating"), _pending("2026-12-06T00:59:55Z")) is None  # 5 s: Swarm may still place it
-    found = problem(_service("updating"), _pending("2026-12-06T00:59:30Z"))
+    just_started = _service("updating", started="2026-12-06T00:59:55Z")
+    assert problem(just_started, _pending("2026-12-06T00:59:55Z")) is None  # 5 s: Swarm may still place it
+    found = problem(_service("updating", started="2026-12-06T00:59:30Z"), _pending("2026-12-06T00:59:59Z"))
     assert found.startswith("proxy service proxy: update stuck: a new task cannot be scheduled") and \
         "host-mode port already in use" in found
     assert problem(_service("updating", started="2026-12-06T00:54:00Z")) == \
