@@ -259,6 +259,8 @@ def _register_daemons() -> None:
     from .l7 import l7_group, proxy_command
     main.add_command(proxy_command)
     main.add_command(l7_group)
+    from .docker_filter import docker_filter_command
+    main.add_command(docker_filter_command)
 
 
 _register_daemons()

@@ -14,6 +14,9 @@ EXAMPLES = {
     "ingressmesh cleanup": "ingressmesh cleanup --netns /run/docker/netns/ingress_sbox",
     "ingressmesh controller": "ingressmesh controller --listen 0.0.0.0:9401 --token-file /etc/ingressmesh/token",
     "ingressmesh doctor": "sudo ingressmesh doctor",
+    "ingressmesh docker-filter": ("ingressmesh docker-filter --for l7-deploy --config l7.toml --listen "
+                                  "/run/ingressmesh-docker/docker.sock -- ingressmesh l7 deploy --config l7.toml "
+                                  "--docker unix:///run/ingressmesh-docker/docker.sock --watch"),
     "ingressmesh install": "ingressmesh install --stack --image ingressmesh/proxy:latest --l7-config l7.toml",
     "ingressmesh l7": "ingressmesh l7 deploy --config l7.toml --watch",
     "ingressmesh l7 deploy": "ingressmesh l7 deploy --config l7.toml --controller http://manager-1:9401 --watch",

@@ -1,0 +1,238 @@
+"""The Docker API filter (issue 19 point 10): real HTTP over unix sockets.  A small fake dockerd
+(aiohttp, records what reaches it) behind the real DockerFilter, driven by the real Docker SDK and
+the real `l7 deploy` code: its calls pass, everything else is 403 naming the call and never
+reaches dockerd."""
+import asyncio
+import json
+import os
+import socket
+import stat
+import threading
+
+import docker
+import docker.errors
+import pytest
+from aiohttp import web
+
+from ingressmesh.docker_filter.calls import Call, Refused
+from ingressmesh.docker_filter.deployer_rules import DeployerRules
+from ingressmesh.docker_filter.proxy import DockerFilter
+from ingressmesh.docker_filter.run_as import RunAsError, check_unreachable
+from ingressmesh.l7.deployer import deploy_once
+from ingressmesh.l7.proxy_service import ProxyServices, desired_spec
+from ingressmesh.l7.settings import parse, with_default_ca_secret
+
+from l7_swarm import cluster, service, task
+
+L7_TOML = """
+[Extensions.default]
+ProxyImage = "imlab/proxy:latest"
+PublishedPort = 8095
+ProxySecrets = ["web_cert"]
+"""
+SETTINGS = with_default_ca_secret(parse(L7_TOML), "ingressmesh_ca_abc")
+
+
+class FakeDockerd:
+    """What a manager's dockerd answers to the calls in play; every request recorded."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.services = {"appid": {"ID": "appid", "Version": {"Index": 3}, "Spec": {"Name": "app"}}}
+        self.secrets = {"caid": {"Name": "ingressmesh_ca_abc", "Labels": {}}, "webid": {"Name": "web_cert", "Labels": {}},
+                        "dbid": {"Name": "app_db_password", "Labels": {}},
+                        "clusterid": {"Name": "ingressmesh_secret", "Labels": {}}}
+        self.networks = {"appnet": {"Id": "appnet", "Name": "app", "Driver": "overlay"},
+                         "othernet": {"Id": "othernet", "Name": "other", "Driver": "overlay"},
+                         "hostid": {"Id": "hostid", "Name": "host", "Driver": "host"}}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.path.split("/", 2)[-1] if request.path.startswith("/v1.") else request.path.lstrip("/")
+        self.seen.append(f"{request.method} /{path}")
+        body = await request.read()
+        if path == "version":
+            return web.json_response({"ApiVersion": "1.45", "Version": "28.2.2"})
+        if path == "info":
+            return web.json_response({"Swarm": {"NodeAddr": "10.0.0.5", "RemoteManagers": [{"Addr": "10.0.0.5:2377"}]}})
+        if path == "secrets" and request.method == "GET":
+            return web.json_response([{"ID": i, "Spec": s} for i, s in self.secrets.items()])
+        if path == "secrets/create":
+            spec = json.loads(body)
+            self.secrets[f"id{len(self.secrets)}"] = {"Name": spec["Name"], "Labels": spec.get("Labels") or {}}
+            return web.json_response({"ID": f"id{len(self.secrets) - 1}"}, status=201)
+        if path.startswith("secrets/"):
+            found = self.secrets.get(path.split("/")[1])
+            return web.json_response({"ID": path.split("/")[1], "Spec": found}) if found else self._missing()
+        if path.startswith("networks/"):
+            found = self.networks.get(path.split("/")[1])
+            return web.json_response(found) if found else self._missing()
+        if path == "services" and request.method == "GET":
+            names = json.loads(request.query.get("filters", "{}")).get("name", [])
+            return web.json_response([s for s in self.services.values() if not names or s["Spec"]["Name"] in names])
+        if path == "services/create":
+            spec = json.loads(body)
+            self.services[spec["Name"] + "id"] = {"ID": spec["Name"] + "id", "Version": {"Index": 1}, "Spec": spec}
+            return web.json_response({"ID": spec["Name"] + "id"}, status=201)
+        if path.startswith("services/") and path.endswith("/update"):
+            self.services[path.split("/")[1]]["Spec"] = json.loads(body)
+            return web.json_response({"Warnings": []})
+        if path.startswith("services/"):
+            found = self.services.get(path.split("/")[1])
+            return web.json_response(found) if found else self._missing()
+        return web.json_response([])  # e.g. containers/json, if it ever got here
+
+    @staticmethod
+    def _missing() -> web.Response:
+        return web.json_response({"message": "not found"}, status=404)
+
+
+@pytest.fixture()
+def filtered(tmp_path):
+    """(filtered socket path, fake dockerd) with the filter and the fake on one loop in a thread."""
+    fake = FakeDockerd()
+    real, listen = str(tmp_path / "docker.sock"), str(tmp_path / "filtered.sock")
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder = {}
+
+    async def serve():
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", fake.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.UnixSite(runner, real).start()
+        holder["filter"] = await DockerFilter(DeployerRules(SETTINGS, "ingressmesh_l7", "ingressmesh"), real,
+                                              listen).start()
+        holder["runner"] = runner
+        started.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(serve()), loop.run_forever()), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield listen, fake
+    finally:
+        async def stop():
+            await holder["filter"].stop()
+            await holder["runner"].cleanup()
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def _api(listen: str) -> docker.APIClient:
+    return docker.APIClient(base_url=f"unix://{listen}", version="1.45", timeout=10)
+
+
+def test_l7_deploy_passes_and_makes_its_proxy_service(filtered):
+    listen, fake = filtered
+    assert stat.S_IMODE(os.stat(listen).st_mode) == 0o600
+    api = _api(listen)
+    labelled = cluster([service("web", {"hosts": "web.local", "port": "80", "ssl_cert": "web_cert",
+                                        "ssl_key": "web_cert"})], [task("w1", "web", 2)])
+    services = ProxyServices(api, "reader:abc")
+    (done,) = deploy_once(services, SETTINGS, labelled, ("https://10.0.0.5:9401",), "ingressmesh")
+    assert done.outcome == "created" and done.mounted == ("web_cert",)
+    assert "POST /services/create" in fake.seen and "POST /secrets/create" in fake.seen
+    created = fake.services["ingressmesh-proxyid"]["Spec"]
+    assert created["TaskTemplate"]["ContainerSpec"]["Image"] == "imlab/proxy:latest"
+    assert api.info()["Swarm"]["NodeAddr"] == "10.0.0.5"  # manager_controllers' call
+    assert services.current("ingressmesh_l7") is None  # its own service, by name
+    assert services.tasks("ingressmesh-proxy") == [] and services.nodes() == []  # a stuck update? host-mode roll?
+    # a second pass after a change (the service moved to another network): an update of its own service
+    moved = cluster([service("web", {"hosts": "web.local", "port": "80"}, networks=("othernet",))],
+                    [task("w1", "web", 2, network="othernet")])
+    (again,) = deploy_once(services, SETTINGS, moved, ("https://10.0.0.5:9401",), "ingressmesh")
+    assert again.outcome == "updated"
+    assert "POST /services/ingressmesh-proxyid/update" in fake.seen
+
+
+def _refused(fake, call, *expected: str) -> None:
+    before = list(fake.seen)
+    with pytest.raises(docker.errors.APIError) as raised:
+        call()
+    assert raised.value.status_code == 403
+    for part in ("docker-filter (l7-deploy):", *expected):
+        assert part in raised.value.explanation, raised.value.explanation
+    assert [s for s in fake.seen[len(before):] if not s.startswith("GET /")] == []  # nothing changed in dockerd
+
+
+def _spec(**change) -> dict:
+    token, ca = ("tokid", "ingressmesh_token_0123456789ab"), ("caid", "ingressmesh_ca_abc")
+    spec = desired_spec(SETTINGS[0], cluster([], []), token, ("https://10.0.0.5:9401",), ca)
+    spec["TaskTemplate"]["ContainerSpec"].update(change)
+    return spec
+
+
+def _create(api, spec):
+    return api.create_service(spec["TaskTemplate"], name=spec["Name"], labels=spec["Labels"], mode=spec["Mode"],
+                              endpoint_spec=spec["EndpointSpec"])
+
+
+def test_every_other_call_is_refused_naming_it(filtered):
+    listen, fake = filtered
+    fake.secrets["tokid"] = {"Name": "ingressmesh_token_0123456789ab", "Labels": {}}
+    api = _api(listen)
+    _refused(fake, lambda: api.containers(), "GET /containers/json", "not a call l7 deploy makes")
+    _refused(fake, lambda: api.create_container("busybox", "sh"), "POST /containers/create")
+    _refused(fake, lambda: api.remove_service("appid"), "DELETE /services/appid")
+    _refused(fake, lambda: api.services(), "GET /services", "by one name name")
+    _refused(fake, lambda: api.services(filters={"name": "app"}), "'app' is neither")
+    _refused(fake, lambda: api.tasks(filters={"service": "app"}), "GET /tasks", "'app' is neither")
+    _refused(fake, lambda: api.tasks(), "GET /tasks", "by one service name")
+    _refused(fake, lambda: api.create_secret("stolen", b"x"), "POST /secrets/create", "'stolen'")
+    _refused(fake, lambda: api.update_service("appid", 3, task_template=_spec()["TaskTemplate"], name="app"),
+             "POST /services/appid/update", "not a proxy service")
+    _refused(fake, lambda: _create(api, _spec(Image="alpine:latest")), "POST /services/create", "'alpine:latest'")
+    _refused(fake, lambda: _create(api, _spec(Mounts=[{"Type": "bind", "Source": "/", "Target": "/host"}])),
+             "sets Mounts")
+    _refused(fake, lambda: _create(api, _spec(Command=["sh", "-c", "id"])), "not `ingressmesh proxy`")
+    _refused(fake, lambda: _create(api, _spec(Command=["ingressmesh", "proxy", "--haproxy", "/bin/sh"])),
+             "'--haproxy'")
+    _refused(fake, lambda: _create(api, _spec(Command=["ingressmesh", "proxy", "--token-file", "/run/secrets/x"])),
+             "--token-file")
+    _refused(fake, lambda: _create(api, _spec(Healthcheck={"Test": ["CMD-SHELL", "id"]})), "health check")
+    _refused(fake, lambda: _create(api, _spec(Env=["PYTHONPATH=/run/secrets"])), "environment")
+    for name, secret_id in (("app_db_password", "dbid"), ("ingressmesh_secret", "clusterid")):
+        stolen = _spec()
+        stolen["TaskTemplate"]["ContainerSpec"]["Secrets"].append(
+            {"SecretID": secret_id, "SecretName": name, "File": {"Name": name, "UID": "0", "GID": "0", "Mode": 0o400}})
+        _refused(fake, lambda: _create(api, stolen), f"secret {name!r} may not be mounted")
+    hosted = _spec()
+    hosted["TaskTemplate"]["Networks"] = [{"Target": "hostid"}]
+    _refused(fake, lambda: _create(api, hosted), "'hostid' is not an overlay network")
+    assert _create(api, _spec())["ID"] == "ingressmesh-proxyid"  # the spec itself passes
+
+
+def test_paths_are_judged_in_canonical_form_only(filtered):
+    listen, fake = filtered
+    for raw in ("/v1.45/services/../containers/json", "/v1.45/containers%2Fjson", "/v1.45//containers/json",
+                "/v1.45/info/./"):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(listen)
+            sock.sendall(f"GET {raw} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403"), (raw, answer[:200])
+        assert b"docker-filter (l7-deploy)" in answer
+    assert not any("containers" in s for s in fake.seen)
+    with pytest.raises(Refused, match="canonical"):
+        Call.parse("GET", "/v1.45/a/../b", b"")
+    assert Call.parse("GET", "/v1.45/services?filters=%7B%7D", b"").path == "/services"
+
+
+def test_the_unprivileged_user_must_not_reach_the_real_socket(tmp_path):
+    path = tmp_path / "docker.sock"
+    path.write_text("")
+    os.chmod(path, 0o660)
+    os.chown(path, 0, 0) if os.geteuid() == 0 else None
+    owner = os.stat(path)
+    check_unreachable(str(path), 65534, 65534)  # root:root 0660 (or the tester's own, not nobody's)
+    for mode, uid, gid in ((0o666, 65534, 65534), (0o660, owner.st_uid, 1), (0o660, 65534, owner.st_gid)):
+        os.chmod(path, mode)
+        with pytest.raises(RunAsError, match="around the filter"):
+            check_unreachable(str(path), uid, gid)
+    with pytest.raises(RunAsError):
+        check_unreachable(str(path), 0, 0)
