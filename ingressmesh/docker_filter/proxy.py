@@ -60,13 +60,16 @@ class DockerFilter:
 
     async def lookup(self, path: str) -> Optional[dict]:
         """GET `path` on the real dockerd (a rule's question, e.g. which service an id is)."""
-        async with self.session.get("http://docker" + path) as answer:
-            if answer.status == 404:
-                return None
-            if answer.status != 200:
-                raise Refused(f"dockerd answered {answer.status} to GET {path}")
-            found = await answer.json(content_type=None)
-            return found if isinstance(found, dict) else None
+        try:
+            async with self.session.get("http://docker" + path) as answer:
+                if answer.status == 404:
+                    return None
+                if answer.status != 200:
+                    raise Refused(f"dockerd answered {answer.status} to GET {path}")
+                found = await answer.json(content_type=None)
+        except (aiohttp.ClientError, ValueError) as err:
+            raise Refused(f"cannot check it: GET {path} on dockerd: {err}") from None
+        return found if isinstance(found, dict) else None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -79,6 +82,13 @@ class DockerFilter:
             message = f"docker-filter ({self.rules.name}): {what} refused: {err}"
             log.warning("%s", message)
             return web.json_response({"message": message}, status=403)
+        try:
+            return await self._forward(request, body)
+        except aiohttp.ClientError as err:  # dockerd restarting: say so in Docker's shape, not a traceback
+            return web.json_response({"message": f"docker-filter ({self.rules.name}): dockerd at {self.upstream}: "
+                                                 f"{err}"}, status=502)
+
+    async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with self.session.request(request.method, "http://docker" + request.raw_path, data=body or None,
                                         headers=headers, allow_redirects=False) as answer:

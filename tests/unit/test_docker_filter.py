@@ -236,3 +236,14 @@ def test_the_unprivileged_user_must_not_reach_the_real_socket(tmp_path):
             check_unreachable(str(path), uid, gid)
     with pytest.raises(RunAsError):
         check_unreachable(str(path), 0, 0)
+
+
+def test_dockerd_gone_is_a_502_naming_it_and_a_check_that_needs_it_refuses(filtered):
+    listen, fake = filtered
+    os.unlink(os.path.join(os.path.dirname(listen), "docker.sock"))  # dockerd restarting: no socket
+    api = _api(listen)
+    with pytest.raises(docker.errors.APIError) as raised:
+        api.info()
+    assert raised.value.status_code == 502 and "docker-filter (l7-deploy): dockerd at" in raised.value.explanation
+    _refused(fake, lambda: api.update_service("appid", 3, task_template=_spec()["TaskTemplate"], name="app"),
+             "cannot check it: GET /services/appid")
