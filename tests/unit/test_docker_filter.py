@@ -247,3 +247,38 @@ def test_dockerd_gone_is_a_502_naming_it_and_a_check_that_needs_it_refuses(filte
     assert raised.value.status_code == 502 and "docker-filter (l7-deploy): dockerd at" in raised.value.explanation
     _refused(fake, lambda: api.update_service("appid", 3, task_template=_spec()["TaskTemplate"], name="app"),
              "cannot check it: GET /services/appid")
+
+
+def test_every_spec_desired_spec_makes_passes_the_rules():
+    """A guard for later changes: a new option or setting in desired_spec must be taught to the
+    filter (deployer_rules), or l7 deploy behind it would be refused in the stack."""
+    full = parse("""
+[Extensions.full]
+ProxyServiceName = "full-proxy"
+ProxyImage = "registry.example/ingressmesh:1.2"
+ServiceCluster = "blue"
+PublishMode = "host"
+PublishedPort = 80
+PublishedSSLPort = 443
+ProxyConstraints = ["node.role==worker"]
+ControllerCASecret = "operator_ca"
+ProxySecrets = ["web_cert"]
+""")
+    secrets = {"tok": {"Name": "ingressmesh_token_0123456789ab"}, "opca": {"Name": "operator_ca"},
+               "web": {"Name": "web_cert", "Labels": {}}}
+
+    async def lookup(path):
+        kind, key = path.strip("/").split("/")
+        if kind == "networks":
+            return {"Driver": "overlay"} if key in ("appnet", "othernet") else None
+        return {"Spec": secrets[key]} if kind == "secrets" and key in secrets else None
+
+    rules = DeployerRules(full + SETTINGS, "ingressmesh_l7", "ingressmesh")
+    labelled = cluster([service("web", {"hosts": "web.local", "port": "80", "service_cluster": "blue"}),
+                        service("other", {"hosts": "o.local", "port": "80", "service_cluster": "blue"},
+                                networks=("othernet",))],
+                       [task("w1", "web", 2), task("o1", "other", 3, network="othernet")])
+    for item, ca in ((full[0], ("opca", "operator_ca")), (SETTINGS[0], None)):
+        spec = desired_spec(item, labelled, ("tok", "ingressmesh_token_0123456789ab"),
+                            ("https://10.0.0.5:9401", "https://10.0.0.6:9401"), ca, (("web", "web_cert"),))
+        asyncio.run(rules.check(Call("POST", "/services/create", {}, json.dumps(spec).encode()), lookup))
