@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence
 
-from . import dockerd, fabric, images, procs, swarm, teardown
+from . import dockerd, fabric, images, neighbours, procs, swarm, teardown
 from .config import DOCKER, DOCKERD, LabConfig
 from .images import BUSYBOX_IMAGE, PYTHON_IMAGE
 from .state import LabState
@@ -146,6 +146,10 @@ class Lab:
         state.set("config", dataclasses.asdict(cfg))
         state.set("phase", "starting")
         fabric.create(cfg, state)
+        raised = neighbours.raise_limits(state)
+        if raised:
+            self.log("neighbour tables (shared by every node: one kernel) raised to "
+                     + ", ".join(f"{k}={neighbours.LIMITS[k.split('.')[1]]}" for k in sorted(raised)))
         phase("netns+bridge")
         for path in dockerd.ensure_run_dirs():
             state.add("run_dirs_created", path)
