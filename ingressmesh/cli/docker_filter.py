@@ -50,6 +50,8 @@ def docker_filter_command(component, config_path, upstream, listen, run_as, owne
         served = await DockerFilter(rules, upstream, listen, (uid, gid)).start()
         try:
             code = await run(list(command), uid, gid)
+        except OSError as err:
+            raise click.ClickException(f"cannot run {command[0]} as {uid}:{gid}: {err}") from None
         finally:
             await served.stop()
         return code if code >= 0 else 128 - code
