@@ -1,5 +1,6 @@
 """The HAProxy process: started in master-worker mode, checked configs, seamless reloads,
-restarted when it dies, stopped softly.
+restarted when it dies, stopped softly.  The listening sockets may be the proxy's own, passed
+in (`pass_fds`, rendered as `bind fd@N`: listeners.py), so a restart refuses no connection.
 
 Reload = write the checked config, SIGUSR2 to the master, then wait on the master CLI
 (`show proc`) until the reload count rises with no new failure, and on the admin socket until
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import runtime
+from .children import Children
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,11 @@ def proc_state(master_socket: str) -> tuple[int, int, list[int]]:
 
 
 class HAProxy:
-    def __init__(self, files: HAProxyFiles, binary: str = "haproxy", start_timeout: float = 10.0):
+    def __init__(self, files: HAProxyFiles, binary: str = "haproxy", start_timeout: float = 10.0,
+                 children: Optional[Children] = None, pass_fds: tuple[int, ...] = ()):
         self.files, self.binary, self.start_timeout = files, binary, start_timeout
+        self.children = children or Children()  # the proxy's, so its reaper leaves these alone
+        self.pass_fds = pass_fds
         self.process: Optional[subprocess.Popen] = None
         self.reloads = 0
         self.restarts = 0
@@ -75,8 +80,8 @@ class HAProxy:
     def check(self, config_path: str) -> None:
         """`haproxy -c`; raises HAProxyError with HAProxy's own alert lines."""
         try:
-            done = subprocess.run([self.binary, "-c", "-f", config_path], capture_output=True,
-                                  text=True, timeout=60)
+            # The inherited sockets too: `bind fd@N` is checked against them.
+            done = self.children.run([self.binary, "-c", "-f", config_path], timeout=60, pass_fds=self.pass_fds)
         except (OSError, subprocess.TimeoutExpired) as err:
             raise HAProxyError(f"haproxy -c could not run: {err}") from None
         if done.returncode != 0:
@@ -97,9 +102,9 @@ class HAProxy:
             if os.path.exists(path):
                 os.unlink(path)
         try:  # its own session: a Ctrl-C meant for the proxy must not hard-stop HAProxy
-            self.process = subprocess.Popen([self.binary, "-W", "-db", "-S", self.files.master_socket,
-                                             "-f", self.files.config], stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+            self.process = self.children.popen([self.binary, "-W", "-db", "-S", self.files.master_socket,
+                                                "-f", self.files.config], stdin=subprocess.DEVNULL,
+                                               start_new_session=True, pass_fds=self.pass_fds)
         except OSError as err:
             raise HAProxyError(f"cannot start {self.binary}: {err}") from None
         try:

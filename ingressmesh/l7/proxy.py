@@ -2,9 +2,12 @@
 
 Follows the controller's snapshot (the agent's client: long-poll, token, fail-over), plans this
 proxy's routes (routes.py), and drives HAProxy through the applier: endpoint changes by the
-runtime API, route changes by a checked, seamless reload.  A supervisor thread starts HAProxy
-again if it dies.  On SIGTERM it keeps serving `stop_linger` seconds (the mesh takes the task
-out of every node first), then stops accepting and lets in-flight requests finish.
+runtime API, route changes by a checked, seamless reload.  The listening sockets are this
+process's (listeners.py), passed to every HAProxy it starts, so when HAProxy dies the kernel
+queues new connections until the supervisor thread has started it again; that thread also reaps
+every orphan re-parented to this process (children.py: it is PID 1 of its container).  On SIGTERM
+it keeps serving `stop_linger` seconds (the mesh takes the task out of every node first), then
+stops accepting and lets in-flight requests finish.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ from ..plan import PlanOptions
 from ..swarm.backoff import Backoff
 from .applier import RouteApplier
 from .backend_tls import BackendTlsCheck, BackendTlsProblem
+from .children import Children, become_subreaper, describe
 from .haproxy import HAProxy, HAProxyFiles, write_atomic
+from .listeners import Listeners
 from .metrics import ProxyMetrics
 from .render import ProxySettings
 from .routes import ProxyScope, RouteTable, next_change, plan_routes
@@ -35,6 +40,7 @@ from .state import state_document
 log = logging.getLogger(__name__)
 LONG_POLL = 25.0
 BACKEND_TLS_EVERY = 3.0  # seconds between checks of verified TLS backends (each verdict kept 30 s)
+SUPERVISE_EVERY = 0.1  # seconds between looks at HAProxy (connections queue meanwhile) and at orphans
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,14 @@ class Proxy:
         # Sticky cookies are keyed by a value every replica of the cluster shares and clients
         # never see: a hash of the token (the token itself never reaches HAProxy's config).
         cookie_key = hashlib.sha256(b"ingressmesh sticky cookies\0" + credentials.token.encode()).hexdigest()
-        settings = replace(config.settings, admin_socket=files.admin_socket, cookie_key=cookie_key)
-        self.applier = RouteApplier(HAProxy(files, config.haproxy_binary), settings)
+        s = config.settings
+        self.listeners = Listeners(s.bind_address, (s.http_port, s.https_port, s.stats_port))
+        settings = replace(s, admin_socket=files.admin_socket, cookie_key=cookie_key,
+                           listen_fds=self.listeners.fds())
+        self.children = Children()
+        haproxy = HAProxy(files, config.haproxy_binary, children=self.children,
+                          pass_fds=tuple(fd for _, fd in settings.listen_fds))
+        self.applier = RouteApplier(haproxy, settings)
         self.client = ControllerClient(list(config.controllers), credentials)
         self.metrics = ProxyMetrics()
         self.http = HttpService(config.listen, {("GET", "/healthz"): self._healthz,
@@ -116,6 +128,7 @@ class Proxy:
 
     # -- main loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event, notifier: Notifier) -> None:
+        become_subreaper()  # a killed HAProxy master's workers come to us, to be reaped
         self.http.start()
         supervisor = threading.Thread(target=self._supervise, args=(stop,), name="haproxy-supervisor", daemon=True)
         supervisor.start()
@@ -235,8 +248,10 @@ class Proxy:
             log.warning("cannot write state.json: %s", err)
 
     def _supervise(self, stop: threading.Event) -> None:
-        """Starts HAProxy again when it died; reloads it when asked (SIGHUP)."""
-        while not stop.wait(0.5):
+        """Starts HAProxy again when it died; reloads it when asked (SIGHUP); reaps orphans."""
+        while not stop.wait(SUPERVISE_EVERY):
+            for pid, status in self.children.reap():
+                log.debug("reaped orphan process %d (%s)", pid, describe(status))
             with self.lock:
                 if self.applier.haproxy.died and not self.stopping:
                     log.error("haproxy exited with status %s; starting it again with the state it should have",
@@ -258,5 +273,7 @@ class Proxy:
             log.info("stopping: serving %.1f s more while the mesh drains this task", self.config.stop_linger)
             time.sleep(self.config.stop_linger)
         with self.lock:
+            self.listeners.close()  # once HAProxy closes its copies, new connections are refused
             self.applier.haproxy.soft_stop(self.config.stop_timeout)
+        self.children.reap()
         log.info("stopped")

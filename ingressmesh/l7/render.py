@@ -47,6 +47,7 @@ class ProxySettings:
     tls_socket: str = ""  # abstract socket of the TLS-terminating listener; "": derived from admin_socket
     websocket_timeout: str = "24h"  # tunnel timeout on websocket_endpoints (hard_stop_after still bounds reloads)
     cookie_key: str = ""  # seeds sticky cookies' values; the same on every replica (from the cluster token)
+    listen_fds: tuple[tuple[int, int], ...] = ()  # (port, fd) the proxy holds open (listeners.py): bind fd@N
 
 
 def route_key(host: str, path: str) -> str:
@@ -145,7 +146,7 @@ def request_rules(table: RouteTable, s: ProxySettings, proto: str) -> list[str]:
 
 
 def _frontend(table: RouteTable, s: ProxySettings) -> list[str]:
-    return ["frontend http", f"    bind {check_safe(s.bind_address, 'bind address')}:{int(s.http_port)}",
+    return ["frontend http", f"    bind {render_tls.bind_target(s, s.http_port)}",
             *request_rules(table, s, "http")]
 
 
@@ -177,7 +178,7 @@ def _backends(table: RouteTable, slots: Assignment, s: ProxySettings) -> list[st
 
 def _stats(s: ProxySettings) -> list[str]:
     return ["frontend stats",
-            f"    bind {check_safe(s.bind_address, 'bind address')}:{int(s.stats_port)}",
+            f"    bind {render_tls.bind_target(s, s.stats_port)}",
             "    http-request use-service prometheus-exporter if { path /metrics }",
             '    http-request return status 200 content-type text/plain string "ok\\n" if { path /healthz }',
             ""]

@@ -32,6 +32,13 @@ def tls_socket(s: "ProxySettings") -> str:
     return "abns@" + check_safe(name, "tls socket")
 
 
+def bind_target(s: "ProxySettings", port: int) -> str:
+    """What a frontend binds for `port`: the socket the proxy holds open (listeners.py), else
+    address:port."""
+    fd = dict(s.listen_fds).get(int(port))
+    return f"fd@{int(fd)}" if fd is not None else f"{check_safe(s.bind_address, 'bind address')}:{int(port)}"
+
+
 def _terminated(table: RouteTable):
     for tls in table.tls_hosts:
         if tls.cert and not tls.pem:
@@ -66,7 +73,7 @@ def https_frontends(table: RouteTable, s: "ProxySettings", rules: list[str]) -> 
     passthrough = [t for t in table.tls_hosts if t.passthrough]
     if not (terminated or passthrough):
         return []
-    bind = f"{check_safe(s.bind_address, 'bind address')}:{int(s.https_port)}"
+    bind = bind_target(s, s.https_port)
     ssl = f"ssl crt-list {check_safe(s.crt_list, 'crt-list')} alpn {ALPN}"
     if not passthrough:
         # The internal listener stays bound here too: when the last passthrough host goes, the

@@ -185,3 +185,74 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits(proxy, controller, ba
     assert proxy.proc.wait(15) == 0
     with pytest.raises(OSError):
         proxy.get("a.test", timeout=1)
+
+
+def _zombie_children(pid: int) -> list[int]:
+    from ingressmesh.l7.children import children_of
+    found = []
+    for child in children_of(pid):
+        try:
+            with open(f"/proc/{child}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    found.append(child)
+        except OSError:
+            pass
+    return found
+
+
+def test_kill_9_of_haproxy_refuses_no_connection_and_leaves_no_zombie(proxy, controller, backends):
+    """Issue 20: the proxy holds the listening socket, so while HAProxy is started again the kernel
+    queues new connections: none is refused, every request sent after the kill is answered.  What
+    a kill -9 cannot save is a request the dying worker had already accepted (HAProxy's worker
+    exits when its master dies): at most one per client, the one in flight at that moment.  The
+    killed master's worker comes to the proxy (a subreaper, as PID 1 of its container) and is
+    reaped.  A reload (new host) during the same loop fails nothing."""
+    port = free_port()
+    controller.publish(cluster({"a": "a.test"}, backends, port))
+    proxy.wait("a.test served", lambda: proxy.serves("a.test"))
+    master = proxy.state()["master_pid"]
+    workers = [int(p) for p in open(f"/proc/{master}/task/{master}/children").read().split()]
+    assert workers, "haproxy has no worker"
+    done, failures, stop, killed = [0], [], threading.Event(), [float("inf")]
+
+    def client():  # a new connection per request: what a refused port would fail
+        deadline = time.monotonic() + 30  # bounded even if the test body fails
+        while not stop.is_set() and time.monotonic() < deadline and done[0] < 20000:
+            started = time.monotonic()
+            try:
+                status = proxy.get("a.test", timeout=10)[0]
+                if status != 200:
+                    failures.append((started - killed[0], status))
+            except OSError as err:
+                failures.append((started - killed[0], repr(err)))
+            done[0] += 1
+
+    loops = [threading.Thread(target=client) for _ in range(2)]
+    for loop in loops:
+        loop.start()
+    try:
+        time.sleep(0.5)
+        generation = proxy.state()["config_generation"]
+        controller.publish(cluster({"a": "a.test", "b": "b.test"}, backends, port))  # a seamless reload
+        proxy.wait("b.test served", lambda: proxy.serves("b.test"))
+        proxy.wait("the reload done", lambda: proxy.state()["config_generation"] > generation)
+        assert failures == [], "a reload failed requests"
+        before = done[0]
+        killed[0] = time.monotonic()
+        os.kill(master, signal.SIGKILL)
+        restarted = proxy.wait("a new haproxy master", lambda: proxy.state()["master_pid"] not in (None, master))
+        time.sleep(0.5)
+        after = done[0]
+    finally:
+        stop.set()
+        for loop in loops:
+            loop.join(40)
+    print(f"{done[0]} requests, {after - before} across the kill (new master {restarted * 1000:.0f} ms later); "
+          f"lost in flight: {failures}")
+    assert not [f for f in failures if "Refused" in str(f[1])], failures
+    assert len(failures) <= len(loops) and all(when < restarted for when, _ in failures), failures
+    assert after - before > 10
+    assert proxy.serves("b.test"), proxy.get("b.test")
+    gone = lambda: not _zombie_children(proxy.proc.pid) and not any(  # noqa: E731
+        os.path.exists(f"/proc/{p}") for p in [master, *workers])
+    proxy.wait("the killed master's worker reaped (no zombie left)", gone)
