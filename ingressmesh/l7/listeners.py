@@ -39,7 +39,13 @@ class Listeners:
         return tuple((port, sock.fileno()) for port, sock in sorted(self.sockets.items()))
 
     def close(self) -> None:
-        """Our copies go: once HAProxy has closed its own, the ports refuse connections again."""
+        """The ports stop listening for every holder (HAProxy's master keeps its inherited copy until
+        it exits: without the shutdown, new connections would queue, unanswered, through the whole
+        drain) and refuse new connections; connections already accepted are not touched."""
         for sock in self.sockets.values():
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not listening any more
             sock.close()
         self.sockets = {}
