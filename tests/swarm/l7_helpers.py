@@ -24,14 +24,18 @@ def deploy(mesh) -> str:
                          + l7_lab.extension("blue", url, BLUE_PORT, replicas=1, mode="host", cluster="blue"))
 
 
-def proxies_deployed(mesh):
-    """Module fixture body: both proxy services up and healthy; removed afterwards."""
-    deploy(mesh)
-    healthy_replicas(mesh.lab, DEFAULT_PROXY, 2)
-    healthy_replicas(mesh.lab, BLUE_PROXY, 1)
+def proxies_deployed(mesh, config: str = "", proxies=((DEFAULT_PROXY, 2), (BLUE_PROXY, 1))):
+    """Module fixture body: the proxy services (both of deploy(), or those of `config` named with
+    their replica counts in `proxies`) up and healthy; removed afterwards."""
+    if config:
+        l7_lab.deploy(mesh, config)
+    else:
+        deploy(mesh)
+    for service, count in proxies:
+        healthy_replicas(mesh.lab, service, count)
     yield mesh
     mesh.stop("l7")
-    for service in (DEFAULT_PROXY, BLUE_PROXY):
+    for service, _ in proxies:
         remove_service(mesh.lab, service)
 
 
@@ -163,3 +167,25 @@ def time_until(check, timeout: float = 10.0, interval: float = 0.01) -> float:
             return time.monotonic() - start
         time.sleep(interval)
     raise AssertionError(f"not true within {timeout:g} s")
+
+
+class Browser:
+    """Sends the session cookie back as a browser would (the last Set-Cookie wins), each request
+    through the next node in turn: the L4 mesh spreads them over every proxy replica."""
+
+    def __init__(self, lab, host: str, path: str = "/session"):
+        self.lab, self.host, self.path, self.cookie, self.sent = lab, host, path, "", 0
+
+    def request(self):
+        node = self.lab.config.node_numbers[self.sent % len(self.lab.config.node_numbers)]
+        self.sent += 1
+        headers = {"Cookie": self.cookie} if self.cookie else None
+        answer = http_request(self.lab.client_netns(), self.lab.node_address(node), HTTP_PORT, self.host,
+                              self.path, headers=headers)
+        assert answer.status == 200, answer
+        if answer.headers.get("set-cookie"):
+            self.cookie = answer.headers["set-cookie"].split(";")[0]
+        return answer
+
+    def get(self) -> str:
+        return self.request().hostname

@@ -12,10 +12,10 @@ from ingressmesh.lab import PYTHON_IMAGE
 from ingressmesh.testbed.l7_probe import http_request, https_request
 from ingressmesh.testbed.swarm_probe import LoadGenerator
 from ingressmesh.testbed.websocket import echo
-from l7_helpers import (BLUE_PORT, BLUE_PROXY, DEFAULT_PROXY, HTTP_PORT, HTTPS_PORT, LB, every_node, labelled,
+from l7_helpers import (BLUE_PORT, BLUE_PROXY, DEFAULT_PROXY, Browser, HTTP_PORT, HTTPS_PORT, LB, every_node, labelled,
                         proxies_deployed, reload_counts, replica_get, replica_json, replicas,
                         served_by_every_replica, settled_replicas, wait_routed)
-from l7_tls_helpers import https_probe, open_websocket
+from l7_tls_helpers import every_replica_serves, https_probe, open_websocket, tls_everywhere, wait_https
 from swarm_helpers import node_number, remove_service, running_tasks, wait_for, wait_running
 
 
@@ -55,42 +55,6 @@ def tls_app(lab, name: str, tls: tuple[str, str], *options: str, **labels) -> No
     cert, key = tls
     labelled(lab, name, "--secret", cert, "--secret", key, "--env", f"TLS_CERT=/run/secrets/{cert}",
              "--env", f"TLS_KEY=/run/secrets/{key}", *options, image=PYTHON_IMAGE, **labels)
-
-
-def tls_everywhere(lab, host: str, cafile: str, org: str = "") -> bool:
-    """Every node answers 200 over HTTPS for host with host's certificate (of version org)."""
-    for n in lab.config.node_numbers:
-        answer = https_request(lab.client_netns(), lab.node_address(n), HTTPS_PORT, host, cafile)
-        if answer.status != 200 or answer.subject.get("commonName") != host or \
-                (org and answer.subject.get("organizationName") != org):
-            return False
-    return True
-
-
-def every_replica_serves(lab, host: str, cafile: str, org: str = "") -> bool:
-    """Each running proxy replica (both of them, and no third one still rolling), asked directly
-    on its HTTPS port, answers 200 for host with host's certificate (of version org)."""
-    found = replicas(lab, DEFAULT_PROXY)
-    if len(found) != 2:
-        return False
-    for n, _, ip in found:
-        answer = https_request(lab.node_netns(n), ip, 443, host, cafile)
-        if answer.status != 200 or answer.subject.get("commonName") != host or \
-                (org and answer.subject.get("organizationName") != org):
-            return False
-    return True
-
-
-def wait_https(lab, cafile: str, *hosts: str, org: str = "") -> None:
-    """Until every proxy replica serves every host over HTTPS, the proxy service has stopped
-    rolling, and so every node does too.  A labelled service on a network the proxy tasks have
-    not joined makes `l7 deploy` roll the proxy service start-first: until the rollout ends, the
-    old tasks cannot reach it (and the L4 mesh still sends them a share of the connections)."""
-    wait_for(f"{', '.join(hosts)} over HTTPS on every proxy replica", lambda: all(
-        every_replica_serves(lab, host, cafile, org) for host in hosts), timeout=240, interval=1)
-    settled_replicas(lab, DEFAULT_PROXY, 2)
-    for host in hosts:
-        assert tls_everywhere(lab, host, cafile, org)
 
 
 def test_1_3_8_certificates_by_sni_ssl_only_h2_and_bad_secrets_refused_by_name(l7, pki):
@@ -262,24 +226,6 @@ def test_6_websocket_through_every_node_survives_five_route_reloads(l7):
         remove_service(lab, "ws")
         for i in range(5):
             remove_service(lab, f"ws-churn{i}")
-
-
-class Browser:
-    """Sends the session cookie back as a browser would; the last Set-Cookie wins."""
-
-    def __init__(self, lab, host: str):
-        self.lab, self.host, self.cookie, self.sent = lab, host, "", 0
-
-    def get(self) -> str:
-        node = self.lab.config.node_numbers[self.sent % len(self.lab.config.node_numbers)]
-        self.sent += 1  # every node in turn: the L4 mesh spreads them over both proxy replicas
-        headers = {"Cookie": self.cookie} if self.cookie else None
-        answer = http_request(self.lab.client_netns(), self.lab.node_address(node), HTTP_PORT, self.host,
-                              "/session", headers=headers)
-        assert answer.status == 200, answer
-        if answer.headers.get("set-cookie"):
-            self.cookie = answer.headers["set-cookie"].split(";")[0]
-        return answer.hostname
 
 
 def test_7_sticky_cookie_through_every_node_moves_once_when_its_task_leaves(l7):
