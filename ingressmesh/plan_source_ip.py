@@ -65,6 +65,7 @@ class TaskReplyRoutes:
     service: str
     address: str  # the task's address on the ingress network: finds the interface
     peers: tuple[IngressPeer, ...]
+    udp_ports: tuple[int, ...] = ()  # target ports of its published UDP ports (reply_routes.py)
 
 
 def ingress_peers(cluster: model.Cluster) -> tuple[IngressPeer, ...]:
@@ -94,5 +95,6 @@ def plan_reply_routes(cluster: model.Cluster, node_id: str, containers: Mapping[
         if (service is None or task.node_id != node_id or task.desired_state != "running"
                 or not address or task.id not in containers):
             continue
-        out.append(TaskReplyRoutes(containers[task.id], task.id, service.name, address, peers))
+        udp = tuple(sorted({p.target_port for p in service.ports if p.protocol == "udp" and p.publish_mode == "ingress"}))
+        out.append(TaskReplyRoutes(containers[task.id], task.id, service.name, address, peers, udp))
     return tuple(sorted(out, key=lambda r: r.container_id))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..netns import Netns
 from .state import FAMILY, TABLE
 
-IGNORED = ((FAMILY, TABLE), ("ip", "nat"))
+IGNORED = ((FAMILY, TABLE), ("ip", "nat"), ("ip", "ingressmesh_src"))  # ingressmesh_src: reply_routes.py
 LEGACY_NAMES = "/proc/thread-self/net/ip_tables_names"  # this thread's namespace, not the process's
 
 

@@ -3,7 +3,7 @@
 TCP: on connect, send "<name>\\n"; then answer every line with "<name> <line>" ("peer?" is
 answered with "<name> peer <the caller's address as this task sees it>"; "bye" is answered,
 then the server closes first, as an HTTP server does after a response).  UDP: answer
-every datagram with "<name> <datagram>".  Prints "ready" once listening, so the testbed can wait.
+every datagram with "<name> <datagram>" ("peer?" as for TCP).  Prints "ready" once listening, so the testbed can wait.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr):
+        if data.strip() == b"peer?":  # who called, as for TCP
+            data = b"peer " + addr[0].encode()
         self.transport.sendto(self.name + b" " + data, addr)
 
 

@@ -75,6 +75,20 @@ def udp_who(ns: str, address: str, port: int, payload: str = "ping", timeout: fl
     return name
 
 
+def udp_peer(ns: str, address: str, port: int, timeout: float = TIMEOUT) -> tuple[str, str]:
+    """(task that answered, the sender's address as that task sees it), from a fresh socket."""
+    with Netns.from_ref(ns).entered():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(timeout)
+        sock.sendto(b"peer?", (address, port))
+        data, _ = sock.recvfrom(4096)
+    fields = data.decode().split()
+    if len(fields) != 3 or fields[1] != "peer":
+        raise ConnectionError(f"unexpected UDP answer {data!r}")
+    return fields[0], fields[2]
+
+
 def udp_spread(ns: str, address: str, port: int, count: int) -> Counter:
     """Each datagram from a fresh socket (a new source port), so each is a new flow."""
     return Counter(udp_who(ns, address, port, f"ping{i}") for i in range(count))
