@@ -31,6 +31,7 @@ from .controller_client import ControllerAuthError, ControllerClient, Controller
 from .docker_extras import DockerExtras
 from .docker_layout import DockerNamespaces
 from .fast_path import FastPath
+from .source_routes import SourceRoutes
 from .reporter import Reporter
 from .sync_health import SyncHealth
 
@@ -52,6 +53,7 @@ class AgentConfig:
     fast_path: bool = True  # DNAT VIPs in local containers' own namespaces (nftables only)
     fast_path_max_containers: Optional[int] = None  # at most this many containers get the fast path (None: all)
     ipvs_timeouts: Optional[object] = None
+    source_ip: str = "snat"  # default of label io.ingressmesh.lb.source_ip (plan_source_ip.py)
 
 
 def local_node_id(docker_url: str) -> str:
@@ -89,7 +91,8 @@ class Agent:
         if nftables:  # disabled, it still empties the container tables an earlier run left
             self.containers = LocalContainers(make_api, config.docker_url, on_change=self._containers_changed)
             self.fast_path = FastPath(config.namespaces, self.containers,
-                                      max_containers=config.fast_path_max_containers, enabled=config.fast_path)
+                                      max_containers=config.fast_path_max_containers, enabled=config.fast_path,
+                                      source_routes=SourceRoutes(config.source_ip))
         elif config.fast_path:
             log.info("the VIP fast path is nftables-only: with the ipvs backend containers reach VIPs "
                      "through the LB namespace")
@@ -210,7 +213,8 @@ class Agent:
 
     def _options(self) -> PlanOptions:
         return PlanOptions(now=time.time(), drain_grace=self.config.drain_grace,
-                           ingress_gateway=self.facts.ingress_gateway or self.config.ingress_gateway)
+                           ingress_gateway=self.facts.ingress_gateway or self.config.ingress_gateway,
+                           source_ip=self.config.source_ip)
 
     def _take(self, update: Update) -> bool:
         self.health.received(update.version)
@@ -235,8 +239,9 @@ class Agent:
             return started + RETRY
         options = self._options()
         plan = self.follower.plan(options)
-        if self.fast_path is not None:
-            self.fast_path.plan_changed(plan)
+        if self.fast_path is not None:  # with the cluster only when a task needs reply routes (issue 21)
+            keeps = any(p.keep_source for ns in plan.namespaces if ns.role == "ingress" for p in ns.ports)
+            self.fast_path.plan_changed(plan, self.follower.planner.cluster() if keeps else None)
         for warning in sorted(set(plan.warnings) - self.warnings):
             log.warning("%s", warning)
         self.warnings = set(plan.warnings)

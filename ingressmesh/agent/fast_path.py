@@ -35,6 +35,7 @@ from ..plan import NodePlan
 from ..plan_containers import LocalContainer, plan_containers
 from ..swarm.local_containers import LocalContainers
 from .docker_layout import DockerNamespaces
+from .source_routes import SourceRoutes
 
 log = logging.getLogger(__name__)
 RETRY = 1.0
@@ -54,7 +55,7 @@ WORKERS = 1
 class FastPath:
     def __init__(self, namespaces: DockerNamespaces, containers: LocalContainers,
                  make_backend: Optional[Callable] = None, max_containers: Optional[int] = MAX_CONTAINERS,
-                 enabled: bool = True, workers: int = WORKERS):
+                 enabled: bool = True, workers: int = WORKERS, source_routes: Optional[SourceRoutes] = None):
         self.namespaces, self.containers, self.max_containers = namespaces, containers, max_containers
         # Disabled (--no-fast-path), it only empties the tables an earlier run left in containers,
         # so none keeps sending to tasks it no longer hears about.
@@ -72,6 +73,8 @@ class FastPath:
         self._checked: dict[str, int] = {}  # container id -> how often its own rules were looked for
         self._recheck_due = False  # young containers' rules are looked at again (not on a plan change)
         self._plan: Optional[NodePlan] = None
+        self._cluster = None  # for the reply routes of source-keeping services' tasks (issue 21)
+        self.source_routes = source_routes or SourceRoutes()
         self._first_seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -89,9 +92,9 @@ class FastPath:
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout)
 
-    def plan_changed(self, plan: NodePlan) -> None:
+    def plan_changed(self, plan: NodePlan, cluster=None) -> None:
         with self._lock:
-            self._plan = plan
+            self._plan, self._cluster = plan, cluster
         self._wake.set()
 
     def containers_changed(self) -> None:
@@ -152,7 +155,8 @@ class FastPath:
                 "limit": "none" if self.max_containers is None else self.max_containers,
                 "over_limit": self.over_limit, "errors": dict(self.errors),
                 "own_rules": {cid[:12]: why for cid, why in self.own_rules.items()},
-                "docker_error": self.containers.last_error or None}
+                "docker_error": self.containers.last_error or None,
+                "source_routes": self.source_routes.status()}
 
     def _eligible(self, facts, now: float, recheck: bool) -> list:
         """The containers that may have the fast path: not opted out, and holding no packet-filter
@@ -210,10 +214,11 @@ class FastPath:
         must not wait for that)."""
         recheck, self._recheck_due = (self._recheck_due if recheck is None else recheck), False
         with self._lock:
-            plan = self._plan
+            plan, cluster = self._plan, self._cluster
         if plan is None:
             return
         facts = self.containers.current()
+        self.source_routes.sync(cluster, plan.node_id, facts, self.namespaces.netns_dir())
         now = time.monotonic()
         for f in facts:
             self._first_seen.setdefault(f.id, now)
@@ -233,6 +238,7 @@ class FastPath:
         only = NodePlan(node_id=plan.node_id, namespaces=tuple(chosen), held=held)
         report = self.applier.apply(only)
         report.errors.update(left_errors)
+        report.errors.update(self.source_routes.errors)
         for key, message in sorted(set(report.errors.items()) - set(self.errors.items())):
             log.info("fast path %s: %s (its VIPs go through the LB namespace meanwhile)", key, message)
         self.errors = dict(report.errors)

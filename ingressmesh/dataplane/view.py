@@ -15,6 +15,7 @@ class Row:
 
 
 REFUSED = "no eligible task: new connections refused"
+SOURCE_KEPT = "client source addresses kept (no SNAT)"  # io.ingressmesh.lb.source_ip=preserve
 
 
 def vip_frontend(vip: str) -> str:

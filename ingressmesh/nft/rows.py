@@ -1,7 +1,7 @@
 """VIP-to-task rows from what an nftables table holds (its elements and their comments)."""
 from __future__ import annotations
 
-from ..dataplane.view import REFUSED, Row, port_frontend, vip_frontend
+from ..dataplane.view import REFUSED, SOURCE_KEPT, Row, port_frontend, vip_frontend
 from .state import TableState
 
 
@@ -29,8 +29,11 @@ def rows_from_state(state: TableState) -> list[Row]:
         note = REFUSED if e.set == "vip_rejects" else ""
         rows.append(Row(vip_frontend(e.key[0]), _split(e.comment)[0],
                         tuple(sorted(backends.get(("vip", e.key[0]), []))), note))
+    kept = {(e.key[0], f"{e.key[1]}:{e.key[2]}") for e in state.elements_of("port_keep_source")}
     for e in state.elements_of("port_services") + state.elements_of("port_rejects"):
         note = REFUSED if e.set == "port_rejects" else ""
+        if not note and any((e.key[0], b) in kept for b, _ in backends.get(("port", e.key[0], e.key[1]), [])):
+            note = SOURCE_KEPT
         rows.append(Row(port_frontend(e.key[0], e.key[1]), _split(e.comment)[0],
                         tuple(sorted(backends.get(("port", e.key[0], e.key[1]), []))), note))
     for e in state.elements_of("published"):

@@ -31,6 +31,7 @@ class ContainerFacts:
     network_ids: tuple[str, ...]
     sandbox: str  # the namespace file's name under <exec-root>/netns
     fast_path: str = ""  # its label io.ingressmesh.fast_path: "true" opts in despite own rules, "false" out
+    task_id: str = ""  # a swarm task's id (label com.docker.swarm.task.id): its reply routes (issue 21)
 
 
 FAST_PATH_LABEL = "io.ingressmesh.fast_path"
@@ -50,7 +51,8 @@ def container_facts(inspected: dict) -> Optional[ContainerFacts]:
         return None
     labels = (inspected.get("Config") or {}).get("Labels") or {}
     choice = str(labels.get(FAST_PATH_LABEL, "")).strip().lower()
-    return ContainerFacts(inspected.get("Id", ""), (inspected.get("Name") or "").lstrip("/"), ids, sandbox, choice)
+    return ContainerFacts(inspected.get("Id", ""), (inspected.get("Name") or "").lstrip("/"), ids, sandbox, choice,
+                          str(labels.get("com.docker.swarm.task.id", "")))
 
 
 class LocalContainers:

@@ -92,7 +92,8 @@ def test_reply_routes_for_local_tasks_of_source_keeping_services():
     cluster = _cluster(web_label="preserve", tasks=TASKS)
     containers = {"w1": "c-w1", "w2": "c-w2", "a1": "c-a1"}
     routes = plan_reply_routes(cluster, "n1", containers)
-    assert [(r.container_id, r.task_id, r.service, r.address) for r in routes] == [("c-w1", "w1", "web", "10.255.0.20")]
+    assert [(r.container_id, r.task_id, r.service, r.address, r.udp_ports) for r in routes] == [
+        ("c-w1", "w1", "web", "10.255.0.20", (53,))]
     peers = routes[0].peers
     assert [(p.node_id, p.address, p.mac, p.mark) for p in peers] == [
         ("n1", "10.255.0.2", "02:42:0a:ff:00:02", 0x0AFF0002), ("n2", "10.255.0.3", "02:42:0a:ff:00:03", 0x0AFF0003)]
@@ -102,3 +103,38 @@ def test_reply_routes_for_local_tasks_of_source_keeping_services():
     assert plan_reply_routes(_cluster(tasks=TASKS), "n1", containers) == ()
     assert [r.task_id for r in plan_reply_routes(_cluster(tasks=TASKS), "n1", containers, default="preserve")] == [
         "a1", "w1"]
+
+
+def test_agent_programs_each_local_task_once_and_retries_failures():
+    from ingressmesh.agent.source_routes import SourceRoutes
+    from ingressmesh.dataplane.reply_routes import ReplyRoutesError
+    from ingressmesh.swarm.local_containers import ContainerFacts
+
+    calls, failing = [], {"c-w1"}
+
+    def apply(netns, routes):
+        calls.append((netns.path, routes.task_id))
+        if routes.container_id in failing:
+            raise ReplyRoutesError(f"task web/{routes.task_id}: nope")
+        return "eth0"
+
+    facts = [ContainerFacts("c-w1", "web.1", ("ingressnet",), "sb1", task_id="w1"),
+             ContainerFacts("c-x", "other", ("ingressnet",), "sb2")]
+    cluster = _cluster(web_label="preserve", tasks=TASKS)
+    routes = SourceRoutes(apply=apply)
+    routes.sync(cluster, "n1", facts, "/run/docker/netns")
+    assert calls == [("/run/docker/netns/sb1", "w1")]
+    assert list(routes.errors) == ["src:c-w1"] and "web/w1" in routes.errors["src:c-w1"]
+    failing.clear()
+    routes.sync(cluster, "n1", facts, "/run/docker/netns")  # retried
+    routes.sync(cluster, "n1", facts, "/run/docker/netns")  # unchanged: not rewritten
+    routes.sync(None, "n1", facts, "/run/docker/netns")  # no source-keeping service now: nothing taken away
+    assert len(calls) == 2 and routes.errors == {} and routes.status() == {"tasks": 1, "errors": {}}
+    # A third node joins: its ingress namespace is a new way back, so the task is reprogrammed.
+    data = copy.deepcopy(_BASE)
+    data["nodes"].append({"id": "n3", "hostname": "node3", "address": "10.9.0.3"})
+    data["networks"][0]["lb_addresses"].append({"node_id": "n3", "address": "10.255.0.4"})
+    data["services"][0]["labels"] = {SOURCE_IP_LABEL: "preserve"}
+    data["tasks"] = list(TASKS)
+    routes.sync(snapshot.from_dict(data), "n1", facts, "/run/docker/netns")
+    assert len(calls) == 3
