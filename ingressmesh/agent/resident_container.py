@@ -1,7 +1,7 @@
 """The plain container that carries a drained node's agent (drained.py says when and why).
 
 It is made from the stack agent's own container, so it runs the very same image (by id), command,
-capabilities, mounts (Docker's socket, Docker's netns directory, the per-node lease volume) and
+capabilities, mounts (Docker's socket, Docker's exec root with its netns/, the per-node lease volume) and
 host networking, with three changes:
 
 - `--on-stop keep`: it is stopped by the agent task that replaces it (which is waiting for the

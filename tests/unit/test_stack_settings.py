@@ -69,8 +69,10 @@ def test_the_stack_file_is_a_global_agent_and_controllers_on_managers():
     assert agent["deploy"]["mode"] == "global" and agent["deploy"]["update_config"]["order"] == "start-first"
     assert sorted(agent["cap_add"]) == ["NET_ADMIN", "SYS_ADMIN"] and "privileged" not in agent
     assert agent["networks"] == controller["networks"] == ["hostnet"] and spec["networks"]["hostnet"]["name"] == "host"
-    netns = [m for m in agent["volumes"] if isinstance(m, dict) and m.get("target") == "/run/docker/netns"]
-    assert netns[0]["bind"]["propagation"] == "rslave"
+    # The exec root, not its netns/ (made by dockerd with the node's first sandbox, maybe after the agent's task)
+    exec_root = [m for m in agent["volumes"] if isinstance(m, dict) and m.get("target") == "/run/docker"]
+    assert exec_root[0]["source"] == "${DOCKER_EXEC_ROOT:-/run/docker}" and exec_root[0]["bind"]["propagation"] == "rslave"
+    assert "--exec-root" in agent["command"] and agent["command"][agent["command"].index("--exec-root") + 1] == "/run/docker"
     assert controller["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert spec["secrets"]["ingressmesh_secret"]["external"] is True
     assert "--on-stop" in agent["command"] and agent["environment"]["INGRESSMESH_NODE_ID"] == "{{.Node.ID}}"
