@@ -310,6 +310,31 @@ def test_the_l7_layer_runs_in_the_stack_and_routes_by_host(mesh, steady):
     labels = json.loads(mesh.lab.docker(1, "service", "inspect", "-f", "{{json .Spec.Labels}}", PROXY).stdout)
     assert labels["com.docker.stack.namespace"] == NAME
     _routes_by_host(mesh, "stacked.local")
+    _l7_deploy_is_behind_the_docker_filter(mesh.lab)
+
+
+def _l7_deploy_is_behind_the_docker_filter(lab) -> None:
+    """`l7 deploy` runs as nobody; as nobody the manager's socket is out of reach and the filtered
+    one refuses what l7 deploy never does (naming it) while passing what it does."""
+    (container,) = lab.docker(1, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={NAME}_l7").stdout.split()
+    listed = lab.docker(1, "top", container, "-eo", "pid,uid,args").stdout.splitlines()[1:]  # docker top needs pid
+    filters = [line.split()[1] for line in listed if "docker-filter" in line]
+    deployers = [line.split()[1] for line in listed if "l7 deploy" in line and "docker-filter" not in line]
+    assert filters == ["0"] and deployers == ["65534"], listed
+    probe = ("import docker, sys\n"
+             "def call(url, what):\n"
+             "    try:\n"
+             "        getattr(docker.APIClient(base_url=url, version='1.41', timeout=10), what)(); return 'ok'\n"
+             "    except docker.errors.APIError as err: return f'{err.status_code} {err.explanation}'\n"
+             "    except Exception as err: return type(err).__name__ + ': ' + str(err)[:80]\n"
+             "for url, what in (('unix:///run/ingressmesh-docker/docker.sock', 'containers'),\n"
+             "                  ('unix:///run/ingressmesh-docker/docker.sock', 'info'),\n"
+             "                  ('unix:///var/run/docker.sock', 'info')):\n"
+             "    print(what, '->', call(url, what))\n")
+    shown = lab.docker(1, "exec", "-u", "65534:65534", container, "python3", "-c", probe).stdout.splitlines()
+    print("as nobody in the l7 task:", shown)
+    assert shown[0].startswith("containers -> 403 docker-filter (l7-deploy): GET /containers/json refused"), shown
+    assert shown[1] == "info -> ok" and "Permission denied" in shown[2], shown
 
 
 def test_stack_rm_removes_every_rule_on_every_node(mesh, steady):

@@ -56,6 +56,15 @@ def test_the_merged_stack_gives_l7_deploy_the_ca_and_nothing_else_of_tls(setting
     assert l7["environment"]["INGRESSMESH_PROXY_CA_SECRET"] == f"ingressmesh_ca_{digest}"
     assert sorted(s["source"] for s in l7["secrets"]) == ["ingressmesh_ca", "ingressmesh_secret"]
     assert stack["secrets"]["ingressmesh_ca"]["name"] == f"ingressmesh_ca_{digest}"
+    # l7 deploy runs as nobody behind the Docker API filter, which alone holds the manager's socket
+    command = l7["command"]
+    assert command[:4] == ["ingressmesh", "docker-filter", "--for", "l7-deploy"]
+    deployer = command[command.index("--") + 1:]
+    assert deployer[:3] == ["ingressmesh", "l7", "deploy"] and "/var/run/docker.sock" not in " ".join(deployer)
+    assert deployer[deployer.index("--docker") + 1] == "unix://" + command[command.index("--listen") + 1]
+    assert command[command.index("--run-as") + 1] == "65534:65534"
+    token = next(s for s in l7["secrets"] if s["source"] == "ingressmesh_secret")
+    assert (token["uid"], token["gid"], token["mode"]) == ("65534", "65534", 0o400)
     # the controllers' key goes to the controllers only
     for part in ("ingressmesh_tls_key", "ingressmesh_tls_cert"):
         assert {name for name, svc in stack["services"].items()
