@@ -8,12 +8,15 @@ endpoint change reaches traffic, and what 1,000 host routes cost.  All on loopba
 1. Throughput/latency (wrk -t1, keep-alive and Connection: close) to the same backend servers
    (HAProxy `http-request return` on 127.0.0.2-5) (a) directly, (b) through a hand-written
    minimal HAProxy config, (c) through the config ingressmesh renders (plan_routes +
-   RouteApplier + HAProxy); (c)/(b) req/s is the number to quote (target >= 0.95).  With
+   RouteApplier + HAProxy), (d) through a hand-written config adding the same headers and request
+   id as (c) (SAME_HEADERS_CONFIG); (c)/(b) and (c)/(d) = `same_headers_ratio` (target >= 0.95).  With
    --explain, haproxy's instructions per request (callgrind) for (b), (c), and (c) with each
    piece it adds over (b) taken out in turn.
 2. Route-change latency: the real `ingressmesh proxy` process follows a stand-in controller;
    a new host (reload) and a new task (runtime API) are timed from publish to first answer.
 3. 1,000 host routes: plan + render, `haproxy -c`, start, seamless reload, memory.
+4. --tls-hosts (10,000) TLS hosts: plan, certificates, render, `haproxy -c`, start, reload, memory
+   (l7_tls_scale.py).
 Exits 1 only if a measurement failed.  Results: bench/results/l7.json.
 """
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import replace
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import l7_helpers as h  # noqa: E402  (bench/ is not a package)
+from l7_tls_scale import tls_hosts_at_scale  # noqa: E402
 from ingressmesh import snapshot  # noqa: E402
 from ingressmesh.l7 import slots  # noqa: E402
 from ingressmesh.l7.applier import RouteApplier  # noqa: E402
@@ -118,6 +122,9 @@ class Bench:
         hand_port = h.free_port()
         hand_text = h.hand_config(hand_port, [(a, self.port) for a in SERVERS])
         hand = h.start_haproxy(self.procs, self.haproxy, self.workdir, "hand", hand_text, "127.0.0.1", hand_port)
+        same_port = h.free_port()
+        same_text = h.same_headers_config(same_port, [(a, self.port) for a in SERVERS])
+        same = h.start_haproxy(self.procs, self.haproxy, self.workdir, "same", same_text, "127.0.0.1", same_port)
         product = self.applier("product")
         try:
             swarm = self.cluster()
@@ -127,11 +134,12 @@ class Bench:
             port = product.settings.http_port
             targets = {"a": (f"http://{SERVERS[0]}:{self.port}/", self.backends_pid),
                        "b": (f"http://127.0.0.1:{hand_port}/", hand.pid),
-                       "c": (f"http://127.0.0.1:{port}/", product.haproxy.master_pid)}
+                       "c": (f"http://127.0.0.1:{port}/", product.haproxy.master_pid),
+                       "d": (f"http://127.0.0.1:{same_port}/", same.pid)}
             runs = {mode: {t: [] for t in targets} for mode in modes}
             for rep in range(args.repeat):
                 for mode, close in modes.items():  # interleaved, b/c order alternating: drift hits both
-                    for t in ("a", "b", "c") if rep % 2 == 0 else ("a", "c", "b"):
+                    for t in ("a", "b", "c", "d") if rep % 2 == 0 else ("a", "d", "c", "b"):
                         url, master = targets[t]
                         runs[mode][t].append(self.wrk(url, close, master, args.duration))
             result = {"how": "best of %d (highest req/s)" % args.repeat if args.repeat <= 2
@@ -142,13 +150,15 @@ class Bench:
                 result["modes"][mode] = {
                     **picked, "ratio_c_b": round(picked["c"]["rps"] / picked["b"]["rps"], 3),
                     "cpu_ratio_c_b": round(_median_cpu(every["c"]) / _median_cpu(every["b"]), 2),
+                    "same_headers_ratio": round(picked["c"]["rps"] / picked["d"]["rps"], 3),
+                    "cpu_ratio_c_d": round(_median_cpu(every["c"]) / _median_cpu(every["d"]), 2),
                     "all_rps": {t: [r["rps"] for r in every[t]] for t in targets},
                     "all_cpu_us_per_req": {t: [r["cpu_us_per_req"] for r in every[t]] for t in targets}}
             result["memory_1_route"] = {"hand": h.haproxy_rss(hand.pid),
                                         "product": h.haproxy_rss(product.haproxy.master_pid)}
             with open(product.haproxy.files.config, encoding="utf-8") as handle:
                 product_text = handle.read()
-            result["configs"] = {"hand": hand_text, "product": product_text}
+            result["configs"] = {"hand": hand_text, "same_headers": same_text, "product": product_text}
             result["check_ms_1_route"] = _check_ms(product.haproxy, product.haproxy.files.config)
             if args.explain:
                 result["explain"] = self.explain(product_text, table, product.settings)
@@ -157,6 +167,7 @@ class Bench:
         finally:
             product.haproxy.kill()
             self.procs.stop(hand)
+            self.procs.stop(same)
 
     def explain(self, text: str, table, settings: ProxySettings) -> dict:
         """What each piece the product config adds over the hand-written one costs: haproxy (one
@@ -165,12 +176,13 @@ class Bench:
         Instruction counts do not move with the other load on the machine; kernel time
         (sockets) is not in them."""
         backend, found = table.routes[0].backend, {}
-        variants = {"(b) hand-written": None, "(c) ingressmesh": [], **{f"(c) without {n}": [n] for n in h.FEATURES},
+        hand = {"(b) hand-written": h.hand_config, "(d) hand-written, same headers": h.same_headers_config}
+        variants = {**dict.fromkeys(hand), "(c) ingressmesh": [], **{f"(c) without {n}": [n] for n in h.FEATURES},
                     "(c) without all four": list(h.FEATURES)}
         for index, (name, features) in enumerate(variants.items()):
             port = h.free_port()
             if features is None:
-                config = h.hand_config(port, [(a, self.port) for a in SERVERS])
+                config = hand[name](port, [(a, self.port) for a in SERVERS])
             else:
                 config = h.rebind(h.without(text, features, backend, "app.local"),
                                   {settings.http_port: port, settings.stats_port: h.free_port()},
@@ -182,6 +194,9 @@ class Bench:
             c = found["(c) ingressmesh"][mode]["instructions_per_req"]
             summary[mode] = {name: {**r[mode], "vs_c": round(r[mode]["instructions_per_req"] / c, 3)}
                              for name, r in found.items()}
+            # (d)/(c) instructions: the same-headers ratio without the other load's noise
+            summary[mode]["same_headers_ratio"] = round(
+                found["(d) hand-written, same headers"][mode]["instructions_per_req"] / c, 3)
         return {"how": "valgrind --tool=callgrind, haproxy -db nbthread 1, wrk -c4; counted only during the run",
                 "duration_s": self.args.explain_duration, "modes": summary}
 
@@ -476,7 +491,7 @@ def render(results: dict) -> str:
                   f"{'mode':<11} {'path':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} "
                   f"{'other %':>7}"]
         names = {"a": "(a) direct to one backend server", "b": "(b) hand-written haproxy config",
-                 "c": "(c) ingressmesh-rendered config"}
+                 "c": "(c) ingressmesh-rendered config", "d": "(d) hand-written, same headers"}
         for mode, found in tp["modes"].items():
             for t, name in names.items():
                 r = found[t]
@@ -485,16 +500,23 @@ def render(results: dict) -> str:
             verdict = "met" if found["ratio_c_b"] >= TARGET else "NOT MET"
             lines.append(f"{mode:<11} {'(c)/(b) req/s':<34} {found['ratio_c_b']:>8.3f}   target >= {TARGET}: {verdict}"
                          f"  (cpu/req (c)/(b) {found['cpu_ratio_c_b']:.2f})")
+            if "same_headers_ratio" in found:
+                verdict = "met" if found["same_headers_ratio"] >= TARGET else "NOT MET"
+                lines.append(f"{mode:<11} {'(c)/(d) req/s same_headers_ratio':<34} {found['same_headers_ratio']:>8.3f}"
+                             f"   target >= {TARGET}: {verdict}  (cpu/req (c)/(d) {found['cpu_ratio_c_d']:.2f})")
         lines.append("cpu us/req: on-CPU time of the haproxy serving it (all threads of master + workers; (a): the "
                      "backend server) per request; other %: CPU used meanwhile by processes outside this bench (noise)")
         explain = tp.get("explain")
         if explain:
             lines.append(f"  haproxy user-space instructions per request ({explain['how']})")
             lines.append(f"    {'':<42}" + "".join(f"{mode:>22}" for mode in explain["modes"]))
-            for name in next(iter(explain["modes"].values())):
+            for name in (k for k in next(iter(explain["modes"].values())) if k != "same_headers_ratio"):
                 lines.append(f"    {name:<42}" + "".join(
                     f"{found[name]['instructions_per_req']:>12,} ({found[name]['vs_c']:>5.2f}x)"
                     for found in explain["modes"].values()))
+        if explain and "same_headers_ratio" in next(iter(explain["modes"].values())):
+            lines.append("    same_headers_ratio by instructions, (d)/(c): " + ", ".join(
+                f"{mode} {found['same_headers_ratio']:.3f}" for mode, found in explain["modes"].items()))
     rc = results.get("route_changes")
     if rc:
         lines.append(f"Route changes through `ingressmesh proxy` (publish -> first answer, polled every 5 ms)")
@@ -550,6 +572,18 @@ def render(results: dict) -> str:
                   f"{sc['haproxy_rss_after_reloads']['total_mb']} MB after the reloads; 1 route: RSS "
                   f"{small.get('total_mb', '?')} MB (PSS {small.get('pss_total_mb', '?')} MB); without the spare "
                   f"(disabled) server slots: RSS {sc['haproxy_rss_without_spare_slots']['total_mb']} MB"]
+    ts = results.get("tls_hosts_at_scale")
+    if ts:
+        r = ts["snapshot_to_reloaded_ms"]
+        lines += [f"{ts['tls_hosts']} TLS hosts (terminated, one wildcard certificate secret, 1 task each)",
+                  f"  from_dict {ts['from_dict_ms']:.0f} ms, plan_routes {ts['plan_routes_ms']:.0f} ms, certificates "
+                  f"{ts['certs_resolve_ms']:.0f} ms, slots + render {ts['slots_and_render_ms']:.0f} ms (config "
+                  f"{ts['config_kb']} KB, crt-list {ts['crt_list_kb']} KB), haproxy -c {ts['haproxy_check_ms']:.0f} ms, "
+                  f"first apply (start) {ts['apply_start_ms']:.0f} ms",
+                  f"  +1 TLS host, snapshot -> reloaded: median {r['median']:.0f} ms, max {r['max']:.0f} ms "
+                  f"({r['count']}x; {r['what']})",
+                  f"  haproxy master + worker RSS {ts['haproxy_rss']['total_mb']} MB; planner (this bench) process "
+                  f"RSS {ts['planner_process_rss_mb']} MB"]
     lines.append(f"cpu steal during the run: {results['machine'].get('steal_percent', '?')} %, "
                  f"load average at start {results['machine']['loadavg_start'][0]:.1f}")
     for failure in results["failures"]:
@@ -569,6 +603,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="wrk runs per measurement: 2 = best of 2, 3+ = median")
     parser.add_argument("--trials", type=int, help="route-change trials of each kind (20; --quick 8)")
     parser.add_argument("--routes", type=int, default=1000, help="host routes for the scale test (0: skip)")
+    parser.add_argument("--tls-hosts", type=int, default=10000, help="TLS hosts for the TLS scale row (0: skip)")
     parser.add_argument("--explain", action="store_true",
                         help="also count haproxy's instructions per request (callgrind) for the product config "
                              "with each piece it adds taken out (needs valgrind; about 1 min more)")
@@ -582,9 +617,9 @@ def main(argv=None) -> int:
     if min(args.repeat, args.connections, args.duration, args.explain_duration) < 1 \
             or not 1 <= args.trials <= MAX_TRIALS:
         parser.error(f"--repeat, --connections, --duration, --explain-* must be >= 1, --trials 1-{MAX_TRIALS}")
-    if not 0 <= args.routes <= 20000:
-        parser.error("--routes: 0 (skip) to 20000")
-    tools = ("wrk", "haproxy", *(("valgrind",) if args.explain else ()))
+    if not 0 <= args.routes <= 20000 or not 0 <= args.tls_hosts <= 20000:
+        parser.error("--routes, --tls-hosts: 0 (skip) to 20000")
+    tools = ("wrk", "haproxy", *(("valgrind",) if args.explain else ()), *(("openssl",) if args.tls_hosts else ()))
     missing = [tool for tool in tools if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
     if missing:
         print(f"needs {' and '.join(missing)} (Debian: apt-get install {' '.join(missing)})", file=sys.stderr)
@@ -604,9 +639,12 @@ def main(argv=None) -> int:
                                       "port": bench.port, "kind": "one haproxy (nbthread 1), "
                                       "http-request return 200 with the address as the body"}
         bench.backends_pid = backends.pid
+        tls_scale = (lambda: tls_hosts_at_scale(args.tls_hosts, workdir, bench.haproxy, bench.port,
+                                                2 if args.quick else 3)) if args.tls_hosts else None
         for key, run in (("throughput", bench.throughput),
                          ("route_changes", bench.route_changes),
-                         ("routes_at_scale", bench.routes_at_scale if args.routes else None)):
+                         ("routes_at_scale", bench.routes_at_scale if args.routes else None),
+                         ("tls_hosts_at_scale", tls_scale)):
             if run is None:
                 continue
             try:

@@ -7,6 +7,7 @@ PID and stopped by that PID (never by name); every wait is bounded in time.
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import ipaddress
 import json
@@ -115,6 +116,43 @@ backend app
 """
 
 
+# The hand-written baseline (d): (b) plus every header the product adds and the same request id
+# (its unique-id format), written by hand: what one would write to behave as Interlock does for
+# app.local.  (c)/(d) is what the product's own routing machinery costs (issue 20).
+SAME_HEADERS_CONFIG = """defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 10s
+
+frontend http
+    bind 127.0.0.1:{port}
+    http-request del-header X-Request-Id
+    unique-id-format bench-%{{+X}}o%pid-%Ts-%rt
+    unique-id-header X-Request-Id
+    http-request del-header X-Forwarded-For
+    option forwardfor
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto http
+    http-response set-header X-Request-Id %[unique-id]
+    http-response set-header X-Proxy-Id bench
+    http-response set-header X-Server-Info ingressmesh
+    use_backend app if {{ hdr(host) -i app.local }}
+
+backend app
+    balance roundrobin
+    http-response set-header X-Upstream-Addr %[bc_dst]:%[bc_dst_port]
+    http-response set-header X-Upstream-Response-Time %Tr
+{servers}
+"""
+
+
+def same_headers_config(port: int, servers: list[tuple[str, int]]) -> str:
+    lines = "".join(f"    server s{i + 1} {loopback(a)}:{p}\n" for i, (a, p) in enumerate(servers))
+    return SAME_HEADERS_CONFIG.format(port=int(port), servers=lines.rstrip("\n"))
+
+
 def hand_config(port: int, servers: list[tuple[str, int]]) -> str:
     lines = "".join(f"    server s{i + 1} {loopback(a)}:{p}\n" for i, (a, p) in enumerate(servers))
     return HAND_CONFIG.format(port=int(port), servers=lines.rstrip("\n"))
@@ -133,6 +171,22 @@ def start_haproxy(procs: Processes, binary: str, workdir: str, name: str, text: 
     except TimeoutError:
         raise RuntimeError(f"haproxy {name} did not start: {tail(log.name)}") from None
     return proc
+
+
+@contextlib.contextmanager
+def stderr_to(path: str):
+    """fd 2 into `path` meanwhile: a process started now (the product's haproxy master, which
+    logs to its stderr for good) writes there instead of into the report."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def tail(path: str, lines: int = 8) -> str:

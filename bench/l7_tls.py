@@ -33,7 +33,6 @@ Needs haproxy, wrk, openssl; no root.  Every process it starts is stopped by PID
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -168,22 +167,6 @@ def served_o(port: int, host: str, context: ssl.SSLContext, sni: bool = True) ->
         return subject_o(tls)
 
 
-@contextlib.contextmanager
-def stderr_to(path: str):
-    """fd 2 into `path` meanwhile: a process started now (the product's haproxy master, which
-    logs to its stderr for good) writes there instead of into the report."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else 0.0
 
@@ -252,7 +235,7 @@ class TlsBench:
                                  proxy_id="bench", secrets_dir=self.secrets)
         applier = RouteApplier(HAProxy(HAProxyFiles(directory), binary=self.haproxy), settings)
         log = os.path.join(self.workdir, "product.log")
-        with stderr_to(log):
+        with h.stderr_to(log):
             result = applier.apply(table)
         if result.how != "start" or result.table.refused:
             raise RuntimeError(f"product haproxy did not start: {result} {applier.last_error}: {h.problems(log)}")

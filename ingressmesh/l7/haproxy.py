@@ -68,7 +68,9 @@ def proc_state(master_socket: str) -> tuple[int, int, list[int]]:
 
 
 class HAProxy:
-    def __init__(self, files: HAProxyFiles, binary: str = "haproxy", start_timeout: float = 10.0,
+    # 60 s: a config of 10,000 TLS hosts took HAProxy over 10 s to load on a busy 2-core machine
+    # (bench/l7.py); the wait ends at once if HAProxy exits.
+    def __init__(self, files: HAProxyFiles, binary: str = "haproxy", start_timeout: float = 60.0,
                  children: Optional[Children] = None, pass_fds: tuple[int, ...] = ()):
         self.files, self.binary, self.start_timeout = files, binary, start_timeout
         self.children = children or Children()  # the proxy's, so its reaper leaves these alone
