@@ -1,7 +1,6 @@
 """The health checks of ingressmesh's own services (issue 20, 6b): cheap probes whose timing
 survives CPU pressure, and the proxy's probe run for real against a /healthz on a socket."""
 import os
-import re
 import socket
 import subprocess
 import time
@@ -16,14 +15,11 @@ from ingressmesh.l7.proxy_service import HEALTH, desired_spec, health_command
 from l7_swarm import cluster
 
 STACK = os.path.join(os.path.dirname(__file__), "..", "..", "ingressmesh", "stack", "ingressmesh-stack.yml")
-UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
 
 def _seconds(text: str) -> float:
-    """A compose duration such as `5s` or `1m30s`."""
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    assert parts and "".join(n + u for n, u in parts) == text, text
-    return sum(float(n) * UNITS[u] for n, u in parts)
+    """A compose duration such as `5s` (the stack file's; l7.toml's parser reads the same form)."""
+    return l7_settings._duration("healthcheck", text)
 
 
 def _check_timing(interval: float, timeout: float, retries: int, start: float) -> None:
