@@ -43,7 +43,7 @@ def render(data: dict) -> str:
         "within a row, not with other runs. A dash: not measured for that mesh in this run, or does not apply",
         "(Docker's mesh has no agent to restart or hand back). How each row is measured:",
         "`tests/ipvs_swarm/test_next_to_dockers_mesh.py`, and the L7 row (a labelled host through a proxy",
-        "service on node1) `tests/ipvs_swarm/test_proxy_next_to_dockers_mesh.py`.",
+        "service on node1) `tests/ipvs_swarm/test_proxy_and_health_with_ipvs.py`.",
         "",
         "| | " + " | ".join(TITLES[m] for m in MESHES) + " |",
         "| --- | " + " | ".join("---" for _ in MESHES) + " |",
