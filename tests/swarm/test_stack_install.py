@@ -311,6 +311,8 @@ def test_the_l7_layer_runs_in_the_stack_and_routes_by_host(mesh, steady):
     assert labels["com.docker.stack.namespace"] == NAME
     _routes_by_host(mesh, "stacked.local")
     _l7_deploy_is_behind_the_docker_filter(mesh.lab)
+    refused = [line for line in mesh.logs("l7", lines=400).splitlines() if "docker-filter (l7-deploy):" in line]
+    assert refused and all("GET /containers/json refused" in line for line in refused), refused  # the probe's only
 
 
 def _l7_deploy_is_behind_the_docker_filter(lab) -> None:
