@@ -254,7 +254,9 @@ def test_kill_9_of_haproxy_refuses_no_connection_and_leaves_no_zombie(proxy, con
     print(f"{done[0]} requests, {after - before} across the kill (new master {restarted * 1000:.0f} ms later); "
           f"lost in flight: {failures}")
     assert not [f for f in failures if "Refused" in str(f[1])], failures
-    assert len(failures) <= len(loops) and all(when < restarted for when, _ in failures), failures
+    # One per client in 12 runs here; two allowed (a client may reconnect to the worker while it
+    # is dying, under CI load), and none once the new master is up.
+    assert len(failures) <= 2 * len(loops) and all(when < restarted for when, _ in failures), failures
     assert after - before > 10
     assert proxy.serves("b.test"), proxy.get("b.test")
     gone = lambda: not _zombie_children(proxy.proc.pid) and not any(  # noqa: E731
