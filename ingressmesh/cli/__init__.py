@@ -187,11 +187,12 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
     else:
         targets = [Netns.from_ref(netns_ref)] if netns_ref is not None else namespaces_with_tables()
     titles = titles if exec_root is not None else {}
-    index, refused = {}, []
+    index, refused, l7_refused = {}, [], []
     if controller:
+        from ..l7.show import label_refusals
         try:
             _, cluster, refused = live.fetch_snapshot(controller, token_file)
-            index = live.task_index(cluster)
+            index, l7_refused = live.task_index(cluster), label_refusals(cluster)
         except ValueError as err:
             raise click.ClickException(str(err)) from None
     result = {}
@@ -204,6 +205,7 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
         shown = {ns: live.as_json(rows, index) for ns, rows in result.items()}
         if controller:  # what the controller left out: such a service has no VIP, no port, no route
             shown["(refused by the controller)"] = refused
+            shown["(refused by the L7 proxies)"] = l7_refused  # their labels: no route, the VIP stays
         click.echo(json.dumps(shown, indent=2))
         return
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -222,6 +224,8 @@ def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfi
         console.print(table)
     for message in refused:
         console.print(f"[red]refused by the controller[/] {message}", soft_wrap=True)
+    for message in l7_refused:
+        console.print(f"[red]refused by the L7 proxies[/] {message}", soft_wrap=True)
 
 
 @main.command("cleanup")

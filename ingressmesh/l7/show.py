@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+from .. import model
+from . import labels
+from .grammar import LabelError
 from .proxy_service import ROLE_LABEL
+from .routes import ProxyScope, plan_routes
 
 
 class ShowError(RuntimeError):
@@ -46,3 +50,19 @@ def rows(document: dict) -> list[dict]:
                           "address": f"{slot['address']}:{slot['port']}", "health": slot["health"],
                           "state": slot.get("serving", slot["state"])})
     return lines
+
+
+def label_refusals(cluster: model.Cluster) -> list[str]:
+    """What the proxies of every service cluster refuse in `cluster` (`show --controller`), one
+    line each: the route planner once per service cluster the labels name."""
+    clusters = {""}
+    for service in cluster.services:
+        try:
+            clusters.add(labels.parse(service.labels).service_cluster)
+        except LabelError:
+            continue  # refused by every scope below
+    found: dict[str, None] = {}
+    for name in sorted(clusters):
+        for refusal in plan_routes(cluster, ProxyScope(service_cluster=name)).refused:
+            found[f"service {refusal.service}: {refusal.reason}"] = None
+    return list(found)
