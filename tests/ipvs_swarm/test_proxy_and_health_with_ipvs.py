@@ -43,14 +43,14 @@ def l7_mesh(lab):
     mesh = SwarmMesh(lab, backend="ipvs")
     mesh.up(timeout=SLOW)
     try:
-        config = l7_lab.extension("default", mesh.controller_url, PROXY_PORT, replicas=1)
-        l7_lab.deploy(mesh, config + 'ProxyConstraints = ["node.role==manager"]\n')
+        # The app first: the proxy is then created on its network (one proxy start under emulation,
+        # ~2 min, instead of two: a network added later is attached by a start-first update).
         labelled(lab, "l7app", "--replicas", "2", hosts=HOST, port="80")
         tasks = wait_running(lab, "l7app", 2, timeout=SLOW)
-        # l7 deploy attaches the app's network to the proxy with a start-first update: wait until
-        # that is done and the one replica serves the host, as an operator would before testing.
-        try:
-            settled_replicas(lab, PROXY, 1, timeout=SLOW)
+        config = l7_lab.extension("default", mesh.controller_url, PROXY_PORT, replicas=1)
+        l7_lab.deploy(mesh, config + 'ProxyConstraints = ["node.role==manager"]\n')
+        try:  # as an operator would before testing: the replica settled and serving the host
+            settled_replicas(lab, PROXY, 1, timeout=2 * SLOW)
             wait_routed(lab, HOST, timeout=SLOW)
         except AssertionError:
             print_proxy_state(lab)
@@ -139,9 +139,11 @@ def seen_per_node(lab) -> dict[int, set]:
 
 def test_a_task_turned_unhealthy_leaves_every_node(lab, l7_mesh, results):
     """Timed from the `docker exec` that makes its check fail, by what requests through every
-    node reach (Swarm then replaces the task; it drains 3 s on SIGTERM, see SERVER)."""
+    node reach (Swarm then replaces the task; it drains 3 s on SIGTERM, see SERVER).  The check's
+    timeout is long on purpose: under emulation Docker's exec of a check takes seconds, and a 2 s
+    timeout made every task unhealthy in turn, so that three never ran at once (two runs)."""
     create_service(lab, "hc", "--replicas", "3", "--network", "ovl", "--publish", f"{HEALTH_PORT}:80",
-                   "--health-cmd", "test ! -e /tmp/sick", "--health-interval", "1s", "--health-timeout", "2s",
+                   "--health-cmd", "test ! -e /tmp/sick", "--health-interval", "2s", "--health-timeout", "30s",
                    "--health-retries", "1", "--health-start-period", "0s", command=("sh", "-c", SERVER))
     try:
         tasks = wait_running(lab, "hc", 3, timeout=SLOW)
