@@ -99,11 +99,11 @@ class Chat:
         import base64
         import hashlib
         accept = base64.b64encode(hashlib.sha1(header(request, "sec-websocket-key").encode() + WS_GUID).digest())
+        with self.lock:  # before the 101: a client that has its answer gets every line sent after
+            self.clients.append(conn)
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         conn.settimeout(600)
-        with self.lock:
-            self.clients.append(conn)
         try:
             for _ in range(100000):
                 first, second = recv_exactly(conn, 2)
