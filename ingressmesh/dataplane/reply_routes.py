@@ -20,8 +20,10 @@ namespace that received the connection, maybe on another node.  So, in the task'
   table instead (so the reply leaves from the ingress address, matches its conntrack entry and is
   then routed again to the right node by its mark).
 
-Only connections that arrive after the table exists are marked; earlier ones go on as they
-began.  Everything here is this task's own namespace: nothing outside it changes.
+A connection is marked at its first packet from the ingress interface once the table exists, not
+only at its first packet: one whose SYN came a moment before (a task that got traffic before its
+agent programmed it) answered that SYN the wrong way, and is marked and answered right when the
+client sends the SYN again (~1 s later) instead of never.  Everything here is this task's own namespace: nothing outside it changes.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def table_script(iface: str, routes: TaskReplyRoutes) -> str:
             f"table ip {TABLE} {{\n"
             f"  map ingress_marks {{ type ether_addr : mark;{elements} }}\n"
             f"  chain prerouting {{ type filter hook prerouting priority mangle; policy accept;\n"
-            f"    iifname {json.dumps(iface)} ct state new ct mark set ether saddr map @ingress_marks\n"
+            f"    iifname {json.dumps(iface)} ct mark 0 ct mark set ether saddr map @ingress_marks\n"
             f"    iifname {json.dumps(iface)} ct mark != 0 meta mark set ct mark; }}\n"
             f"  chain output {{ type route hook output priority mangle; policy accept;\n"
             f"    ct direction reply ct mark != 0 meta mark set ct mark; }}\n"
