@@ -1,4 +1,4 @@
-"""raise_limits on a stand-in /proc/sys (the real one is checked on the lab: tests/swarm/test_lab_neighbours.py)."""
+"""raise_limits on a stand-in /proc/sys (the real one is checked on the lab: tests/swarm/test_lab_neighbours_lab.py)."""
 import os
 
 from ingressmesh.lab import neighbours
