@@ -6,27 +6,10 @@ from __future__ import annotations
 import http.client
 import json
 
-import pytest
-
-from fake_controller import FakeController
 from l7_backends import free_port
-from test_proxy_process import TOKEN, ProxyProcess, cluster
+from test_proxy_process import controller, proxy, cluster  # noqa: F401 - the fixtures, shared
 
 REFUSAL = "service 'absurd': ports[0].published_port: 70000 is not a port (1-65535)"
-
-
-@pytest.fixture
-def controller():
-    running = FakeController(TOKEN)
-    yield running
-    running.close()
-
-
-@pytest.fixture
-def proxy(tmp_path, controller, haproxy_binary):
-    running = ProxyProcess(tmp_path, controller.url, haproxy_binary)
-    yield running
-    running.stop()
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
