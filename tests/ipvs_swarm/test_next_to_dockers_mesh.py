@@ -8,7 +8,6 @@ share the service; each records its measurements for the side-by-side table (con
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -16,40 +15,11 @@ import time
 
 import pytest
 
-from ingressmesh.netns import Netns, NetnsError
-from ingressmesh.testbed.docker_mesh import STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, our_ipvs_dests
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
-from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
-from ingressmesh.testbed.swarm_probe import spread as count_hostnames
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
-from swarm_helpers import active_on_node, create_service, wait_for, wait_running  # noqa: E402
-
-PORT = 8080
-PER_NODE = 300
-SLOW = 300  # seconds: anything Docker does under software emulation
-# Every path answers with the task's hostname; /cgi-bin/peer adds the caller's address as the
-# task sees it (busybox httpd's REMOTE_ADDR).  On SIGTERM it keeps serving 3 s before it exits, as
-# an app that drains gracefully does (the stop grace is 5 s): a mesh has that long to stop sending
-# it new connections during a rolling update, the same for Docker's mesh and ours.  (Without it,
-# one run saw 5 of 2,112 requests refused through ingressmesh and 1-3 through Docker's own mesh.)
-SERVER = (
-    "mkdir -p /www/cgi-bin && hostname > /www/index.html && "
-    "printf '#!/bin/sh\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s %%s\\\\n\" \"$(hostname)\" \"$REMOTE_ADDR\"\\n'"
-    " > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && "
-    "httpd -f -p 80 -h /www & trap 'sleep 3; kill $! 2>/dev/null; exit 0' TERM INT; wait")
-
-
-# --- probes ----------------------------------------------------------------------------------
-REQUEST_TIMEOUT = 5.0  # seconds: one request under software emulation, with the lab busy
-
-
-def http_get(netns: str, address: str, port: int, path: str = "/") -> str:
-    return http_hostname(netns, address, port, REQUEST_TIMEOUT, path)
-
-
-def spread(netns: str, address: str, port: int, count: int) -> dict[str, int]:
-    return dict(count_hostnames(netns, address, port, count, REQUEST_TIMEOUT))
+from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, all_docker_state, container_netns, counts, delta, ensure_web,
+                                http_get, if_present, lb, load_through_every_node, sbox, spread,
+                                tables_left, update_done, wait_routed)
+from swarm_helpers import wait_for, wait_running
 
 
 def rate(netns: str, address: str, port: int, seconds: int = 4) -> float:
@@ -62,96 +32,10 @@ def rate(netns: str, address: str, port: int, seconds: int = 4) -> float:
     return float(found.group(1))
 
 
-# --- the lab's namespaces --------------------------------------------------------------------
-def sbox(lab, n: int) -> Netns:
-    return Netns(f"{lab.netns_dir(n)}/ingress_sbox")
-
-
-def lb(lab, n: int, network_id: str) -> Netns:
-    return Netns(f"{lab.netns_dir(n)}/lb_{network_id[:9]}")
-
-
-def if_present(read, ns: Netns, absent):
-    """read(ns), or `absent` when Docker has removed that namespace (a node left with no task on
-    a network loses its lb_ namespace; the file stays behind, not a namespace any more)."""
-    try:
-        return read(ns)
-    except NetnsError:
-        return absent
-
-
-def counts(lab, network_id: str) -> dict[str, dict[str, int]]:
-    """Connections each mesh took so far, per node: through the published port and the VIP.
-    Read until two reads a settle period apart agree (at most 6): on a busy host the kernel's
-    IPVS estimator folds its per-CPU counters late (one run read 881 of 900 after one period)."""
-    none = {"docker": 0, "ingressmesh": 0}
-    previous = None
-    for _ in range(6):
-        time.sleep(STATS_SETTLE_SECONDS)
-        current = {f"node{n}": {"port": connections_by_mesh(sbox(lab, n)),
-                                "vip": if_present(connections_by_mesh, lb(lab, n, network_id), none)}
-                   for n in lab.config.node_numbers}
-        if current == previous:
-            break
-        previous = current
-    return current
-
-
-def delta(before: dict, after: dict, where: str, mesh: str) -> dict[str, int]:
-    return {node: after[node][where][mesh] - before[node][where][mesh] for node in after}
-
-
-def all_docker_state(lab, network_id: str) -> dict:
-    found = {}
-    for n in lab.config.node_numbers:
-        for name, ns in (("node", Netns(lab.node_netns(n))), ("ingress_sbox", sbox(lab, n)),
-                         ("lb", lb(lab, n, network_id))):
-            found[f"node{n} {name}"] = if_present(docker_state, ns, "absent")
-    return found
-
-
-def container_netns(lab, task: dict) -> str:
-    """The network namespace of a task's container, seen from here (its PID's)."""
-    n = int(task["node"].removeprefix("node"))
-    pid = lab.docker(n, "inspect", "-f", "{{.State.Pid}}", task["container"]).stdout.strip()
-    return f"/proc/{pid}/ns/net"
-
-
-def tables_left(lab, network_id: str) -> list[str]:
-    left = []
-    for n in lab.config.node_numbers:
-        for name, ns in (("node", Netns(lab.node_netns(n))), ("ingress_sbox", sbox(lab, n)),
-                         ("lb", lb(lab, n, network_id))):
-            if if_present(lambda ns: ns.run(["nft", "list", "table", "ip", "ingressmesh"]), ns, None):
-                left.append(f"node{n} {name}")
-    return left
-
-
 # --- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def web(lab):
-    """3 tasks (spread over the nodes) on an attachable overlay, published on 8080 (ingress mode)."""
-    lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl")
-    # No --replicas-max-per-node: a start-first update needs room for a second task on a node
-    # (Swarm's spread places the 3 replicas on the 3 nodes by itself).
-    create_service(lab, "web", "--replicas", "3", "--network", "ovl",
-                   "--publish", f"{PORT}:80", command=("sh", "-c", SERVER))
-    try:
-        tasks = wait_running(lab, "web", 3, timeout=SLOW)
-    except AssertionError:
-        print(lab.docker(1, "service", "ps", "--no-trunc", "web", check=False).stdout)
-        for n in lab.config.node_numbers:
-            print(f"node{n}:", lab.docker(n, "ps", "-a", check=False).stdout)
-        raise
-    network_id = lab.docker(1, "network", "inspect", "-f", "{{.ID}}", "ovl").stdout.strip()
-    vip = [v["Addr"].split("/")[0] for v in _inspect_service(lab)["Endpoint"]["VirtualIPs"]
-           if v["NetworkID"] == network_id][0]
-    return {"tasks": tasks, "network_id": network_id, "vip": vip}
-
-
-def _inspect_service(lab) -> dict:
-    import json
-    return json.loads(lab.docker(1, "service", "inspect", "web").stdout)[0]
+    return ensure_web(lab)
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +46,6 @@ def meshes(lab):
     for mesh in started.values():
         print(mesh.tails())
         mesh.down()
-
-
-def targets(lab) -> list[tuple[str, int]]:
-    return [(lab.node_address(n), PORT) for n in lab.config.node_numbers]
 
 
 def reach_every_node(lab, web) -> dict[str, dict[str, int]]:
@@ -208,7 +88,7 @@ def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
     def rolling_update() -> None:
         lab.docker(1, "service", "update", "--detach", "--force", "--update-order", "start-first", "web",
                    timeout=SLOW)
-        wait_for("the rolling update to finish", lambda: _update_done(lab), timeout=SLOW, interval=2)
+        wait_for("the rolling update to finish", lambda: update_done(lab), timeout=SLOW, interval=2)
         web["tasks"] = wait_running(lab, "web", 3, timeout=SLOW)
         if mesh != "docker":
             wait_routed(lab, web, mesh.split("(")[1].rstrip(")"))
@@ -218,18 +98,6 @@ def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
                 f"{len(failures)} of {ok + len(failures)}")
     if mesh != "docker":  # Docker's own mesh is measured, not judged
         assert not failures, failures[:5]
-
-
-def load_through_every_node(lab, seconds: float, during=None) -> tuple[int, list]:
-    """Requests round robin through every node's published port while `during()` runs (and
-    `seconds` more); (requests answered, failures)."""
-    with LoadGenerator(lab.client_netns(), targets(lab), pause=0.02, limit=20000) as load:
-        time.sleep(2)
-        if during:
-            during()
-        time.sleep(seconds)
-    result = load.result
-    return result.ok, result.failures
 
 
 # --- the tests, in order -----------------------------------------------------------------------
@@ -286,22 +154,6 @@ def take_over(lab, web, results, meshes, backend: str) -> None:
     after = counts(lab, web["network_id"])
     assert set(delta(before, after, "port", "docker").values()) == {0}, (before, after)
     assert set(delta(before, after, "vip", "docker").values()) == {0}, (before, after)
-
-
-def wait_routed(lab, web, backend: str) -> None:
-    """Until every node sends new connections to each current task of web by our rules."""
-    for n in lab.config.node_numbers:
-        if backend == "nftables":
-            check = lambda: all(active_on_node(lab, n, t["id"]) for t in web["tasks"])  # noqa: E731
-        else:
-            wanted = {t["addresses"]["ingress"] for t in web["tasks"]}
-            check = lambda: any(set(dests) == wanted for dests in our_ipvs_dests(sbox(lab, n)).values())  # noqa: E731
-        wait_for(f"node{n} routes every task of web ({backend})", check, timeout=SLOW, interval=1)
-
-
-def _update_done(lab) -> bool:
-    status = _inspect_service(lab).get("UpdateStatus") or {}
-    return status.get("State") in (None, "completed")
 
 
 def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:

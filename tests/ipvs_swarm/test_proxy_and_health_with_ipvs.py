@@ -23,7 +23,7 @@ from ingressmesh.testbed.swarm_mesh import SwarmMesh
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
 from l7_helpers import labelled, settled_replicas, wait_routed  # noqa: E402
 from swarm_helpers import create_service, remove_service, wait_for, wait_running  # noqa: E402
-from test_next_to_dockers_mesh import SERVER, http_get  # noqa: E402
+from ipvs_swarm_helpers import SERVER, http_get  # noqa: E402
 
 PROXY_PORT = 8081
 PROXY = "ingressmesh-proxy"
