@@ -86,14 +86,16 @@ class Agent:
         self.extras = DockerExtras(config.open_forward)
         make_api = lambda: docker.APIClient(base_url=config.docker_url, version="auto", timeout=15)  # noqa: E731
         self.facts = LocalFacts(make_api, config.docker_url, node_id, on_change=self._facts_changed)
-        self.fast_path: Optional[FastPath] = None
-        nftables = backends.resolve(config.backend) == "nftables"
-        if nftables:  # disabled, it still empties the container tables an earlier run left
-            self.containers = LocalContainers(make_api, config.docker_url, on_change=self._containers_changed)
-            self.fast_path = FastPath(config.namespaces, self.containers,
-                                      max_containers=config.fast_path_max_containers, enabled=config.fast_path,
-                                      source_routes=SourceRoutes(config.source_ip))
-        elif config.fast_path:
+        self.nftables = nftables = backends.resolve(config.backend) == "nftables"
+        # Its thread also programs the reply routes of source-keeping services' local tasks, with
+        # either backend; disabled (--no-fast-path, or ipvs) it empties the container tables an
+        # earlier run left.
+        self.containers = LocalContainers(make_api, config.docker_url, on_change=self._containers_changed)
+        self.fast_path: Optional[FastPath] = FastPath(config.namespaces, self.containers,
+                                                      max_containers=config.fast_path_max_containers,
+                                                      enabled=config.fast_path and nftables,
+                                                      source_routes=SourceRoutes(config.source_ip))
+        if config.fast_path and not nftables:
             log.info("the VIP fast path is nftables-only: with the ipvs backend containers reach VIPs "
                      "through the LB namespace")
         self.reporter = Reporter(self.client, self.facts.report)
@@ -116,8 +118,9 @@ class Agent:
     def _healthz(self, request):
         ok, details = self.health.status()
         details["node_id"] = self.node_id
-        details["fast_path"] = self.fast_path.status() if self.fast_path is not None else {
-            "enabled": False, "why": "nftables only"}
+        details["fast_path"] = self.fast_path.status() if self.fast_path is not None else {"enabled": False}
+        if not self.nftables:
+            details["fast_path"]["why"] = "nftables only"
         details["controller_url"] = self.client.current_url
         return (200 if ok else 503), details, None
 

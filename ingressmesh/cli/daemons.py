@@ -135,6 +135,11 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
               help="At most this many containers get the fast path, the longest-known first; the others "
                    "use the LB namespace until a place frees up.  Default: no limit (a change costs well "
                    "under a millisecond per container namespace, bench/fast_path_fanout.py).")
+@click.option("--source-ip", type=click.Choice(("snat", "preserve")), default="snat", show_default=True,
+              envvar="INGRESSMESH_SOURCE_IP",
+              help="For published ports of services without the label io.ingressmesh.lb.source_ip: snat (as Docker: "
+                   "tasks see the ingress namespace's address) or preserve (tasks see the client's own address).  "
+                   "The label, either value, wins per service.  Set it alike on every node.")
 @click.option("--node-id", default="", envvar="INGRESSMESH_NODE_ID",
               help="Swarm node id (default: asked from the local dockerd; the stack sets it from {{.Node.ID}}).")
 @click.option("--on-stop", type=click.Choice(("keep", "cleanup", "handover")), default="keep", show_default=True,
@@ -154,7 +159,7 @@ def controller_command(docker_url: str, token_file: str, listen, tls_cert: str, 
               help="This agent's swarm task id (the stack sets it from {{.Task.ID}}): finds its own container.")
 def agent_command(controllers, controller_port, docker_url, token_file, ca_file, tls_verify, exec_root,
                   docker_pidfile, backend, listen, drain_grace, no_forward_accept, no_fast_path,
-                  fast_path_max_containers, node_id, on_stop, lease_dir, ready_file, drained_resident,
+                  fast_path_max_containers, source_ip, node_id, on_stop, lease_dir, ready_file, drained_resident,
                   task_id) -> None:
     """Follow the controller and program this node's routing mesh in Docker's namespaces."""
     from ..agent.app import Agent, AgentConfig, local_node_id, manager_controllers
@@ -201,7 +206,8 @@ def agent_command(controllers, controller_port, docker_url, token_file, ca_file,
     namespaces = DockerNamespaces(exec_root, docker_pidfile)
     config = AgentConfig(controllers=tuple(controllers), docker_url=docker_url, namespaces=namespaces,
                          backend=backend, listen=listen, drain_grace=drain_grace, open_forward=not no_forward_accept,
-                         fast_path=not no_fast_path, fast_path_max_containers=fast_path_max_containers)
+                         fast_path=not no_fast_path, fast_path_max_containers=fast_path_max_containers,
+                         source_ip=source_ip)
     problem = ensure_writable_sysctls()
     if problem:
         logging.getLogger("ingressmesh.agent").warning("%s", problem)  # namespaces whose sysctl is off will say so

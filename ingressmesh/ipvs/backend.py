@@ -20,7 +20,7 @@ from ..nft.kernel import KernelNft
 from ..nft.reader import state_from_json
 from ..nft.state import TableState
 from ..plan import NamespacePlan
-from ..dataplane.view import REFUSED, Row, port_frontend, vip_frontend
+from ..dataplane.view import REFUSED, SOURCE_KEPT, Row, port_frontend, vip_frontend
 from .desired import allocate_marks, mark_elements, virtual_services
 from .diff import diff, removed_addresses
 from .kernel import IpvsError, KernelIpvs
@@ -121,6 +121,7 @@ class IpvsBackend:
                 any(e.set == "published" for e in state.elements):
             return self.host.read()  # a host namespace: the nft backend's table
         services = self.ipvs.dump()
+        kept = {int(e.key[0]) for e in state.elements if e.set == "keep_source_marks"}
         rows = []
         for e in state.elements:
             frontend = ("vip",) + e.key if e.set.startswith("vip") else ("port",) + e.key
@@ -132,6 +133,8 @@ class IpvsBackend:
                 backends = tuple(sorted((f"{a}:{p}" if frontend[0] == "port" else a,
                                          "active" if w > 0 else "draining") for (a, p), w in dests.items()))
                 note = "" if any(w > 0 for w in dests.values()) else REFUSED
+                if not note and int(e.value[0]) in kept:
+                    note = SOURCE_KEPT
                 rows.append(Row(_frontend_text(frontend), e.comment, backends, note))
         return sorted(rows)
 

@@ -70,13 +70,16 @@ def virtual_services(plan: NamespacePlan, marks: Mapping[tuple, int]) -> dict[in
 
 
 def mark_elements(plan: NamespacePlan, marks: Mapping[tuple, int]) -> frozenset:
-    """The nft elements: front-end -> mark, and rejects for front-ends with no task at all."""
+    """The nft elements: front-end -> mark, rejects for front-ends with no task at all, and the
+    marks of published ports that keep the client's address (not SNATed, rules.py)."""
     elements = []
     for entry in plan.ports + plan.vips:
         key, comment = frontend_key(entry), comment_text(entry.service)
         vip = key[0] == "vip"
         if entry.backends:
             elements.append(Element("vip_marks" if vip else "port_marks", key[1:], (marks[key],), comment))
+            if not vip and entry.keep_source:
+                elements.append(Element("keep_source_marks", (marks[key],), (), comment))
         else:
             elements.append(Element("vip_rejects" if vip else "port_rejects", key[1:], (), comment))
     return frozenset(elements)

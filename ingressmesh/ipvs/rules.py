@@ -1,6 +1,11 @@
 """The nftables part of the IPVS data plane: mark packets per front-end, refuse empty ones,
 source-NAT what IPVS forwarded.  Like Docker's mangle MARK + `-m ipvs ... -j SNAT`, but in
-ingressmesh's own table and mark range, so Docker's rules and ours can share a kernel."""
+ingressmesh's own table and mark range, so Docker's rules and ours can share a kernel.
+
+A published port that keeps the client's address (plan_source_ip.py) has its mark in the set
+`keep_source_marks`: what IPVS forwarded for it is accepted before the SNAT rule, so the task
+sees the client; IPVS's own reply hook (FORWARD) undoes the DNAT of the replies that the task's
+reply routes send back to this namespace, as the nftables backend's conntrack does."""
 from __future__ import annotations
 
 from ..nft.render import PORT_REFUSALS, REJECT_CHAIN, VIP_REFUSALS
@@ -12,10 +17,12 @@ _DECLARATIONS = """\
   map port_marks { type inet_proto . inet_service : mark; }
   set vip_rejects { type ipv4_addr; }
   set port_rejects { type inet_proto . inet_service; }
+  set keep_source_marks { type mark; }
 """ + REJECT_CHAIN
 
 _SNAT = """\
   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+    meta mark @keep_source_marks accept;
     meta mark & 0x%08x == 0x%08x snat ip to {snat_address}; }
 """ % (MARK_MASK, MARK_BASE)
 

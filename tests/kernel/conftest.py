@@ -95,10 +95,11 @@ class Mesh:
     def cluster(self, overrides=None, services=None):
         return scenario_cluster(self.bed, overrides, services)
 
-    def apply(self, overrides=None, now=None, services=None):
-        """Plan every node for the scenario and apply; returns {node: ApplyReport}."""
+    def apply(self, overrides=None, now=None, services=None, source_ip="snat"):
+        """Plan every node for the scenario and apply; returns {node: ApplyReport}.  `source_ip`:
+        the agents' --source-ip default (plan_source_ip.py)."""
         cluster = self.cluster(overrides, services)
-        options = PlanOptions(now=time.time() if now is None else now)
+        options = PlanOptions(now=time.time() if now is None else now, source_ip=source_ip)
         reports = {i: applier.apply(plan_node(cluster, f"node{i}", options))
                    for i, applier in self.appliers.items()}
         for i, report in reports.items():

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from ingressmesh.dataplane.reply_routes import TABLE, apply_reply_routes
+from ingressmesh.dataplane.view import SOURCE_KEPT
 from ingressmesh.netns import Netns
 from ingressmesh.plan import PlanOptions
 from ingressmesh.plan_source_ip import SOURCE_IP_LABEL, docker_overlay_mac, plan_reply_routes
@@ -131,3 +132,36 @@ def test_snat_path_for_a_service_without_the_label_and_earlier_connections_go_on
         assert _peers([traffic.tcp_peer(bed.ext_ns, bed.node_address(1), WEB_TCP) for _ in range(10)]) == {CLIENT}
     finally:
         kept.close()
+
+
+def _notes(mesh, node):
+    """What `ingressmesh show` reads from node's ingress namespace: front-end -> note."""
+    return {row.frontend: row.note for row in mesh.appliers[node].backend("ingress").read()}
+
+
+def test_agent_wide_default_keeps_the_client_for_a_service_without_the_label(source_mesh):
+    """`ingressmesh agent --source-ip preserve`: every service without the label keeps the client's
+    address (its tasks get the same reply routes); the label, snat, still wins for its service."""
+    bed = source_mesh.bed
+    unlabelled = source_mesh.cluster(services={})
+    for node in (1, 2):
+        routes = plan_reply_routes(unlabelled, f"node{node}", {t: t for t in TASK_NODE}, default="preserve")
+        assert {r.task_id for r in routes} == {t for t, n in TASK_NODE.items() if n == node}
+        for r in routes:  # what the agent of that node does: the same routes, applied again
+            apply_reply_routes(Netns.from_ref(bed.task_ns(r.container_id)), r)
+    try:
+        source_mesh.apply(services={}, source_ip="preserve")
+        for node in (1, 2):
+            seen = [traffic.tcp_peer(bed.ext_ns, bed.node_address(node), WEB_TCP) for _ in range(45)]
+            assert {n for n, _ in seen} == ELIGIBLE and _peers(seen) == {CLIENT}, seen
+            udp = [traffic.udp_peer(bed.ext_ns, bed.node_address(node), WEB_UDP) for _ in range(45)]
+            assert {n for n, _ in udp} == ELIGIBLE and _peers(udp) == {CLIENT}, udp
+            notes = _notes(source_mesh, node)
+            assert notes[f"tcp/{WEB_TCP}"] == notes[f"udp/{WEB_UDP}"] == SOURCE_KEPT, notes
+        snat = {"web": {"labels": ((SOURCE_IP_LABEL, "snat"),)}}
+        source_mesh.apply(services=snat, source_ip="preserve")
+        seen = [traffic.tcp_peer(bed.ext_ns, bed.node_address(2), WEB_TCP) for _ in range(30)]
+        assert {n for n, _ in seen} == ELIGIBLE and _peers(seen) == {bed.ingress_address(2)}, seen
+        assert SOURCE_KEPT not in _notes(source_mesh, 2).values()
+    finally:
+        source_mesh.apply(services=PRESERVE)

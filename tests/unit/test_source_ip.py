@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from ingressmesh import snapshot
+from ingressmesh.dataplane.view import SOURCE_KEPT
 from ingressmesh.model import Service
 from ingressmesh.nft.tracer import trace
 from ingressmesh.plan import PlanOptions, plan_node
@@ -83,6 +84,25 @@ def test_ingress_rules_skip_snat_only_for_source_keeping_services(fake, backend)
     assert trace(fake, "172.18.0.1", "tcp", "172.18.0.2", 8080, local=INGRESS_LOCAL).snat == "10.255.0.2"
 
 
+def test_show_notes_each_published_port_that_keeps_source_addresses(fake, backend):
+    """`ingressmesh show` (the backend's rows, read back from the table) says it per published port."""
+    backend.apply(plan_node(_cluster(web_label="preserve", tasks=TASKS), "n1", PlanOptions(now=NOW)).namespace("ingress"))
+    notes = {row.frontend: (row.service, row.note) for row in backend.read()}
+    assert notes == {"tcp/8080": ("web", SOURCE_KEPT), "udp/5353": ("web", SOURCE_KEPT),
+                     "tcp/9090": ("api", ""), "udp/9053": ("api", "")}, notes
+
+
+def test_ipvs_marks_source_keeping_ports_and_accepts_them_before_its_snat():
+    from ingressmesh.ipvs.desired import allocate_marks, mark_elements
+    from ingressmesh.ipvs.rules import skeleton
+    ingress = plan_node(_cluster(web_label="preserve", tasks=TASKS), "n1", PlanOptions(now=NOW)).namespace("ingress")
+    marks = allocate_marks(ingress, {})
+    kept = {e.key[0]: e.comment for e in mark_elements(ingress, marks) if e.set == "keep_source_marks"}
+    assert kept == {marks[("port", "tcp", 8080)]: "web", marks[("port", "udp", 5353)]: "web"}
+    rules = skeleton(ingress)
+    assert rules.index("meta mark @keep_source_marks accept") < rules.index("snat ip to 10.255.0.2")
+
+
 def test_docker_overlay_mac_and_mark():
     assert docker_overlay_mac("10.255.0.2") == "02:42:0a:ff:00:02"
     assert mark_of("10.255.0.2") == 0x0AFF0002
@@ -138,3 +158,46 @@ def test_agent_programs_each_local_task_once_and_retries_failures():
     data["tasks"] = list(TASKS)
     routes.sync(snapshot.from_dict(data), "n1", facts, "/run/docker/netns")
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("argv,env,expected", [([], {}, "snat"), (["--source-ip", "preserve"], {}, "preserve"),
+                                               ([], {"INGRESSMESH_SOURCE_IP": "preserve"}, "preserve")])
+def test_agent_flag_sets_the_agent_wide_default(tmp_path, monkeypatch, argv, env, expected):
+    """`ingressmesh agent --source-ip` (or INGRESSMESH_SOURCE_IP) reaches AgentConfig.source_ip,
+    which the agent's planner and its task reply routes both use."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from ingressmesh.agent import app, writable_sysctls
+    from ingressmesh.cli import daemons
+    from ingressmesh.daemon.credentials import node_credential
+
+    started = []
+
+    class Recorded:
+        def __init__(self, config, token, node_id):
+            started.append(config)
+
+        def run(self, stop, notifier, leave):
+            pass
+
+    monkeypatch.setattr(app, "Agent", Recorded)
+    monkeypatch.setattr(writable_sysctls, "ensure_writable_sysctls", lambda: None)
+    monkeypatch.setattr(daemons, "_stop_on_signals", threading.Event)
+    token = tmp_path / "token"
+    token.write_text(node_credential("s" * 32, "n1") + "\n")
+    token.chmod(0o600)
+    result = CliRunner().invoke(daemons.agent_command, ["--controller", "http://127.0.0.1:1", "--token-file",
+                                                        str(token), "--node-id", "n1", *argv], env=env)
+    assert result.exit_code == 0, result.output
+    assert [c.source_ip for c in started] == [expected]
+    assert app.AgentConfig(controllers=()).source_ip == "snat"
+
+
+def test_agent_flag_refuses_other_values():
+    from click.testing import CliRunner
+
+    from ingressmesh.cli.daemons import agent_command
+    result = CliRunner().invoke(agent_command, ["--source-ip", "keep"])
+    assert result.exit_code == 2 and "'keep' is not one of 'snat', 'preserve'" in result.output
