@@ -142,8 +142,11 @@ def _snapshot(client, patience: float = 60.0):
 @click.option("--proxy-ca-secret", default="", envvar="INGRESSMESH_PROXY_CA_SECRET", metavar="SECRET",
               help="Docker secret with the controllers' CA, mounted into the proxy services whose l7.toml entry "
                    "names no ControllerCASecret (the stack with --tls sets it).")
+@click.option("--listen", default="", metavar="HOST:PORT",
+              callback=lambda ctx, param, value: _listen(ctx, param, value) if value else None,  # "": none
+              help="With --watch: serve /healthz here (each proxy service, a stuck rolling update: 503).")
 def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, controllers, watch,
-                   stack_namespace, owner_service, proxy_ca_secret) -> None:
+                   stack_namespace, owner_service, proxy_ca_secret, listen) -> None:
     """Create or update the proxy services; with --watch keep their networks in line with the labels."""
     import docker
     from ..agent.app import manager_controllers
@@ -173,6 +176,8 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
     client = ControllerClient(list(controllers), credentials)
 
     said: set[str] = set()  # refusals already printed (the watch loop reconciles on every snapshot)
+    from ..l7.deploy_health import DeployHealth
+    health = DeployHealth()
 
     def reconcile(cluster):
         if owner_service and services.current(owner_service) is None:
@@ -186,6 +191,8 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
             raise click.ClickException(str(err)) from None
         lines = {f"l7 deploy: {d.name}: {r.line()}" for d in done for r in d.refused}
         lines |= {f"l7 deploy: {d.problem}" for d in done if d.problem}  # a stuck rolling update
+        lines |= {f"l7 deploy: {d.name}: {line}" for d in done for line in d.kept_off}
+        health.passed(done, [line for d in done for line in (*(r.line() for r in d.refused), *d.kept_off)])
         for line in sorted(lines - said):
             click.echo(line, err=True)
         said.clear()
@@ -201,6 +208,12 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
         raise click.ClickException(f"{docker_url}: {err.explanation or err}") from None
     if not watch:
         return
+    if listen is not None:
+        from ..daemon.http import HttpService
+        try:
+            HttpService(listen, {("GET", "/healthz"): health.healthz}, None).start()
+        except OSError as err:
+            raise click.ClickException(f"--listen {listen[0]}:{listen[1]}: {err}") from None
 
     def run(stop: threading.Event, notifier) -> None:
         nonlocal version, cluster
@@ -215,6 +228,7 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
                 reconcile(cluster)  # also every 10 s without a change: a stuck rolling update is named
             except (ControllerError, snapshot.SnapshotError, docker.errors.APIError, OSError) as err:
                 click.echo(f"l7 deploy: {err}; retrying", err=True)
+                health.failed(str(err))
                 stop.wait(2.0)
     _run_until_signalled(run)
 

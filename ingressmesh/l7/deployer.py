@@ -12,7 +12,7 @@ import docker
 from .. import model
 from ..swarm.convert import parse_timestamp
 from . import rollout, secret_policy
-from .proxy_service import ProxyServices, desired_spec, routing_network, secret_claims
+from .proxy_service import ProxyServices, desired_spec, kept_off, routing_network, secret_claims
 from .secret_policy import STACK_LABEL, SecretRefusal
 from .settings import ProxyServiceSettings
 
@@ -25,6 +25,7 @@ class Deployed:
     refused: tuple[SecretRefusal, ...]
     order: str = rollout.START_FIRST  # how it rolls (rollout.update_order)
     problem: Optional[str] = None  # why its rolling update is stuck, if it is
+    kept_off: tuple[str, ...] = ()  # services on their stack's own network, not joined (RoutingNetwork)
 
 
 def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, ...], cluster: model.Cluster,
@@ -49,7 +50,8 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
         if item.routing_network and routing_network(cluster, item) is None:
             problem = (f"{item.name}: RoutingNetwork {item.routing_network!r} is not an overlay network of the swarm "
                        f"(docker network create --driver overlay --attachable {item.routing_network})")
-        done.append(Deployed(item.name, outcome, tuple(n for _, n in mount), refused, order, problem))
+        done.append(Deployed(item.name, outcome, tuple(n for _, n in mount), refused, order, problem,
+                             tuple(kept_off(cluster, item))))
     return done
 
 

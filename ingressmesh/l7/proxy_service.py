@@ -44,13 +44,11 @@ HEALTH_TIMING = {"Interval": 5, "Timeout": 10, "Retries": 3, "StartPeriod": 30}
 STOP_LINGER = 2.0
 
 
-def networks_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> list[model.Network]:
-    """The networks of every routable labelled service of this proxy's service cluster, and the
-    RoutingNetwork (always, so a service joining it never rolls the proxies; see routing_network)."""
+def _claimed_networks(cluster: model.Cluster, settings: ProxyServiceSettings):
+    """(service, network it is reached on) for every routable labelled service of this cluster."""
     tasks: dict[str, list] = {}
     for task in cluster.tasks:
         tasks.setdefault(task.service_id, []).append(task)
-    found = {}
     for service in cluster.services:
         if service.name == settings.name or not labels.wants_routing(service.labels):
             continue
@@ -61,11 +59,41 @@ def networks_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> l
             network = network_of(service, request, cluster, tasks.get(service.id, ()))
         except LabelError:
             continue  # refused by name in the proxies' own logs and /healthz
-        found[network.id] = network
+        yield service, network
+
+
+def _stack_own(service: model.Service, network: model.Network, settings: ProxyServiceSettings) -> Optional[str]:
+    """With a RoutingNetwork, the stack whose own network (`<namespace>_<name>`) `network` is: the
+    proxies do not join it, so `docker stack rm` never finds them on it (Swarm refuses to remove
+    a network a service names, and the stack's services and networks go within milliseconds)."""
+    stack = dict(service.labels).get(secret_policy.STACK_LABEL, "")
+    if settings.routing_network and network.name != settings.routing_network and stack \
+            and network.name.startswith(f"{stack}_"):
+        return stack
+    return None
+
+
+def networks_needed(cluster: model.Cluster, settings: ProxyServiceSettings) -> list[model.Network]:
+    """The networks of every routable labelled service of this proxy's service cluster (but a
+    stack's own network when there is a RoutingNetwork: kept_off), and the RoutingNetwork
+    (always, so a service joining it never rolls the proxies; see routing_network)."""
+    found = {network.id: network for service, network in _claimed_networks(cluster, settings)
+             if _stack_own(service, network, settings) is None}
     routing = routing_network(cluster, settings)
     if routing is not None:
         found[routing.id] = routing
     return sorted(found.values(), key=lambda n: n.name)
+
+
+def kept_off(cluster: model.Cluster, settings: ProxyServiceSettings) -> list[str]:
+    """Why each labelled service on its stack's own network is not routed (a RoutingNetwork is set)."""
+    return sorted(f"service {service.name}: not routed: network {network.name} is stack {stack}'s own, and with "
+                  f"RoutingNetwork {settings.routing_network!r} the proxies join no stack's own network (docker "
+                  f"stack rm could not remove it while they are on it): put the service on "
+                  f"{settings.routing_network} (an external network of the stack) and name it in "
+                  f"com.docker.lb.network"
+                  for service, network in _claimed_networks(cluster, settings)
+                  if (stack := _stack_own(service, network, settings)) is not None)
 
 
 def routing_network(cluster: model.Cluster, settings: ProxyServiceSettings) -> Optional[model.Network]:

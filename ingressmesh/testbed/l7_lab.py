@@ -33,5 +33,13 @@ def deploy(mesh, config_text: str) -> str:
         handle.write(config_text)
     mesh.start_daemon("l7", 1, ["l7", "deploy", "--config", path, "--docker",
                                 f"unix://{mesh.lab.config.docker_sock(1)}", "--token-file", mesh.token_file,
-                                "--controller", mesh.controller_url, "--watch"])
+                                "--controller", mesh.controller_url, "--watch", "--listen", f"0.0.0.0:{DEPLOY_PORT}"])
     return path
+
+
+DEPLOY_PORT = 9404  # `l7 deploy --listen` (as in the swarm stack)
+
+
+def deploy_health(mesh) -> tuple[int, dict]:
+    """`l7 deploy --watch`'s /healthz (status, JSON): each proxy service, the stuck updates."""
+    return mesh.get(f"http://{mesh.lab.node_address(1)}:{DEPLOY_PORT}/healthz")
