@@ -14,6 +14,8 @@ PACKAGES="$PACKAGES docker.io busybox-static debootstrap"
 PACKAGES="$PACKAGES systemd"
 # The L7 proxy's real-HAProxy tests and bench/l7.py (HAProxy 2.6, wrk as the load tool).
 PACKAGES="$PACKAGES haproxy wrk openssl curl"
+# The ACME tests: Debian's pebble (a test ACME server) and pebble-challtestsrv (its mock DNS).
+PACKAGES="$PACKAGES pebble"
 
 check_python() {
     if ! command -v python3 >/dev/null 2>&1; then

@@ -109,6 +109,9 @@ class CertStore:
                 pem, reason = self._material(owner, lambda: self._pair(tls.cert, tls.key), notes, tls.host)
                 reason = reason and f"host {tls.host}: {reason}"
                 kept[owner] = pem
+            if reason and tls.acme:  # an issued certificate not usable here (yet): plain HTTP, not refused
+                notes.append(f"{reason}; the host is served on plain HTTP meanwhile")
+                continue
             for service in tls.services:
                 if reason:
                     refusals.setdefault(service, reason)

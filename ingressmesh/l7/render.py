@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from ..plan import ACTIVE
-from . import render_tls
+from . import acme_render, render_tls
 from .routes import DEFAULT_HOST, RouteTable
 from .safe import RenderError, check_safe  # noqa: F401 - RenderError is part of this module's API
 from .slots import Assignment, slot_name
@@ -128,6 +128,7 @@ def request_rules(table: RouteTable, s: ProxySettings, proto: str) -> list[str]:
         "    http-request set-var-fmt(txn.route) %[var(txn.host)]%[path]/",
     ]
     if proto == "http":
+        lines += acme_render.challenge_rules(table)  # before any redirect: the ACME server asks here
         lines += render_tls.https_redirects(table, s)
     # A redirect answers only requests that came in on its source's scheme: `http://a.com,https://a.com`
     # in the HTTPS frontend too would answer its own target, forever.

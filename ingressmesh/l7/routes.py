@@ -87,6 +87,7 @@ class TlsHost:
     only: bool = False  # plain HTTP answers a redirect to HTTPS
     passthrough: bool = False
     pem: str = ""  # the checked certificate + key in the proxy's work dir (certs.resolve fills it in)
+    acme: bool = False  # an issued certificate (acme_routes.py): until its secrets are here, plain HTTP
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class RouteTable:
     refused: tuple[Refusal, ...] = ()
     notes: tuple[str, ...] = ()
     tls_hosts: tuple[TlsHost, ...] = ()
+    challenges: tuple = ()  # acme_routes.Challenge: HTTP-01 answers on the HTTP port
 
     def backend(self, name: str) -> Optional[Backend]:
         return next((b for b in self.backends if b.name == name), None)
@@ -117,7 +119,8 @@ class RouteTable:
     def shape(self) -> tuple:
         """What only a new config can change: redirects, the default backend, TLS per host and
         every backend's shape.  Routes to existing backends are map entries, changed at runtime."""
-        return self.redirects, self.default_backend, tuple(b.shape() for b in self.backends), self.tls_hosts
+        return (self.redirects, self.default_backend, tuple(b.shape() for b in self.backends), self.tls_hosts,
+                self.challenges)
 
     def map_entries(self) -> dict[str, str]:
         """The route map: key (host + context root + '/') -> backend, default route and TLS
@@ -284,10 +287,12 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
         routes.append(Route(host, path, name))
     # Longest context root first within a host: the renderer keeps this order.
     routes.sort(key=lambda r: (r.host, -len(r.path), r.path))
-    return RouteTable(routes=tuple(routes), backends=tuple(sorted(backends.values(), key=lambda b: b.name)),
-                      redirects=_redirects(claims, host_owner, routes, backends, refused),
-                      refused=tuple(refused), notes=tuple(sorted(set(notes))),
-                      tls_hosts=_tls_hosts(routes, backends, host_owner))
+    from . import acme_routes  # it builds on this module's types
+    return acme_routes.attach(RouteTable(
+        routes=tuple(routes), backends=tuple(sorted(backends.values(), key=lambda b: b.name)),
+        redirects=_redirects(claims, host_owner, routes, backends, refused),
+        refused=tuple(refused), notes=tuple(sorted(set(notes))),
+        tls_hosts=_tls_hosts(routes, backends, host_owner)), cluster)
 
 
 def _redirects(claims: dict, owners: dict[str, _Claim], routes: list[Route], backends: dict[str, Backend],
@@ -350,6 +355,7 @@ def without_services(table: RouteTable, refusals: list[Refusal]) -> RouteTable:
                    redirects=tuple(r for r in table.redirects if r.service not in gone and r.source_host in hosts),
                    tls_hosts=tuple(replace(t, services=tuple(s for s in t.services if s not in gone))
                                    for t in table.tls_hosts if t.host in hosts),
+                   challenges=tuple(c for c in table.challenges if c.service not in gone),
                    refused=table.refused + tuple(refusals))
 
 

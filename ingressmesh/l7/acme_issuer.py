@@ -1,0 +1,157 @@
+"""The issuer: one pass over the swarm's services orders the certificates that are due.
+
+Inputs are the services (model.Service: their labels), outputs go through two ports:
+- a SecretStore (acme_store.py) gets the account key and each certificate version, immutable;
+- a Publisher puts the issuer's labels on the service (acme_labels.py): the HTTP-01 answers
+  while an order is validated, then the certificate version each host serves.  Labels travel
+  with the snapshot, so every proxy replica gets them the way it gets routes.
+The served versions are read back from the labels at every pass, so an issuer that restarts
+(or another manager's) continues where the last one stopped.  Errors are per host: the host is
+named, keeps what it served, and waits (acme_schedule.py); other hosts go on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Callable, Optional, Protocol
+
+from . import acme_labels, acme_names, acme_probe, acme_schedule
+from .acme_client import AcmeClient, AcmeError, new_key_pem, not_after
+from .acme_schedule import HostState, Policy
+from .acme_settings import AcmeSettings
+from .acme_store import SecretStore
+from .grammar import LabelError
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def answer(self, service: str, answers: dict[str, str]) -> None:
+        """Sets the service's HTTP-01 answers ({}: none)."""
+
+    def serve(self, service: str, versions: dict[str, int]) -> None:
+        """Sets which certificate version each of the service's hosts serves."""
+
+
+class Issuer:
+    def __init__(self, settings: AcmeSettings, store: SecretStore, publisher: Publisher,
+                 probe_urls: tuple[str, ...], policy: Optional[Policy] = None,
+                 clock: Callable[[], float] = time.time, propagation_timeout: float = 30.0):
+        self.settings, self.store, self.publisher, self.probe_urls = settings, store, publisher, probe_urls
+        self.policy = policy or Policy(renew_before=settings.renew_before)
+        self.clock, self.propagation_timeout = clock, propagation_timeout
+        self.states: dict[str, HostState] = {}
+        self.service_of: dict[str, str] = {}  # host -> the service it is issued for
+        self.refused: dict[str, str] = {}  # service -> why it gets no certificate
+        self.order_times: list[float] = []
+        self._client: Optional[AcmeClient] = None
+
+    @property
+    def client(self) -> AcmeClient:
+        if self._client is None:
+            self._client = AcmeClient(self.settings, self._account_key())
+        return self._client
+
+    def _account_key(self) -> bytes:
+        """The account key secret (created once; the account survives issuer restarts)."""
+        name = acme_names.account_secret(self.settings.directory_url, 1)
+        found = self.store.read(name)
+        if found is None:
+            self.store.create(name, new_key_pem())
+            found = self.store.read(name)
+        return found
+
+    def run_once(self, services) -> dict[str, HostState]:
+        """Orders what is due now; returns the state of every host that wants a certificate."""
+        now = self.clock()
+        served: dict[str, dict[str, int]] = {}
+        self.refused, wanted = {}, {}
+        labels_of = {s.name: dict(s.labels) for s in services}
+        for request in acme_labels.requests(services):
+            if request.reason:
+                self.refused[request.service] = request.reason
+                continue
+            labels = labels_of[request.service]
+            try:
+                served[request.service] = acme_labels.parse_certs(labels.get(acme_labels.CERTS, ""))
+            except LabelError as err:
+                log.warning("service %s: %s; issuing anew", request.service, err)
+                served[request.service] = {}
+            for host in request.hosts:
+                wanted.setdefault(host, request.service)
+        self.service_of = wanted
+        self.states = {host: self._known(host, served[service].get(host, 0)) for host, service in wanted.items()}
+        self._cleanup({host: st.version for host, st in self.states.items() if st.version})
+        for host, service in sorted(wanted.items()):
+            if acme_schedule.due(self.states[host], now, self.policy):
+                self.states[host] = self._order(host, service, served[service], now)
+        return dict(self.states)
+
+    def _known(self, host: str, version: int) -> HostState:
+        """The host's state, its served version as the labels say (read back from the store)."""
+        state = self.states.get(host) or HostState(host)
+        if version > state.version:  # a lower one: the snapshot has not caught up with the last order
+            chain = self.store.read(acme_names.cert_secrets(host, version)[0])
+            expiry = not_after(chain.decode()) if chain else 0.0  # gone: renew now
+            state = replace(state, version=version, not_after=expiry)
+        return state
+
+    def _order(self, host: str, service: str, versions: dict[str, int], now: float) -> HostState:
+        state = self.states[host]
+        self.order_times = acme_schedule.recent(self.order_times, now, self.policy)
+        if not acme_schedule.order_allowed(self.order_times, now, self.policy):
+            return replace(state, last_error=f"the issuer's own limit of {self.policy.max_orders} orders per "
+                           f"{self.policy.window:.0f} s is reached", next_try=now + 60.0)
+        self.order_times.append(now)
+        published = []
+        try:
+            issued = self.client.issue((host,), lambda answers: self._publish(service, host, answers, published))
+            version = self._next_version(host, state.version)
+            cert, key = acme_names.cert_secrets(host, version)
+            self.store.create(key, issued.key_pem.encode())
+            self.store.create(cert, issued.chain_pem.encode())
+            self.publisher.serve(service, {**versions, host: version})
+            versions[host] = version
+            log.info("host %s: certificate v%d issued (expires %s)", host, version,
+                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(issued.not_after)))
+            return acme_schedule.succeeded(state, self.clock(), version, issued.not_after)
+        except AcmeError as err:
+            log.warning("host %s (service %s): %s; it keeps %s", host, service, err,
+                        f"certificate v{state.version}" if state.version else "plain HTTP")
+            return acme_schedule.failed(state, self.clock(), str(err), self.policy, err.error_type)
+        finally:
+            if published:
+                self.publisher.answer(service, {})
+
+    def _publish(self, service: str, host: str, answers: dict[str, str], published: list) -> None:
+        published.append(service)
+        self.publisher.answer(service, answers)
+        missing = acme_probe.wait_answered(self.probe_urls, host, answers,
+                                           time.monotonic() + self.propagation_timeout)
+        if missing:
+            raise AcmeError(f"certificate for {host}: the HTTP-01 answer did not reach every proxy within "
+                            f"{self.propagation_timeout:.0f} s (not answered by {', '.join(missing)}); "
+                            "the ACME server was not asked to validate")
+
+    def _next_version(self, host: str, current: int) -> int:
+        names = set(self.store.names())
+        version = current + 1
+        while acme_names.cert_secrets(host, version)[0] in names or acme_names.cert_secrets(host, version)[1] in names:
+            version += 1
+        return version
+
+    def _cleanup(self, current: dict[str, int]) -> None:
+        """Removes older versions and the certificates of hosts that no longer ask for one."""
+        for name in acme_names.obsolete(self.store.names(), current):
+            try:
+                self.store.remove(name)
+                log.info("removed %s (replaced, or its host no longer asks for a certificate)", name)
+            except Exception as err:  # noqa: BLE001 - in use still (a Docker secret): next pass
+                log.info("cannot remove %s yet: %s", name, err)
+
+    def document(self) -> list[dict]:
+        """Per host: what show --l7 and /metrics say."""
+        return [{"host": h, "service": self.service_of.get(h, ""), "source": "acme", "version": s.version,
+                 "not_after": s.not_after, "issued_at": s.issued_at, "last_error": s.last_error,
+                 "failures": s.failures, "next_try": s.next_try} for h, s in sorted(self.states.items())]

@@ -1,0 +1,107 @@
+"""The ACME labels: which services ask for an automatic certificate, and what the issuer
+publishes back on them for the proxies.
+
+- `io.ingressmesh.lb.acme=true` (the operator's): a certificate for every `com.docker.lb.hosts`
+  host; Interlock's `ssl_cert`/`ssl_key` win when both are set, `ssl_passthrough` needs none.
+- `io.ingressmesh.lb.acme.certs=host:version,...` (the issuer's): which certificate version each
+  host serves (secret names: acme_names.py).
+- `io.ingressmesh.lb.acme.http01=token.thumbprint,...` (the issuer's): HTTP-01 key
+  authorizations every proxy answers for the service's hosts while an order is validated.
+These ride on the service, so they reach every proxy replica the way routes do (the snapshot).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from . import grammar, labels
+from .grammar import LabelError
+
+ACME = "io.ingressmesh.lb.acme"
+CERTS = "io.ingressmesh.lb.acme.certs"
+HTTP01 = "io.ingressmesh.lb.acme.http01"
+MAX_ITEMS = 100
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+_KEY_AUTH = re.compile(r"^([A-Za-z0-9_-]{16,128})\.([A-Za-z0-9_-]{43})$")  # token . SHA-256 thumbprint
+
+
+@dataclass(frozen=True)
+class AcmeRequest:
+    """A service that wants certificates: its hosts, or why it cannot have them."""
+    service: str
+    hosts: tuple[str, ...] = ()
+    reason: str = ""  # non-empty: refused (named in the issuer's log)
+
+
+def wants_acme(service_labels: Mapping[str, str]) -> bool:
+    value = dict(service_labels).get(ACME)
+    return value is not None and value.strip().lower() not in ("false", "0", "no")
+
+
+def request_of(name: str, service_labels: Mapping[str, str]) -> AcmeRequest:
+    """What the service asks the issuer for (call only when wants_acme)."""
+    found = dict(service_labels)
+    try:
+        grammar.boolean(ACME, found[ACME])
+        route = labels.parse(found)
+    except LabelError as err:
+        return AcmeRequest(name, reason=str(err))
+    if route.tls.cert:
+        return AcmeRequest(name, reason=f"{ACME}: the service names its own certificate "
+                           "(com.docker.lb.ssl_cert/ssl_key win): nothing to issue")
+    if route.tls.passthrough:
+        return AcmeRequest(name, reason=f"{ACME}: com.docker.lb.ssl_passthrough: the app terminates TLS itself")
+    if not route.hosts:
+        return AcmeRequest(name, reason=f"{ACME}: needs com.docker.lb.hosts (the names to certify)")
+    wildcard = [h for h in route.hosts if "*" in h]
+    if wildcard:
+        return AcmeRequest(name, reason=f"{ACME}: {wildcard[0]}: wildcards need DNS-01, which is not supported")
+    return AcmeRequest(name, hosts=route.hosts)
+
+
+def requests(services) -> list[AcmeRequest]:
+    """Every ACME request of the cluster's services (model.Service), by service name."""
+    return sorted((request_of(s.name, s.labels) for s in services if wants_acme(s.labels)),
+                  key=lambda r: r.service)
+
+
+def _items(label: str, value: str) -> list[str]:
+    items = [item.strip() for item in grammar.checked_text(label, value).split(",") if item.strip()]
+    if len(items) > MAX_ITEMS:
+        raise LabelError(label, value, f"more than {MAX_ITEMS} entries")
+    return items
+
+
+def parse_certs(value: str) -> dict[str, int]:
+    """`host:version,...` -> {host: version}; raises LabelError."""
+    found = {}
+    for item in _items(CERTS, value):
+        host, _, version = item.rpartition(":")
+        if not version.isdigit() or not 0 < int(version) < 10 ** 9:
+            raise LabelError(CERTS, value, f"{item!r} is not host:version")
+        found[grammar.host_list(CERTS, host)[0]] = int(version)
+    return found
+
+
+def format_certs(versions: Mapping[str, int]) -> str:
+    return ",".join(f"{host}:{version}" for host, version in sorted(versions.items()))
+
+
+def parse_http01(value: str) -> dict[str, str]:
+    """`token.thumbprint,...` -> {token: key authorization}; raises LabelError."""
+    found = {}
+    for item in _items(HTTP01, value):
+        match = _KEY_AUTH.fullmatch(item)
+        if not match:
+            raise LabelError(HTTP01, value, f"{item!r} is not an HTTP-01 key authorization (token.thumbprint)")
+        found[match.group(1)] = item
+    return found
+
+
+def format_http01(key_authorizations) -> str:
+    return ",".join(sorted(key_authorizations))
+
+
+def valid_token(token: str) -> bool:
+    return bool(_TOKEN.fullmatch(token))

@@ -1,0 +1,133 @@
+"""The issuer's pass over the services, with a stand-in ACME client (the real protocol against
+pebble is tests/l7/test_acme_pebble.py): one order per due host, labels published, state read
+back from labels after a restart, errors per host with backoff, versions and cleanup."""
+from __future__ import annotations
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from ingressmesh import snapshot
+from ingressmesh.l7 import acme_labels, acme_names
+from ingressmesh.l7.acme_client import AcmeError, Issued, new_key_pem, not_after
+from ingressmesh.l7.acme_issuer import Issuer
+from ingressmesh.l7.acme_schedule import Policy
+from ingressmesh.l7.acme_settings import AcmeSettings
+from ingressmesh.l7.acme_store import DirectoryStore
+
+DAY = 86400.0
+
+
+class StubClient:
+    """Orders answered by self-signed 90-day certificates; `refuse` names hosts whose order fails."""
+
+    def __init__(self, refuse=()):
+        self.refuse, self.orders = set(refuse), []
+
+    def issue(self, hosts, publish):
+        self.orders.append(hosts)
+        token = f"token{len(self.orders):02d}" + "x" * 20
+        publish({token: f"{token}.{'T' * 43}"})
+        if hosts[0] in self.refuse:
+            raise AcmeError(f"certificate for {hosts[0]}: the challenge was refused: 404",
+                            "urn:ietf:params:acme:error:unauthorized")
+        key = new_key_pem()
+        private = serialization.load_pem_private_key(key, None)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now)
+                .not_valid_after(now + datetime.timedelta(days=90)).sign(private, hashes.SHA256()))
+        chain = cert.public_bytes(serialization.Encoding.PEM).decode()
+        return Issued(chain, key.decode(), not_after(chain))
+
+
+class LabelPublisher:
+    """Keeps the issuer's labels like the Docker publisher would, on plain dicts."""
+
+    def __init__(self):
+        self.labels: dict[str, dict[str, str]] = {}
+        self.answered: list[tuple[str, dict]] = []
+
+    def answer(self, service, answers):
+        self.answered.append((service, dict(answers)))
+        self.labels.setdefault(service, {})[acme_labels.HTTP01] = acme_labels.format_http01(answers.values())
+
+    def serve(self, service, versions):
+        self.labels.setdefault(service, {})[acme_labels.CERTS] = acme_labels.format_certs(versions)
+
+
+def services(publisher, wanted: dict[str, str]):
+    found = []
+    for name, hosts in wanted.items():
+        labels = {"com.docker.lb.hosts": hosts, "com.docker.lb.port": "80", "io.ingressmesh.lb.acme": "true",
+                  **publisher.labels.get(name, {})}
+        found.append({"id": name, "name": name, "labels": labels})
+    return snapshot.from_dict({"services": found}).services
+
+
+def issuer(tmp_path, client, publisher, clock):
+    made = Issuer(AcmeSettings("https://acme.test/dir"), DirectoryStore(str(tmp_path / "store")), publisher,
+                  probe_urls=(), policy=Policy(first=60.0, cap=600.0), clock=lambda: clock[0])
+    made._client = client
+    return made
+
+
+def test_one_order_per_host_then_nothing_until_renewal(tmp_path):
+    publisher, clock = LabelPublisher(), [1000.0]
+    client = StubClient()
+    one = issuer(tmp_path, client, publisher, clock)
+    account = one._account_key()  # created once, then read back
+    assert account == one._account_key() and b"PRIVATE KEY" in account
+    states = one.run_once(services(publisher, {"a": "a.com,b.com"}))
+    assert sorted(client.orders) == [("a.com",), ("b.com",)]
+    assert states["a.com"].version == 1 and states["a.com"].not_after > clock[0] + 30 * DAY
+    assert acme_labels.parse_certs(publisher.labels["a"][acme_labels.CERTS]) == {"a.com": 1, "b.com": 1}
+    assert publisher.labels["a"][acme_labels.HTTP01] == ""  # answers withdrawn after the order
+    assert [len(a) for _, a in publisher.answered] == [1, 0, 1, 0]  # published before validation, then gone
+    store = one.store.names()
+    assert set(acme_names.cert_secrets("a.com", 1)) <= set(store)
+    one.run_once(services(publisher, {"a": "a.com,b.com"}))
+    # a new issuer (restarted, or another manager's) reads the versions back: no new order
+    two = issuer(tmp_path, client, publisher, clock)
+    assert two.run_once(services(publisher, {"a": "a.com,b.com"}))["b.com"].version == 1
+    assert len(client.orders) == 2
+    # renewal: 30 days before expiry a new version, the old one removed at the next pass
+    clock[0] = states["a.com"].not_after - 29 * DAY
+    assert two.run_once(services(publisher, {"a": "a.com,b.com"}))["a.com"].version == 2
+    assert len(client.orders) == 4
+    two.run_once(services(publisher, {"a": "a.com,b.com"}))
+    names = set(two.store.names())
+    assert set(acme_names.cert_secrets("a.com", 2)) <= names and not set(acme_names.cert_secrets("a.com", 1)) & names
+    # the label goes: its certificates go (the account key stays)
+    two.run_once(services(publisher, {}))
+    assert two.store.names() == [acme_names.account_secret("https://acme.test/dir", 1)]
+
+
+def test_a_refused_host_is_named_backs_off_and_others_go_on(tmp_path):
+    publisher, clock = LabelPublisher(), [1000.0]
+    client = StubClient(refuse={"bad.com"})
+    one = issuer(tmp_path, client, publisher, clock)
+    states = one.run_once(services(publisher, {"good": "good.com", "bad": "bad.com"}))
+    assert states["good.com"].version == 1 and states["bad.com"].version == 0
+    assert "challenge was refused" in states["bad.com"].last_error and states["bad.com"].next_try == 1060.0
+    clock[0] = 1030.0
+    one.run_once(services(publisher, {"good": "good.com", "bad": "bad.com"}))
+    assert len(client.orders) == 2  # backing off: no order for bad.com
+    clock[0] = 1061.0
+    states = one.run_once(services(publisher, {"good": "good.com", "bad": "bad.com"}))
+    assert len(client.orders) == 3 and states["bad.com"].failures == 2 and states["bad.com"].next_try == 1061.0 + 120
+    row = next(r for r in one.document() if r["host"] == "bad.com")
+    assert row["service"] == "bad" and row["source"] == "acme" and "refused" in row["last_error"]
+
+
+def test_services_that_name_their_own_certificate_are_refused_by_name(tmp_path):
+    publisher, clock = LabelPublisher(), [1000.0]
+    client = StubClient()
+    one = issuer(tmp_path, client, publisher, clock)
+    found = services(publisher, {"own": "own.com"})
+    labels = dict(found[0].labels) | {"com.docker.lb.ssl_cert": "c", "com.docker.lb.ssl_key": "k"}
+    own = snapshot.from_dict({"services": [{"id": "own", "name": "own", "labels": labels}]}).services
+    assert one.run_once(own) == {} and not client.orders and "ssl_cert/ssl_key win" in one.refused["own"]
