@@ -19,6 +19,9 @@ from ..daemon.token import TokenError
 @click.option("--backend", type=click.Choice(("auto", "nftables", "ipvs")), default="auto", show_default=True)
 @click.option("--on-stop", type=click.Choice(("handover", "keep")), default="handover", show_default=True,
               help="What an agent does with its rules when stopped: `keep` leaves them through `docker stack rm`.")
+@click.option("--source-ip", type=click.Choice(("snat", "preserve")), default="snat", show_default=True,
+              help="Every agent's --source-ip: the default for published ports of services without the label "
+                   "io.ingressmesh.lb.source_ip.")
 @click.option("--token-file", default="/etc/ingressmesh/token", show_default=True,
               help="The cluster secret, made here if missing, and the Docker secret made from it if missing.")
 @click.option("--docker-sock", default="/var/run/docker.sock", show_default=True,
@@ -34,13 +37,14 @@ from ..daemon.token import TokenError
               help="Where --tls keeps the CA (and its key: it never leaves this manager) and the certificate.")
 @click.option("--resolve-image", type=click.Choice(("always", "changed", "never")), default="always",
               show_default=True, help="`never` where no registry holds the image.")
-def install_command(as_stack, name, docker_host, image, backend, on_stop, token_file, docker_sock, exec_root,
+def install_command(as_stack, name, docker_host, image, backend, on_stop, source_ip, token_file, docker_sock, exec_root,
                     l7_config, tls, tls_dir, resolve_image) -> None:
     """Install ingressmesh on this swarm: `docker stack deploy` of ingressmesh-stack.yml."""
     from ..stack import (SECRET, StackError, StackSettings, cluster_token, deploy, ensure_secret, ensure_tls_secrets,
                          secret_digest)
     docker = ["docker", "-H", docker_host] if docker_host else ["docker"]
-    settings = StackSettings(name=name, image=image, backend=backend, on_stop=on_stop, docker_sock=docker_sock,
+    settings = StackSettings(name=name, image=image, backend=backend, on_stop=on_stop, source_ip=source_ip,
+                             docker_sock=docker_sock,
                              exec_root=exec_root, resolve_image=resolve_image, l7_config=l7_config or "",
                              tls_dir=tls_dir if tls else "")
     try:

@@ -33,6 +33,7 @@ class StackSettings:
     image: str = "ingressmesh/proxy:latest"
     backend: str = "auto"
     on_stop: str = "handover"
+    source_ip: str = "snat"                     # every agent's --source-ip (plan_source_ip.py)
     docker_sock: str = "/var/run/docker.sock"  # on every node; may hold {{.Node.Hostname}}
     exec_root: str = "/run/docker"              # dockerd's --exec-root on every node
     resolve_image: str = "always"               # "never" where no registry holds the image (the lab)
@@ -46,6 +47,8 @@ class StackSettings:
             raise StackError(f"image {self.image!r} is not an image reference")
         if self.backend not in ("auto", "nftables", "ipvs"):
             raise StackError(f"backend {self.backend!r}: auto, nftables or ipvs")
+        if self.source_ip not in ("snat", "preserve"):
+            raise StackError(f"source-ip {self.source_ip!r}: snat or preserve")
         if self.on_stop not in ("handover", "keep"):
             raise StackError(f"on-stop {self.on_stop!r}: handover or keep (cleanup would remove the rules a "
                              "start-first update's new agent has just written)")
@@ -72,7 +75,8 @@ class StackSettings:
     def environment(self) -> dict[str, str]:
         """What `docker stack deploy` substitutes into the stack files."""
         env = {"INGRESSMESH_IMAGE": self.image, "INGRESSMESH_BACKEND": self.backend,
-               "INGRESSMESH_ON_STOP": self.on_stop, "DOCKER_SOCK": self.docker_sock,
+               "INGRESSMESH_ON_STOP": self.on_stop, "INGRESSMESH_SOURCE_IP": self.source_ip,
+               "DOCKER_SOCK": self.docker_sock,
                "DOCKER_EXEC_ROOT": self.exec_root, "INGRESSMESH_STACK_NAME": self.name}
         if self.l7_config:
             with open(self.l7_config, "rb") as handle:

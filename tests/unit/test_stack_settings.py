@@ -23,7 +23,7 @@ input=""
 if [ "$2" = "secret" ] || [ "$1" = "secret" ]; then case "$*" in *create*) input="$(cat)";; esac; fi
 python3 - "$log" "$input" "$@" <<'EOF'
 import json, os, sys
-keys = ("INGRESSMESH_IMAGE", "INGRESSMESH_BACKEND", "INGRESSMESH_ON_STOP", "DOCKER_SOCK", "DOCKER_EXEC_ROOT",
+keys = ("INGRESSMESH_IMAGE", "INGRESSMESH_BACKEND", "INGRESSMESH_ON_STOP", "INGRESSMESH_SOURCE_IP", "DOCKER_SOCK", "DOCKER_EXEC_ROOT",
         "INGRESSMESH_STACK_NAME", "INGRESSMESH_L7_CONFIG", "INGRESSMESH_L7_CONFIG_HASH")
 with open(sys.argv[1], "a") as out:
     out.write(json.dumps({"argv": sys.argv[3:], "stdin": sys.argv[2],
@@ -54,7 +54,7 @@ def fake_docker(tmp_path, monkeypatch):
 @pytest.mark.parametrize("field,value,named", [
     ("name", "bad name", "stack name"), ("name", "-x", "stack name"),
     ("image", "img; rm -rf /", "image"), ("backend", "iptables", "backend"), ("on_stop", "never", "on-stop"),
-    ("on_stop", "cleanup", "start-first"),
+    ("on_stop", "cleanup", "start-first"), ("source_ip", "keep", "source-ip"),
     ("docker_sock", "relative/docker.sock", "docker socket"), ("exec_root", "/run/docker,readonly", "exec root"),
     ("exec_root", "/run/docker\nx", "exec root"), ("resolve_image", "sometimes", "resolve-image"),
 ])
@@ -76,12 +76,15 @@ def test_the_stack_file_is_a_global_agent_and_controllers_on_managers():
     assert controller["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert spec["secrets"]["ingressmesh_secret"]["external"] is True
     assert "--on-stop" in agent["command"] and agent["environment"]["INGRESSMESH_NODE_ID"] == "{{.Node.ID}}"
+    # One --source-ip for every agent (they must agree: plan_source_ip.py)
+    assert agent["command"][agent["command"].index("--source-ip") + 1] == "${INGRESSMESH_SOURCE_IP:-snat}"
 
 
 def test_install_makes_the_token_and_secret_once_then_deploys(tmp_path, fake_docker):
     token_file = tmp_path / "etc" / "token"
     args = ["install", "--stack", "--token-file", str(token_file), "--image", "registry.example/im:2",
-            "--backend", "nftables", "--docker-sock", "/srv/{{.Node.Hostname}}/docker.sock", "--resolve-image", "never"]
+            "--backend", "nftables", "--docker-sock", "/srv/{{.Node.Hostname}}/docker.sock", "--resolve-image", "never",
+            "--source-ip", "preserve"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     assert "made the cluster secret" in first.output and "made the Docker secret ingressmesh_secret" in first.output
@@ -92,7 +95,8 @@ def test_install_makes_the_token_and_secret_once_then_deploys(tmp_path, fake_doc
     deploy = [c for c in calls if c["argv"][:2] == ["stack", "deploy"]][0]
     assert deploy["argv"] == ["stack", "deploy", "--resolve-image", "never", "-c", STACK_FILE, "ingressmesh"]
     assert deploy["env"] == {"INGRESSMESH_IMAGE": "registry.example/im:2", "INGRESSMESH_BACKEND": "nftables",
-                             "INGRESSMESH_ON_STOP": "handover", "DOCKER_SOCK": "/srv/{{.Node.Hostname}}/docker.sock",
+                             "INGRESSMESH_ON_STOP": "handover", "INGRESSMESH_SOURCE_IP": "preserve",
+                             "DOCKER_SOCK": "/srv/{{.Node.Hostname}}/docker.sock",
                              "DOCKER_EXEC_ROOT": "/run/docker", "INGRESSMESH_STACK_NAME": "ingressmesh"}
     again = CliRunner().invoke(main, args)  # idempotent: the token and the secret are kept
     assert again.exit_code == 0 and "made" not in again.output
