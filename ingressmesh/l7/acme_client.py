@@ -92,7 +92,8 @@ class AcmeClient:
             try:
                 self._net.account = acme.new_account(registration)
             except errors.ConflictError as existing:  # the key already has an account: use it
-                self._net.account = acme.query_registration(messages.RegistrationResource(uri=existing.location))
+                self._net.account = acme.query_registration(
+                    messages.RegistrationResource(uri=existing.location, body=messages.Registration()))
         except Exception as err:  # noqa: BLE001 - named and handed to the schedule
             reason, kind = _why(err)
             raise AcmeError(f"ACME account at {url}: {reason}", kind) from None

@@ -35,7 +35,7 @@ def cluster(services: dict, backends, port: int) -> dict:
 
 
 class ProxyProcess:
-    def __init__(self, tmp_path, controller_url: str, haproxy: str):
+    def __init__(self, tmp_path, controller_url: str, haproxy: str, extra: tuple = ()):
         self.http, self.listen, stats = free_ports(3)
         token_file = tmp_path / "token"
         token_file.write_text(TOKEN)
@@ -45,7 +45,7 @@ class ProxyProcess:
             [sys.executable, "-m", "ingressmesh", "proxy", "--controller", controller_url, "--token-file", str(token_file),
              "--http-port", str(self.http), "--bind", "127.0.0.1", "--stats-port", str(stats),
              "--listen", f"127.0.0.1:{self.listen}", "--workdir", str(self.workdir), "--stop-linger", "0.5",
-             "--stop-timeout", "5", "--haproxy", haproxy, "--proxy-id", "test-proxy"],
+             "--stop-timeout", "5", "--haproxy", haproxy, "--proxy-id", "test-proxy", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:

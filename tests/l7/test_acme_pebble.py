@@ -1,0 +1,180 @@
+"""Automatic certificates end to end on loopback: two real `ingressmesh proxy` processes follow
+a stand-in controller; the issuer orders from Debian's pebble, publishes the HTTP-01 answers as
+labels (so they reach both replicas through the snapshot), and the proxies serve the issued
+certificate over HTTPS.  Failures (refused challenge, unreachable server, a replica that does
+not answer) are named, the host keeps what it served, other hosts are unaffected."""
+from __future__ import annotations
+
+import secrets
+import ssl
+import time
+
+import pytest
+
+from acme_pebble import Pebble, SnapshotPublisher
+from fake_controller import FakeController
+from ingressmesh.l7 import acme_labels, acme_probe
+from ingressmesh.l7.acme_issuer import Issuer
+from ingressmesh.l7.acme_render import CHALLENGE_PATH
+from ingressmesh.l7.acme_schedule import Policy
+from ingressmesh.l7.acme_settings import AcmeSettings
+from ingressmesh.l7.acme_store import DirectoryStore
+from l7_backends import free_port, free_ports
+from pki import https_get
+from test_proxy_process import TOKEN, ProxyProcess, cluster
+
+THUMB = "T" * 43
+
+
+class Lab:
+    def __init__(self, tmp_path, haproxy_binary, backends, pki, hosts: dict):
+        self.proxies, self.pebble, self.controller = [], None, None
+        try:
+            self._start(tmp_path, haproxy_binary, backends, pki, hosts)
+        except BaseException:
+            self.close()  # nothing started is left behind
+            raise
+
+    def _start(self, tmp_path, haproxy_binary, backends, pki, hosts: dict):
+        self.secrets = tmp_path / "secrets"  # both replicas mount the same secrets, as in a swarm
+        self.secrets.mkdir()
+        self.controller = FakeController(TOKEN)
+        base = cluster(hosts, backends, free_port())
+        for service in base["services"]:
+            service["labels"][acme_labels.ACME] = "true"
+        for i, https in enumerate(free_ports(2)):
+            (tmp_path / f"p{i}").mkdir()
+            self.proxies.append(ProxyProcess(tmp_path / f"p{i}", self.controller.url, haproxy_binary,
+                                             ("--https-port", str(https), "--secrets-dir", str(self.secrets))))
+            self.proxies[-1].https = https
+        self.publisher = SnapshotPublisher(self.controller, base)
+        for proxy in self.proxies:
+            for host in hosts.values():
+                proxy.wait(f"{host} routed", lambda: proxy.get(host)[0] == 200, timeout=20)
+        self.pebble = Pebble(str(tmp_path / "pebble"), pki, self.proxies[0].http)
+        self.urls = tuple(f"http://127.0.0.1:{p.http}" for p in self.proxies)
+
+    def issuer(self, directory: str = "", probe_urls=None, policy=None, propagation: float = 15.0) -> Issuer:
+        settings = AcmeSettings(directory or self.pebble.directory, email="ops@example.org",
+                                ca_bundle=self.pebble.ca_file)
+        return Issuer(settings, DirectoryStore(str(self.secrets)), self.publisher,
+                      self.urls if probe_urls is None else probe_urls, policy=policy, propagation_timeout=propagation)
+
+    def serial(self, proxy, host: str, context: ssl.SSLContext) -> tuple[int, str]:
+        """(HTTP status, the certificate's serial) of an HTTPS request verified against `context`."""
+        from pki import tls_connect
+        with tls_connect(proxy.https, host, context) as tls:
+            serial = tls.getpeercert()["serialNumber"]
+        return https_get(proxy.https, host, context)[0], serial
+
+    def close(self):
+        for proxy in self.proxies:
+            proxy.stop()
+        if self.pebble is not None:
+            self.pebble.close()
+        if self.controller is not None:
+            self.controller.close()
+
+
+@pytest.fixture
+def lab(tmp_path, haproxy_binary, backends, pki):
+    made = []
+
+    def start(hosts):
+        made.append(Lab(tmp_path, haproxy_binary, backends, pki, hosts))
+        return made[-1]
+    yield start
+    for one in made:
+        one.close()
+
+
+def test_http01_answers_reach_every_replica_through_the_snapshot(lab):
+    env = lab({"app": "app.test", "other": "other.test"})
+    token = secrets.token_urlsafe(32)
+    answer = f"{token}.{THUMB}"
+    started = time.monotonic()
+    env.publisher.answer("app", {token: answer})
+    assert acme_probe.wait_answered(env.urls, "app.test", {token: answer}, time.monotonic() + 15) == []
+    took = time.monotonic() - started
+    for proxy in env.proxies:
+        assert proxy.get("other.test", CHALLENGE_PATH + token)[1] != answer.encode()  # not another's host
+        assert proxy.get("app.test", "/x")[0] == 200  # the app's routes are untouched
+    env.publisher.answer("app", {})
+    for proxy in env.proxies:
+        proxy.wait("answer withdrawn", lambda: acme_probe.answers(f"http://127.0.0.1:{proxy.http}", "app.test",
+                                                                   token) != answer, timeout=15)
+    print(f"challenge answered by both replicas {took:.2f} s after it was published")
+
+
+def test_pebble_issues_both_replicas_serve_it_one_order(lab):
+    env = lab({"app": "app.test", "other": "other.test"})
+    issuer = env.issuer()
+    started = time.monotonic()
+    states = issuer.run_once(env.publisher.services())
+    took = time.monotonic() - started
+    assert states["app.test"].version == 1 and not states["app.test"].last_error, issuer.document()
+    assert states["other.test"].version == 1
+    assert issuer.client.orders == 2  # one order per host, no retry
+    trusted = env.pebble.trust()  # pebble's root and intermediate, from its management API
+    serials = set()
+    for proxy in env.proxies:
+        proxy.wait("HTTPS with the issued certificate", lambda: _verifies(env, proxy, "app.test", trusted), 20)
+        status, serial = env.serial(proxy, "app.test", trusted)
+        assert status == 200
+        serials.add(serial)
+    assert len(serials) == 1  # every replica serves the same certificate
+    labels = env.publisher.cluster["services"][0]["labels"]
+    assert acme_labels.HTTP01 not in labels and labels[acme_labels.CERTS] == "app.test:1"
+    issuer.run_once(env.publisher.services())  # nothing is due: no new order
+    assert issuer.client.orders == 2 and env.pebble.log_text().count("Added order") == 2  # as pebble saw it
+    print(f"two certificates issued by pebble in {took:.2f} s")
+
+
+def test_refused_challenge_is_named_and_the_old_certificate_stays(lab):
+    env = lab({"app": "app.test", "other": "other.test"})
+    env.pebble.point("other.test", "127.0.0.99")  # pebble validates where no proxy listens
+    issuer = env.issuer()
+    states = issuer.run_once(env.publisher.services())
+    assert states["app.test"].version == 1
+    bad = states["other.test"]
+    assert bad.version == 0 and bad.failures == 1 and bad.next_try > time.time()
+    assert "certificate for other.test: the challenge was refused" in bad.last_error, bad.last_error
+    trusted = env.pebble.trust()
+    for proxy in env.proxies:
+        proxy.wait("app.test over HTTPS", lambda: _verifies(env, proxy, "app.test", trusted), 20)
+        assert proxy.get("other.test")[0] == 200  # plain HTTP as before
+    # a renewal whose challenge is refused: the host keeps serving its certificate
+    before = env.serial(env.proxies[0], "app.test", trusted)
+    env.pebble.point("app.test", "127.0.0.99")
+    renewing = env.issuer(policy=Policy(renew_before=10 * 365 * 86400.0))
+    states = renewing.run_once(env.publisher.services())
+    assert "certificate for app.test: the challenge was refused" in states["app.test"].last_error
+    assert states["app.test"].version == 1 and states["app.test"].failures == 1
+    assert "certificate for other.test: the challenge was refused" in states["other.test"].last_error
+    assert renewing.client.orders == 2  # the same account (its key read back from the store), one order each
+    time.sleep(1.0)
+    for proxy in env.proxies:
+        assert env.serial(proxy, "app.test", trusted) == before
+
+
+def test_unreachable_server_or_replica_is_named_and_nothing_changes(lab):
+    env = lab({"app": "app.test"})
+    closed = free_port()
+    states = env.issuer(directory=f"https://localhost:{closed}/dir").run_once(env.publisher.services())
+    assert f"ACME account at https://localhost:{closed}/dir: the ACME server is unreachable" in \
+        states["app.test"].last_error
+    dead = f"http://127.0.0.1:{free_port()}"
+    issuer = env.issuer(probe_urls=env.urls + (dead,), propagation=3.0)
+    states = issuer.run_once(env.publisher.services())
+    error = states["app.test"].last_error
+    assert "did not reach every proxy" in error and dead in error and "not asked to validate" in error
+    labels = env.publisher.cluster["services"][0]["labels"]
+    assert acme_labels.CERTS not in labels and acme_labels.HTTP01 not in labels  # answers withdrawn
+    assert all(p.get("app.test")[0] == 200 for p in env.proxies)
+
+
+def _verifies(env, proxy, host: str, context: ssl.SSLContext) -> bool:
+    try:
+        return env.serial(proxy, host, context)[0] == 200
+    except (ssl.SSLError, OSError):
+        return False
