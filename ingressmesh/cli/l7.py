@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 import click
 
@@ -330,6 +331,10 @@ def _print_rows(states: dict) -> None:
             console.print(f"[yellow]note[/] {note}", soft_wrap=True)
         for failure in document.get("backend_tls_failures", ()):
             console.print(f"[red]backend TLS[/] {failure['service']}: task {failure['task']}: {failure['reason']}",
+                          soft_wrap=True)
+        for cert in document.get("certificates", ()):  # per TLS host: secret or acme, and its expiry
+            expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cert["not_after"])) if cert["not_after"] else "?"
+            console.print(f"certificate {cert['host']}: {cert['source']} ({cert['ssl_cert']}), expires {expires}",
                           soft_wrap=True)
 
 

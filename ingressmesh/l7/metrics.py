@@ -30,6 +30,9 @@ class ProxyMetrics(_Metrics):
         self.servers = Gauge("ingressmesh_l7_servers", "Servers per backend and state.", ["backend", "state"], registry=r)
         self.panic_backends = Gauge("ingressmesh_l7_panic_backend", "1 per backend in panic mode: no task is healthy, "
                                     "so its running tasks serve whatever their health.", ["backend"], registry=r)
+        self.certificate_not_after = Gauge("ingressmesh_l7_certificate_not_after_seconds",
+                                           "Expiry (epoch seconds) of the certificate served per host; source: "
+                                           "secret (ssl_cert labels) or acme.", ["host", "source"], registry=r)
         self.apply_duration = Histogram("ingressmesh_l7_apply_duration_seconds", "Plan + apply of one snapshot.",
                                         buckets=_SYNC_BUCKETS, registry=r)
 
@@ -46,6 +49,12 @@ class ProxyMetrics(_Metrics):
             for state in ("active", "draining"):
                 self.servers.labels(backend=backend.name, state=state).set(
                     sum(1 for s in backend.servers if s.state == state))
+
+    def observe_certificates(self, rows: list[dict]) -> None:
+        self.certificate_not_after.clear()
+        for row in rows:
+            if row["not_after"] is not None:
+                self.certificate_not_after.labels(host=row["host"], source=row["source"]).set(row["not_after"])
 
     def render_with(self, haproxy_url: str) -> tuple[str, bytes]:
         content_type, ours = self.render()

@@ -29,6 +29,7 @@ from ..plan import PlanOptions
 from ..swarm.backoff import Backoff
 from .applier import RouteApplier
 from .backend_tls import BackendTlsCheck, BackendTlsProblem
+from .cert_expiry import CertExpiry
 from .children import Children, become_subreaper, describe
 from .haproxy import HAProxy, HAProxyFiles, write_atomic
 from .listeners import Listeners
@@ -96,6 +97,7 @@ class Proxy:
         self._said: set[str] = set()
         self.backend_tls = BackendTlsCheck()
         self.backend_tls_problems: list[BackendTlsProblem] = []
+        self.cert_expiry = CertExpiry()
 
     # -- HTTP -------------------------------------------------------------------------------
     def _healthz(self, request):
@@ -203,6 +205,7 @@ class Proxy:
         self.metrics.runtime_commands.inc(result.commands)
         self.metrics.config_generation.set(self.applier.generation)
         self.metrics.observe_table(table)
+        self.metrics.observe_certificates(self.cert_expiry.rows(table))
         self.metrics.apply_duration.observe(time.monotonic() - started)
         self._write_state()
         if result.how == "refused":
@@ -224,6 +227,7 @@ class Proxy:
         document = state_document(self.applier, self.version, self.config.service_cluster)
         document["backend_tls_failures"] = self._backend_tls_rows()
         document["refused_objects"] = list(self.swarm_refused)  # the controller's: no VIP, no route
+        document["certificates"] = self.cert_expiry.rows(self.table)  # per TLS host: source and expiry
         return document
 
     def _check_backend_tls(self, stop: threading.Event) -> None:

@@ -125,6 +125,12 @@ def test_pebble_issues_both_replicas_serve_it_one_order(lab):
     assert len(serials) == 1  # every replica serves the same certificate
     labels = env.publisher.cluster["services"][0]["labels"]
     assert acme_labels.HTTP01 not in labels and labels[acme_labels.CERTS] == "app.test:1"
+    for proxy in env.proxies:  # show --l7 and /metrics: the host's certificate, its source and expiry
+        rows = {r["host"]: r for r in proxy.state()["certificates"]}
+        assert rows["app.test"]["source"] == "acme" and rows["app.test"]["not_after"] == states["app.test"].not_after
+        series = 'ingressmesh_l7_certificate_not_after_seconds{host="app.test",source="acme"} '
+        values = [float(line[len(series):]) for line in _metrics(proxy).splitlines() if line.startswith(series)]
+        assert values == [states["app.test"].not_after]
     issuer.run_once(env.publisher.services())  # nothing is due: no new order
     assert issuer.client.orders == 2 and env.pebble.log_text().count("Added order") == 2  # as pebble saw it
     print(f"two certificates issued by pebble in {took:.2f} s")
@@ -171,6 +177,16 @@ def test_unreachable_server_or_replica_is_named_and_nothing_changes(lab):
     labels = env.publisher.cluster["services"][0]["labels"]
     assert acme_labels.CERTS not in labels and acme_labels.HTTP01 not in labels  # answers withdrawn
     assert all(p.get("app.test")[0] == 200 for p in env.proxies)
+
+
+def _metrics(proxy) -> str:
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.listen, timeout=5)
+    try:
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
 
 
 def _verifies(env, proxy, host: str, context: ssl.SSLContext) -> bool:
