@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Callable, Optional, Protocol
 
 from . import acme_labels, acme_names, acme_probe, acme_schedule
-from .acme_client import AcmeClient, AcmeError, new_key_pem, not_after
+from .acme_client import AcmeClient, AcmeError, new_key_pem
 from .acme_schedule import HostState, Policy
 from .acme_settings import AcmeSettings
 from .acme_store import SecretStore
@@ -37,8 +37,10 @@ class Publisher(Protocol):
 class Issuer:
     def __init__(self, settings: AcmeSettings, store: SecretStore, publisher: Publisher,
                  probe_urls: tuple[str, ...], policy: Optional[Policy] = None,
-                 clock: Callable[[], float] = time.time, propagation_timeout: float = 30.0):
+                 clock: Callable[[], float] = time.time, propagation_timeout: float = 30.0,
+                 account_key: Optional[bytes] = None):
         self.settings, self.store, self.publisher, self.probe_urls = settings, store, publisher, probe_urls
+        self.account_key = account_key  # None: a key kept in the store (acme_account.py derives one instead)
         self.policy = policy or Policy(renew_before=settings.renew_before)
         self.clock, self.propagation_timeout = clock, propagation_timeout
         self.states: dict[str, HostState] = {}
@@ -54,7 +56,10 @@ class Issuer:
         return self._client
 
     def _account_key(self) -> bytes:
-        """The account key secret (created once; the account survives issuer restarts)."""
+        """The given key, else the store's account key secret (created once; the account
+        survives issuer restarts)."""
+        if self.account_key is not None:
+            return self.account_key
         name = acme_names.account_secret(self.settings.directory_url, 1)
         found = self.store.read(name)
         if found is None:
@@ -92,8 +97,7 @@ class Issuer:
         """The host's state, its served version as the labels say (read back from the store)."""
         state = self.states.get(host) or HostState(host)
         if version > state.version:  # a lower one: the snapshot has not caught up with the last order
-            chain = self.store.read(acme_names.cert_secrets(host, version)[0])
-            expiry = not_after(chain.decode()) if chain else 0.0  # gone: renew now
+            expiry = self.store.not_after(acme_names.cert_secrets(host, version)[0]) or 0.0  # gone: renew now
             state = replace(state, version=version, not_after=expiry)
         return state
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 from typing import Optional, Protocol
 
+from .acme_client import not_after
 from .certs import write_private
 
 
 class SecretStore(Protocol):
     def names(self) -> list[str]: ...
-    def read(self, name: str) -> Optional[bytes]: ...
+    def read(self, name: str) -> Optional[bytes]: ...  # a Docker secret store cannot: account keys come from acme_account
+    def not_after(self, name: str) -> Optional[float]: ...  # a certificate's expiry (Docker: a label set at creation)
     def create(self, name: str, data: bytes) -> None: ...
     def remove(self, name: str) -> None: ...
 
@@ -31,6 +33,10 @@ class DirectoryStore:
                 return handle.read()
         except FileNotFoundError:
             return None
+
+    def not_after(self, name: str) -> Optional[float]:
+        data = self.read(name)
+        return not_after(data.decode("ascii", "replace")) if data else None
 
     def create(self, name: str, data: bytes) -> None:
         """Like a Docker secret: a name is written once and never changed."""

@@ -14,6 +14,7 @@ import pytest
 from acme_pebble import Pebble, SnapshotPublisher
 from fake_controller import FakeController
 from ingressmesh.l7 import acme_labels, acme_probe
+from ingressmesh.l7.acme_account import derived_key_pem
 from ingressmesh.l7.acme_issuer import Issuer
 from ingressmesh.l7.acme_render import CHALLENGE_PATH
 from ingressmesh.l7.acme_schedule import Policy
@@ -54,11 +55,13 @@ class Lab:
         self.pebble = Pebble(str(tmp_path / "pebble"), pki, self.proxies[0].http)
         self.urls = tuple(f"http://127.0.0.1:{p.http}" for p in self.proxies)
 
-    def issuer(self, directory: str = "", probe_urls=None, policy=None, propagation: float = 15.0) -> Issuer:
+    def issuer(self, directory: str = "", probe_urls=None, policy=None, propagation: float = 15.0,
+               account_key=None) -> Issuer:
         settings = AcmeSettings(directory or self.pebble.directory, email="ops@example.org",
                                 ca_bundle=self.pebble.ca_file)
         return Issuer(settings, DirectoryStore(str(self.secrets)), self.publisher,
-                      self.urls if probe_urls is None else probe_urls, policy=policy, propagation_timeout=propagation)
+                      self.urls if probe_urls is None else probe_urls, policy=policy, propagation_timeout=propagation,
+                      account_key=account_key)
 
     def serial(self, proxy, host: str, context: ssl.SSLContext) -> tuple[int, str]:
         """(HTTP status, the certificate's serial) of an HTTPS request verified against `context`."""
@@ -132,6 +135,9 @@ def test_pebble_issues_both_replicas_serve_it_one_order(lab):
         values = [float(line[len(series):]) for line in _metrics(proxy).splitlines() if line.startswith(series)]
         assert values == [states["app.test"].not_after]
     issuer.run_once(env.publisher.services())  # nothing is due: no new order
+    restarted = env.issuer()  # the same account key in the store: the same account, found again
+    restarted.client._acme()
+    assert restarted.client._net.account.uri == issuer.client._net.account.uri
     assert issuer.client.orders == 2 and env.pebble.log_text().count("Added order") == 2  # as pebble saw it
     print(f"two certificates issued by pebble in {took:.2f} s")
 
@@ -152,12 +158,13 @@ def test_refused_challenge_is_named_and_the_old_certificate_stays(lab):
     # a renewal whose challenge is refused: the host keeps serving its certificate
     before = env.serial(env.proxies[0], "app.test", trusted)
     env.pebble.point("app.test", "127.0.0.99")
-    renewing = env.issuer(policy=Policy(renew_before=10 * 365 * 86400.0))
+    renewing = env.issuer(policy=Policy(renew_before=10 * 365 * 86400.0),  # another manager's issuer
+                          account_key=derived_key_pem(TOKEN.encode(), env.pebble.directory))
     states = renewing.run_once(env.publisher.services())
     assert "certificate for app.test: the challenge was refused" in states["app.test"].last_error
     assert states["app.test"].version == 1 and states["app.test"].failures == 1
     assert "certificate for other.test: the challenge was refused" in states["other.test"].last_error
-    assert renewing.client.orders == 2  # the same account (its key read back from the store), one order each
+    assert renewing.client.orders == 2  # an account whose key is derived from the cluster secret, one order each
     time.sleep(1.0)
     for proxy in env.proxies:
         assert env.serial(proxy, "app.test", trusted) == before

@@ -131,3 +131,20 @@ def test_services_that_name_their_own_certificate_are_refused_by_name(tmp_path):
     labels = dict(found[0].labels) | {"com.docker.lb.ssl_cert": "c", "com.docker.lb.ssl_key": "k"}
     own = snapshot.from_dict({"services": [{"id": "own", "name": "own", "labels": labels}]}).services
     assert one.run_once(own) == {} and not client.orders and "ssl_cert/ssl_key win" in one.refused["own"]
+
+
+def test_derived_account_key_is_the_same_for_every_holder_of_the_secret(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from ingressmesh.l7.acme_account import derived_key_pem
+    secret = b"the-cluster-secret-0123456789abcdef"
+    one = derived_key_pem(secret, "https://acme.test/dir")
+    assert one == derived_key_pem(secret, "https://acme.test/dir")  # another manager: the same account
+    assert one != derived_key_pem(secret, "https://other.test/dir")  # another server: another account
+    assert one != derived_key_pem(secret + b"x", "https://acme.test/dir")  # a rotated secret: a new account
+    assert isinstance(serialization.load_pem_private_key(one, None).curve, ec.SECP256R1)
+    made = issuer(tmp_path, StubClient(), LabelPublisher(), [1000.0])
+    made.account_key = one
+    assert made._account_key() == one and made.store.names() == []  # nothing kept in the store
+    import pytest
+    with pytest.raises(ValueError, match="shorter than 16 bytes"):
+        derived_key_pem(b"short", "https://acme.test/dir")
