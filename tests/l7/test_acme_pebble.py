@@ -5,15 +5,17 @@ certificate over HTTPS.  Failures (refused challenge, unreachable server, a repl
 not answer) are named, the host keeps what it served, other hosts are unaffected."""
 from __future__ import annotations
 
+import http.client
 import secrets
 import ssl
+import threading
 import time
 
 import pytest
 
 from acme_pebble import Pebble, SnapshotPublisher
 from fake_controller import FakeController
-from ingressmesh.l7 import acme_labels, acme_probe
+from ingressmesh.l7 import acme_labels, acme_names, acme_probe
 from ingressmesh.l7.acme_account import derived_key_pem
 from ingressmesh.l7.acme_issuer import Issuer
 from ingressmesh.l7.acme_render import CHALLENGE_PATH
@@ -21,7 +23,7 @@ from ingressmesh.l7.acme_schedule import Policy
 from ingressmesh.l7.acme_settings import AcmeSettings
 from ingressmesh.l7.acme_store import DirectoryStore
 from l7_backends import free_port, free_ports
-from pki import https_get
+from pki import tls_connect
 from test_proxy_process import TOKEN, ProxyProcess, cluster
 
 THUMB = "T" * 43
@@ -64,11 +66,19 @@ class Lab:
                       account_key=account_key)
 
     def serial(self, proxy, host: str, context: ssl.SSLContext) -> tuple[int, str]:
-        """(HTTP status, the certificate's serial) of an HTTPS request verified against `context`."""
-        from pki import tls_connect
-        with tls_connect(proxy.https, host, context) as tls:
-            serial = tls.getpeercert()["serialNumber"]
-        return https_get(proxy.https, host, context)[0], serial
+        """(HTTP status, the certificate's serial) of one HTTPS request on a new connection
+        verified against `context`."""
+        tls = tls_connect(proxy.https, host, context)
+        serial = tls.getpeercert()["serialNumber"]
+        conn = http.client.HTTPConnection(host, proxy.https, timeout=5)
+        conn.sock = tls
+        try:
+            conn.request("GET", "/", headers={"Host": host})
+            response = conn.getresponse()
+            response.read()
+            return response.status, serial
+        finally:
+            conn.close()
 
     def close(self):
         for proxy in self.proxies:
@@ -142,6 +152,54 @@ def test_pebble_issues_both_replicas_serve_it_one_order(lab):
     print(f"two certificates issued by pebble in {took:.2f} s")
 
 
+def test_renewal_under_https_load_through_both_replicas_fails_no_request(lab):
+    env = lab({"app": "app.test"})
+    env.issuer().run_once(env.publisher.services())
+    trusted = env.pebble.trust()
+    for proxy in env.proxies:
+        proxy.wait("HTTPS with the issued certificate", lambda: _verifies(env, proxy, "app.test", trusted), 20)
+    first = env.serial(env.proxies[0], "app.test", trusted)[1]
+    seen, failures, stop = {}, [], threading.Event()
+
+    def load(proxy):
+        for _ in range(5000):  # bounded: ~30 s at most
+            if stop.is_set():
+                return
+            try:
+                status, serial = env.serial(proxy, "app.test", trusted)
+                seen.setdefault((proxy.https, serial), 0)
+                seen[(proxy.https, serial)] += 1
+                if status != 200:
+                    failures.append(status)
+            except (OSError, ssl.SSLError) as err:
+                failures.append(repr(err))
+            time.sleep(0.005)
+    threads = [threading.Thread(target=load, args=(p,)) for p in env.proxies]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        renewing = env.issuer(policy=Policy(renew_before=10 * 365 * 86400.0))  # every certificate is due
+        states = renewing.run_once(env.publisher.services())
+        assert states["app.test"].version == 2, states["app.test"].last_error
+        for proxy in env.proxies:
+            proxy.wait("the renewed certificate", lambda: env.serial(proxy, "app.test", trusted)[1] != first, 20)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(40)
+    assert failures == []
+    for proxy in env.proxies:  # every replica served the old one, then the new one
+        serials = {serial for (port, serial) in seen if port == proxy.https}
+        assert first in serials and len(serials) == 2, seen
+    renewing.run_once(env.publisher.services())  # the next pass removes v1's secrets
+    names = {n.name for n in env.secrets.iterdir()}
+    assert not names & set(acme_names.cert_secrets("app.test", 1)) and set(acme_names.cert_secrets("app.test", 2)) <= names
+    assert all(env.serial(p, "app.test", trusted)[0] == 200 for p in env.proxies)
+    print(f"renewal under load: {sum(seen.values())} requests, 0 failed, {seen}")
+
+
 def test_refused_challenge_is_named_and_the_old_certificate_stays(lab):
     env = lab({"app": "app.test", "other": "other.test"})
     env.pebble.point("other.test", "127.0.0.99")  # pebble validates where no proxy listens
@@ -187,7 +245,6 @@ def test_unreachable_server_or_replica_is_named_and_nothing_changes(lab):
 
 
 def _metrics(proxy) -> str:
-    import http.client
     conn = http.client.HTTPConnection("127.0.0.1", proxy.listen, timeout=5)
     try:
         conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
