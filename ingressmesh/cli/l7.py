@@ -37,6 +37,9 @@ from .daemons import (_credentials, _listen, _run_until_signalled, docker_option
               help="Where the Docker secrets named by ssl_cert/ssl_key/ssl_backend_ca are mounted.")
 @click.option("--websocket-timeout", default="24h", show_default=True,
               help="Tunnel timeout on com.docker.lb.websocket_endpoints paths.")
+@click.option("--accept-proxy-protocol", "accept_proxy", is_flag=True,
+              help="Every connection to the HTTP/HTTPS ports opens with a PROXY v1/v2 header (an L4 balancer in "
+                   "front): its client address is used. Connections without one are closed.")
 @click.option("--stats-port", default=8405, show_default=True, type=click.IntRange(1, 65535),
               help="HAProxy's Prometheus exporter (/metrics).")
 @click.option("--listen", default="0.0.0.0:9403", show_default=True, callback=_listen, help="/healthz and /metrics.")
@@ -49,7 +52,8 @@ from .daemons import (_credentials, _listen, _run_until_signalled, docker_option
               help="How long an old worker keeps long-lived connections after a reload.")
 @click.option("--haproxy", "haproxy_binary", default="haproxy", show_default=True)
 def proxy_command(controllers, token_file, ca_file, tls_verify, service_cluster, proxy_service, task_id, http_port,
-                  bind_address, https_port, https_redirect_port, secrets_dir, websocket_timeout, stats_port, listen,
+                  bind_address, https_port, https_redirect_port, secrets_dir, websocket_timeout, accept_proxy,
+                  stats_port, listen,
                   workdir, proxy_id, drain_grace, stop_linger, stop_timeout, hard_stop_after, haproxy_binary) -> None:
     """Run HAProxy for the com.docker.lb.* routes of one service cluster (the proxy service's task)."""
     from ..l7 import grammar
@@ -73,7 +77,8 @@ def proxy_command(controllers, token_file, ca_file, tls_verify, service_cluster,
     settings = ProxySettings(http_port=http_port, bind_address=bind_address, stats_port=stats_port,
                              https_port=https_port, https_redirect_port=https_redirect_port,
                              secrets_dir=secrets_dir, websocket_timeout=websocket_timeout,
-                             proxy_id=proxy_id, server_info="ingressmesh", hard_stop_after=hard_stop_after)
+                             proxy_id=proxy_id, server_info="ingressmesh", hard_stop_after=hard_stop_after,
+                             accept_proxy=accept_proxy)
     config = ProxyConfig(controllers=tuple(controllers), workdir=workdir, settings=settings,
                          service_cluster=service_cluster, proxy_service=proxy_service, task_id=task_id,
                          listen=listen, drain_grace=drain_grace, stop_linger=stop_linger,

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from . import grammar, labels
+from . import acme_names, grammar, labels
 from .grammar import LabelError
 
 ACME = "io.ingressmesh.lb.acme"
@@ -105,3 +105,18 @@ def format_http01(key_authorizations) -> str:
 
 def valid_token(token: str) -> bool:
     return bool(_TOKEN.fullmatch(token))
+
+
+def secret_names(service_labels: Mapping[str, str], hosts: tuple[str, ...]) -> list[str]:
+    """The ACME secrets (certificate, key) the issuer's label names for the service's own hosts,
+    which `l7 deploy` mounts into the proxies; none when ssl_cert/ssl_key win or the label is bad."""
+    found = dict(service_labels)
+    if not wants_acme(found) or found.get(labels.PREFIX + "ssl_cert"):
+        return []
+    try:
+        versions = parse_certs(found.get(CERTS, ""))
+    except LabelError:
+        return []
+    return [name for host, version in sorted(versions.items()) if host in hosts
+            for name in acme_names.cert_secrets(host, version)]
+

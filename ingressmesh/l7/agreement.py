@@ -24,7 +24,7 @@ def behaviour(request: labels.RouteRequest, host: Optional[str]) -> dict[str, st
     return {"context_root_rewrite": str(request.rewrite).lower(), "backend_mode": request.backend_mode,
             "ssl_backend": str(tls.backend).lower(), "ssl_backend_tls_verify": tls.verify,
             "ssl_backend_ca": tls.ca or "(none)", "sticky_session_cookie": request.sticky_cookie or "(none)",
-            "ip_hash": str(request.ip_hash).lower(),
+            "ip_hash": str(request.ip_hash).lower(), "proxy_protocol": str(request.proxy_protocol).lower(),
             "websocket_endpoints": ",".join(request.websocket_endpoints) or "(none)"}
 
 

@@ -16,6 +16,9 @@ from .tls_labels import TlsRequest
 
 PREFIX = "com.docker.lb."
 BACKEND_MODES = ("task", "vip")
+# Ours, not Interlock's (com.docker.lb.* has no such label): the proxies send a PROXY v2 header to
+# the service's tasks, so an app that speaks it learns the client's address without HTTP headers.
+PROXY_PROTOCOL_LABEL = "io.ingressmesh.lb.proxy_protocol"
 
 # Interlock labels this version does not implement yet: reported by name, never ignored silently.
 
@@ -46,6 +49,7 @@ class RouteRequest:
     websocket_endpoints: tuple[str, ...] = ()  # paths whose upgrades get the long tunnel timeout
     sticky_cookie: str = ""  # the app's session cookie: requests carrying it stay on one task
     ip_hash: bool = False  # the same client address reaches the same task
+    proxy_protocol: bool = False  # a PROXY v2 header opens every connection to the tasks
     notes: tuple[str, ...] = ()  # labels seen but not acted on (named in the proxy's log)
 
 
@@ -165,4 +169,10 @@ def parse(labels) -> RouteRequest:
         websocket_endpoints=_optional(found, "websocket_endpoints", grammar.path_list, ()),
         sticky_cookie=_optional(found, "sticky_session_cookie", grammar.cookie_name, ""),
         ip_hash=_flag(found, "ip_hash"),
+        proxy_protocol=_proxy_protocol(labels),
         notes=tuple(notes)), found)
+
+
+def _proxy_protocol(labels) -> bool:
+    value = dict(labels).get(PROXY_PROTOCOL_LABEL)
+    return grammar.boolean(PROXY_PROTOCOL_LABEL, value) if value is not None else False

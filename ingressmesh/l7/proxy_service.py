@@ -14,7 +14,8 @@ import logging
 from typing import Optional
 
 from .. import model
-from . import labels, secret_policy
+from ..plan_source_ip import SOURCE_IP_LABEL
+from . import acme_labels, labels, secret_policy
 from .grammar import LabelError
 from .routes import network_of
 from .settings import ProxyServiceSettings
@@ -118,6 +119,8 @@ def secret_claims(cluster: model.Cluster, settings: ProxyServiceSettings) -> dic
         if request.service_cluster == settings.service_cluster:
             for name in (n for n in (request.tls.cert, request.tls.key, request.tls.ca) if n):
                 found.setdefault(name, set()).add(service.name)
+            for name in acme_labels.secret_names(service.labels, request.hosts):  # issued certificates
+                found.setdefault(name, set()).add(service.name)
     return {name: tuple(sorted(services)) for name, services in sorted(found.items())}
 
 
@@ -151,6 +154,8 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
         argv += ["--service-cluster", settings.service_cluster]
     if settings.published_ssl_port:
         argv += ["--https-port", "443", "--https-redirect-port", str(settings.published_ssl_port)]
+    if settings.accept_proxy:
+        argv.append("--accept-proxy-protocol")
     secrets = [_secret(token_secret, "ingressmesh_token")]
     # secret_policy.decide chose label_secrets; ingressmesh's own names are refused once more here.
     secrets += [_secret(s, s[1]) for s in label_secrets if not secret_policy.reserved(s[1])]
@@ -171,9 +176,12 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
         "Placement": {"Constraints": list(settings.constraints)},
         "RestartPolicy": {"Condition": "any", "Delay": _nanos(1)},
     }
+    service_labels = {ROLE_LABEL: settings.service_cluster or "default"}
+    if settings.source_ip:  # the L4 mesh keeps (or not) the client's address on the published ports
+        service_labels[SOURCE_IP_LABEL] = settings.source_ip
     return {
         "Name": settings.name,
-        "Labels": {ROLE_LABEL: settings.service_cluster or "default"},
+        "Labels": service_labels,
         "TaskTemplate": task_template,
         "Mode": {"Replicated": {"Replicas": settings.replicas}},
         "UpdateConfig": {"Parallelism": 1, "Delay": _nanos(settings.update_delay), "Order": order,

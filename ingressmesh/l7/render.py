@@ -48,6 +48,7 @@ class ProxySettings:
     websocket_timeout: str = "24h"  # tunnel timeout on websocket_endpoints (hard_stop_after still bounds reloads)
     cookie_key: str = ""  # seeds sticky cookies' values; the same on every replica (from the cluster token)
     listen_fds: tuple[tuple[int, int], ...] = ()  # (port, fd) the proxy holds open (listeners.py): bind fd@N
+    accept_proxy: bool = False  # public binds take a PROXY header (v1/v2) from an L4 balancer in front
 
 
 def route_key(host: str, path: str) -> str:
@@ -147,7 +148,7 @@ def request_rules(table: RouteTable, s: ProxySettings, proto: str) -> list[str]:
 
 
 def _frontend(table: RouteTable, s: ProxySettings) -> list[str]:
-    return ["frontend http", f"    bind {render_tls.bind_target(s, s.http_port)}",
+    return ["frontend http", f"    bind {render_tls.public_bind(s, s.http_port)}",
             *request_rules(table, s, "http")]
 
 

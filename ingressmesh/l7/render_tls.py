@@ -73,7 +73,7 @@ def https_frontends(table: RouteTable, s: "ProxySettings", rules: list[str]) -> 
     passthrough = [t for t in table.tls_hosts if t.passthrough]
     if not (terminated or passthrough):
         return []
-    bind = bind_target(s, s.https_port)
+    bind = public_bind(s, s.https_port)
     ssl = f"ssl crt-list {check_safe(s.crt_list, 'crt-list')} alpn {ALPN}"
     if not passthrough:
         # The internal listener stays bound here too: when the last passthrough host goes, the
@@ -116,9 +116,15 @@ def cookie_key(seed: str, backend: str) -> str:
     return hashlib.sha256(f"ingressmesh-cookie\0{seed}\0{backend}".encode()).hexdigest()[:32]
 
 
+def public_bind(s: "ProxySettings", port: int) -> str:
+    """A client-facing bind: with accept_proxy (an L4 balancer in front that sends PROXY headers)
+    every connection must open with one, and its address is the client's from then on."""
+    return bind_target(s, port) + (" accept-proxy" if s.accept_proxy else "")
+
+
 def server_options(backend: Backend) -> str:
-    """Flags every slot of the backend carries (TLS to the tasks)."""
-    extra = ""
+    """Flags every slot of the backend carries (PROXY v2 and TLS to the tasks)."""
+    extra = " send-proxy-v2" if backend.proxy_protocol else ""
     if backend.ssl == "none":
         extra += " ssl verify none sni var(txn.host)"
     elif backend.ssl == "required":

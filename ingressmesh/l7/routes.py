@@ -70,11 +70,12 @@ class Backend:
     ca_secret: str = ""
     ca_file: str = ""  # the checked CA bundle in the proxy's work dir (certs.resolve fills it in)
     panic: bool = False  # no healthy task: the running ones serve (plan.serving_states)
+    proxy_protocol: bool = False  # send-proxy-v2 to the tasks (io.ingressmesh.lb.proxy_protocol)
 
     def shape(self) -> tuple:
         """Everything about the backend except its servers (a change here needs a reload)."""
         return (self.name, self.services, self.mode, self.strip_prefix, self.proto, self.balance, self.cookie,
-                self.websocket_paths, self.ssl, self.ca_secret, self.ca_file)
+                self.websocket_paths, self.ssl, self.ca_secret, self.ca_file, self.proxy_protocol)
 
 
 @dataclass(frozen=True)
@@ -324,7 +325,7 @@ def _backend(name: str, services: tuple[str, ...], request: labels.RouteRequest,
     return Backend(name, services, request.backend_mode, strip, servers,
                    proto="tcp" if tls.passthrough else "http", balance="source" if request.ip_hash else "roundrobin",
                    cookie=request.sticky_cookie, websocket_paths=request.websocket_endpoints,
-                   ssl=tls.verify if tls.backend else "", ca_secret=tls.ca)
+                   ssl=tls.verify if tls.backend else "", ca_secret=tls.ca, proxy_protocol=request.proxy_protocol)
 
 
 def _tls_hosts(routes: list[Route], backends: dict[str, Backend], owners: dict[str, _Claim]) -> tuple[TlsHost, ...]:

@@ -18,6 +18,9 @@ key names where they mean the same thing (README "Proxy service options" has the
     ControllerCASecret = "ingressmesh_ca"   # a Docker secret: the CA of the controller's TLS certificate
     ProxySecrets = ["demo_demo.local.cert", "demo_demo.local.key"]  # secrets labels may mount (secret_policy.py)
     RoutingNetwork = "ingressmesh-routing"  # an overlay the proxies are always on (stacks join it as external)
+    SourceIP = "preserve"            # label io.ingressmesh.lb.source_ip on the proxy service (ingress mode:
+                                     # the proxies see the client's own address); leave out for the agent's default
+    AcceptProxyProtocol = false      # true: every connection to the published ports opens with a PROXY header
 """
 from __future__ import annotations
 
@@ -56,13 +59,16 @@ class ProxyServiceSettings:
     ca_secret: str = ""  # Docker secret with the controller's CA: proxies verify an https controller
     proxy_secrets: tuple[str, ...] = ()  # name patterns of the secrets labels may mount (secret_policy.py)
     routing_network: str = ""  # an overlay network the proxies are always attached to ("": none)
+    source_ip: str = ""  # "preserve" or "snat": the proxy service's io.ingressmesh.lb.source_ip ("": not set)
+    accept_proxy: bool = False  # the proxies' published ports take a PROXY header (an L4 balancer in front)
 
 
 _KEYS = {"ProxyServiceName": "name", "ProxyImage": "image", "ProxyReplicas": "replicas",
          "PublishMode": "publish_mode", "PublishedPort": "published_port", "PublishedSSLPort": "published_ssl_port", "ServiceCluster": "service_cluster",
          "ProxyConstraints": "constraints", "ProxyUpdateDelay": "update_delay",
          "ProxyStopGracePeriod": "stop_grace_period", "Controllers": "controllers", "TokenSecret": "token_secret",
-         "ControllerCASecret": "ca_secret", "ProxySecrets": "proxy_secrets", "RoutingNetwork": "routing_network"}
+         "ControllerCASecret": "ca_secret", "ProxySecrets": "proxy_secrets", "RoutingNetwork": "routing_network",
+         "SourceIP": "source_ip", "AcceptProxyProtocol": "accept_proxy"}
 
 
 def _duration(where: str, value) -> float:
@@ -102,6 +108,12 @@ def _check(where: str, key: str, value):
             return grammar.port(where, str(value)) if not isinstance(value, bool) else grammar.port(where, "x")
         if key == "published_port":
             return grammar.port(where, str(value)) if not isinstance(value, bool) else grammar.port(where, "x")
+        if key == "source_ip":
+            return grammar.choice(where, str(value), ("preserve", "snat"))
+        if key == "accept_proxy":
+            if not isinstance(value, bool):
+                raise SettingsError(f"{where}: {value!r} is not true or false")
+            return value
         if key == "publish_mode":
             return grammar.choice(where, str(value), ("ingress", "host"))
         if key in ("update_delay", "stop_grace_period"):

@@ -130,6 +130,10 @@ class Backends:
     def start_websocket(self, name: str, address: str, port: int) -> None:
         self.servers[name] = _WebsocketEcho(name, address, port)
 
+    def start_proxy_v2(self, name: str, address: str, port: int) -> None:
+        from proxy_v2 import ProxyV2Backend
+        self.servers[name] = ProxyV2Backend(name, address, port)
+
     def close(self) -> None:
         for server in self.servers.values():
             server.shutdown()

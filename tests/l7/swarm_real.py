@@ -25,17 +25,24 @@ class Swarm:
         self.ports.setdefault(name, free_port())
         labels.setdefault("port", str(self.ports[name]))
         self.services[name] = {"id": name, "name": name,
-                               "labels": {f"com.docker.lb.{k}": v for k, v in labels.items()}}
+                               "labels": {f"com.docker.lb.{k}": v for k, v in labels.items()
+                                          if k != "proxy_protocol"}}
+        if "proxy_protocol" in labels:  # ours, not Interlock's: io.ingressmesh.lb.proxy_protocol
+            self.services[name]["labels"]["io.ingressmesh.lb.proxy_protocol"] = labels["proxy_protocol"]
         return self
 
-    def task(self, task_id: str, service: str, tls=None, websocket: bool = False, **fields) -> str:
-        """A task serving HTTP (over TLS with an ssl.SSLContext `tls`), or a websocket echo."""
+    def task(self, task_id: str, service: str, tls=None, websocket: bool = False, proxy_v2: bool = False,
+             **fields) -> str:
+        """A task serving HTTP (over TLS with an ssl.SSLContext `tls`), a websocket echo, or an app
+        that takes a PROXY v2 header first (proxy_v2.py)."""
         self.started += 1
         address = f"127.0.0.{self.started + 1}"
         self.tasks.append({"id": task_id, "service_id": service, "node_id": "n1", "since": NOW - 100,
                            "addresses": [{"network_id": "lo", "address": address}], **fields})
         if websocket:
             self.backends.start_websocket(task_id, address, self.ports[service])
+        elif proxy_v2:
+            self.backends.start_proxy_v2(task_id, address, self.ports[service])
         else:
             self.backends.start(task_id, address, self.ports[service], tls)
         return task_id

@@ -112,3 +112,16 @@ def test_a_change_of_challenges_changes_the_shape():
     before = table(acme_service("a", {"hosts": "a.com"}))
     after = table(acme_service("a", {"hosts": "a.com"}, **{acme_labels.HTTP01: f"{TOKEN}.{THUMB}"}))
     assert before.shape() != after.shape() and before.map_entries() == after.map_entries()
+
+
+def test_l7_deploy_mounts_the_acme_secrets_of_the_services_own_hosts():
+    from ingressmesh.l7.proxy_service import secret_claims
+    from ingressmesh.l7.settings import ProxyServiceSettings
+    c = cluster([acme_service("a", {"hosts": "a.com,b.com"}, **{acme_labels.CERTS: "a.com:2,b.com:1,x.com:1"}),
+                 acme_service("own", {"hosts": "own.com", "ssl_cert": "c", "ssl_key": "k"},
+                              **{acme_labels.CERTS: "own.com:1"}),
+                 acme_service("bad", {"hosts": "bad.com"}, **{acme_labels.CERTS: "bad.com:zero"})], [])
+    claims = secret_claims(c, ProxyServiceSettings())
+    wanted = [*acme_names.cert_secrets("a.com", 2), *acme_names.cert_secrets("b.com", 1)]
+    assert {n: s for n, s in claims.items() if n.startswith("acme.")} == {n: ("a",) for n in wanted}
+    assert claims["c"] == ("own",) and claims["k"] == ("own",)  # ssl_cert/ssl_key win: no ACME secret
