@@ -15,11 +15,11 @@ from typing import Callable
 import josepy as jose
 import requests
 from acme import challenges, client, crypto_util, errors, messages
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .acme_settings import AcmeSettings
+from .cert_expiry import not_after
 
 USER_AGENT = "ingressmesh-acme"
 
@@ -43,10 +43,6 @@ def new_key_pem() -> bytes:
     """A fresh P-256 key (accounts and certificates), PKCS#8 PEM."""
     return ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def not_after(chain_pem: str) -> float:
-    return x509.load_pem_x509_certificate(chain_pem.encode()).not_valid_after_utc.timestamp()
 
 
 def _why(err: Exception) -> tuple[str, str]:

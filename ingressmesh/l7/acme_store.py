@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Protocol
 
-from .acme_client import not_after
+from .cert_expiry import not_after
 from .certs import write_private
 
 

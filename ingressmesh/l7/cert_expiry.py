@@ -8,6 +8,11 @@ from typing import Optional
 from cryptography import x509
 
 
+def not_after(pem: str) -> float:
+    """The first certificate's notAfter (epoch seconds); raises ValueError when there is none."""
+    return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc.timestamp()
+
+
 class CertExpiry:
     def __init__(self) -> None:
         self._seen: dict[str, Optional[float]] = {}
@@ -16,8 +21,8 @@ class CertExpiry:
         """The leaf's notAfter (epoch seconds), None when unreadable."""
         if pem_path not in self._seen:
             try:
-                with open(pem_path, "rb") as handle:
-                    self._seen[pem_path] = x509.load_pem_x509_certificate(handle.read()).not_valid_after_utc.timestamp()
+                with open(pem_path, encoding="ascii") as handle:
+                    self._seen[pem_path] = not_after(handle.read())
             except (OSError, ValueError):
                 return None
         return self._seen[pem_path]

@@ -11,7 +11,8 @@ from cryptography.x509.oid import NameOID
 
 from ingressmesh import snapshot
 from ingressmesh.l7 import acme_labels, acme_names
-from ingressmesh.l7.acme_client import AcmeError, Issued, new_key_pem, not_after
+from ingressmesh.l7.acme_client import AcmeError, Issued, new_key_pem
+from ingressmesh.l7.cert_expiry import not_after
 from ingressmesh.l7.acme_issuer import Issuer
 from ingressmesh.l7.acme_schedule import Policy
 from ingressmesh.l7.acme_settings import AcmeSettings
