@@ -130,6 +130,16 @@ def _snapshot(client, patience: float = 60.0):
         raise click.ClickException(f"cannot read the controller's snapshot: {err}") from None
 
 
+def _acme_settings(path: str):
+    """l7.toml's [ACME] table (None: no automatic certificates)."""
+    from ..l7.acme_settings import load
+    from ..l7.settings import SettingsError
+    try:
+        return load(path)
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from None
+
+
 @l7_group.command("deploy")
 @config_option
 @docker_option
@@ -184,15 +194,22 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
     said: set[str] = set()  # refusals already printed (the watch loop reconciles on every snapshot)
     from ..l7.deploy_health import DeployHealth
     health = DeployHealth()
+    acme = _acme_settings(config_path) if watch else None
+    issuers, latest, deploying = None, {}, threading.Lock()  # the issuer's thread pushes labels too
 
     def reconcile(cluster):
+        with deploying:
+            _reconcile(cluster)
+
+    def _reconcile(cluster):
         if owner_service and services.current(owner_service) is None:
             # Our own service is gone: the stack is being removed (`docker stack rm` removes the
             # proxies too); creating them again now would leave them behind.
             click.echo(f"l7 deploy: my service {owner_service} is gone: leaving the proxy services alone", err=True)
             return
         try:
-            done = deploy_once(services, settings, cluster, tuple(controllers), stack_namespace)
+            done = deploy_once(services, settings, cluster, tuple(controllers), stack_namespace,
+                               issuers.labels() if issuers is not None else None)
         except LookupError as err:
             raise click.ClickException(str(err)) from None
         lines = {f"l7 deploy: {d.name}: {r.line()}" for d in done for r in d.refused}
@@ -221,15 +238,25 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
         except OSError as err:
             raise click.ClickException(f"--listen {listen[0]}:{listen[1]}: {err}") from None
 
+    if acme is not None:  # the swarm's one issuer: this command runs as one replica on a manager
+        from ..l7.acme_deploy import DeployIssuers
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        latest["cluster"] = cluster
+        issuers = DeployIssuers(acme, settings, services, credentials.token.encode(),
+                                lambda: reconcile(latest["cluster"]), stack_labels)
+
     def run(stop: threading.Event, notifier) -> None:
         nonlocal version, cluster
         from .. import snapshot
+        if issuers is not None:
+            threading.Thread(target=issuers.run, args=(stop, lambda: latest["cluster"]), daemon=True,
+                             name="acme-issuer").start()
         notifier.ready()
         while not stop.is_set():
             try:
                 got = client.follow(version, 10.0)
                 if got is not None:
-                    cluster = snapshot.from_dict(got[1])
+                    cluster = latest["cluster"] = snapshot.from_dict(got[1])
                     version = got[0]  # a failed update is tried again: the last cluster is reconciled each turn
                 reconcile(cluster)  # also every 10 s without a change: a stuck rolling update is named
             except (ControllerError, snapshot.SnapshotError, docker.errors.APIError, OSError) as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from ..l7 import secret_policy
+from ..l7 import acme_names, secret_policy
 from ..l7.proxy_service import CA_PATH, HEALTH, TOKEN_PATH
 from ..l7.settings import ProxyServiceSettings
 from .calls import Call, Lookup, Refused
@@ -20,6 +20,7 @@ from .calls import Call, Lookup, Refused
 READS = {("GET", "/_ping"), ("HEAD", "/_ping"), ("GET", "/version"), ("GET", "/info"), ("GET", "/secrets"),
          ("GET", "/nodes")}  # nodes: whether host-mode proxies can roll start-first
 TOKEN_SECRET = re.compile(r"^ingressmesh_token_[0-9a-f]{12}$")
+_SECRET = re.compile(r"^/secrets/([A-Za-z0-9][A-Za-z0-9_.-]{0,127})$")  # id or name
 _UPDATE = re.compile(r"^/services/([A-Za-z0-9][A-Za-z0-9_.-]{0,127})/update$")  # id or name
 _TOP = {"Name", "Labels", "TaskTemplate", "Mode", "UpdateConfig", "EndpointSpec"}
 _TASK = {"ContainerSpec", "Networks", "Placement", "RestartPolicy", "ForceUpdate"}
@@ -48,9 +49,19 @@ class DeployerRules:
         if (call.method, call.path) == ("GET", "/tasks"):  # whether a proxy service's rolling update is stuck
             return self._listed_by_name(call, "service", set(self.proxies))
         if (call.method, call.path) == ("POST", "/secrets/create"):
-            name = call.json_body().get("Name")
+            body = call.json_body()
+            name = body.get("Name")
+            if isinstance(name, str) and _acme_certificate(name) and secret_policy.ACME_LABEL in (body.get("Labels") or {}):
+                return  # an issued certificate version (acme_swarm.py)
             if not isinstance(name, str) or not TOKEN_SECRET.match(name):
-                raise Refused(f"only the proxies' token secret (ingressmesh_token_<hash>) may be created, not {name!r}")
+                raise Refused(f"only the proxies' token secret (ingressmesh_token_<hash>) and ACME certificates "
+                              f"(acme.<host>.<hash>.v<N>.crt|key) may be created, not {name!r}")
+            return
+        removed = _SECRET.match(call.path) if call.method == "DELETE" else None
+        if removed:  # the issuer removes replaced certificate versions, and those of hosts that no longer ask
+            name = ((await lookup(f"/secrets/{removed.group(1)}") or {}).get("Spec") or {}).get("Name")
+            if not isinstance(name, str) or not _acme_certificate(name):
+                raise Refused(f"secret {removed.group(1)!r} is not an ACME certificate: only those may be removed")
             return
         if (call.method, call.path) == ("POST", "/services/create"):
             return await self._spec(call.json_body(), lookup)
@@ -116,6 +127,11 @@ class DeployerRules:
         reason = secret_policy.why_not(name, labels, item, self.stack_namespace)
         if reason or target != name:
             raise Refused(f"secret {name!r} may not be mounted into the proxies ({reason or 'under another name'})")
+
+
+def _acme_certificate(name: str) -> bool:
+    parsed = acme_names.parse(name)
+    return parsed is not None and not parsed.account
 
 
 def _only(part: dict, allowed: set, what: str) -> None:

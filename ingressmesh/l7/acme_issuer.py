@@ -2,11 +2,11 @@
 
 Inputs are the services (model.Service: their labels), outputs go through two ports:
 - a SecretStore (acme_store.py) gets the account key and each certificate version, immutable;
-- a Publisher puts the issuer's labels on the service (acme_labels.py): the HTTP-01 answers
-  while an order is validated, then the certificate version each host serves.  Labels travel
-  with the snapshot, so every proxy replica gets them the way it gets routes.
-The served versions are read back from the labels at every pass, so an issuer that restarts
-(or another manager's) continues where the last one stopped.  Errors are per host: the host is
+- a Publisher puts the issuer's labels on the proxy service (acme_labels.py): the HTTP-01
+  answers of a host while its order is validated, then the certificate version each host
+  serves.  Labels travel with the snapshot, so every proxy replica gets them the way it gets routes.
+The served versions are read back from the proxy service's labels at every pass, so an issuer
+that restarts (or its successor on another manager) continues where the last one stopped.  Errors are per host: the host is
 named, keeps what it served, and waits (acme_schedule.py); other hosts go on.
 """
 from __future__ import annotations
@@ -21,25 +21,26 @@ from .acme_client import AcmeClient, AcmeError, new_key_pem
 from .acme_schedule import HostState, Policy
 from .acme_settings import AcmeSettings
 from .acme_store import SecretStore
-from .grammar import LabelError
 
 log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
-    def answer(self, service: str, answers: dict[str, str]) -> None:
-        """Sets the service's HTTP-01 answers ({}: none)."""
+    def answer(self, host: str, answers: dict[str, str]) -> None:
+        """Sets the host's HTTP-01 answers ({}: none)."""
 
-    def serve(self, service: str, versions: dict[str, int]) -> None:
-        """Sets which certificate version each of the service's hosts serves."""
+    def serve(self, versions: dict[str, int]) -> None:
+        """Sets which certificate version each host serves (a host not named: none)."""
 
 
 class Issuer:
-    def __init__(self, settings: AcmeSettings, store: SecretStore, publisher: Publisher,
+    def __init__(self, settings: AcmeSettings, store: SecretStore, publisher: Publisher, proxy_service: str,
                  probe_urls: tuple[str, ...], policy: Optional[Policy] = None,
                  clock: Callable[[], float] = time.time, propagation_timeout: float = 30.0,
-                 account_key: Optional[bytes] = None):
+                 account_key: Optional[bytes] = None, service_cluster: str = ""):
         self.settings, self.store, self.publisher, self.probe_urls = settings, store, publisher, probe_urls
+        self.proxy_service = proxy_service  # whose labels say what is served (acme_labels.published)
+        self.service_cluster = service_cluster  # the labelled services its proxies route
         self.account_key = account_key  # None: a key kept in the store (acme_account.py derives one instead)
         self.policy = policy or Policy(renew_before=settings.renew_before)
         self.clock, self.propagation_timeout = clock, propagation_timeout
@@ -63,34 +64,34 @@ class Issuer:
         name = acme_names.account_secret(self.settings.directory_url, 1)
         found = self.store.read(name)
         if found is None:
-            self.store.create(name, new_key_pem())
+            self.store.create(name, new_key_pem(), None)
             found = self.store.read(name)
         return found
 
     def run_once(self, services) -> dict[str, HostState]:
         """Orders what is due now; returns the state of every host that wants a certificate."""
         now = self.clock()
-        served: dict[str, dict[str, int]] = {}
         self.refused, wanted = {}, {}
-        labels_of = {s.name: dict(s.labels) for s in services}
-        for request in acme_labels.requests(services):
+        services = list(services)
+        for request in acme_labels.requests(services, self.service_cluster):
             if request.reason:
                 self.refused[request.service] = request.reason
                 continue
-            labels = labels_of[request.service]
-            try:
-                served[request.service] = acme_labels.parse_certs(labels.get(acme_labels.CERTS, ""))
-            except LabelError as err:
-                log.warning("service %s: %s; issuing anew", request.service, err)
-                served[request.service] = {}
             for host in request.hosts:
                 wanted.setdefault(host, request.service)
+        proxy = next((s for s in services if s.name == self.proxy_service), None)
+        found, _, problems = acme_labels.published(proxy.labels if proxy is not None else {})
+        for problem in problems:
+            log.warning("proxy service %s: %s; issuing anew", self.proxy_service, problem)
         self.service_of = wanted
-        self.states = {host: self._known(host, served[service].get(host, 0)) for host, service in wanted.items()}
-        self._cleanup({host: st.version for host, st in self.states.items() if st.version})
+        self.states = {host: self._known(host, found.get(host, 0)) for host in wanted}
+        served = {host: st.version for host, st in self.states.items() if st.version}
+        if set(found) - set(wanted):  # hosts that no longer ask: unmounted first, their secrets go after
+            self.publisher.serve(served)
+        self._cleanup(served)
         for host, service in sorted(wanted.items()):
             if acme_schedule.due(self.states[host], now, self.policy):
-                self.states[host] = self._order(host, service, served[service], now)
+                self.states[host] = self._order(host, service, served, now)
         return dict(self.states)
 
     def _known(self, host: str, version: int) -> HostState:
@@ -110,12 +111,12 @@ class Issuer:
         self.order_times.append(now)
         published = []
         try:
-            issued = self.client.issue((host,), lambda answers: self._publish(service, host, answers, published))
+            issued = self.client.issue((host,), lambda answers: self._publish(host, answers, published))
             version = self._next_version(host, state.version)
             cert, key = acme_names.cert_secrets(host, version)
-            self.store.create(key, issued.key_pem.encode())
-            self.store.create(cert, issued.chain_pem.encode())
-            self.publisher.serve(service, {**versions, host: version})
+            self.store.create(key, issued.key_pem.encode(), issued.not_after)
+            self.store.create(cert, issued.chain_pem.encode(), issued.not_after)
+            self.publisher.serve({**versions, host: version})
             versions[host] = version
             log.info("host %s: certificate v%d issued (expires %s)", host, version,
                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(issued.not_after)))
@@ -126,11 +127,11 @@ class Issuer:
             return acme_schedule.failed(state, self.clock(), str(err), self.policy, err.error_type)
         finally:
             if published:
-                self.publisher.answer(service, {})
+                self.publisher.answer(host, {})
 
-    def _publish(self, service: str, host: str, answers: dict[str, str], published: list) -> None:
-        published.append(service)
-        self.publisher.answer(service, answers)
+    def _publish(self, host: str, answers: dict[str, str], published: list) -> None:
+        published.append(host)
+        self.publisher.answer(host, answers)
         missing = acme_probe.wait_answered(self.probe_urls, host, answers,
                                            time.monotonic() + self.propagation_timeout)
         if missing:

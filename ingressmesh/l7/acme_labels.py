@@ -5,9 +5,11 @@ publishes back on them for the proxies.
   host; Interlock's `ssl_cert`/`ssl_key` win when both are set, `ssl_passthrough` needs none.
 - `io.ingressmesh.lb.acme.certs=host:version,...` (the issuer's): which certificate version each
   host serves (secret names: acme_names.py).
-- `io.ingressmesh.lb.acme.http01=token.thumbprint,...` (the issuer's): HTTP-01 key
-  authorizations every proxy answers for the service's hosts while an order is validated.
-These ride on the service, so they reach every proxy replica the way routes do (the snapshot).
+- `io.ingressmesh.lb.acme.http01.<host>=token.thumbprint,...` (the issuer's): HTTP-01 key
+  authorizations every proxy answers for that host while an order is validated.
+The issuer's labels ride on the **proxy service** (which `l7 deploy` owns; a label change rolls
+no task), never on users' services: the planner trusts them only there, and they reach every
+proxy replica the way routes do (the snapshot).
 """
 from __future__ import annotations
 
@@ -60,10 +62,19 @@ def request_of(name: str, service_labels: Mapping[str, str]) -> AcmeRequest:
     return AcmeRequest(name, hosts=route.hosts)
 
 
-def requests(services) -> list[AcmeRequest]:
-    """Every ACME request of the cluster's services (model.Service), by service name."""
-    return sorted((request_of(s.name, s.labels) for s in services if wants_acme(s.labels)),
-                  key=lambda r: r.service)
+def requests(services, service_cluster: str = "") -> list[AcmeRequest]:
+    """Every ACME request of the cluster's services (model.Service) routed by the proxies of
+    `service_cluster`, by service name."""
+    found = []
+    for service in services:
+        if wants_acme(service.labels):
+            try:
+                if labels.parse(service.labels).service_cluster != service_cluster:
+                    continue
+            except LabelError:
+                pass  # request_of names it
+            found.append(request_of(service.name, service.labels))
+    return sorted(found, key=lambda r: r.service)
 
 
 def _items(label: str, value: str) -> list[str]:
@@ -107,14 +118,42 @@ def valid_token(token: str) -> bool:
     return bool(_TOKEN.fullmatch(token))
 
 
-def secret_names(service_labels: Mapping[str, str], hosts: tuple[str, ...]) -> list[str]:
-    """The ACME secrets (certificate, key) the issuer's label names for the service's own hosts,
-    which `l7 deploy` mounts into the proxies; none when ssl_cert/ssl_key win or the label is bad."""
+def http01_label(host: str) -> str:
+    return f"{HTTP01}.{host}"
+
+
+def issuer_labels(proxy_labels: Mapping[str, str]) -> dict[str, str]:
+    """The issuer's labels among a proxy service's labels (l7 deploy keeps them in its spec)."""
+    return {k: v for k, v in dict(proxy_labels).items() if k == CERTS or k.startswith(HTTP01 + ".")}
+
+
+def published(proxy_labels: Mapping[str, str]) -> tuple[dict[str, int], dict[str, dict[str, str]], list[str]]:
+    """(host -> certificate version, host -> {token: key authorization}, problems) from the
+    proxy service's labels; a malformed label is a problem and counts as absent."""
+    found, problems, answers = dict(proxy_labels), [], {}
+    try:
+        versions = parse_certs(found.get(CERTS, ""))
+    except LabelError as err:
+        versions = {}
+        problems.append(str(err))
+    for key, value in sorted(found.items()):
+        if key.startswith(HTTP01 + "."):
+            try:
+                answers[grammar.host_list(key, key[len(HTTP01) + 1:])[0]] = parse_http01(value)
+            except LabelError as err:
+                problems.append(str(err))
+    return versions, answers, problems
+
+
+def secret_names(service_labels: Mapping[str, str], hosts: tuple[str, ...], certs: str) -> list[str]:
+    """The ACME secrets (certificate, key) the issuer's `certs` label (on the proxy service)
+    names for the service's own hosts, which `l7 deploy` mounts into the proxies; none when
+    ssl_cert/ssl_key win or the label is bad."""
     found = dict(service_labels)
     if not wants_acme(found) or found.get(labels.PREFIX + "ssl_cert"):
         return []
     try:
-        versions = parse_certs(found.get(CERTS, ""))
+        versions = parse_certs(certs)
     except LabelError:
         return []
     return [name for host, version in sorted(versions.items()) if host in hosts

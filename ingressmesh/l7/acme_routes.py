@@ -1,12 +1,13 @@
-"""The planner's ACME step: what the issuer published on the services becomes part of the
+"""The planner's ACME step: what the issuer published on the proxy service becomes part of the
 RouteTable every proxy replica renders.
 
-- HTTP-01 key authorizations (`io.ingressmesh.lb.acme.http01`) are answered only for the hosts
-  the labelled service owns after planning (it serves them and is their senior claimant: a
-  canary shares a host, it does not own it), so one service cannot answer challenges for (and
-  so obtain certificates of) a host another service owns.
-- ACME certificates (`io.ingressmesh.lb.acme.certs`) become TLS hosts, marked `acme`, for a
-  host the service owns that has no TLS of its own (Interlock's ssl_cert/ssl_key win).
+The issuer's labels are trusted only on the proxy's own service (`l7 deploy` writes them; users'
+services cannot), and used only for hosts owned by a service asking for ACME
+(`io.ingressmesh.lb.acme=true`): it serves them and is their senior claimant (a canary shares a
+host, it does not own it).
+- HTTP-01 key authorizations (`io.ingressmesh.lb.acme.http01.<host>`) are answered for that host;
+- ACME certificates (`io.ingressmesh.lb.acme.certs`) become TLS hosts, marked `acme`, for a host
+  that has no TLS of its own (Interlock's ssl_cert/ssl_key win).
 Pure: no I/O, same input, equal output.  A malformed issuer label is a note; the routes stay.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass, replace
 
 from .. import model
 from . import acme_labels, acme_names
-from .grammar import LabelError
 from .routes import RouteTable, TlsHost, seniority
 
 
@@ -28,10 +28,13 @@ class Challenge:
     service: str
 
 
-def attach(table: RouteTable, cluster: model.Cluster) -> RouteTable:
-    """`table` with the challenges and ACME TLS hosts of its services."""
-    if not any(acme_labels.wants_acme(s.labels) for s in cluster.services):
+def attach(table: RouteTable, cluster: model.Cluster, proxy_service: str) -> RouteTable:
+    """`table` with the challenges and ACME TLS hosts the proxy service `proxy_service` carries."""
+    proxy = next((s for s in cluster.services if s.name == proxy_service), None) if proxy_service else None
+    if proxy is None or not any(acme_labels.wants_acme(s.labels) for s in cluster.services):
         return table  # the common case costs one look at each service's labels
+    versions, answers, problems = acme_labels.published(proxy.labels)
+    notes = [f"proxy service {proxy.name}: {problem}; ignored" for problem in problems]
     backends = {b.name: b for b in table.backends}
     serves: dict[str, set[str]] = {}  # service -> hosts it serves
     for route in table.routes:
@@ -45,21 +48,15 @@ def attach(table: RouteTable, cluster: model.Cluster) -> RouteTable:
             owners.setdefault(host, set()).add(service)
     by_name = {s.name: s for s in cluster.services}
     senior = {host: min(names, key=lambda n: seniority(by_name[n])) for host, names in owners.items()}
-    challenges, added, notes = [], {}, []
+    challenges, added = [], {}
     have_tls = {t.host for t in table.tls_hosts}
     for service in sorted(cluster.services, key=lambda s: s.name):
         found = dict(service.labels)
         hosts = {h for h in serves.get(service.name, ()) if senior[h] == service.name}  # canaries share, not own
         if not hosts or not acme_labels.wants_acme(found):
             continue
-        try:
-            answers = acme_labels.parse_http01(found.get(acme_labels.HTTP01, ""))
-            versions = acme_labels.parse_certs(found.get(acme_labels.CERTS, ""))
-        except LabelError as err:
-            notes.append(f"service {service.name}: {err}; ignored")
-            continue
-        challenges += [Challenge(token, answer, tuple(sorted(hosts)), service.name)
-                       for token, answer in answers.items()]
+        challenges += [Challenge(token, answer, (host,), service.name)
+                       for host in sorted(hosts) for token, answer in answers.get(host, {}).items()]
         for host, version in sorted(versions.items()):
             if host in hosts and host not in have_tls and host not in added:
                 cert, key = acme_names.cert_secrets(host, version)

@@ -15,7 +15,7 @@ class SecretStore(Protocol):
     def names(self) -> list[str]: ...
     def read(self, name: str) -> Optional[bytes]: ...  # a Docker secret store cannot: account keys come from acme_account
     def not_after(self, name: str) -> Optional[float]: ...  # a certificate's expiry (Docker: a label set at creation)
-    def create(self, name: str, data: bytes) -> None: ...
+    def create(self, name: str, data: bytes, not_after: Optional[float]) -> None: ...  # expiry of a certificate
     def remove(self, name: str) -> None: ...
 
 
@@ -38,8 +38,9 @@ class DirectoryStore:
         data = self.read(name)
         return not_after(data.decode("ascii", "replace")) if data else None
 
-    def create(self, name: str, data: bytes) -> None:
-        """Like a Docker secret: a name is written once and never changed."""
+    def create(self, name: str, data: bytes, not_after: Optional[float] = None) -> None:
+        """Like a Docker secret: a name is written once and never changed (the expiry is read
+        back from the file itself)."""
         path = os.path.join(self.directory, name)
         if os.path.exists(path):
             raise FileExistsError(f"secret {name} exists already (secrets are immutable)")

@@ -11,7 +11,7 @@ import docker
 
 from .. import model
 from ..swarm.convert import parse_timestamp
-from . import rollout, secret_policy
+from . import acme_labels, rollout, secret_policy
 from .proxy_service import ProxyServices, desired_spec, kept_off, routing_network, secret_claims
 from .secret_policy import STACK_LABEL, SecretRefusal
 from .settings import ProxyServiceSettings
@@ -29,8 +29,11 @@ class Deployed:
 
 
 def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, ...], cluster: model.Cluster,
-                controllers: tuple[str, ...], stack_namespace: str = "") -> list[Deployed]:
-    """Raises LookupError when a ControllerCASecret does not exist (the message names it)."""
+                controllers: tuple[str, ...], stack_namespace: str = "",
+                issuer: Optional[dict[str, dict[str, str]]] = None) -> list[Deployed]:
+    """Raises LookupError when a ControllerCASecret does not exist (the message names it).
+    `issuer`: the ACME issuer's labels per proxy service (acme_swarm.py); None (no issuer runs
+    here): the labels the proxy service carries are kept, so are the certificates they mount."""
     token = services.token_secret()
     existing = services.existing_secrets()
     nodes = _nodes(services) if any(item.publish_mode == "host" for item in settings) else []
@@ -40,9 +43,14 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
             ca = services.existing_secret(item.ca_secret) if item.ca_secret else None
         except LookupError as err:
             raise LookupError(f"{item.name}: ControllerCASecret: {err}") from None
-        mount, refused = secret_policy.decide(secret_claims(cluster, item), existing, item, stack_namespace)
+        acme = issuer.get(item.name) if issuer is not None else None
+        if acme is None:
+            acme = acme_labels.issuer_labels(((services.current(item.name) or {}).get("Spec") or {}).get("Labels") or {})
+        claims = secret_claims(cluster, item, acme.get(acme_labels.CERTS, ""))
+        mount, refused = secret_policy.decide(claims, existing, item, stack_namespace)
         order = rollout.update_order(item, rollout.eligible_nodes(nodes, item.constraints) if nodes else None)
         spec = desired_spec(item, cluster, token, item.controllers or tuple(controllers), ca, mount, order)
+        spec["Labels"].update(acme)  # the issuer's: challenges and served versions (acme_routes.py)
         if stack_namespace:
             spec["Labels"][STACK_LABEL] = stack_namespace
         outcome = services.ensure(spec)

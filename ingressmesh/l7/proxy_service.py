@@ -106,8 +106,10 @@ def routing_network(cluster: model.Cluster, settings: ProxyServiceSettings) -> O
     return next((n for n in cluster.networks if n.name == settings.routing_network and not n.ingress), None)
 
 
-def secret_claims(cluster: model.Cluster, settings: ProxyServiceSettings) -> dict[str, tuple[str, ...]]:
-    """Secret name (certificate, key, backend CA) -> the routable services of this cluster naming it."""
+def secret_claims(cluster: model.Cluster, settings: ProxyServiceSettings, acme_certs: str = ""
+                  ) -> dict[str, tuple[str, ...]]:
+    """Secret name (certificate, key, backend CA) -> the routable services of this cluster naming it;
+    `acme_certs`: the issuer's `io.ingressmesh.lb.acme.certs` label on the proxy service."""
     found: dict[str, set[str]] = {}
     for service in cluster.services:
         if service.name == settings.name or not labels.wants_routing(service.labels):
@@ -119,7 +121,7 @@ def secret_claims(cluster: model.Cluster, settings: ProxyServiceSettings) -> dic
         if request.service_cluster == settings.service_cluster:
             for name in (n for n in (request.tls.cert, request.tls.key, request.tls.ca) if n):
                 found.setdefault(name, set()).add(service.name)
-            for name in acme_labels.secret_names(service.labels, request.hosts):  # issued certificates
+            for name in acme_labels.secret_names(service.labels, request.hosts, acme_certs):  # issued certificates
                 found.setdefault(name, set()).add(service.name)
     return {name: tuple(sorted(services)) for name, services in sorted(found.items())}
 

@@ -293,7 +293,7 @@ def plan_routes(cluster: model.Cluster, scope: ProxyScope = ProxyScope(),
         routes=tuple(routes), backends=tuple(sorted(backends.values(), key=lambda b: b.name)),
         redirects=_redirects(claims, host_owner, routes, backends, refused),
         refused=tuple(refused), notes=tuple(sorted(set(notes))),
-        tls_hosts=_tls_hosts(routes, backends, host_owner)), cluster)
+        tls_hosts=_tls_hosts(routes, backends, host_owner)), cluster, scope.proxy_service)
 
 
 def _redirects(claims: dict, owners: dict[str, _Claim], routes: list[Route], backends: dict[str, Backend],

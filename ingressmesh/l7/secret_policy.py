@@ -11,6 +11,10 @@ only when the operator allowed it, decided here before any proxy service update:
   besides * and ? is refused when l7.toml is loaded), or the
   secret itself carries the label `io.ingressmesh.l7.secret=true` (set by whoever created it:
   `docker secret create --label io.ingressmesh.l7.secret=true ...`, or `labels:` in a stack file);
+- an ACME certificate version (`acme.<host>.<hash>.v<N>.crt|key`, acme_names.py) carrying the
+  label `io.ingressmesh.l7.acme` (the issuer's, acme_swarm.py), also in the ingressmesh stack
+  (`docker stack rm` removes it); which versions are mounted only the proxy service's own
+  labels say (acme_routes.py, proxy_service.secret_claims);
 - never, whatever the patterns or labels say: ingressmesh's own credentials (names starting with
   "ingressmesh", secrets ingressmesh made, the TokenSecret/ControllerCASecret of the settings)
   and every secret of the stack the deployer itself belongs to.
@@ -21,12 +25,14 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Mapping
 
+from . import acme_names
 from .settings import ProxyServiceSettings
 
 ALLOW_LABEL = "io.ingressmesh.l7.secret"
 OWN_LABEL = "io.ingressmesh.l7.proxy"  # on the proxies' token secret (proxy_service.ROLE_LABEL)
 STACK_LABEL = "com.docker.stack.namespace"
 RESERVED_PREFIX = "ingressmesh"
+ACME_LABEL = "io.ingressmesh.l7.acme"  # acme_swarm.SECRET_LABEL
 
 
 def reserved(name: str) -> bool:
@@ -49,6 +55,9 @@ def why_not(name: str, labels: Mapping[str, str], settings: ProxyServiceSettings
     """'' when the secret may be mounted into this proxy service; else why not."""
     if reserved(name) or name in (settings.token_secret, settings.ca_secret) or OWN_LABEL in labels:
         return "an ingressmesh credential: never mounted into the proxies"
+    parsed = acme_names.parse(name)
+    if parsed is not None and not parsed.account and ACME_LABEL in labels:
+        return ""
     if own_stack and labels.get(STACK_LABEL) == own_stack:
         return f"a secret of the ingressmesh stack {own_stack}: never mounted into the proxies"
     if labels.get(ALLOW_LABEL, "").lower() == "true":

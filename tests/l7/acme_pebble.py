@@ -14,8 +14,10 @@ import urllib.request
 
 import pytest
 
-from ingressmesh.l7 import acme_labels
+from ingressmesh.l7.acme_swarm import ProxyLabelPublisher
 from l7_backends import free_ports
+
+PROXY_SERVICE = "proxy"  # the proxies' own service (--proxy-service): the issuer's labels count only there
 
 
 def binaries() -> tuple[str, str]:
@@ -109,27 +111,22 @@ class Pebble:
         self.log.close()
 
 
-class SnapshotPublisher:
-    """The issuer's labels on the services of the stand-in controller's snapshot (as the Docker
-    publisher sets them on the swarm services, which the controller then snapshots)."""
+class SnapshotPublisher(ProxyLabelPublisher):
+    """l7 deploy's publisher: the issuer's labels on the proxy service ("proxy") of the stand-in
+    controller's snapshot, published at each change (as l7 deploy updates the swarm service,
+    which the controller then snapshots)."""
 
     def __init__(self, controller, cluster: dict):
         self.controller, self.cluster = controller, copy.deepcopy(cluster)
+        self.cluster["services"].append({"id": PROXY_SERVICE, "name": PROXY_SERVICE,
+                                         "labels": {"io.ingressmesh.l7.proxy": "default"}})
+        super().__init__({}, self._publish)
+        self._publish()
+
+    def _publish(self) -> None:
+        proxy = next(s for s in self.cluster["services"] if s["name"] == PROXY_SERVICE)
+        proxy["labels"] = {"io.ingressmesh.l7.proxy": "default", **self.labels}
         self.controller.publish(copy.deepcopy(self.cluster))
-
-    def _set(self, service: str, key: str, value: str) -> None:
-        labels = next(s for s in self.cluster["services"] if s["name"] == service)["labels"]
-        if value:
-            labels[key] = value
-        else:
-            labels.pop(key, None)
-        self.controller.publish(copy.deepcopy(self.cluster))
-
-    def answer(self, service: str, answers: dict) -> None:
-        self._set(service, acme_labels.HTTP01, acme_labels.format_http01(answers.values()))
-
-    def serve(self, service: str, versions: dict) -> None:
-        self._set(service, acme_labels.CERTS, acme_labels.format_certs(versions))
 
     def services(self):
         from ingressmesh import snapshot

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from acme_pebble import Pebble, SnapshotPublisher
+from acme_pebble import PROXY_SERVICE, Pebble, SnapshotPublisher
 from fake_controller import FakeController
 from ingressmesh.l7 import acme_labels, acme_names, acme_probe
 from ingressmesh.l7.acme_account import derived_key_pem
@@ -48,7 +48,8 @@ class Lab:
         for i, https in enumerate(free_ports(2)):
             (tmp_path / f"p{i}").mkdir()
             self.proxies.append(ProxyProcess(tmp_path / f"p{i}", self.controller.url, haproxy_binary,
-                                             ("--https-port", str(https), "--secrets-dir", str(self.secrets))))
+                                             ("--https-port", str(https), "--secrets-dir", str(self.secrets),
+                                              "--proxy-service", PROXY_SERVICE)))
             self.proxies[-1].https = https
         self.publisher = SnapshotPublisher(self.controller, base)
         for proxy in self.proxies:
@@ -61,7 +62,7 @@ class Lab:
                account_key=None) -> Issuer:
         settings = AcmeSettings(directory or self.pebble.directory, email="ops@example.org",
                                 ca_bundle=self.pebble.ca_file)
-        return Issuer(settings, DirectoryStore(str(self.secrets)), self.publisher,
+        return Issuer(settings, DirectoryStore(str(self.secrets)), self.publisher, PROXY_SERVICE,
                       self.urls if probe_urls is None else probe_urls, policy=policy, propagation_timeout=propagation,
                       account_key=account_key)
 
@@ -106,13 +107,13 @@ def test_http01_answers_reach_every_replica_through_the_snapshot(lab):
     token = secrets.token_urlsafe(32)
     answer = f"{token}.{THUMB}"
     started = time.monotonic()
-    env.publisher.answer("app", {token: answer})
+    env.publisher.answer("app.test", {token: answer})
     assert acme_probe.wait_answered(env.urls, "app.test", {token: answer}, time.monotonic() + 15) == []
     took = time.monotonic() - started
     for proxy in env.proxies:
         assert proxy.get("other.test", CHALLENGE_PATH + token)[1] != answer.encode()  # not another's host
         assert proxy.get("app.test", "/x")[0] == 200  # the app's routes are untouched
-    env.publisher.answer("app", {})
+    env.publisher.answer("app.test", {})
     for proxy in env.proxies:
         proxy.wait("answer withdrawn", lambda: acme_probe.answers(f"http://127.0.0.1:{proxy.http}", "app.test",
                                                                    token) != answer, timeout=15)
@@ -136,8 +137,7 @@ def test_pebble_issues_both_replicas_serve_it_one_order(lab):
         assert status == 200
         serials.add(serial)
     assert len(serials) == 1  # every replica serves the same certificate
-    labels = env.publisher.cluster["services"][0]["labels"]
-    assert acme_labels.HTTP01 not in labels and labels[acme_labels.CERTS] == "app.test:1"
+    assert env.publisher.labels == {acme_labels.CERTS: "app.test:1,other.test:1"}  # the answers withdrawn
     for proxy in env.proxies:  # show --l7 and /metrics: the host's certificate, its source and expiry
         rows = {r["host"]: r for r in proxy.state()["certificates"]}
         assert rows["app.test"]["source"] == "acme" and rows["app.test"]["not_after"] == states["app.test"].not_after
@@ -239,8 +239,7 @@ def test_unreachable_server_or_replica_is_named_and_nothing_changes(lab):
     states = issuer.run_once(env.publisher.services())
     error = states["app.test"].last_error
     assert "did not reach every proxy" in error and dead in error and "not asked to validate" in error
-    labels = env.publisher.cluster["services"][0]["labels"]
-    assert acme_labels.CERTS not in labels and acme_labels.HTTP01 not in labels  # answers withdrawn
+    assert env.publisher.labels == {}  # answers withdrawn
     assert all(p.get("app.test")[0] == 200 for p in env.proxies)
 
 

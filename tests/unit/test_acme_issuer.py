@@ -17,6 +17,7 @@ from ingressmesh.l7.acme_issuer import Issuer
 from ingressmesh.l7.acme_schedule import Policy
 from ingressmesh.l7.acme_settings import AcmeSettings
 from ingressmesh.l7.acme_store import DirectoryStore
+from ingressmesh.l7.acme_swarm import ProxyLabelPublisher
 
 DAY = 86400.0
 
@@ -45,33 +46,31 @@ class StubClient:
         return Issued(chain, key.decode(), not_after(chain))
 
 
-class LabelPublisher:
-    """Keeps the issuer's labels like the Docker publisher would, on plain dicts."""
+class LabelPublisher(ProxyLabelPublisher):
+    """l7 deploy's publisher (the proxy service's labels); each push recorded, as l7 deploy
+    would update the proxy service with the labels at that moment."""
 
     def __init__(self):
-        self.labels: dict[str, dict[str, str]] = {}
-        self.answered: list[tuple[str, dict]] = []
+        super().__init__({}, lambda: self.pushed.append(dict(self.labels)))
+        self.pushed: list[dict[str, str]] = []
 
-    def answer(self, service, answers):
-        self.answered.append((service, dict(answers)))
-        self.labels.setdefault(service, {})[acme_labels.HTTP01] = acme_labels.format_http01(answers.values())
-
-    def serve(self, service, versions):
-        self.labels.setdefault(service, {})[acme_labels.CERTS] = acme_labels.format_certs(versions)
+    def answered(self) -> list[int]:
+        """How many HTTP-01 answers each push carried."""
+        return [sum(len(acme_labels.parse_http01(v)) for k, v in labels.items() if k != acme_labels.CERTS)
+                for labels in self.pushed]
 
 
 def services(publisher, wanted: dict[str, str]):
-    found = []
+    found = [{"id": "proxy", "name": "proxy", "labels": dict(publisher.labels)}]  # the proxy service
     for name, hosts in wanted.items():
-        labels = {"com.docker.lb.hosts": hosts, "com.docker.lb.port": "80", "io.ingressmesh.lb.acme": "true",
-                  **publisher.labels.get(name, {})}
+        labels = {"com.docker.lb.hosts": hosts, "com.docker.lb.port": "80", "io.ingressmesh.lb.acme": "true"}
         found.append({"id": name, "name": name, "labels": labels})
     return snapshot.from_dict({"services": found}).services
 
 
 def issuer(tmp_path, client, publisher, clock):
     made = Issuer(AcmeSettings("https://acme.test/dir"), DirectoryStore(str(tmp_path / "store")), publisher,
-                  probe_urls=(), policy=Policy(first=60.0, cap=600.0), clock=lambda: clock[0])
+                  "proxy", probe_urls=(), policy=Policy(first=60.0, cap=600.0), clock=lambda: clock[0])
     made._client = client
     return made
 
@@ -85,9 +84,10 @@ def test_one_order_per_host_then_nothing_until_renewal(tmp_path):
     states = one.run_once(services(publisher, {"a": "a.com,b.com"}))
     assert sorted(client.orders) == [("a.com",), ("b.com",)]
     assert states["a.com"].version == 1 and states["a.com"].not_after > clock[0] + 30 * DAY
-    assert acme_labels.parse_certs(publisher.labels["a"][acme_labels.CERTS]) == {"a.com": 1, "b.com": 1}
-    assert publisher.labels["a"][acme_labels.HTTP01] == ""  # answers withdrawn after the order
-    assert [len(a) for _, a in publisher.answered] == [1, 0, 1, 0]  # published before validation, then gone
+    assert acme_labels.parse_certs(publisher.labels[acme_labels.CERTS]) == {"a.com": 1, "b.com": 1}
+    assert set(publisher.labels) == {acme_labels.CERTS}  # answers withdrawn after each order
+    # per order: the answer published before validation, the version served, the answer withdrawn
+    assert publisher.answered() == [1, 1, 0, 1, 1, 0]
     store = one.store.names()
     assert set(acme_names.cert_secrets("a.com", 1)) <= set(store)
     one.run_once(services(publisher, {"a": "a.com,b.com"}))
@@ -102,8 +102,9 @@ def test_one_order_per_host_then_nothing_until_renewal(tmp_path):
     two.run_once(services(publisher, {"a": "a.com,b.com"}))
     names = set(two.store.names())
     assert set(acme_names.cert_secrets("a.com", 2)) <= names and not set(acme_names.cert_secrets("a.com", 1)) & names
-    # the label goes: its certificates go (the account key stays)
+    # the label goes: the proxy service stops naming its certificates, which then go (the account key stays)
     two.run_once(services(publisher, {}))
+    assert acme_labels.CERTS not in publisher.labels
     assert two.store.names() == [acme_names.account_secret("https://acme.test/dir", 1)]
 
 
@@ -129,7 +130,7 @@ def test_services_that_name_their_own_certificate_are_refused_by_name(tmp_path):
     client = StubClient()
     one = issuer(tmp_path, client, publisher, clock)
     found = services(publisher, {"own": "own.com"})
-    labels = dict(found[0].labels) | {"com.docker.lb.ssl_cert": "c", "com.docker.lb.ssl_key": "k"}
+    labels = dict(found[-1].labels) | {"com.docker.lb.ssl_cert": "c", "com.docker.lb.ssl_key": "k"}
     own = snapshot.from_dict({"services": [{"id": "own", "name": "own", "labels": labels}]}).services
     assert one.run_once(own) == {} and not client.orders and "ssl_cert/ssl_key win" in one.refused["own"]
 

@@ -60,6 +60,8 @@ class FakeDockerd:
             spec = json.loads(body)
             self.secrets[f"id{len(self.secrets)}"] = {"Name": spec["Name"], "Labels": spec.get("Labels") or {}}
             return web.json_response({"ID": f"id{len(self.secrets) - 1}"}, status=201)
+        if path.startswith("secrets/") and request.method == "DELETE":
+            return web.Response(status=204) if self.secrets.pop(path.split("/")[1], None) else self._missing()
         if path.startswith("secrets/"):
             found = self.secrets.get(path.split("/")[1])
             return web.json_response({"ID": path.split("/")[1], "Spec": found}) if found else self._missing()
@@ -145,6 +147,47 @@ def test_l7_deploy_passes_and_makes_its_proxy_service(filtered):
     (again,) = deploy_once(services, SETTINGS, moved, ("https://10.0.0.5:9401",), "ingressmesh")
     assert again.outcome == "updated"
     assert "POST /services/ingressmesh-proxyid/update" in fake.seen
+
+
+def test_the_acme_issuer_passes_with_its_certificates_and_labels_only(filtered):
+    """The issuer inside l7 deploy: its certificate versions created as secrets, mounted into
+    the proxy service its labels name, the replaced version removed; nothing else."""
+    from ingressmesh.l7 import acme_labels, acme_names
+    from ingressmesh.l7.acme_swarm import DockerSecretStore, ProxyLabelPublisher
+    listen, fake = filtered
+    api = _api(listen)
+    services = ProxyServices(api, "reader:abc")
+    store = DockerSecretStore(api, {"com.docker.stack.namespace": "ingressmesh"})
+    labelled = cluster([service("web", {"hosts": "web.local", "port": "80"}) | {"labels": {
+        "com.docker.lb.hosts": "web.local", "com.docker.lb.port": "80", "io.ingressmesh.lb.acme": "true"}}],
+        [task("w1", "web", 2)])
+    v1, v2 = acme_names.cert_secrets("web.local", 1), acme_names.cert_secrets("web.local", 2)
+    for name in (*v1, *v2):
+        store.create(name, b"pem", 1.8e9)
+    assert store.names() == sorted((*v1, *v2)) and store.not_after(v1[0]) == 1.8e9 and store.read(v1[0]) is None
+    publisher = ProxyLabelPublisher({}, lambda: None)
+    publisher.answer("web.local", {"tok_" + "x" * 20: "tok_" + "x" * 20 + "." + "T" * 43})
+    publisher.serve({"web.local": 1})
+    (done,) = deploy_once(services, SETTINGS, labelled, ("https://10.0.0.5:9401",), "ingressmesh",
+                          {"ingressmesh-proxy": publisher.labels})
+    assert done.outcome == "created" and done.mounted == v1 and not done.refused
+    labels = fake.services["ingressmesh-proxyid"]["Spec"]["Labels"]
+    assert labels[acme_labels.CERTS] == "web.local:1" and acme_labels.http01_label("web.local") in labels
+    # an l7 deploy without an issuer (no [ACME], or before the issuer starts) keeps what the service carries
+    (again,) = deploy_once(services, SETTINGS, labelled, ("https://10.0.0.5:9401",), "ingressmesh")
+    assert again.outcome == "unchanged" and again.mounted == v1
+    publisher.serve({"web.local": 2})
+    (moved,) = deploy_once(services, SETTINGS, labelled, ("https://10.0.0.5:9401",), "ingressmesh",
+                           {"ingressmesh-proxy": publisher.labels})
+    assert moved.outcome == "updated" and moved.mounted == v2
+    for name in v1:
+        store.remove(name)
+    assert store.names() == sorted(v2)
+    _refused(fake, lambda: api.remove_secret("webid"), "DELETE /secrets/webid", "not an ACME certificate")
+    _refused(fake, lambda: api.create_secret(v1[0], b"x"), "POST /secrets/create", repr(v1[0]))  # no issuer label
+    account = acme_names.account_secret("https://acme.test/dir", 1)
+    _refused(fake, lambda: api.create_secret(account, b"x", labels={"io.ingressmesh.l7.acme": "true"}),
+             "POST /secrets/create", repr(account))
 
 
 def _refused(fake, call, *expected: str) -> None:

@@ -1,0 +1,72 @@
+"""The ACME issuer inside `l7 deploy --watch`: one Issuer per proxy service of l7.toml.
+
+The stack runs `l7 deploy` as one replica constrained to managers, so the swarm has one issuer;
+when its task or manager goes, Swarm starts another, which reads the served versions back from
+the proxy service's labels (and the secrets' names and expiry labels) and orders nothing that
+is already issued.  The account key is derived from the cluster secret it is given
+(acme_account.py), so the successor is the same ACME account.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from .acme_account import derived_key_pem
+from .acme_issuer import Issuer
+from .acme_settings import AcmeSettings
+from .acme_swarm import DockerSecretStore, ProxyLabelPublisher
+
+log = logging.getLogger(__name__)
+PROBES_PER_REPLICA = 3  # each node's published port reaches one replica per connection
+
+
+def probe_urls(nodes: list[dict], published_port: int, replicas: int) -> tuple[str, ...]:
+    """Where the issuer checks a challenge is answered before the ACME server validates: the
+    published HTTP port on every node (the way the ACME server comes in), each asked several
+    times per replica because the routing mesh spreads connections over the replicas."""
+    addresses = sorted({(n.get("Status") or {}).get("Addr", "") for n in nodes} - {"", "0.0.0.0"})
+    return tuple(f"http://{a}:{published_port}" for a in addresses
+                 for _ in range(max(1, replicas) * PROBES_PER_REPLICA))
+
+
+class DeployIssuers:
+    def __init__(self, acme: AcmeSettings, settings, services, secret: bytes,
+                 push: Callable[[], None], stack_labels: dict):
+        """`services`: l7 deploy's ProxyServices; `push` runs l7 deploy's pass at once (it reads
+        `labels()`); `secret`: the cluster secret the account key is derived from."""
+        store = DockerSecretStore(services.api, stack_labels)
+        key = derived_key_pem(secret, acme.directory_url)
+        try:
+            nodes = services.nodes()
+        except Exception as err:  # noqa: BLE001 - no node list: the issuer waits for no probe
+            log.warning("ACME: the nodes cannot be read (%s): challenges are not checked before validation", err)
+            nodes = []
+        self.publishers, self.issuers = {}, {}
+        for item in settings:
+            current = services.current(item.name) or {}
+            self.publishers[item.name] = ProxyLabelPublisher((current.get("Spec") or {}).get("Labels") or {}, push)
+            port = item.published_port or 80
+            self.issuers[item.name] = Issuer(acme, store, self.publishers[item.name], item.name,
+                                             probe_urls(nodes, port, item.replicas), account_key=key,
+                                             service_cluster=item.service_cluster)
+
+    def labels(self) -> dict[str, dict[str, str]]:
+        """The issuer's labels per proxy service (deployer.deploy_once's `issuer`)."""
+        return {name: dict(p.labels) for name, p in self.publishers.items()}
+
+    def run_once(self, cluster) -> None:
+        for name, issuer in self.issuers.items():
+            try:
+                issuer.run_once(cluster.services)
+            except Exception as err:  # noqa: BLE001 - Docker or network trouble: named, next pass
+                log.warning("ACME issuer for %s: %s; trying again at the next pass", name, err)
+
+    def document(self) -> list[dict]:
+        return [row for issuer in self.issuers.values() for row in issuer.document()]
+
+    def run(self, stop: threading.Event, latest: Callable[[], object], interval: float = 10.0) -> None:
+        """Every `interval` seconds: a pass over the latest snapshot, until `stop`."""
+        while not stop.is_set():
+            self.run_once(latest())
+            stop.wait(interval)
