@@ -2,6 +2,7 @@
 the lab's HTTPS demo; each leaf's subject O field tells versions of a certificate apart."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ class Pki:
         """(certificate, key) for `host`, signed by this CA; the subject's O tells versions apart."""
         cert, key, csr, ext = (self.path(f"{name}.{x}") for x in ("crt", "key", "csr", "ext"))
         with open(ext, "w") as handle:
-            handle.write(f"subjectAltName=DNS:{host}\n")
+            handle.write(f"subjectAltName={'IP' if _is_ip(host) else 'DNS'}:{host}\n")  # e.g. pebble on a lab address
         _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
                  "-out", csr, "-subj", f"/O={org}/CN={host}", cwd=self.dir)
         _openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key, "-CAcreateserial",
@@ -42,3 +43,9 @@ class Pki:
         return cert, key
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False

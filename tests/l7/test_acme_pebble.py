@@ -55,7 +55,7 @@ class Lab:
         for proxy in self.proxies:
             for host in hosts.values():
                 proxy.wait(f"{host} routed", lambda: proxy.get(host)[0] == 200, timeout=20)
-        self.pebble = Pebble(str(tmp_path / "pebble"), pki, self.proxies[0].http)
+        self.pebble = Pebble(str(tmp_path / "pebble"), pki, self.proxies[0].http, tuple(free_ports(4)))
         self.urls = tuple(f"http://127.0.0.1:{p.http}" for p in self.proxies)
 
     def issuer(self, directory: str = "", probe_urls=None, policy=None, propagation: float = 15.0,

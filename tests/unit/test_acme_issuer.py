@@ -150,3 +150,13 @@ def test_derived_account_key_is_the_same_for_every_holder_of_the_secret(tmp_path
     import pytest
     with pytest.raises(ValueError, match="shorter than 16 bytes"):
         derived_key_pem(b"short", "https://acme.test/dir")
+
+
+def test_l7_deploy_checks_a_challenge_through_every_nodes_published_port():
+    from ingressmesh.l7.acme_deploy import PROBES_PER_REPLICA, probe_urls
+    nodes = [{"Status": {"Addr": "10.0.0.2"}}, {"Status": {"Addr": "10.0.0.1"}}, {"Status": {"Addr": "0.0.0.0"}},
+             {"Status": {}}]
+    urls = probe_urls(nodes, 8080, 2)
+    assert sorted(set(urls)) == ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]  # no unknown address
+    assert urls.count("http://10.0.0.1:8080") == 2 * PROBES_PER_REPLICA  # the mesh picks a replica per connection
+    assert probe_urls([], 80, 2) == ()
