@@ -231,19 +231,21 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
         raise click.ClickException(f"{docker_url}: {err.explanation or err}") from None
     if not watch:
         return
-    if listen is not None:
-        from ..daemon.http import HttpService
-        try:
-            HttpService(listen, {("GET", "/healthz"): health.healthz}, None).start()
-        except OSError as err:
-            raise click.ClickException(f"--listen {listen[0]}:{listen[1]}: {err}") from None
-
     if acme is not None:  # the swarm's one issuer: this command runs as one replica on a manager
         from ..l7.acme_deploy import DeployIssuers
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         latest["cluster"] = cluster
         issuers = DeployIssuers(acme, settings, services, credentials.token.encode(),
                                 lambda: reconcile(latest["cluster"]), stack_labels)
+    if listen is not None:
+        from ..daemon.http import HttpService
+        try:
+            routes = {("GET", "/healthz"): health.healthz}
+            if issuers is not None:  # per host: version, expiry, last renewal, last error, next try
+                routes[("GET", "/acme")] = lambda request: (200, {"hosts": issuers.document()}, None)
+            HttpService(listen, routes, None).start()
+        except OSError as err:
+            raise click.ClickException(f"--listen {listen[0]}:{listen[1]}: {err}") from None
 
     def run(stop: threading.Event, notifier) -> None:
         nonlocal version, cluster
