@@ -86,6 +86,12 @@ def test_a_host_mode_port_without_a_published_number_keeps_the_vip_and_the_route
         remove_service(lab, "hostport")
 
 
+def _stuck_health(mesh):
+    """l7 deploy's /healthz (status, body) once it names a stuck update, else None."""
+    code, body = l7_lab.deploy_health(mesh)
+    return (code, body) if body.get("stuck") else None
+
+
 def test_pinned_host_mode_proxies_get_a_new_network_and_a_stuck_update_is_named(l7):
     mesh, config, leftovers = l7
     lab = mesh.lab
@@ -110,9 +116,21 @@ def test_pinned_host_mode_proxies_get_a_new_network_and_a_stuck_update_is_named(
                      lambda: status(lab, config)[PINNED]["stuck"], timeout=60, interval=2)
     print(f"l7 status names it: {stuck}")
     assert "cannot be scheduled" in stuck and "host-mode port" in stuck
+    # ... and by l7 deploy's /healthz (503) and its log, within its 10 s check.
+    code, health = wait_for("the stuck update on l7 deploy's /healthz", lambda: _stuck_health(mesh), timeout=30,
+                            interval=1)
+    print(f"l7 deploy /healthz: {code} {health['stuck']}")
+    assert code == 503 and health["proxy_services"][PINNED]["stuck"].startswith(f"proxy service {PINNED}: update stuck")
+    assert "host-mode port" in health["proxy_services"][PINNED]["stuck"]
+    with open(mesh.log_path("l7"), encoding="utf-8") as log:
+        assert any(line.startswith(f"l7 deploy: proxy service {PINNED}: update stuck") for line in log)
+    # The old tasks never stopped: the host still answers on every node while the update is stuck.
+    assert [(a.status, a.hostname) for a in every_node(lab, "late.l7", port=PINNED_PORT)] == \
+        [(200, task["container"])] * 3
     lab.docker(1, "service", "rollback", "--detach", PINNED)  # the old tasks never stopped: quick
     settled_replicas(lab, PINNED, 3, timeout=120)
     assert status(lab, config)[PINNED]["stuck"] is None
+    wait_for("l7 deploy's /healthz clear again", lambda: l7_lab.deploy_health(mesh)[0] == 200, timeout=30, interval=1)
 
 
 STACK = f"""version: "3.8"
