@@ -78,7 +78,13 @@ def counts(lab, network_id: str) -> dict[str, dict[str, int]]:
 
 
 def delta(before: dict, after: dict, where: str, mesh: str) -> dict[str, int]:
-    return {node: after[node][where][mesh] - before[node][where][mesh] for node in after}
+    """Connections counted between two counts() per node.  A count that went down belongs to a
+    namespace Docker removed or made anew in between (a node that lost or regained its last task
+    of the network, a restarted dockerd): its counters started again from 0, so all it counts now
+    was counted since."""
+    return {node: (after[node][where][mesh] - before[node][where][mesh]
+                   if after[node][where][mesh] >= before[node][where][mesh] else after[node][where][mesh])
+            for node in after}
 
 
 def all_docker_state(lab, network_id: str) -> dict:

@@ -15,11 +15,12 @@ import time
 
 import pytest
 
+import health_rows
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
 from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, all_docker_state, container_netns, counts, delta, ensure_web,
                                 http_get, if_present, lb, load_through_every_node, sbox, spread,
                                 tables_left, update_done, wait_routed)
-from swarm_helpers import wait_for, wait_running
+from swarm_helpers import running_tasks, wait_for, wait_running
 
 
 def rate(netns: str, address: str, port: int, seconds: int = 4) -> float:
@@ -39,6 +40,12 @@ def web(lab):
 
 
 @pytest.fixture(scope="module")
+def hc(lab, web):
+    """The health-checked service of the health rows (health_rows.py)."""
+    yield from health_rows.hc_service(lab)
+
+
+@pytest.fixture(scope="module")
 def meshes(lab):
     """The ingressmesh processes a test started, stopped at the end of the module whatever happens."""
     started: dict[str, SwarmMesh] = {}
@@ -54,8 +61,8 @@ def reach_every_node(lab, web) -> dict[str, dict[str, int]]:
 
 
 def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
-    """The rows every mesh gets: reach, source address, timeouts, connection rates, and a
-    start-first rolling update under load through every node (which also makes Docker
+    """The rows every mesh gets: reach, source address, timeouts, connection rates, health (a
+    task turned unhealthy, a starting one), a start-first rolling update under load through every node (which also makes Docker
     re-program its own mesh: every task is replaced)."""
     reach = reach_every_node(lab, web)
     results.put(mesh, "published port on every node", {
@@ -85,6 +92,8 @@ def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
     results.put(mesh, "new connections/s: VIP from a container / direct",
                 f"{via_vip:.0f} / {direct:.0f} = {via_vip / direct:.2f}x")
 
+    health_rows.measure(lab, results, mesh)
+
     def rolling_update() -> None:
         lab.docker(1, "service", "update", "--detach", "--force", "--update-order", "start-first", "web",
                    timeout=SLOW)
@@ -98,10 +107,39 @@ def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
                 f"{len(failures)} of {ok + len(failures)}")
     if mesh != "docker":  # Docker's own mesh is measured, not judged
         assert not failures, failures[:5]
+    drain_a_node(lab, web, results, mesh)
+
+
+def drain_a_node(lab, web, results, mesh: str) -> None:
+    """`docker node update --availability drain` of a worker holding a task of web, under load
+    through every node: Swarm moves the task (which drains 3 s on SIGTERM, see SERVER); then the
+    node is made active again (its tasks stay where they went)."""
+    n = next((int(t["node"].removeprefix("node")) for t in web["tasks"] if t["node"] != "node1"), 2)
+
+    def moved() -> list[dict]:
+        tasks = running_tasks(lab, "web")
+        return tasks if len(tasks) == 3 and all(t["node"] != f"node{n}" for t in tasks) else []
+
+    def drain() -> None:
+        lab.docker(1, "node", "update", "--availability", "drain", f"node{n}", timeout=SLOW)
+        web["tasks"] = wait_for(f"web's 3 tasks running off node{n}", moved, timeout=SLOW, interval=1)
+        if mesh != "docker":
+            wait_routed(lab, web, mesh.split("(")[1].rstrip(")"))
+
+    try:
+        ok, failures = load_through_every_node(lab, 3, drain)
+    finally:
+        lab.docker(1, "node", "update", "--availability", "active", f"node{n}", timeout=SLOW)
+    # hc's task moved too and starts `starting`: healthy before anything compares Docker's services.
+    health_rows.healthy_everywhere(lab)
+    results.put(mesh, "node drained under load: failed requests",
+                f"{len(failures)} of {ok + len(failures)} (node{n}'s task moved)")
+    if mesh != "docker":
+        assert not failures, failures[:5]
 
 
 # --- the tests, in order -----------------------------------------------------------------------
-def test_dockers_own_mesh_alone_answers_on_every_node(lab, web, results):
+def test_dockers_own_mesh_alone_answers_on_every_node(lab, web, hc, results):
     """The oracle: with nothing of ours, Docker's IPVS mesh serves the published port and the VIP."""
     for n in lab.config.node_numbers:
         wait_for(f"Docker's mesh answers through node{n}",
@@ -198,7 +236,7 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
     # `ingressmesh cleanup` hand-back; Docker carrying every node afterwards is asserted for both.
 
 
-def test_ingressmesh_nftables_takes_over_from_dockers_mesh(lab, web, results, meshes):
+def test_ingressmesh_nftables_takes_over_from_dockers_mesh(lab, web, hc, results, meshes):
     take_over(lab, web, results, meshes, "nftables")
 
 
@@ -206,7 +244,7 @@ def test_cleanup_hands_the_nftables_mesh_back_to_docker_with_no_failed_request(l
     hand_back(lab, web, results, meshes, "nftables", "cleanup")
 
 
-def test_ingressmesh_ipvs_takes_over_from_dockers_mesh(lab, web, results, meshes):
+def test_ingressmesh_ipvs_takes_over_from_dockers_mesh(lab, web, hc, results, meshes):
     take_over(lab, web, results, meshes, "ipvs")
 
 

@@ -1,6 +1,6 @@
-"""The IPVS backend on the swarm lab next to Docker's own IPVS mesh (issue 18, points 4 and 5):
-the L7 layer (a proxy service whose published port our IPVS services carry, a labelled host served
-through every node) and health (a task that turns unhealthy leaves every node).  Runs after
+"""The IPVS backend on the swarm lab next to Docker's own IPVS mesh (issue 18, point 5): the L7
+layer (a proxy service whose published port our IPVS services carry, a labelled host served
+through every node).  Health is measured for every mesh: health_rows.py.  Runs after
 test_next_to_dockers_mesh.py (file order) on the same lab, whose agents have handed the mesh back
 to Docker by then: this module starts its own.
 
@@ -22,8 +22,7 @@ from ingressmesh.testbed.swarm_mesh import SwarmMesh
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
 from l7_helpers import labelled, settled_replicas, wait_routed  # noqa: E402
-from swarm_helpers import create_service, remove_service, wait_for, wait_running  # noqa: E402
-from ipvs_swarm_helpers import SERVER, http_get  # noqa: E402
+from swarm_helpers import remove_service, wait_for, wait_running  # noqa: E402
 
 PROXY_PORT = 8081
 PROXY = "ingressmesh-proxy"
@@ -116,54 +115,3 @@ def test_a_labelled_host_is_served_through_every_node_by_our_ipvs_mesh(lab, l7_m
     results.put("ingressmesh (ipvs)", "L7 host routing through every node (proxy on node1)",
                 f"{PER_NODE * len(lab.config.node_numbers) - len(failed)} of {PER_NODE * len(lab.config.node_numbers)} answered 200, "
                 f"Docker's IPVS took {sum(t['docker'] for t in took.values())}")
-
-
-HEALTH_PORT = 8082
-ROUND = 9  # requests per node per round: three times round the 3 tasks under rr
-
-
-def seen_per_node(lab) -> dict[int, set]:
-    """Per node: the tasks one round of requests through its published port reached (a failed
-    request is recorded as "failed": the unhealthy task still serves until Swarm stops it)."""
-    seen = {}
-    for n in lab.config.node_numbers:
-        names = set()
-        for _ in range(ROUND):
-            try:
-                names.add(http_get(lab.client_netns(), lab.node_address(n), HEALTH_PORT))
-            except OSError:
-                names.add("failed")
-        seen[n] = names
-    return seen
-
-
-def test_a_task_turned_unhealthy_leaves_every_node(lab, l7_mesh, results):
-    """Timed from the `docker exec` that makes its check fail, by what requests through every
-    node reach (Swarm then replaces the task; it drains 3 s on SIGTERM, see SERVER).  The check's
-    timeout is long on purpose: under emulation Docker's exec of a check takes seconds, and a 2 s
-    timeout made every task unhealthy in turn, so that three never ran at once (two runs)."""
-    create_service(lab, "hc", "--replicas", "3", "--network", "ovl", "--publish", f"{HEALTH_PORT}:80",
-                   "--health-cmd", "test ! -e /tmp/sick", "--health-interval", "2s", "--health-timeout", "30s",
-                   "--health-retries", "1", "--health-start-period", "0s", command=("sh", "-c", SERVER))
-    try:
-        tasks = wait_running(lab, "hc", 3, timeout=SLOW)
-        names = {t["container"] for t in tasks}
-        wait_for("every node reaches the 3 healthy tasks", lambda: all(
-            seen == names for seen in seen_per_node(lab).values()), timeout=SLOW, interval=1)
-        sick = tasks[0]
-        lab.docker(int(sick["node"].removeprefix("node")), "exec", sick["container"], "touch", "/tmp/sick")
-        started, rounds, failed, gone_since, clean_rounds = time.monotonic(), [], 0, None, 0
-        while clean_rounds < 2 and time.monotonic() - started < 60:  # out: two rounds in a row without it
-            at, seen = time.monotonic() - started, seen_per_node(lab)
-            rounds.append((round(at, 1), {n: sorted(v) for n, v in seen.items()}))
-            failed += sum("failed" in v for v in seen.values())
-            if any(sick["container"] in v for v in seen.values()):
-                gone_since, clean_rounds = None, 0
-            else:
-                gone_since, clean_rounds = (at if gone_since is None else gone_since), clean_rounds + 1
-        print(f"after the check was made to fail: {rounds}")
-        assert clean_rounds == 2, f"the unhealthy task still answered through a node after 60 s: {rounds[-1]}"
-        results.put("ingressmesh (ipvs)", "a task turned unhealthy: out of every node after",
-                    f"{gone_since:.1f} s (rounds of {ROUND} requests per node; {failed} rounds saw a failure)")
-    finally:
-        remove_service(lab, "hc")
