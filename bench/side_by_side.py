@@ -20,6 +20,31 @@ MESHES = ("docker", "ingressmesh (nftables)", "ingressmesh (ipvs)")
 TITLES = {"docker": "Docker's own mesh (IPVS)", "ingressmesh (nftables)": "ingressmesh, nftables",
           "ingressmesh (ipvs)": "ingressmesh, IPVS backend"}
 
+# The order rows are shown in (what a reader compares first); a row not named here follows them.
+ROWS = (
+    "which mesh took the connections",
+    "which mesh took the connections: installed as a stack",
+    "published port on every node",
+    "VIP reach from a container",
+    "source address the task sees",
+    "a task turned unhealthy: out of every node after",
+    "a `starting` task gets nothing",
+    "node drained under load: failed requests",
+    "start-first rolling update under load: failed requests",
+    "idle TCP timeout in ingress_sbox",
+    "new connections/s: published port / direct",
+    "new connections/s: VIP from a container / direct",
+    "agent restart under load",
+    "dockerd restarted on a node (Docker re-programs its mesh there)",
+    "hand-back to Docker's mesh under load",
+    "`docker stack rm ingressmesh` under load (stack install)",
+    "L7 host routing through every node (proxy on node1)",
+)
+
+
+def ordered(rows: dict) -> list[str]:
+    return [row for row in ROWS if row in rows] + sorted(row for row in rows if row not in ROWS)
+
 
 def cell(value) -> str:
     if value is None:
@@ -42,13 +67,16 @@ def render(data: dict) -> str:
         "backend and handing back. Connection rates are short runs under emulation on a shared host: compare",
         "within a row, not with other runs. A dash: not measured for that mesh in this run, or does not apply",
         "(Docker's mesh has no agent to restart or hand back). How each row is measured:",
-        "`tests/ipvs_swarm/test_next_to_dockers_mesh.py`, and the L7 row (a labelled host through a proxy",
-        "service on node1) `tests/ipvs_swarm/test_proxy_and_health_with_ipvs.py`.",
+        "`tests/ipvs_swarm/test_next_to_dockers_mesh.py` (the health rows: `health_rows.py`, a second",
+        "service with a health check), and the L7 row (a labelled host through a proxy service on node1)",
+        "`test_proxy_and_health_with_ipvs.py`.",
         "",
         "| | " + " | ".join(TITLES[m] for m in MESHES) + " |",
         "| --- | " + " | ".join("---" for _ in MESHES) + " |",
     ]
-    for row, by_mesh in data.get("rows", {}).items():
+    rows = data.get("rows", {})
+    for row in ordered(rows):
+        by_mesh = rows[row]
         lines.append(f"| {cell(row)} | " + " | ".join(cell(by_mesh.get(m)) for m in MESHES) + " |")
     lines.append("")
     return "\n".join(lines)
