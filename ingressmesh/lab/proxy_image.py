@@ -30,10 +30,10 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ...
 REPO_ROOT = os.path.dirname(PACKAGE_DIR)
 PROJECT_FILES = ("setup.cfg", "pyproject.toml")  # hashed with ingressmesh/**/*.py
 BUILD_ONLY_FILES = ("README.md",)                 # the wheel's long_description, not hashed
-# The same image runs the agent (nft, iptables, conntrack, ipvsadm, nsenter from util-linux),
+# The same image runs the agent (nft, iptables, conntrack, ipvsadm, ip, nsenter from util-linux),
 # the controller and the proxy (haproxy): one image for the whole stack (deploy/ingressmesh-stack.yml).
 DEBOOTSTRAP_ARGS = ("--variant=minbase",
-                    "--include=python3,haproxy,ca-certificates,nftables,iptables,conntrack,ipvsadm",
+                    "--include=python3,haproxy,ca-certificates,nftables,iptables,conntrack,ipvsadm,iproute2",
                     "bookworm")
 PY_VERSION = "3.11"  # bookworm's python3
 SITE = f"usr/local/lib/python{PY_VERSION}/dist-packages"  # on Debian's python3 sys.path
