@@ -16,6 +16,9 @@ connection: `-H 'Connection: close'`) and connect times are measured, in every r
   *_ka          direct, vip and fast again with keep-alive connections (requests per second)
   published     an outside client -> node1's published port (host -> ingress -> task)
   mesh          an outside client -> node2's published port (node2's ingress -> t1 on node1)
+  published_kept / mesh_kept   the same two with the client's own address kept (no SNAT; the
+                task routes its replies back through the ingress namespace that sent each
+                connection: issue 21, bench/data_path_source.py; on only while these run)
   vip 1,000 / 10,000   the same VIP path through an LB namespace holding 1,000 / 10,000 other
                 services x 10 endpoints (ingressmesh planner + backend)
   kube-proxy-style / iptables linear   the same path through an LB namespace holding 10,000
@@ -43,6 +46,7 @@ from typing import Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import data_path_helpers as d  # noqa: E402  (bench/ is not a package)
+from data_path_source import SourceKept  # noqa: E402
 import l7_helpers as h  # noqa: E402
 from control_plane import machine_info  # noqa: E402
 from ingressmesh.dataplane.apply import NodeApplier  # noqa: E402
@@ -80,9 +84,9 @@ def build_variants(bed: d.BenchTestbed, sizes: list[int], baseline: int) -> tupl
              d.ExtraLb(f"lin{baseline}", "iptables-linear", baseline, "10.0.1.245", "10.0.1.7")]
     c1, ext = bed.client_ns(1), bed.ext_ns
 
-    def v(key, label, client, address, port, body, fast=False, keepalive=False, diag=""):
+    def v(key, label, client, address, port, body, fast=False, keepalive=False, diag="", kept=None):
         return {"key": key, "label": label, "client": client, "address": address, "port": port, "expect": body,
-                "fast": fast, "keepalive": keepalive, "diag": diag}
+                "fast": fast, "keepalive": keepalive, "diag": diag, "kept": kept}
     variants = [v("direct", "(1) direct to the task", c1, d.TASK_APP, TCP_PORT, d.TASK_APP),
                 v("vip", f"(2) VIP, node1 LB ns ({small} other services)", c1, "10.0.1.2", TCP_PORT, d.TASK_APP),
                 v("fast", "(2f) VIP fast path, in client 1's own ns", c1, "10.0.1.2", TCP_PORT, d.TASK_APP, fast=True),
@@ -99,6 +103,10 @@ def build_variants(bed: d.BenchTestbed, sizes: list[int], baseline: int) -> tupl
                   d.TASK_INGRESS),
                 v("mesh", "(4) published port, other node (mesh)", ext, bed.node_address(2), d.PUBLISHED_TCP,
                   d.TASK_INGRESS),
+                v("published_kept", "(3s) published port, client address kept", ext, bed.node_address(1),
+                  d.PUBLISHED_TCP, d.TASK_INGRESS, kept=1),
+                v("mesh_kept", "(4s) mesh, client address kept", ext, bed.node_address(2), d.PUBLISHED_TCP,
+                  d.TASK_INGRESS, kept=2),
                 v("routed", "(diag) via one more ns, routing only", bed.client_ns(2), d.TASK_INGRESS, TCP_PORT,
                   d.TASK_INGRESS)]
     labels = {"ingressmesh": "VIP, ingressmesh, {n:,} other services",
@@ -124,6 +132,12 @@ class Run:
         # "fast" variant runs (the others from client 1 go through the LB namespace).
         self.fast = NodeApplier(Layout(containers={"c1": bed.client_ns(1)}))
         self.fast_plan: Optional[NodePlan] = None
+        self.kept: Optional[SourceKept] = None  # the client's address kept, only while a kept path runs
+
+    def prepare(self, v: dict) -> None:
+        """Program what path `v` needs and nothing the others must not have."""
+        self.fast_path(v.get("fast", False), v.get("diag", ""))
+        self.kept.switch(v.get("kept"))
 
     def fast_path(self, on: bool, diag: str = "") -> None:
         """Program client 1's namespace as a container (or not).  The fast-path runs also use
@@ -159,6 +173,7 @@ class Run:
             report = applier.apply(plan_node(cluster, f"node{i}", PlanOptions(now=time.time())))
             if not report.ok:
                 raise RuntimeError(f"node{i}: {report.errors}")
+        self.kept = SourceKept(bed, appliers, cluster)
         app = next(vip.network_id for svc in cluster.services for vip in svc.vips if vip.address == "10.0.1.2")
         planned = plan_containers(plan_node(cluster, "node1", PlanOptions(now=time.time())),
                                   [LocalContainer("c1", "client1", (app,))])
@@ -172,11 +187,13 @@ class Run:
         d.start_haproxy(bed, self.procs, haproxy, self.workdir, bed.task_ns(d.TASK.name))
         self.sink = d.udp_sink(bed, bed.task_ns(d.TASK.name))
         for v in self.variants:  # every path answers, and from the right address of t1
-            self.fast_path(v.get("fast", False), v.get("diag", ""))
+            self.prepare(v)
             status, body = d.http_get(bed, v["client"], v["address"], v["port"])
             if status != 200 or body != v["expect"]:
                 raise RuntimeError(f"{v['key']}: expected 200 from {v['expect']}, got {status} {body!r}")
-        self.fast_path(False)
+            if v.get("kept"):
+                self.kept.check(v["kept"])
+        self.prepare({})
 
     def _load(self, lb: d.ExtraLb) -> dict:
         ns = self.bed.extra_lb_ns(lb.key)
@@ -219,7 +236,7 @@ class Run:
             argv = d.wrk_argv(v["address"], v["port"], a.connections, a.duration, v["keepalive"])
             sample = {"round": number, "seq": position}
             try:
-                self.fast_path(v.get("fast", False), v.get("diag", ""))
+                self.prepare(v)
                 sample.update(d.run_wrk(self.bed, v["client"], argv, a.duration))
                 probe = d.connect_times(self.bed, v["client"], v["address"], v["port"], a.connects)
                 sample["connect"] = probe
@@ -261,7 +278,7 @@ class Run:
         print("warm-up: 1 s of wrk per path", flush=True)
         for v in self.variants:
             try:
-                self.fast_path(v.get("fast", False), v.get("diag", ""))
+                self.prepare(v)
                 d.run_wrk(self.bed, v["client"], d.wrk_argv(v["address"], v["port"], a.connections, 1), 1)
             except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as err:
                 self.failures.append(f"warm-up {v['key']}: {err}")
@@ -396,6 +413,21 @@ def goals(summary: dict, measured: dict, sizes: list[int], quick: bool) -> dict:
     return found
 
 
+def source_kept(summary: dict, measured: dict) -> dict:
+    """The published-port paths with the client's address kept, as a ratio of the same path with
+    SNAT (paired: per round, the two direct-normalised ratios divided, median over rounds) and
+    of direct (paired, as every row)."""
+    tcp, found = summary["tcp"], {}
+    for kept, snat in (("published_kept", "published"), ("mesh_kept", "mesh")):
+        if kept not in tcp or snat not in tcp:
+            continue
+        found[kept] = {"x_snat_path_paired": _flat_paired(measured, kept, snat),
+                       "x_snat_path_medians": round(tcp[kept]["rps"] / tcp[snat]["rps"], 3),
+                       "x_direct_paired": tcp[kept]["x_direct_paired"], "x_direct_medians": tcp[kept]["x_direct"],
+                       "snat_path": snat}
+    return found
+
+
 def hop_costs(summary: dict, sizes: list[int]) -> dict:
     """What each extra piece of path costs, per connection: connect time (the handshake's round
     trip through it) and the machine's CPU time."""
@@ -416,6 +448,8 @@ def hop_costs(summary: dict, sizes: list[int]) -> dict:
              "routed_minus_direct": diff("routed", "direct"),
              "vip_minus_routed": diff("vip", "routed"), "published_minus_direct": diff("published", "direct"),
              "mesh_minus_published": diff("mesh", "published"), "mesh_minus_direct": diff("mesh", "direct"),
+             "published_kept_minus_published": diff("published_kept", "published"),
+             "mesh_kept_minus_mesh": diff("mesh_kept", "mesh"),
              f"im{large}_minus_vip": diff(f"im{large}", "vip"),
              f"kp{large}_minus_im{large}": diff(f"kp{large}", f"im{large}"),
              f"lin{large}_minus_lin{base}": diff(f"lin{large}", f"lin{base}")}
@@ -480,6 +514,12 @@ def table(results: dict) -> str:
                          f" (kernel {_fmt(c['kernel_us_per_conn'], '+.1f')} us), p50 {_fmt(c['p50_ms'], '+.3f')} ms")
         elif c is not None:
             lines.append(f"  {name:<28} {c} ns")
+    lines += ["", "client address kept (no SNAT), new connections: x the same path with SNAT, x direct (paired; "
+                  "ratios of the medians in brackets):"]
+    for key, k in results.get("source_kept", {}).items():
+        lines.append(f"  {key:<16} x {k['snat_path']} {_fmt(k['x_snat_path_paired'], '.2f')} "
+                     f"({_fmt(k['x_snat_path_medians'], '.2f')}), x direct {_fmt(k['x_direct_paired'], '.2f')} "
+                     f"({_fmt(k['x_direct_medians'], '.2f')})")
     lines += ["", "goals:"]
     for name, g in results["goals"].items():
         state = "not evaluated" if g["met"] is None else ("met" if g["met"] else "NOT MET")
@@ -546,6 +586,7 @@ def main(argv=None) -> int:
         results["summary"] = summarize(measured)
         results["goals"] = goals(results["summary"], measured, run.sizes, args.quick)
         results["hop_costs"] = hop_costs(results["summary"], run.sizes)
+        results["source_kept"] = source_kept(results["summary"], measured)
     except Exception as err:  # noqa: BLE001 - reported and turned into exit status 1
         results["failures"].append(f"run aborted: {type(err).__name__}: {err}")
         print(f"run aborted: {type(err).__name__}: {err}", file=sys.stderr)

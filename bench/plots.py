@@ -49,10 +49,12 @@ def packet_path(d, out: str) -> None:
     """Connection rate relative to a direct connection: per path at 10 services, and vs services."""
     tcp = d["summary"]["tcp"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    keys = [k for k in ("direct", "fast", "vip", "routed", "published", "mesh") if k in tcp]
+    keys = [k for k in ("direct", "fast", "vip", "routed", "published", "published_kept", "mesh", "mesh_kept")
+            if k in tcp]
     names = {"direct": "direct to the task", "fast": "VIP, fast path", "vip": "VIP via the LB namespace",
              "routed": "one more ns, routing only", "published": "published port, task's node",
-             "mesh": "published port, other node (mesh)"}
+             "published_kept": "the same, client address kept", "mesh": "published port, other node (mesh)",
+             "mesh_kept": "the same, client address kept"}
     values = [tcp[k]["x_direct_paired"] for k in keys]
     low = [v - (tcp[k]["x_direct_paired_range"] or [v, v])[0] for k, v in zip(keys, values)]
     high = [(tcp[k]["x_direct_paired_range"] or [v, v])[1] - v for k, v in zip(keys, values)]
