@@ -81,7 +81,8 @@ kernel-lab: venv
 	scripts/kernel-lab --timeout 900 --share $(LAB_OUT) --env INGRESSMESH_BACKEND=ipvs \
 	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 -- \
 	    sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -p no:cacheprovider --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs.xml" \
-	    tests/kernel/test_conformance.py tests/kernel/test_ipvs.py tests/kernel/test_ipvs_next_to_docker.py'
+	    tests/kernel/test_conformance.py tests/kernel/test_ipvs.py tests/kernel/test_ipvs_next_to_docker.py \
+	    tests/kernel/test_source_ip_kernel.py'
 
 # The 3-node swarm lab inside that kernel (4 GB guest), where Docker's own IPVS mesh works: Docker
 # alone, then ingressmesh with nftables and with IPVS taking over and handing back, in one boot
