@@ -1,9 +1,11 @@
 """How `l7 deploy` keeps the proxy services on the real swarm lab (issue 20, points 2, 1, 8, 10):
 a service whose port is host mode with no published number keeps its VIP and its L7 route;
 host-published proxies pinned one per node get a new network (stop-first) instead of waiting for
-ever, and a start-first update that cannot be scheduled is named by `l7 status`; a labelled
-stack on the RoutingNetwork is removed by `docker stack rm` the first time and never rolls the
-proxies; a new network does roll them, and what that cuts (upgraded connections) is measured."""
+ever, and a start-first update that cannot be scheduled is named by `l7 status`, l7 deploy's
+/healthz and its log; a labelled stack on the RoutingNetwork is removed by `docker stack rm` the
+first time and never rolls the proxies, and one on its own network is named (not joined) and
+removed the first time too; a new network does roll them, and what that cuts (upgraded
+connections) is measured."""
 from __future__ import annotations
 
 import json
@@ -179,6 +181,58 @@ def test_a_labelled_stack_on_the_routing_network_is_removed_the_first_time_witho
         assert proxy_version(lab) == before
     finally:
         lab.docker(1, "stack", "rm", "demo8", check=False)
+
+
+OWN_STACK = f"""version: "3.8"
+services:
+  web:
+    image: {BUSYBOX_IMAGE}
+    networks: [demo-network]
+    deploy:
+      labels:
+        com.docker.lb.hosts: own.l7
+        com.docker.lb.port: "80"
+        com.docker.lb.network: demo-network
+networks:
+  demo-network: {{}}
+"""
+
+
+def test_with_a_routing_network_a_stack_on_its_own_network_is_named_not_joined_and_removed_the_first_time(l7):
+    """Interlock's layout (the labelled service on the stack's own network only) while l7.toml names
+    a RoutingNetwork: the proxies do not join `demo9_demo-network` (no roll), l7 deploy names the
+    service in its log and /healthz, and `docker stack rm` removes everything the first time."""
+    mesh = l7[0]
+    lab = mesh.lab
+    settled_replicas(lab, DEFAULT_PROXY, 2)
+    before = proxy_version(lab)
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as compose:
+        compose.write(OWN_STACK)
+        compose.flush()
+        lab.docker(1, "stack", "deploy", "-c", compose.name, "demo9")
+    try:
+        wait_running(lab, "demo9_web", 1)
+        said = "service demo9_web: not routed: network demo9_demo-network is stack demo9's own"
+        notes = wait_for("l7 deploy's /healthz names the stack's own network",
+                         lambda: [n for n in l7_lab.deploy_health(mesh)[1].get("notes", []) if n.startswith(said)],
+                         timeout=60, interval=1)
+        print(f"l7 deploy /healthz note: {notes[0]}")
+        assert f"put the service on {ROUTING}" in notes[0]
+        with open(mesh.log_path("l7"), encoding="utf-8") as log:
+            assert any(said in line for line in log)
+        assert proxy_version(lab) == before  # the proxies never joined it
+        removed = lab.docker(1, "stack", "rm", "demo9", check=False)
+        started = time.monotonic()
+        print(f"docker stack rm demo9: rc {removed.returncode}, stderr {removed.stderr!r}")
+        assert removed.returncode == 0 and not removed.stderr.strip()
+        # The swarm network is gone; node1's local copy of it goes with the stack's last container.
+        wait_for("no network of demo9 left", lambda: lab.docker(1, "network", "ls", "-q", "--filter",
+                                                                "label=com.docker.stack.namespace=demo9").stdout.split()
+                 == [], timeout=60, interval=0.5)
+        print(f"no network of demo9 listed {time.monotonic() - started:.1f} s after docker stack rm returned")
+        assert proxy_version(lab) == before
+    finally:
+        lab.docker(1, "stack", "rm", "demo9", check=False)
 
 
 def _alive(sockets: dict, container: str) -> set:
