@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+from dataclasses import replace
 
 from ingressmesh import snapshot
-from ingressmesh.l7.haproxy import proc_state
+from ingressmesh.l7.applier import RouteApplier
+from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles, proc_state
 from ingressmesh.l7.routes import plan_routes
 from ingressmesh.plan import PlanOptions
-from l7_backends import free_port
+from l7_backends import free_port, free_ports
 
 NOW = 1000.0
 
@@ -85,3 +87,13 @@ def hits(applier, host: str, n: int = 12, path: str = "/") -> set:
 def master(applier) -> tuple:
     reloads, failed, _ = proc_state(applier.haproxy.files.master_socket)
     return applier.haproxy.master_pid, reloads, failed
+
+
+def second_replica(proxy, tmp_path, haproxy_binary: str) -> RouteApplier:
+    """Another proxy replica beside `proxy`: same settings, its own work dir, ports and admin socket."""
+    workdir = tmp_path / "other"
+    workdir.mkdir()
+    http_port, stats_port = free_ports(2)
+    return RouteApplier(HAProxy(HAProxyFiles(str(workdir)), binary=haproxy_binary),
+                        replace(proxy.settings, http_port=http_port, stats_port=stats_port,
+                                admin_socket=str(workdir / "admin.sock")))

@@ -13,7 +13,7 @@ from ingressmesh.l7.applier import RouteApplier
 from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles
 from l7_backends import free_ports
 from proxy_v2 import header
-from swarm_real import Swarm, get
+from swarm_real import Swarm, get, second_replica
 
 
 def served(response) -> dict:
@@ -112,11 +112,7 @@ def test_ip_hash_sends_a_client_to_the_same_task_on_every_replica(proxy, backend
     for i in range(3):
         swarm.task(f"h{i}", "h")
         assert proxy.apply(swarm.table()).error is None
-    (tmp_path / "other").mkdir()
-    http_port, stats_port = free_ports(2)
-    other = RouteApplier(HAProxy(HAProxyFiles(str(tmp_path / "other")), binary=haproxy_binary),
-                         replace(proxy.settings, http_port=http_port, stats_port=stats_port,
-                                 admin_socket=str(tmp_path / "other" / "admin.sock")))
+    other = second_replica(proxy, tmp_path, haproxy_binary)
     try:
         assert other.apply(swarm.table()).error is None
         sources = [f"127.0.1.{i}" for i in range(2, 26)]

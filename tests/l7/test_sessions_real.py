@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 import re
 import socket
-from dataclasses import replace
 
-from ingressmesh.l7.applier import RouteApplier
-from ingressmesh.l7.haproxy import HAProxy, HAProxyFiles
 from ingressmesh.testbed.websocket import echo, upgrade
-from l7_backends import free_ports
-from swarm_real import Swarm, get, master
+from swarm_real import Swarm, get, master, second_replica
 
 
 def served(response) -> str:
@@ -59,11 +55,7 @@ def test_sticky_cookie_names_the_same_task_on_every_replica(proxy, backends, tmp
     for i in range(3):
         swarm.task(f"s{i}", "s")
     proxy.apply(swarm.table())
-    (tmp_path / "other").mkdir()
-    http_port, stats_port = free_ports(2)
-    other = RouteApplier(HAProxy(HAProxyFiles(str(tmp_path / "other")), binary=haproxy_binary),
-                         replace(proxy.settings, http_port=http_port, stats_port=stats_port,
-                                 admin_socket=str(tmp_path / "other" / "admin.sock")))
+    other = second_replica(proxy, tmp_path, haproxy_binary)
     try:
         later = Swarm(backends)  # this replica saw the last task first, the others after it
         later.services, later.ports, later.tasks = swarm.services, swarm.ports, swarm.tasks[-1:]
