@@ -75,12 +75,17 @@ def udp_who(ns: str, address: str, port: int, payload: str = "ping", timeout: fl
     return name
 
 
-def udp_peer(ns: str, address: str, port: int, timeout: float = TIMEOUT) -> tuple[str, str]:
-    """(task that answered, the sender's address as that task sees it), from a fresh socket."""
+def udp_peer(ns: str, address: str, port: int, timeout: float = TIMEOUT,
+             source_port: int = 0) -> tuple[str, str]:
+    """(task that answered, the sender's address as that task sees it), from a fresh socket:
+    from `source_port` when given, since a port the kernel hands out again may still have a
+    conntrack entry (30 s for UDP) that keeps its earlier path."""
     with Netns.from_ref(ns).entered():
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sock:
         sock.settimeout(timeout)
+        if source_port:
+            sock.bind(("0.0.0.0", source_port))
         sock.sendto(b"peer?", (address, port))
         data, _ = sock.recvfrom(4096)
     fields = data.decode().split()

@@ -114,12 +114,17 @@ def test_a_task_namespace_holds_only_our_table_and_rules(source_mesh):
 def test_snat_path_for_a_service_without_the_label_and_earlier_connections_go_on(source_mesh):
     bed = source_mesh.bed
     kept, name = _connection_to(bed, "t3", node=1)
+    fresh_ports = iter((range(20000, 20045), range(20045, 20090)))
     try:
         source_mesh.apply(services={})  # the label is gone: SNAT again for new connections
         for node in (1, 2):
             seen = [traffic.tcp_peer(bed.ext_ns, bed.node_address(node), WEB_TCP) for _ in range(45)]
             assert {n for n, _ in seen} == ELIGIBLE and _peers(seen) == {bed.ingress_address(node)}, seen
-            udp = [traffic.udp_peer(bed.ext_ns, bed.node_address(node), WEB_UDP) for _ in range(45)]
+            # Source ports below the kernel's ephemeral range, unused until now: a port handed out
+            # again would find the earlier probes' UDP conntrack entries (30 s), which keep the
+            # path they took, as any UDP flow does (docs/routing-mesh.md).
+            udp = [traffic.udp_peer(bed.ext_ns, bed.node_address(node), WEB_UDP, source_port=port)
+                   for port in next(fresh_ports)]
             assert {n for n, _ in udp} == ELIGIBLE and _peers(udp) == {bed.ingress_address(node)}, udp
         # The connection opened while the source was kept still answers, still seeing the client.
         assert traffic.exchange(kept, "peer?") == f"t3 peer {CLIENT}"
@@ -149,12 +154,15 @@ def test_agent_wide_default_keeps_the_client_for_a_service_without_the_label(sou
         assert {r.task_id for r in routes} == {t for t, n in TASK_NODE.items() if n == node}
         for r in routes:  # what the agent of that node does: the same routes, applied again
             apply_reply_routes(Netns.from_ref(bed.task_ns(r.container_id)), r)
+    fresh_ports = iter((range(20090, 20135), range(20135, 20180)))
     try:
         source_mesh.apply(services={}, source_ip="preserve")
         for node in (1, 2):
             seen = [traffic.tcp_peer(bed.ext_ns, bed.node_address(node), WEB_TCP) for _ in range(45)]
             assert {n for n, _ in seen} == ELIGIBLE and _peers(seen) == {CLIENT}, seen
-            udp = [traffic.udp_peer(bed.ext_ns, bed.node_address(node), WEB_UDP) for _ in range(45)]
+            # fresh source ports, as in the test above
+            udp = [traffic.udp_peer(bed.ext_ns, bed.node_address(node), WEB_UDP, source_port=port)
+                   for port in next(fresh_ports)]
             assert {n for n, _ in udp} == ELIGIBLE and _peers(udp) == {CLIENT}, udp
             notes = _notes(source_mesh, node)
             assert notes[f"tcp/{WEB_TCP}"] == notes[f"udp/{WEB_UDP}"] == SOURCE_KEPT, notes
