@@ -15,6 +15,7 @@ from .diff import KernelService, Op, ours
 from .desired import MARK_BASE, MARK_MASK
 
 FWD_MASQ = 0  # IPVS NAT forwarding ("masquerading")
+NETLINK_GENERIC = 16  # the netlink protocol IPVS answers on (linux/netlink.h)
 ROUTE_TABLE = 19742  # policy-routing table that delivers marked packets locally
 RULE_PRIORITY = 9742
 # IPVS routes the packets it forwards with their mark still set: without this rule, which
@@ -46,12 +47,20 @@ class KernelIpvs:
         self.netns = netns
 
     def _socket(self):
+        """An IPVS netlink socket opened in the namespace by this thread (setns is per thread).
+        pyroute2's own `netns=` forks the agent for every socket and gives the child 2 s to
+        answer: in a busy agent with several threads, under load, that made applies late."""
         from pyroute2 import IPVS
         if not self.netns.exists():
             raise NetnsError(f"network namespace {self.netns.path} does not exist")
+        sock = None
         try:
-            return IPVS(netns=self.netns.path, flags=0) if self.netns.path else IPVS()
+            with self.netns.entered():
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_GENERIC)
+            return IPVS(use_socket=sock)
         except Exception as err:  # pyroute2 raises several types when the family is missing
+            if sock is not None:
+                sock.close()
             raise IpvsError(f"IPVS is not available in {self.netns.name}: {err}") from None
 
     def dump(self) -> dict[int, KernelService]:

@@ -159,3 +159,29 @@ def test_every_scheduler_reaches_the_kernel_and_can_be_changed_in_place(namespac
     labels = {"web": {"labels": (("io.ingressmesh.lb.scheduler", scheduler),)}}
     backend.apply(_scenario_plan(labels).namespace(f"lb:{APP_ID}"))
     assert backend.ipvs.dump()[mark].scheduler == scheduler  # same service (mark), new scheduler
+
+
+def test_the_ipvs_socket_is_opened_by_this_thread_in_the_namespace_without_a_child(namespaces, monkeypatch):
+    """pyroute2's `netns=` forks the agent per socket; ours setns's the calling thread instead:
+    dumps and changes work with os.fork forbidden, land in the namespace, and leak no fd."""
+    ns = namespaces()
+    backend = IpvsBackend(ns)
+    plan = _scenario_plan().namespace("ingress")  # two published ports with tasks, two without
+    backend.apply(plan)
+
+    def no_fork(*args, **kwargs):
+        raise AssertionError("os.fork called")
+    monkeypatch.setattr(os, "fork", no_fork)
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        services = backend.ipvs.dump()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert services and all(mark >= 0x4D450000 for mark in services)
+    assert backend.apply(dataclasses.replace(plan, ports=plan.ports[:1])) is not None  # one service deleted
+    left = backend.ipvs.dump()
+    monkeypatch.undo()
+    assert len(services) == 2 and len(left) == 1, (services, left)
+    mark = next(iter(left))
+    root = subprocess.run(["ipvsadm", "-Ln"], capture_output=True, text=True, timeout=30).stdout
+    assert f"FWM  {mark}" not in root, root  # in the namespace, not in the test's own
+    assert f"FWM  {mark}" in ns.run(["ipvsadm", "-Ln"]).stdout
