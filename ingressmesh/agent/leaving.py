@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Optional
 
 from ..dataplane import backends
@@ -48,7 +49,7 @@ def remove_node_rules(namespaces: DockerNamespaces, backend: str) -> dict[str, s
     """Remove ingressmesh's tables (and IPVS services) everywhere on this node; errors by path."""
     chosen = backends.resolve(backend)
     errors: dict[str, str] = {}
-    removed = 0
+    removed, started = 0, time.monotonic()
     for netns in node_namespaces(namespaces):
         try:
             if not has_table(netns):
@@ -66,7 +67,7 @@ def remove_node_rules(namespaces: DockerNamespaces, backend: str) -> dict[str, s
         remove_forward_accept()
     except OSError as err:
         errors["(host) FORWARD"] = str(err)
-    log.info("removed ingressmesh's tables from %d namespaces%s", removed,
+    log.info("removed ingressmesh's tables from %d namespaces in %.1f s%s", removed, time.monotonic() - started,
              f"; failed in {sorted(errors)}" if errors else "")
     return errors
 

@@ -101,7 +101,9 @@ class SwarmMesh(MeshEndpoints):
         self.wait_synced(timeout)
         return self
 
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Signal, then SIGKILL after `timeout`: 20 s, the systemd units' TimeoutStopSec, which
+        an agent's --on-stop cleanup must fit in.  A kill is said: it skips that policy."""
         proc = self.procs.pop(name, None)
         if proc is None or proc.poll() is not None:
             return
@@ -109,6 +111,7 @@ class SwarmMesh(MeshEndpoints):
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            print(f"{name} did not stop within {timeout:g} s: killed")
             proc.kill()
             proc.wait(timeout)
         self._record()

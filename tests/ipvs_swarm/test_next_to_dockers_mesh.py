@@ -207,6 +207,7 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
 
     def stop_and_clean() -> None:
         mesh.down()
+        print(mesh.tails())  # popped: the module's teardown no longer prints its logs
         if how != "cleanup":
             return
         for n in lab.config.node_numbers:
