@@ -12,6 +12,7 @@ import logging
 import threading
 from typing import Callable
 
+from . import rollout
 from .acme_account import derived_key_pem
 from .acme_issuer import Issuer
 from .acme_settings import AcmeSettings
@@ -19,6 +20,14 @@ from .acme_swarm import DockerSecretStore, ProxyLabelPublisher
 
 log = logging.getLogger(__name__)
 PROBES_PER_REPLICA = 3  # each node's published port reaches one replica per connection
+PROPAGATION = 30.0  # seconds for a published answer to reach every proxy once l7 deploy pushed it
+
+
+def propagation_timeout(replicas: int) -> float:
+    """How long the issuer waits for a challenge answer on every node: l7 deploy holds a label
+    change while Swarm rolls the proxies (proxy_service.py), e.g. the roll that attaches a new
+    service's network, so a roll's turns (rollout.TURN per replica) come on top."""
+    return PROPAGATION + max(1, replicas) * rollout.TURN
 
 
 def probe_urls(nodes: list[dict], published_port: int, replicas: int) -> tuple[str, ...]:
@@ -49,7 +58,8 @@ class DeployIssuers:
             port = item.published_port or 80
             self.issuers[item.name] = Issuer(acme, store, self.publishers[item.name], item.name,
                                              probe_urls(nodes, port, item.replicas), account_key=key,
-                                             service_cluster=item.service_cluster)
+                                             service_cluster=item.service_cluster,
+                                             propagation_timeout=propagation_timeout(item.replicas))
 
     def labels(self) -> dict[str, dict[str, str]]:
         """The issuer's labels per proxy service (deployer.deploy_once's `issuer`)."""

@@ -20,7 +20,7 @@ from .settings import ProxyServiceSettings
 @dataclass(frozen=True)
 class Deployed:
     name: str  # the proxy service
-    outcome: str  # 'created', 'updated' or 'unchanged'
+    outcome: str  # 'created', 'updated', 'unchanged' or 'deferred' (held while Swarm rolls it: proxy_service.py)
     mounted: tuple[str, ...]  # the label secrets it mounts
     refused: tuple[SecretRefusal, ...]
     order: str = rollout.START_FIRST  # how it rolls (rollout.update_order)
@@ -53,7 +53,8 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
         spec["Labels"].update(acme)  # the issuer's: challenges and served versions (acme_routes.py)
         if stack_namespace:
             spec["Labels"][STACK_LABEL] = stack_namespace
-        outcome = services.ensure(spec)
+        # A stuck roll (rollout.update_problem) is not waited for: the new spec may be what unsticks it.
+        outcome = services.ensure(spec, may_wait=lambda: update_problem(services, item) is None)
         problem = update_problem(services, item)
         if item.routing_network and routing_network(cluster, item) is None:
             problem = (f"{item.name}: RoutingNetwork {item.routing_network!r} is not an overlay network of the swarm "

@@ -5,13 +5,20 @@ cluster's labelled services ask for (adding one, or dropping one nobody needs, i
 update: start-first, so no request fails, or stop-first one replica at a time when the tasks
 cannot be doubled: rollout.py).  `ProxyServices` compares a fingerprint of that spec
 (kept as a service label) with what runs and creates or updates the service only on a change.
+
+A change that would not replace the tasks (labels, e.g. the ACME issuer's; update config;
+replicas) waits while Swarm is rolling the service.  Swarm's updater, given a new spec mid-roll,
+keeps in each slot a task that already matches it and stops the slot's other tasks at once,
+even when that task does not run yet (swarmkit updater.go, useExistingTask): with every slot
+mid-roll, that stops every serving replica (measured: published port refused on every node for
+~2 s).  A change that replaces the tasks is safe (the updater starts a replacement first).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 from .. import model
 from ..plan_source_ip import SOURCE_IP_LABEL
@@ -22,6 +29,7 @@ from .settings import ProxyServiceSettings
 
 log = logging.getLogger(__name__)
 SPEC_LABEL = "io.ingressmesh.l7.spec"
+TASKS_LABEL = "io.ingressmesh.l7.tasks"  # fingerprint of what decides whether Swarm replaces a task
 ROLE_LABEL = "io.ingressmesh.l7.proxy"
 TOKEN_PATH = "/run/secrets/ingressmesh_token"
 CA_PATH = "/run/secrets/ingressmesh_controller_ca"
@@ -198,12 +206,34 @@ def fingerprint(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def tasks_fingerprint(spec: dict) -> str:
+    """What Swarm compares to decide a task is out of date: its template and the published ports."""
+    return fingerprint({"TaskTemplate": spec["TaskTemplate"], "EndpointSpec": spec["EndpointSpec"]})
+
+
+ROLLING = ("updating", "rollback_started")
+NOT_YET_RUNNING = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
+RECENT = 16  # task fingerprints remembered per service (a change back to one of them mid-roll waits too)
+
+
+def replacing(service: dict, tasks: Callable[[], list[dict]]) -> bool:
+    """Swarm is rolling the service: its update runs, or a task meant to run does not run yet (a
+    start-first replacement; the update state is reset by each spec update, so tasks are asked
+    too).  `tasks` is called only when the update state does not already say so."""
+    if (service.get("UpdateStatus") or {}).get("State") in ROLLING:
+        return True
+    return any(t.get("DesiredState") in ("ready", "running") and (t.get("Status") or {}).get("State") in NOT_YET_RUNNING
+               for t in tasks())
+
+
 class ProxyServices:
     """Creates, updates and removes proxy services through a manager's Docker API."""
 
     def __init__(self, api, token: str, labels: Optional[dict] = None):
         self.api, self.token = api, token
         self.labels = dict(labels or {})  # on what it creates, e.g. the stack it belongs to
+        self._recent: dict[str, tuple[str, ...]] = {}  # service -> task fingerprints this process pushed
+        self._held: dict[str, str] = {}  # service -> the spec fingerprint last held back (said once)
 
     def token_secret(self) -> tuple[str, str]:
         """A secret holding the token; its name carries the content hash (secrets are immutable)."""
@@ -236,21 +266,33 @@ class ProxyServices:
         found = [s for s in self.api.services(filters={"name": name}) if s["Spec"]["Name"] == name]
         return found[0] if found else None
 
-    def ensure(self, spec: dict) -> str:
-        """'created', 'updated' or 'unchanged'."""
-        print_spec = dict(spec)
-        wanted = fingerprint(print_spec)
-        labelled = {**spec["Labels"], SPEC_LABEL: wanted}
-        current = self.current(spec["Name"])
-        args = dict(task_template=spec["TaskTemplate"], name=spec["Name"], labels=labelled, mode=spec["Mode"],
+    def ensure(self, spec: dict, may_wait: Callable[[], bool] = lambda: True) -> str:
+        """'created', 'updated', 'unchanged' or 'deferred' (a change that replaces no task, held
+        while Swarm rolls the service: see the module's docstring; `may_wait()` False, e.g. the
+        roll is stuck, pushes it anyway)."""
+        name, wanted, tasks = spec["Name"], fingerprint(spec), tasks_fingerprint(spec)
+        labelled = {**spec["Labels"], SPEC_LABEL: wanted, TASKS_LABEL: tasks}
+        current = self.current(name)
+        args = dict(task_template=spec["TaskTemplate"], name=name, labels=labelled, mode=spec["Mode"],
                     update_config=spec["UpdateConfig"], endpoint_spec=spec["EndpointSpec"])
         if current is None:
             self.api.create_service(**args)
-            log.info("proxy service %s created", spec["Name"])
+            log.info("proxy service %s created", name)
+            self._recent[name] = (tasks,)
             return "created"
-        if current["Spec"].get("Labels", {}).get(SPEC_LABEL) == wanted:
+        running = current["Spec"].get("Labels") or {}
+        if running.get(SPEC_LABEL) == wanted:
             return "unchanged"
+        matching = tasks in self._recent.get(name, ()) or tasks == running.get(TASKS_LABEL)
+        if matching and replacing(current, lambda: self.tasks(name)) and may_wait():
+            if self._held.get(name) != wanted:
+                log.info("proxy service %s: change held while Swarm rolls the service (it replaces no task; "
+                         "pushed mid-roll, Swarm would stop the serving tasks before their replacements run)", name)
+            self._held[name] = wanted
+            return "deferred"
+        self._held.pop(name, None)
         self.api.update_service(current["ID"], current["Version"]["Index"], **args)
+        self._recent[name] = (*[f for f in self._recent.get(name, ()) if f != tasks], tasks)[-RECENT:]
         log.info("proxy service %s updated (networks: %s)", spec["Name"],
                  ", ".join(n["Target"][:12] for n in spec["TaskTemplate"]["Networks"]) or "none")
         return "updated"
