@@ -167,13 +167,16 @@ def apply_command(cluster_file: str, node: str, drain_grace: float, host_netns: 
 @click.option("--l7", "l7", is_flag=True, help="The L7 routes of this node's proxy tasks, as their HAProxy serves them.")
 @click.option("--docker", "docker_url", default="unix:///var/run/docker.sock", show_default=True,
               help="This node's dockerd (for --l7, and the container names with --exec-root).")
+@click.option("--acme-issuer", default=None, metavar="URL",
+              help="With --l7: `l7 deploy --listen` of the ACME issuer [text: http://127.0.0.1:9404; "
+                   "--json includes it only when given].")
 def show_command(netns_ref, as_json: bool, backend: str, exec_root, docker_pidfile, controller, token_file,
-                 l7, docker_url) -> None:
+                 l7, docker_url, acme_issuer) -> None:
     """VIP-to-task tables as programmed in the kernel (--l7: host + path -> service -> servers)."""
     from . import live
     if l7:
         from .l7 import show_l7
-        show_l7(docker_url, as_json)
+        show_l7(docker_url, as_json, acme_issuer)
         return
     if exec_root is not None:
         from ..agent.docker_layout import DockerNamespaces

@@ -241,8 +241,9 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
         from ..daemon.http import HttpService
         try:
             routes = {("GET", "/healthz"): health.healthz}
-            if issuers is not None:  # per host: version, expiry, last renewal, last error, next try
-                routes[("GET", "/acme")] = lambda request: (200, {"hosts": issuers.document()}, None)
+            if issuers is not None:  # /acme, /metrics; failing hosts on /healthz
+                from ..l7.acme_deploy import routes as issuer_routes
+                routes.update(issuer_routes(issuers.document, health))
             HttpService(listen, routes, None).start()
         except OSError as err:
             raise click.ClickException(f"--listen {listen[0]}:{listen[1]}: {err}") from None
@@ -372,7 +373,7 @@ def _print_rows(states: dict) -> None:
                           soft_wrap=True)
 
 
-def show_l7(docker_url: str, as_json: bool) -> None:
+def show_l7(docker_url: str, as_json: bool, acme_issuer=None) -> None:
     import docker
     from ..l7.show import proxy_states
     try:
@@ -380,6 +381,10 @@ def show_l7(docker_url: str, as_json: bool) -> None:
     except docker.errors.DockerException as err:
         raise click.ClickException(f"{docker_url}: {err}") from None
     if as_json:
-        click.echo(json.dumps(states, indent=2))
+        from ..l7.acme_status import fetch
+        click.echo(json.dumps({**states, "acme issuer": fetch(acme_issuer)} if acme_issuer else states, indent=2))
     else:
         _print_rows(states)
+        from ..l7.acme_status import issuer_lines
+        for line in issuer_lines(states, acme_issuer):
+            click.echo(line)

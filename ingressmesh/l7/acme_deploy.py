@@ -39,6 +39,19 @@ def probe_urls(nodes: list[dict], published_port: int, replicas: int) -> tuple[s
                  for _ in range(max(1, replicas) * PROBES_PER_REPLICA))
 
 
+def routes(document: Callable[[], list], health) -> dict:
+    """What `l7 deploy --listen` adds for the issuer, `document` giving its per-host rows: GET /acme
+    (version, expiry, last renewal, last error, next try), GET /metrics (IssuerMetrics, a registry
+    per scrape) and the failing hosts on `health`'s /healthz (DeployHealth)."""
+    from .metrics import IssuerMetrics
+    health.watch_acme(document)
+
+    def metrics(request):
+        content_type, body = IssuerMetrics().observe(document()).render()
+        return 200, body, content_type
+    return {("GET", "/acme"): lambda request: (200, {"hosts": document()}, None), ("GET", "/metrics"): metrics}
+
+
 class DeployIssuers:
     def __init__(self, acme: AcmeSettings, settings, services, secret: bytes,
                  push: Callable[[], None], stack_labels: dict):

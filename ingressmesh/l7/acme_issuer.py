@@ -98,8 +98,10 @@ class Issuer:
         """The host's state, its served version as the labels say (read back from the store)."""
         state = self.states.get(host) or HostState(host)
         if version > state.version:  # a lower one: the snapshot has not caught up with the last order
-            expiry = self.store.not_after(acme_names.cert_secrets(host, version)[0]) or 0.0  # gone: renew now
-            state = replace(state, version=version, not_after=expiry)
+            cert = acme_names.cert_secrets(host, version)[0]
+            expiry = self.store.not_after(cert) or 0.0  # gone: renew now
+            state = replace(state, version=version, not_after=expiry,  # restarted: renewed when it was written
+                            issued_at=state.issued_at or self.store.created(cert))
         return state
 
     def _order(self, host: str, service: str, versions: dict[str, int], now: float) -> HostState:
@@ -107,7 +109,7 @@ class Issuer:
         self.order_times = acme_schedule.recent(self.order_times, now, self.policy)
         if not acme_schedule.order_allowed(self.order_times, now, self.policy):
             return replace(state, last_error=f"the issuer's own limit of {self.policy.max_orders} orders per "
-                           f"{self.policy.window:.0f} s is reached", next_try=now + 60.0)
+                           f"{self.policy.window:.0f} s is reached", last_error_at=now, next_try=now + 60.0)
         self.order_times.append(now)
         published = []
         try:
@@ -159,4 +161,4 @@ class Issuer:
         """Per host: what show --l7 and /metrics say."""
         return [{"host": h, "service": self.service_of.get(h, ""), "source": "acme", "version": s.version,
                  "not_after": s.not_after, "issued_at": s.issued_at, "last_error": s.last_error,
-                 "failures": s.failures, "next_try": s.next_try} for h, s in sorted(self.states.items())]
+                 "last_error_at": s.last_error_at, "failures": s.failures, "next_try": s.next_try} for h, s in sorted(self.states.items())]

@@ -33,8 +33,9 @@ class HostState:
     host: str
     version: int = 0  # the served certificate's version (acme_names.py); 0: none yet
     not_after: float = 0.0  # its expiry (epoch seconds)
-    issued_at: float = 0.0  # when the issuer last got one
-    last_error: str = ""
+    issued_at: float = 0.0  # when the issuer last got one (its last renewal)
+    last_error: str = ""  # why the last order failed ("": it did not, or a later one succeeded)
+    last_error_at: float = 0.0  # when it failed (epoch seconds)
     failures: int = 0  # consecutive errors
     next_try: float = 0.0  # no order before this (backoff)
 
@@ -54,8 +55,8 @@ def next_wake(states: Iterable[HostState], now: float, policy: Policy) -> Option
 
 
 def succeeded(state: HostState, now: float, version: int, not_after: float) -> HostState:
-    return replace(state, version=version, not_after=not_after, issued_at=now, last_error="", failures=0,
-                   next_try=0.0)
+    return replace(state, version=version, not_after=not_after, issued_at=now, last_error="", last_error_at=0.0,
+                   failures=0, next_try=0.0)
 
 
 def failed(state: HostState, now: float, error: str, policy: Policy, error_type: str = "") -> HostState:
@@ -63,7 +64,7 @@ def failed(state: HostState, now: float, error: str, policy: Policy, error_type:
     wait = min(policy.cap, policy.first * 2 ** (failures - 1))
     if error_type == RATE_LIMITED:
         wait = max(wait, policy.rate_limited)
-    return replace(state, last_error=error, failures=failures, next_try=now + wait)
+    return replace(state, last_error=error, last_error_at=now, failures=failures, next_try=now + wait)
 
 
 def order_allowed(order_times: Iterable[float], now: float, policy: Policy) -> bool:

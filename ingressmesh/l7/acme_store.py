@@ -15,6 +15,7 @@ class SecretStore(Protocol):
     def names(self) -> list[str]: ...
     def read(self, name: str) -> Optional[bytes]: ...  # a Docker secret store cannot: account keys come from acme_account
     def not_after(self, name: str) -> Optional[float]: ...  # a certificate's expiry (Docker: a label set at creation)
+    def created(self, name: str) -> float: ...  # when it was written (0: unknown): a restarted issuer's last renewal
     def create(self, name: str, data: bytes, not_after: Optional[float]) -> None: ...  # expiry of a certificate
     def remove(self, name: str) -> None: ...
 
@@ -37,6 +38,12 @@ class DirectoryStore:
     def not_after(self, name: str) -> Optional[float]:
         data = self.read(name)
         return not_after(data.decode("ascii", "replace")) if data else None
+
+    def created(self, name: str) -> float:
+        try:
+            return os.stat(os.path.join(self.directory, name)).st_mtime
+        except FileNotFoundError:
+            return 0.0
 
     def create(self, name: str, data: bytes, not_after: Optional[float] = None) -> None:
         """Like a Docker secret: a name is written once and never changed (the expiry is read

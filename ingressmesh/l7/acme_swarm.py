@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Optional
 
+from ..swarm.convert import parse_timestamp
 from . import acme_labels, acme_names
 from .secret_policy import ACME_LABEL as SECRET_LABEL  # on the issuer's secrets
 NOT_AFTER_LABEL = "io.ingressmesh.l7.acme.not_after"  # seconds since the epoch
@@ -39,6 +40,9 @@ class DockerSecretStore:
             return float(found["Spec"]["Labels"][NOT_AFTER_LABEL]) if found else None
         except (KeyError, TypeError, ValueError):
             return None  # no expiry known: the issuer renews it now
+
+    def created(self, name: str) -> float:
+        return parse_timestamp((self._ours().get(name) or {}).get("CreatedAt", ""))
 
     def create(self, name: str, data: bytes, not_after: Optional[float]) -> None:
         labels = {**self.labels, SECRET_LABEL: "true"}

@@ -2,12 +2,15 @@
 it (created/updated/unchanged, how it rolls, why its rolling update is stuck, paused or rolled
 back), so a stuck proxy update is named where health is read, not only in the log.  The proxies
 cannot say it themselves: Swarm's update state and the tasks it cannot place are not in the
-snapshot they follow.  503 while any proxy update is stuck or the last pass failed."""
+snapshot they follow.  503 while any proxy update is stuck or the last pass failed.  The ACME
+issuer's failing hosts are listed (`acme_failing`) without a 503: see acme_status.py."""
 from __future__ import annotations
 
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
+
+from .acme_status import failing
 
 
 class DeployHealth:
@@ -20,6 +23,11 @@ class DeployHealth:
         self._notes: tuple[str, ...] = ()
         self._error: Optional[str] = None
         self._passed_at: Optional[float] = None
+        self._acme: Optional[Callable[[], list]] = None
+
+    def watch_acme(self, rows: Callable[[], list]) -> None:
+        """`rows`: the issuer's per-host state (DeployIssuers.document), read at each request."""
+        self._acme = rows
 
     def passed(self, done, notes=()) -> None:
         """A pass went through: `done` is deployer.deploy_once's list, `notes` other lines it said
@@ -42,6 +50,8 @@ class DeployHealth:
         body = {"ok": not stuck and error is None and at is not None, "stuck": stuck, "last_error": error,
                 "seconds_since_last_pass": None if at is None else round(self._clock() - at, 1),
                 "proxy_services": services, "notes": notes}
+        if self._acme is not None:
+            body["acme_failing"] = failing(self._acme())
         return (200 if body["ok"] else 503), body
 
     def healthz(self, request):

@@ -7,6 +7,7 @@ import urllib.request
 from prometheus_client import Counter, Gauge, Histogram
 
 from ..daemon.metrics import _SYNC_BUCKETS, _Metrics
+from .acme_status import MAX_HOSTS, error_kind
 
 
 class ProxyMetrics(_Metrics):
@@ -63,3 +64,38 @@ class ProxyMetrics(_Metrics):
                 return content_type, ours + response.read()
         except OSError:
             return content_type, ours
+
+
+class IssuerMetrics(_Metrics):
+    """`l7 deploy --listen`'s /metrics: the ACME issuer's state per host (acme_status.py).  Hosts
+    passed the label grammar; at most MAX_HOSTS series each, `reason` is a kind, not the text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.not_after = Gauge("ingressmesh_l7_acme_not_after_seconds", "Expiry of the host's ACME certificate "
+                               "(epoch seconds; absent: none issued).", ["host"], registry=r)
+        self.last_renewal = Gauge("ingressmesh_l7_acme_last_renewal_timestamp_seconds", "When this issuer last got "
+                                  "the host a certificate (absent: not since it started).", ["host"], registry=r)
+        self.last_error = Gauge("ingressmesh_l7_acme_last_error_timestamp_seconds", "When the host's last order "
+                                "failed; reason: its kind (the text is in /healthz and show --l7).",
+                                ["host", "reason"], registry=r)
+        self.failures = Gauge("ingressmesh_l7_acme_consecutive_failures", "Failed orders in a row per host.",
+                              ["host"], registry=r)
+        self.hosts = Gauge("ingressmesh_l7_acme_hosts", "Hosts asking for a certificate (all, not only those "
+                           "with series).", registry=r)
+
+    def observe(self, rows: list[dict]) -> "IssuerMetrics":
+        for gauge in (self.not_after, self.last_renewal, self.last_error, self.failures):
+            gauge.clear()
+        self.hosts.set(len(rows))
+        for row in rows[:MAX_HOSTS]:
+            host = row["host"]
+            self.failures.labels(host=host).set(row["failures"])
+            if row["version"]:
+                self.not_after.labels(host=host).set(row["not_after"])
+            if row["issued_at"]:
+                self.last_renewal.labels(host=host).set(row["issued_at"])
+            if row["last_error"]:
+                self.last_error.labels(host=host, reason=error_kind(row["last_error"])).set(row["last_error_at"])
+        return self

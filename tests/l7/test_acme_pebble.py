@@ -6,22 +6,26 @@ not answer) are named, the host keeps what it served, other hosts are unaffected
 from __future__ import annotations
 
 import http.client
+import json
 import secrets
 import ssl
 import threading
 import time
+import urllib.request
 
 import pytest
 
 from acme_pebble import PROXY_SERVICE, Pebble, SnapshotPublisher
 from fake_controller import FakeController
-from ingressmesh.l7 import acme_labels, acme_names, acme_probe
+from ingressmesh.daemon.http import HttpService
+from ingressmesh.l7 import acme_deploy, acme_labels, acme_names, acme_probe, acme_status
 from ingressmesh.l7.acme_account import derived_key_pem
 from ingressmesh.l7.acme_issuer import Issuer
 from ingressmesh.l7.acme_render import CHALLENGE_PATH
 from ingressmesh.l7.acme_schedule import Policy
 from ingressmesh.l7.acme_settings import AcmeSettings
 from ingressmesh.l7.acme_store import DirectoryStore
+from ingressmesh.l7.deploy_health import DeployHealth
 from l7_backends import free_port, free_ports
 from pki import tls_connect
 from test_proxy_process import TOKEN, ProxyProcess, cluster
@@ -142,8 +146,15 @@ def test_pebble_issues_both_replicas_serve_it_one_order(lab):
         rows = {r["host"]: r for r in proxy.state()["certificates"]}
         assert rows["app.test"]["source"] == "acme" and rows["app.test"]["not_after"] == states["app.test"].not_after
         series = 'ingressmesh_l7_certificate_not_after_seconds{host="app.test",source="acme"} '
-        values = [float(line[len(series):]) for line in _metrics(proxy).splitlines() if line.startswith(series)]
-        assert values == [states["app.test"].not_after]
+        assert _values(_metrics(proxy), series) == [states["app.test"].not_after]
+    healthz, metrics, shown = _issuer_views(issuer)  # as l7 deploy --listen and show --l7 give them
+    assert healthz["ok"] and healthz["acme_failing"] == []
+    renewed = states["app.test"].issued_at
+    assert abs(renewed - time.time()) < 120 and states["app.test"].last_error_at == 0.0
+    assert _values(metrics, 'ingressmesh_l7_acme_last_renewal_timestamp_seconds{host="app.test"} ') == [renewed]
+    assert "ingressmesh_l7_acme_last_error_timestamp_seconds{" not in metrics
+    assert any(line.startswith("acme app.test (service app): certificate v1, expires") and "last renewal 20" in line
+               for line in shown) and not any("last error" in line for line in shown)
     issuer.run_once(env.publisher.services())  # nothing is due: no new order
     restarted = env.issuer()  # the same account key in the store: the same account, found again
     restarted.client._acme()
@@ -223,6 +234,18 @@ def test_refused_challenge_is_named_and_the_old_certificate_stays(lab):
     assert states["app.test"].version == 1 and states["app.test"].failures == 1
     assert "certificate for other.test: the challenge was refused" in states["other.test"].last_error
     assert renewing.client.orders == 2  # an account whose key is derived from the cluster secret, one order each
+    healthz, metrics, shown = _issuer_views(renewing)  # named in /healthz, /metrics and show --l7
+    assert healthz["ok"]  # failing hosts do not make l7 deploy unhealthy: app.test keeps v1
+    failing = {f["host"]: f for f in healthz["acme_failing"]}
+    assert failing["app.test"]["serving"] == "certificate v1" and failing["other.test"]["serving"] == "plain HTTP"
+    assert "the challenge was refused" in failing["app.test"]["reason"] and failing["app.test"]["kind"] == \
+        "challenge_refused"
+    at = states["app.test"].last_error_at
+    assert at > 0 and _values(metrics, 'ingressmesh_l7_acme_last_error_timestamp_seconds'
+                              '{host="app.test",reason="challenge_refused"} ') == [at]
+    assert any(line.startswith("acme app.test: last error at 20") and "the challenge was refused" in line
+               for line in shown)
+    assert any(line.startswith("acme app.test (service app): certificate v1") for line in shown)
     time.sleep(1.0)
     for proxy in env.proxies:
         assert env.serial(proxy, "app.test", trusted) == before
@@ -239,8 +262,35 @@ def test_unreachable_server_or_replica_is_named_and_nothing_changes(lab):
     states = issuer.run_once(env.publisher.services())
     error = states["app.test"].last_error
     assert "did not reach every proxy" in error and dead in error and "not asked to validate" in error
+    healthz, metrics, shown = _issuer_views(issuer)
+    assert [(f["host"], f["kind"], f["serving"]) for f in healthz["acme_failing"]] == \
+        [("app.test", "challenge_not_answered", "plain HTTP")] and dead in healthz["acme_failing"][0]["reason"]
+    assert 'last_error_timestamp_seconds{host="app.test",reason="challenge_not_answered"}' in metrics
+    assert any(line.startswith("acme app.test: last error at") and dead in line for line in shown)
     assert env.publisher.labels == {}  # answers withdrawn
     assert all(p.get("app.test")[0] == 200 for p in env.proxies)
+
+
+def _values(text: str, series: str) -> list[float]:
+    """The values of the lines of a /metrics text that start with `series` (name{labels} )."""
+    return [float(line[len(series):]) for line in text.splitlines() if line.startswith(series)]
+
+
+def _issuer_views(issuer) -> tuple[dict, str, list[str]]:
+    """(/healthz body, /metrics text, show --l7 lines) of the issuer, served by the routes
+    `l7 deploy --listen` serves, over a loopback socket."""
+    health = DeployHealth()
+    health.passed([])
+    server = HttpService(("127.0.0.1", 0), {("GET", "/healthz"): health.healthz,
+                                            **acme_deploy.routes(issuer.document, health)}, None).start()
+    try:
+        with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as response:
+            healthz = json.loads(response.read())
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        return healthz, metrics, acme_status.issuer_lines({}, server.url)
+    finally:
+        server.stop()
 
 
 def _metrics(proxy) -> str:
