@@ -102,3 +102,17 @@ def test_l7_deploy_names_a_failing_host_on_healthz_and_stays_healthy():
         server.stop()
     closed = server.url  # stopped: nothing answers there
     assert acme_status.issuer_lines({}, closed)[0].startswith(f"ACME issuer: {closed}/acme: ")
+
+
+def test_a_docker_secrets_creation_is_the_last_renewal_after_a_restart():
+    """On a swarm the store is Docker's secrets: their CreatedAt (nanoseconds, RFC 3339)."""
+    from ingressmesh.l7.acme_names import cert_secrets
+    from ingressmesh.l7.acme_swarm import DockerSecretStore
+    cert = cert_secrets("good.com", 3)[0]
+
+    class Secrets:  # what `docker secret ls` gives (the API's list)
+        def secrets(self, filters=None):
+            return [{"ID": "s1", "CreatedAt": "2027-01-15T08:00:00.123456789Z", "Spec": {"Name": cert, "Labels": {}}}]
+    store = DockerSecretStore(Secrets())
+    assert abs(store.created(cert) - 1.8e9 - 0.123456) < 1e-5
+    assert store.created(cert_secrets("good.com", 4)[0]) == 0.0  # not there: unknown
