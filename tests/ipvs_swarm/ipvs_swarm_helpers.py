@@ -8,26 +8,30 @@ import sys
 import time
 
 from ingressmesh.netns import Netns, NetnsError
-from ingressmesh.testbed.docker_mesh import STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, our_ipvs_dests
+from ingressmesh.testbed.docker_mesh import (STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, fwmark_services,
+                                             our_ipvs_dests)
 from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
 from ingressmesh.testbed.swarm_probe import spread as count_hostnames
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
-from swarm_helpers import active_on_node, create_service, wait_for, wait_running  # noqa: E402
+from swarm_helpers import active_on_node, create_service, running_tasks, wait_for, wait_running  # noqa: E402
 
 PORT = 8080
 PER_NODE = 300
 SLOW = 300  # seconds: anything Docker does under software emulation
 # Every path answers with the task's hostname; /cgi-bin/peer adds the caller's address as the
-# task sees it (busybox httpd's REMOTE_ADDR).  On SIGTERM it keeps serving 3 s before it exits, as
-# an app that drains gracefully does (the stop grace is 5 s): a mesh has that long to stop sending
-# it new connections during a rolling update, the same for Docker's mesh and ours.  (Without it,
-# one run saw 5 of 2,112 requests refused through ingressmesh and 1-3 through Docker's own mesh.)
+# task sees it (busybox httpd's REMOTE_ADDR).  On SIGTERM it keeps serving DRAIN s before it exits,
+# as an app that drains gracefully does (web's stop grace is STOP_GRACE): a mesh has that long to
+# stop sending it new connections during a rolling update, the same for Docker's mesh and ours.
+# (Without a drain one run saw 5 of 2,112 requests refused through ingressmesh and 1-3 through
+# Docker's own mesh; with 3 s, a run beside other QEMU guests saw ingressmesh (nftables) send to
+# a replaced task ~1.4 s after it exited: Swarm -> controller -> agents took ~4.4 s there.)
+DRAIN, STOP_GRACE = 8, "12s"
 SERVER = (
     "mkdir -p /www/cgi-bin && hostname > /www/index.html && "
     "printf '#!/bin/sh\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s %%s\\\\n\" \"$(hostname)\" \"$REMOTE_ADDR\"\\n'"
     " > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && "
-    "httpd -f -p 80 -h /www & trap 'sleep 3; kill $! 2>/dev/null; exit 0' TERM INT; wait")
+    f"httpd -f -p 80 -h /www & trap 'sleep {DRAIN}; kill $! 2>/dev/null; exit 0' TERM INT; wait")
 
 
 # --- probes ----------------------------------------------------------------------------------
@@ -96,6 +100,23 @@ def all_docker_state(lab, network_id: str) -> dict:
     return found
 
 
+def docker_mesh_lag(lab) -> dict[str, dict[str, list[str]]]:
+    """Per node, how Docker's own IPVS service for web's published port (the mark its mangle rule
+    gives port PORT in ingress_sbox) differs from web's running tasks: real servers it still
+    holds and ones it lacks.  A hand-back can fail no request only once this is empty."""
+    wanted = {t["addresses"]["ingress"] for t in running_tasks(lab, "web")}
+    lag = {}
+    for n in lab.config.node_numbers:
+        ns = sbox(lab, n)
+        rules = ns.run(["iptables-save", "-t", "mangle"]).stdout.splitlines()  # -j MARK --set-xmark 0x100/0xffffffff
+        marks = [int(line.split("--set-xmark ")[1].split("/")[0], 0) for line in rules
+                 if f"--dport {PORT} " in line and "--set-xmark" in line]
+        dests = set(fwmark_services(ns).get(marks[0], {})) if marks else set()
+        if dests != wanted:
+            lag[f"node{n}"] = {"stale": sorted(dests - wanted), "missing": sorted(wanted - dests)}
+    return lag
+
+
 def container_netns(lab, task: dict) -> str:
     """The network namespace of a task's container, seen from here (its PID's)."""
     n = int(task["node"].removeprefix("node"))
@@ -122,7 +143,7 @@ def ensure_web(lab) -> dict:
     # No --replicas-max-per-node: a start-first update needs room for a second task on a node
     # (Swarm's spread places the 3 replicas on the 3 nodes by itself).
     create_service(lab, "web", "--replicas", "3", "--network", "ovl",
-                   "--publish", f"{PORT}:80", command=("sh", "-c", SERVER))
+                   "--publish", f"{PORT}:80", "--stop-grace-period", STOP_GRACE, command=("sh", "-c", SERVER))
     try:
         tasks = wait_running(lab, "web", 3, timeout=SLOW)
     except AssertionError:

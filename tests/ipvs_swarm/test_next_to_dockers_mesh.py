@@ -17,7 +17,8 @@ import pytest
 
 import health_rows
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
-from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, all_docker_state, container_netns, counts, delta, ensure_web,
+from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, all_docker_state, container_netns, counts, delta, docker_mesh_lag,
+                                ensure_web,
                                 http_get, if_present, lb, load_through_every_node, sbox, spread,
                                 tables_left, update_done, wait_routed)
 from swarm_helpers import running_tasks, wait_for, wait_running
@@ -105,18 +106,17 @@ def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
     ok, failures = load_through_every_node(lab, 3, rolling_update)
     results.put(mesh, "start-first rolling update under load: failed requests",
                 f"{len(failures)} of {ok + len(failures)}")
-    # Docker's own mesh is measured, not judged. OPEN (issue 18): the IPVS backend had new
-    # connections refused through every node at once for ~1.5 s (6 of 1889) in the run beside
-    # make test's host suites at b6d4e48 (0 of 1552 and 0 of 1716 in earlier runs); cause not found
-    # yet. Until it is, the IPVS count is recorded in the table, not asserted; nftables is asserted.
-    if mesh == "ingressmesh (nftables)":
+    # Docker's own mesh is measured, not judged.  The IPVS backend's refusals here (6 of 1889, then
+    # 3 of 1751) went with its forked netlink sockets (ipvs/kernel.py now opens them in-thread):
+    # 0 of 1862 in the next run, so both backends are asserted again.
+    if mesh != "docker":
         assert not failures, failures[:5]
     drain_a_node(lab, web, results, mesh)
 
 
 def drain_a_node(lab, web, results, mesh: str) -> None:
     """`docker node update --availability drain` of a worker holding a task of web, under load
-    through every node: Swarm moves the task (which drains 3 s on SIGTERM, see SERVER); then the
+    through every node: Swarm moves the task (which drains DRAIN s on SIGTERM, see SERVER); then the
     node is made active again (its tasks stay where they went)."""
     n = next((int(t["node"].removeprefix("node")) for t in web["tasks"] if t["node"] != "node1"), 2)
 
@@ -203,6 +203,20 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
     `how` = "cleanup" (stop the agents, which keep the rules, then `ingressmesh cleanup` on every
     node) or "on-stop" (agents running with `--on-stop cleanup`, as a systemd unit may, stopped)."""
     mesh = meshes.pop(backend)
+    # Docker keeps its own mesh up to date while ours carries the traffic, but it may lag (gossip,
+    # under emulation): a real server it still holds for a replaced task would fail requests after
+    # any hand-back.  Wait (bounded) until it lists web's tasks on every node; what lagged is recorded.
+    started, lag = time.monotonic(), docker_mesh_lag(lab)
+    if lag:
+        print(f"Docker's own mesh lags web's tasks before the hand-back: {lag}")
+        try:
+            wait_for("Docker's own mesh to list web's tasks on every node", lambda: not docker_mesh_lag(lab),
+                     timeout=SLOW, interval=1)
+        except AssertionError as err:  # Docker's own state: recorded, the hand-back is measured anyway
+            print(err)
+    still = docker_mesh_lag(lab)
+    results.put(f"ingressmesh ({backend})", f"Docker's mesh before the {how} hand-back",
+                f"lagged {time.monotonic() - started:.0f} s: {lag}; then {still or 'up to date'}" if lag else "up to date")
     docker_before = all_docker_state(lab, web["network_id"])
 
     def stop_and_clean() -> None:
@@ -272,7 +286,8 @@ def test_a_restarted_agent_never_hands_a_connection_to_dockers_mesh(lab, web, re
     results.put("ingressmesh (ipvs)", "agent restart under load", f"{len(failures)} failed of {ok + len(failures)}")
     print(f"agent restart under load: {len(failures)} failed of {ok + len(failures)}: {failures[:5]}")
     # OPEN (issue 18): 4 of 809 failed in the quiet run at 2ea2a72 (0 of 777, 952 and 1040 before),
-    # with the IPVS rolling-update refusals above: recorded, not asserted, until the cause is found.
+    # with the IPVS rolling-update refusals above; 0 of 1039 once the IPVS sockets no longer fork
+    # (677d9ce), one run: recorded, not asserted, until more runs say the same.
     # Docker's mesh taking none of the connections meanwhile is asserted.
     assert set(delta(before, after, "port", "docker").values()) == {0}, (before, after)
 
