@@ -4,6 +4,7 @@ the server speaks TLS itself, or is a websocket echo server."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 import ssl
 import threading
@@ -16,14 +17,27 @@ from ingressmesh.testbed.websocket import ws_accept, ws_frame, ws_read
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports.  All are held open until all are chosen: one at a time,
-    the kernel may hand the same port out twice, and HAProxy (SO_REUSEPORT) then binds its HTTP and
-    HTTPS frontends to one port and splits the connections between them."""
-    socks = [socket.socket() for _ in range(count)]
+    """`count` distinct free loopback ports, chosen at random below the kernel's ephemeral range.
+    From that range, any outgoing connection may take a port between this choice and HAProxy's
+    bind (CI saw "Address already in use"); below it the kernel never hands one out.  All are
+    held open until all are chosen, so none is given twice (HAProxy's SO_REUSEPORT would then
+    bind its HTTP and HTTPS frontends to one port and split the connections between them)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+        ephemeral_low = int(handle.read().split()[0])
+    pick = random.SystemRandom()
+    socks: list[socket.socket] = []
     try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+        for _ in range(100 * count):
+            if len(socks) == count:
+                return [sock.getsockname()[1] for sock in socks]
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", pick.randrange(10000, ephemeral_low)))
+            except OSError:
+                sock.close()
+                continue
+            socks.append(sock)
+        raise OSError(f"no {count} free loopback ports below {ephemeral_low}")
     finally:
         for sock in socks:
             sock.close()
