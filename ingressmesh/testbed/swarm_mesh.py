@@ -20,9 +20,12 @@ from .mesh_endpoints import AGENT_PORT, CONTROLLER_PORT, MeshEndpoints
 from ..daemon.token import generate_token, write_token
 
 class SwarmMesh(MeshEndpoints):
-    def __init__(self, lab, backend: str = "nftables", drain_grace: float = 10.0, agent_args: tuple = ()):
-        """`agent_args`: more `ingressmesh agent` options for every agent (e.g. --on-stop cleanup)."""
+    def __init__(self, lab, backend: str = "nftables", drain_grace: float = 10.0, agent_args: tuple = (),
+                 stop_timeout: float = 20.0):
+        """`agent_args`: more `ingressmesh agent` options for every agent (e.g. --on-stop cleanup);
+        `stop_timeout`: how long a process may take to stop (stop())."""
         self.lab, self.backend, self.drain_grace, self.agent_args = lab, backend, drain_grace, tuple(agent_args)
+        self.stop_timeout = stop_timeout
         self.dir = os.path.join(lab.config.lab_dir, "mesh")
         self.token_file = os.path.join(self.dir, "token")
         self.procs: dict[str, subprocess.Popen] = {}
@@ -101,9 +104,11 @@ class SwarmMesh(MeshEndpoints):
         self.wait_synced(timeout)
         return self
 
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        """Signal, then SIGKILL after `timeout`: 20 s, the systemd units' TimeoutStopSec, which
-        an agent's --on-stop cleanup must fit in.  A kill is said: it skips that policy."""
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: Optional[float] = None) -> None:
+        """Signal, then SIGKILL after `timeout` (default stop_timeout: 20 s, the systemd units'
+        TimeoutStopSec, which an agent's --on-stop cleanup must fit in).  A kill is said: it
+        skips that policy."""
+        timeout = self.stop_timeout if timeout is None else timeout
         proc = self.procs.pop(name, None)
         if proc is None or proc.poll() is not None:
             return

@@ -19,6 +19,10 @@ from swarm_helpers import active_on_node, create_service, running_tasks, wait_fo
 PORT = 8080
 PER_NODE = 300
 SLOW = 300  # seconds: anything Docker does under software emulation
+# An agent's stop (its --on-stop cleanup included) gets 20 s on a real host (systemd's
+# TimeoutStopSec); under emulation beside make test's host suites and another QEMU guest, three
+# agents each started and stopped within 20 s were killed (a make test run): 6x here.
+STOP_TIMEOUT = 120
 # Every path answers with the task's hostname; /cgi-bin/peer adds the caller's address as the
 # task sees it (busybox httpd's REMOTE_ADDR).  On SIGTERM it keeps serving DRAIN s before it exits,
 # as an app that drains gracefully does (web's stop grace is STOP_GRACE): a mesh has that long to

@@ -17,7 +17,7 @@ import pytest
 
 import health_rows
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
-from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, all_docker_state, container_netns, counts, delta, docker_mesh_lag,
+from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, STOP_TIMEOUT, all_docker_state, container_netns, counts, delta, docker_mesh_lag,
                                 ensure_web,
                                 http_get, if_present, lb, load_through_every_node, sbox, spread,
                                 tables_left, update_done, wait_routed)
@@ -163,7 +163,7 @@ def take_over(lab, web, results, meshes, backend: str) -> None:
     (a forced update replaces every task) and the connections are still all ours."""
     name = f"ingressmesh ({backend})"
     docker_before = all_docker_state(lab, web["network_id"])
-    mesh = SwarmMesh(lab, backend=backend)
+    mesh = SwarmMesh(lab, backend=backend, stop_timeout=STOP_TIMEOUT)
     meshes[backend] = mesh
     mesh.up(timeout=SLOW)
     wait_routed(lab, web, backend)
