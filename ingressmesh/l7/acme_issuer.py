@@ -161,4 +161,5 @@ class Issuer:
         """Per host: what show --l7 and /metrics say."""
         return [{"host": h, "service": self.service_of.get(h, ""), "source": "acme", "version": s.version,
                  "not_after": s.not_after, "issued_at": s.issued_at, "last_error": s.last_error,
-                 "last_error_at": s.last_error_at, "failures": s.failures, "next_try": s.next_try} for h, s in sorted(self.states.items())]
+                 "last_error_at": s.last_error_at, "failures": s.failures, "next_try": s.next_try}
+                for h, s in sorted(self.states.items())]
