@@ -62,7 +62,7 @@ test: venv
 	{ $(MAKE) --no-print-directory ipvs-swarm-guest >$(LAB_OUT)/ipvs-swarm.log 2>&1; echo $$? >$(LAB_OUT)/ipvs-swarm.rc; } & \
 	beside=$$!; rc=0; \
 	$(MAKE) --no-print-directory kernel-lab || rc=1; \
-	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/unit tests/l7 tests/kernel tests/swarm \
+	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s --durations=25 tests/unit tests/l7 tests/kernel tests/swarm \
 	    --ignore=tests/swarm/test_stack_install.py || rc=1; \
 	$(MAKE) --no-print-directory swarm-stack || rc=1; \
 	echo "waiting for make ipvs-swarm-guest (beside)"; wait $$beside; \
