@@ -236,14 +236,14 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         latest["cluster"] = cluster
         issuers = DeployIssuers(acme, settings, services, credentials.token.encode(),
-                                lambda: reconcile(latest["cluster"]), stack_labels)
+                                lambda: reconcile(latest["cluster"]), stack_labels, _lease_holder())
     if listen is not None:
         from ..daemon.http import HttpService
         try:
             routes = {("GET", "/healthz"): health.healthz}
             if issuers is not None:  # /acme, /metrics; failing hosts on /healthz
                 from ..l7.acme_deploy import routes as issuer_routes
-                routes.update(issuer_routes(issuers.document, health))
+                routes.update(issuer_routes(issuers.document, health, issuers.state))
             HttpService(listen, routes, None).start()
         except OSError as err:
             raise click.ClickException(f"--listen {listen[0]}:{listen[1]}: {err}") from None
@@ -266,7 +266,16 @@ def deploy_command(config_path, docker_url, token_file, ca_file, tls_verify, con
                 click.echo(f"l7 deploy: {err}; retrying", err=True)
                 health.failed(str(err))
                 stop.wait(2.0)
+        if issuers is not None:
+            issuers.release()
     _run_until_signalled(run)
+
+
+def _lease_holder() -> str:
+    """This l7 deploy's name in the ACME issuer lease: its Swarm task (INGRESSMESH_TASK_ID, as the
+    stack sets it) or host, and a part no other process shares."""
+    import uuid
+    return f"{os.environ.get('INGRESSMESH_TASK_ID') or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 @l7_group.command("status")

@@ -13,6 +13,7 @@ import re
 from typing import Mapping
 
 from ..l7 import acme_names, secret_policy
+from ..l7.acme_swarm import LEASE_SECRET
 from ..l7.proxy_service import CA_PATH, HEALTH, TOKEN_PATH
 from ..l7.settings import ProxyServiceSettings
 from .calls import Call, Lookup, Refused
@@ -21,6 +22,7 @@ READS = {("GET", "/_ping"), ("HEAD", "/_ping"), ("GET", "/version"), ("GET", "/i
          ("GET", "/nodes")}  # nodes: whether host-mode proxies can roll start-first
 TOKEN_SECRET = re.compile(r"^ingressmesh_token_[0-9a-f]{12}$")
 _SECRET = re.compile(r"^/secrets/([A-Za-z0-9][A-Za-z0-9_.-]{0,127})$")  # id or name
+_SECRET_UPDATE = re.compile(r"^/secrets/([A-Za-z0-9][A-Za-z0-9_.-]{0,127})/update$")
 _UPDATE = re.compile(r"^/services/([A-Za-z0-9][A-Za-z0-9_.-]{0,127})/update$")  # id or name
 _TOP = {"Name", "Labels", "TaskTemplate", "Mode", "UpdateConfig", "EndpointSpec"}
 _TASK = {"ContainerSpec", "Networks", "Placement", "RestartPolicy", "ForceUpdate"}
@@ -53,9 +55,18 @@ class DeployerRules:
             name = body.get("Name")
             if isinstance(name, str) and _acme_certificate(name) and secret_policy.ACME_LABEL in (body.get("Labels") or {}):
                 return  # an issued certificate version (acme_swarm.py)
+            if name == LEASE_SECRET:
+                return  # the issuer lease (acme_lease.py): never given to a proxy (secret_policy)
             if not isinstance(name, str) or not TOKEN_SECRET.match(name):
-                raise Refused(f"only the proxies' token secret (ingressmesh_token_<hash>) and ACME certificates "
-                              f"(acme.<host>.<hash>.v<N>.crt|key) may be created, not {name!r}")
+                raise Refused(f"only the proxies' token secret (ingressmesh_token_<hash>), ACME certificates "
+                              f"(acme.<host>.<hash>.v<N>.crt|key) and {LEASE_SECRET} may be created, not {name!r}")
+            return
+        relabelled = _SECRET_UPDATE.match(call.path) if call.method == "POST" else None
+        if relabelled:  # renewing or taking the issuer lease: its labels only
+            name = ((await lookup(f"/secrets/{relabelled.group(1)}") or {}).get("Spec") or {}).get("Name")
+            body = call.json_body()
+            if name != LEASE_SECRET or body.get("Name") != LEASE_SECRET or set(body) - {"Name", "Labels"}:
+                raise Refused(f"secret {relabelled.group(1)!r}: only the ACME issuer lease's labels may be updated")
             return
         removed = _SECRET.match(call.path) if call.method == "DELETE" else None
         if removed:  # the issuer removes replaced certificate versions, and those of hosts that no longer ask

@@ -1,22 +1,24 @@
 """The ACME issuer inside `l7 deploy --watch`: one Issuer per proxy service of l7.toml.
 
-The stack runs `l7 deploy` as one replica constrained to managers, so the swarm has one issuer;
-when its task or manager goes, Swarm starts another, which reads the served versions back from
-the proxy service's labels (and the secrets' names and expiry labels) and orders nothing that
-is already issued.  The account key is derived from the cluster secret it is given
+The stack runs `l7 deploy` as one replica constrained to managers; when its task or manager
+goes, Swarm starts another, which reads the served versions back from the proxy service's labels
+(and the secrets' names and expiry labels) and orders nothing that is already issued.  While two
+run (a start-first update, a manager cut off), only the holder of the issuer lease
+(acme_lease.py) orders and publishes labels.  The account key is derived from the cluster secret it is given
 (acme_account.py), so the successor is the same ACME account.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 from . import rollout
 from .acme_account import derived_key_pem
 from .acme_issuer import Issuer
+from .acme_lease import IssuerLease
 from .acme_settings import AcmeSettings
-from .acme_swarm import DockerSecretStore, ProxyLabelPublisher
+from .acme_swarm import DockerLeaseStore, DockerSecretStore, ProxyLabelPublisher
 
 log = logging.getLogger(__name__)
 PROBES_PER_REPLICA = 3  # each node's published port reaches one replica per connection
@@ -39,25 +41,30 @@ def probe_urls(nodes: list[dict], published_port: int, replicas: int) -> tuple[s
                  for _ in range(max(1, replicas) * PROBES_PER_REPLICA))
 
 
-def routes(document: Callable[[], list], health) -> dict:
+def routes(document: Callable[[], list], health, state: Callable[[], str] = lambda: "") -> dict:
     """What `l7 deploy --listen` adds for the issuer, `document` giving its per-host rows: GET /acme
-    (version, expiry, last renewal, last error, next try), GET /metrics (IssuerMetrics, a registry
-    per scrape) and the failing hosts on `health`'s /healthz (DeployHealth)."""
+    (version, expiry, last renewal, last error, next try; `state`: whether this one issues or
+    stands by), GET /metrics (IssuerMetrics, a registry per scrape) and the failing hosts on
+    `health`'s /healthz (DeployHealth)."""
     from .metrics import IssuerMetrics
     health.watch_acme(document)
 
     def metrics(request):
         content_type, body = IssuerMetrics().observe(document()).render()
         return 200, body, content_type
-    return {("GET", "/acme"): lambda request: (200, {"hosts": document()}, None), ("GET", "/metrics"): metrics}
+    return {("GET", "/acme"): lambda request: (200, {"hosts": document(), "issuer": state()}, None),
+            ("GET", "/metrics"): metrics}
 
 
 class DeployIssuers:
     def __init__(self, acme: AcmeSettings, settings, services, secret: bytes,
-                 push: Callable[[], None], stack_labels: dict):
+                 push: Callable[[], None], stack_labels: dict, holder: str):
         """`services`: l7 deploy's ProxyServices; `push` runs l7 deploy's pass at once (it reads
-        `labels()`); `secret`: the cluster secret the account key is derived from."""
+        `labels()`); `secret`: the cluster secret the account key is derived from; `holder`:
+        this l7 deploy's name in the issuer lease (several may run: only the holder issues)."""
         store = DockerSecretStore(services.api, stack_labels)
+        self.services, self.lease = services, IssuerLease(DockerLeaseStore(services.api, stack_labels), holder)
+        self._leading = False
         key = derived_key_pem(secret, acme.directory_url)
         try:
             nodes = services.nodes()
@@ -74,12 +81,24 @@ class DeployIssuers:
                                              service_cluster=item.service_cluster,
                                              propagation_timeout=propagation_timeout(item.replicas))
 
-    def labels(self) -> dict[str, dict[str, str]]:
-        """The issuer's labels per proxy service (deployer.deploy_once's `issuer`)."""
+    def labels(self) -> Optional[dict[str, dict[str, str]]]:
+        """The issuer's labels per proxy service (deployer.deploy_once's `issuer`); None while
+        another l7 deploy holds the lease (the labels the proxy services carry are kept)."""
+        if not (self._leading and self.lease.valid()):
+            return None
         return {name: dict(p.labels) for name, p in self.publishers.items()}
 
     def run_once(self, cluster) -> None:
+        if not self.lease.valid():
+            self._leading = False
+            return
+        if not self._leading:  # just took the lease: start from what the last holder published
+            for name, publisher in self.publishers.items():
+                publisher.reload(((self.services.current(name) or {}).get("Spec") or {}).get("Labels") or {})
+            self._leading = True
         for name, issuer in self.issuers.items():
+            if not self.lease.valid():
+                return  # lost meanwhile (not renewed within ttl / 2): the next holder goes on
             try:
                 issuer.run_once(cluster.services)
             except Exception as err:  # noqa: BLE001 - Docker or network trouble: named, next pass
@@ -88,8 +107,18 @@ class DeployIssuers:
     def document(self) -> list[dict]:
         return [row for issuer in self.issuers.values() for row in issuer.document()]
 
+    def state(self) -> str:
+        return self.lease.describe()
+
     def run(self, stop: threading.Event, latest: Callable[[], object], interval: float = 10.0) -> None:
-        """Every `interval` seconds: a pass over the latest snapshot, until `stop`."""
+        """Every `interval` seconds: a pass over the latest snapshot, until `stop`; the lease is
+        kept by a thread of its own (a pass with an order may outlast its renewal period)."""
+        self.lease.step()  # so the first pass need not wait for the lease thread
+        threading.Thread(target=self.lease.run, args=(stop,), daemon=True, name="acme-lease").start()
         while not stop.is_set():
             self.run_once(latest())
             stop.wait(interval)
+
+    def release(self) -> None:
+        """On a clean stop: the successor takes the lease at once."""
+        self.lease.release()

@@ -17,6 +17,7 @@ from ..daemon.token import generate_token, load_token, write_token
 
 STACK_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-stack.yml")
 L7_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-l7.yml")
+ACME_CA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingressmesh-l7-acme-ca.yml")
 SECRET = "ingressmesh_secret"
 DIGEST_LABEL = "io.ingressmesh.token.sha256"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
@@ -63,13 +64,24 @@ class StackSettings:
             from ..l7.settings import SettingsError, load
             try:
                 load(self.l7_config)  # refused by name here, before anything is deployed
+                ca_bundle = self.acme_ca_bundle()
             except SettingsError as err:
                 raise StackError(str(err)) from None
+            if ca_bundle and not os.path.isfile(ca_bundle):
+                raise StackError(f"{self.l7_config}: ACME.CABundle {ca_bundle!r}: no such file here (install "
+                                 "reads it and gives it to the l7 task as a Docker config)")
         return self
+
+    def acme_ca_bundle(self) -> str:
+        """l7.toml's [ACME] CABundle ("" when none): the stack mounts it into the l7 task."""
+        from ..l7.acme_settings import load as load_acme
+        acme = load_acme(self.l7_config) if self.l7_config else None
+        return acme.ca_bundle if acme is not None else ""
 
     def files(self) -> list[str]:
         from .tls import L7_TLS_FILE, TLS_FILE
         files = [STACK_FILE] + ([L7_FILE] if self.l7_config else []) + ([TLS_FILE] if self.tls_dir else [])
+        files += [ACME_CA_FILE] if self.acme_ca_bundle() else []
         return files + ([L7_TLS_FILE] if self.l7_config and self.tls_dir else [])
 
     def environment(self) -> dict[str, str]:
@@ -82,6 +94,11 @@ class StackSettings:
             with open(self.l7_config, "rb") as handle:
                 digest = hashlib.sha256(handle.read()).hexdigest()[:12]
             env.update(INGRESSMESH_L7_CONFIG=os.path.abspath(self.l7_config), INGRESSMESH_L7_CONFIG_HASH=digest)
+            ca_bundle = self.acme_ca_bundle()
+            if ca_bundle:
+                with open(ca_bundle, "rb") as handle:
+                    env.update(INGRESSMESH_ACME_CA=ca_bundle,
+                               INGRESSMESH_ACME_CA_HASH=hashlib.sha256(handle.read()).hexdigest()[:12])
         if self.tls_dir:
             from .tls import files_hash
             env["INGRESSMESH_TLS_HASH"] = files_hash(self.tls_dir)

@@ -27,15 +27,17 @@ def extension(name: str, controller_url: str, port: int, replicas: int = 2, mode
     return "\n".join(lines) + "\n"
 
 
-def deploy(mesh, config_text: str) -> str:
-    """Writes the config into the mesh dir and starts `l7 deploy --watch` on node1; its path."""
-    path = os.path.join(mesh.dir, "l7.toml")
+def deploy(mesh, config_text: str, name: str = "l7", port: int = 0) -> str:
+    """Writes the config into the mesh dir and starts `l7 deploy --watch` on node1 (as `name`,
+    its /healthz on `port`, DEPLOY_PORT by default); the config's path."""
+    path = os.path.join(mesh.dir, f"{name}.toml")
     os.makedirs(mesh.dir, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(config_text)
-    mesh.start_daemon("l7", 1, ["l7", "deploy", "--config", path, "--docker",
+    mesh.start_daemon(name, 1, ["l7", "deploy", "--config", path, "--docker",
                                 f"unix://{mesh.lab.config.docker_sock(1)}", "--token-file", mesh.token_file,
-                                "--controller", mesh.controller_url, "--watch", "--listen", f"0.0.0.0:{DEPLOY_PORT}"])
+                                "--controller", mesh.controller_url, "--watch", "--listen",
+                                f"0.0.0.0:{port or DEPLOY_PORT}"])
     return path
 
 

@@ -17,7 +17,6 @@ import pytest
 from ingressmesh.dataplane.reply_routes import TABLE, apply_reply_routes
 from ingressmesh.dataplane.view import SOURCE_KEPT
 from ingressmesh.netns import Netns
-from ingressmesh.plan import PlanOptions
 from ingressmesh.plan_source_ip import SOURCE_IP_LABEL, docker_overlay_mac, plan_reply_routes
 from ingressmesh.testbed import traffic
 from ingressmesh.testbed.cluster import WEB_TCP, WEB_UDP

@@ -3,22 +3,22 @@ its mock DNS run in a network namespace of this module's own, attached to the la
 issuer runs inside `l7 deploy --watch`.  A labelled service gets a pebble certificate, served
 over HTTPS through every node and by both proxy replicas (verified against pebble's root), with
 one order; the challenge labels roll no proxy task; a restarted issuer orders nothing again; the
-label removed, the ACME secrets are gone."""
+label removed, the ACME secrets are gone.  Two issuers at once order once, and the standby takes
+over from a killed holder (the issuer lease, acme_lease.py)."""
 from __future__ import annotations
 
 import json
-import socket
+import signal
 import ssl
-import subprocess
 import time
 
 import pytest
 
+import acme_helpers
+from acme_helpers import pebble_on_lab
 from ingressmesh.l7 import acme_labels, acme_names
-from ingressmesh.lab import fabric
-from ingressmesh.netns import Netns
+from ingressmesh.l7.acme_swarm import LEASE_HOLDER_LABEL, LEASE_SECRET
 from ingressmesh.testbed import l7_lab
-from ingressmesh.testbed.pebble import Pebble
 from ingressmesh.testbed.swarm_probe import LoadGenerator
 from l7_helpers import DEFAULT_PROXY, HTTP_PORT, HTTPS_PORT, every_node, proxies_deployed, replicas, settled_replicas
 from l7_helpers import labelled, wait_routed
@@ -26,39 +26,12 @@ from swarm_helpers import remove_service, wait_for, wait_running
 
 HOST = "app.acme.lab"
 APP = "acme-app"
-PEBBLE_HOST = 200  # pebble's address on the lab subnet: <subnet>.200
 
 
 @pytest.fixture(scope="module")
-def acme_netns(lab):
-    """A namespace on the lab's bridge (like a node's): (its path, its address)."""
-    name, veth = f"{lab.config.prefix}-acme", "vetha"
-    address = f"{lab.config.subnet}.{PEBBLE_HOST}"
-    bridge = lab.config.bridge_netns_name
-    fabric.delete([name])  # a crashed earlier run's
-    steps = [["ip", "netns", "add", name],
-             ["ip", "link", "add", "eth0", "netns", name, "type", "veth", "peer", "name", veth, "netns", bridge],
-             ["ip", "-n", bridge, "link", "set", veth, "master", "br0", "up"],
-             ["ip", "-n", name, "addr", "add", f"{address}/24", "dev", "eth0"],
-             ["ip", "-n", name, "link", "set", "eth0", "up"], ["ip", "-n", name, "link", "set", "lo", "up"]]
-    try:
-        for step in steps:
-            subprocess.run(step, check=True, capture_output=True, timeout=30)
-        yield fabric.netns_path(name), address
-    finally:
-        assert fabric.delete([name]) == []  # the veth pair goes with it
-
-
-@pytest.fixture(scope="module")
-def pebble(lab, acme_netns, tmp_path_factory):
-    from ingressmesh.testbed.pki import Pki
-    path, address = acme_netns
-    pki = Pki(str(tmp_path_factory.mktemp("acme-pki")))
-    # Every host name resolves to node2: pebble validates HTTP-01 through the mesh, as Let's Encrypt would.
-    server = Pebble(str(tmp_path_factory.mktemp("pebble")), pki, HTTP_PORT, netns=path, address=address,
-                    default_ip=lab.node_address(2))
-    yield server
-    server.close()
+def pebble(lab, tmp_path_factory):
+    with pebble_on_lab(lab, str(tmp_path_factory.mktemp("acme")), HTTP_PORT) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +39,7 @@ def l7(mesh, pebble):
     try:
         yield from proxies_deployed(mesh, config(mesh, pebble), ((DEFAULT_PROXY, 2),))
     finally:
-        for name in acme_secrets(mesh.lab):
+        for name in acme_secrets(mesh.lab) + [LEASE_SECRET]:
             mesh.lab.docker(1, "secret", "rm", name, check=False)
 
 
@@ -98,15 +71,7 @@ def restart_issuer(mesh, pebble, renew_before: str = "") -> None:
 
 
 def serial(netns: str, address: str, port: int, context: ssl.SSLContext, host: str = HOST) -> tuple[int, int]:
-    """(HTTP status, certificate serial) of one HTTPS GET for `host`, verified against `context`
-    (pebble's root and intermediate, and the host name)."""
-    with Netns.from_ref(netns).entered():
-        raw = socket.create_connection((address, port), timeout=5)
-    with context.wrap_socket(raw, server_hostname=host) as tls:
-        number = int(tls.getpeercert()["serialNumber"], 16)
-        tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        head = tls.recv(64).decode("ascii", "replace")
-    return int(head.split()[1]), number
+    return acme_helpers.serial(netns, address, port, context, host)
 
 
 def served_everywhere(lab, context: ssl.SSLContext, host: str = HOST) -> set[int]:
@@ -116,11 +81,12 @@ def served_everywhere(lab, context: ssl.SSLContext, host: str = HOST) -> set[int
         return set()
     try:
         answers = [serial(lab.node_netns(n), ip, 443, context, host) for n, _, ip in found]
-        answers += [serial(lab.client_netns(), lab.node_address(n), HTTPS_PORT, context, host)
-                    for n in lab.config.node_numbers]
     except (OSError, ssl.SSLError, ValueError, IndexError):
         return set()
-    return {number for status, number in answers} if all(status == 200 for status, _ in answers) else set()
+    through_nodes = acme_helpers.served_through_every_node(lab, HTTPS_PORT, context, host)
+    if not through_nodes or not all(status == 200 for status, _ in answers):
+        return set()
+    return {number for _, number in answers} | through_nodes
 
 
 def test_pebble_certificate_on_every_node_one_order_restart_orders_nothing_label_gone_secrets_gone(l7, pebble):
@@ -171,6 +137,63 @@ def test_pebble_certificate_on_every_node_one_order_restart_orders_nothing_label
         raise
     finally:
         remove_service(lab, APP)
+
+
+def lease_holder(lab) -> str:
+    shown = lab.docker(1, "secret", "inspect", "-f", "{{json .Spec.Labels}}", LEASE_SECRET, check=False).stdout
+    return (json.loads(shown) or {}).get(LEASE_HOLDER_LABEL, "") if shown.strip() else ""
+
+
+def issuer_state(l7, port: int) -> str:
+    status, state = l7.get(f"http://{l7.lab.node_address(1)}:{port}/acme")
+    assert status == 200, state
+    return state["issuer"]
+
+
+def test_two_issuers_order_once_and_the_standby_takes_over_when_the_holder_goes_silent(l7, pebble):
+    """Two `l7 deploy --watch` with the same l7.toml at once (a start-first update of its service, a
+    manager cut off while Swarm starts its task elsewhere): one holds the issuer lease and orders,
+    the other stands by; the holder killed (no clean stop: the lease is not released), the other
+    takes over once the lease stood still for its ttl and issues what is asked next.  No
+    certificate is ever ordered twice."""
+    lab, second, second_port = l7.lab, "acme-second.acme.lab", l7_lab.DEPLOY_PORT + 1
+    context = pebble.trust()
+    l7_lab.deploy(l7, config(l7, pebble), name="l7-standby", port=second_port)
+    killed = False
+    try:
+        wait_for("the first l7 deploy issuing, the second standing by", lambda: (
+            issuer_state(l7, l7_lab.DEPLOY_PORT).startswith("issuing")
+            and issuer_state(l7, second_port).startswith("standing by (lease held by")), timeout=60, interval=1)
+        holder = lease_holder(lab)
+        assert holder and holder in issuer_state(l7, second_port)
+        orders = pebble.orders()
+        labelled(lab, "acme-second", "--label", f"{acme_labels.ACME}=true", hosts=second, port="80")
+        wait_for("the second host's certificate everywhere", lambda: served_everywhere(lab, context, second),
+                 timeout=150, interval=1)
+        assert pebble.orders() == orders + 1  # two issuers, one order
+        started = time.monotonic()
+        l7.stop("l7", sig=signal.SIGKILL)  # gone without a word: its lease stays until it stands still
+        killed = True
+        wait_for("the standby to take the lease", lambda: issuer_state(l7, second_port).startswith("issuing"),
+                 timeout=90, interval=1)
+        took = time.monotonic() - started
+        assert lease_holder(lab) not in ("", holder)
+        remove_service(lab, "acme-second")
+        labelled(lab, "acme-third", "--label", f"{acme_labels.ACME}=true", hosts="acme-third.acme.lab", port="80")
+        wait_for("a certificate the new holder issued everywhere",
+                 lambda: served_everywhere(lab, context, "acme-third.acme.lab"), timeout=150, interval=1)
+        assert pebble.orders() == orders + 2
+        print(f"issuer lease: the standby took over {took:.1f} s after the holder was killed (ttl 30 s)")
+    except AssertionError:
+        print_logs(l7, pebble)
+        print("standby's log:\n" + open(l7.log_path("l7-standby"), encoding="utf-8", errors="replace").read()[-4000:])
+        raise
+    finally:
+        remove_service(lab, "acme-second")
+        remove_service(lab, "acme-third")
+        l7.stop("l7-standby")  # a clean stop: the lease is released, the fixture's l7 deploy takes it at once
+        if killed:
+            l7_lab.deploy(l7, config(l7, pebble))
 
 
 def served_serial(context: ssl.SSLContext, host: str):

@@ -390,3 +390,50 @@ def test_the_stack_with_tls_between_agents_and_controllers(mesh, steady):
     secrets = lab.docker(1, "secret", "ls", "--format", "{{.Name}}").stdout
     print(f"docker stack rm of the TLS stack: {took:.1f} s; secrets left: {secrets.split()}")
     assert "ingressmesh_tls_" not in secrets and "ingressmesh_ca_" not in secrets
+
+
+def test_the_stack_issues_certificates_and_stack_rm_removes_them(mesh, steady, tmp_path_factory):
+    """`install --stack --l7-config` with an [ACME] table (issue 23): `l7 deploy`, as nobody behind the
+    docker filter, takes the issuer lease, trusts pebble through the CABundle that install turned
+    into a Docker config, and has a labelled service's certificate served through every node;
+    `docker stack rm` removes the certificates, the lease and the CA config with the stack."""
+    from acme_helpers import pebble_on_lab, served_through_every_node
+    from ingressmesh.l7.acme_labels import ACME
+    from ingressmesh.l7.acme_names import PREFIX
+    from ingressmesh.l7.acme_swarm import LEASE_SECRET
+    from ingressmesh.testbed import l7_lab
+    from ingressmesh.testbed.stack_mesh import StackMesh
+    from l7_helpers import labelled
+    lab, host, https_port = mesh.lab, "stacked.acme.lab", 8445
+
+    def ours() -> list[str]:
+        names = lab.docker(1, "secret", "ls", "--format", "{{.Name}}").stdout.split()
+        configs = lab.docker(1, "config", "ls", "--format", "{{.Name}}").stdout.split()
+        return sorted(n for n in names + configs
+                      if n.startswith(PREFIX) or n == LEASE_SECRET or n.startswith("ingressmesh_acme_ca_"))
+
+    with pebble_on_lab(lab, str(tmp_path_factory.mktemp("stack-acme")), STACK_L7_PORT) as pebble:
+        config = (l7_lab.extension("default", "", STACK_L7_PORT, ssl_port=https_port)
+                  + f'\n[ACME]\nDirectoryURL = "{pebble.directory}"\nCABundle = "{pebble.ca_file}"\n')
+        stacked = StackMesh(lab, l7_config=config)
+        stacked.up()
+        try:
+            started = time.monotonic()
+            labelled(lab, "acmestacked", "--label", f"{ACME}=true", hosts=host, port="80")
+            serials = wait_for(f"pebble's certificate for {host} through every node", lambda: served_through_every_node(
+                lab, https_port, pebble.trust(), host), timeout=240, interval=2)
+            print(f"stack with [ACME]: {host}'s certificate served through every node "
+                  f"{time.monotonic() - started:.1f} s after its service was created")
+            assert len(serials) == 1 and pebble.orders() == 1
+            made = ours()
+            assert LEASE_SECRET in made and any(n.startswith("ingressmesh_acme_ca_") for n in made), made
+            assert len([n for n in made if n.startswith(PREFIX)]) == 2, made  # the certificate and its key
+        except AssertionError:
+            print(stacked.logs("l7", lines=80))
+            print("pebble's log:\n" + pebble.log_text()[-3000:])
+            raise
+        finally:
+            remove_service(lab, "acmestacked")
+            took = stacked.remove()
+        wait_for("the stack's ACME secrets, lease and CA config gone", lambda: not ours(), timeout=60, interval=1)
+        print(f"docker stack rm of the ACME stack: {took:.1f} s, then every ACME secret, the lease and the CA config gone")

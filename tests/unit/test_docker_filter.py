@@ -42,6 +42,7 @@ class FakeDockerd:
         self.secrets = {"caid": {"Name": "ingressmesh_ca_abc", "Labels": {}}, "webid": {"Name": "web_cert", "Labels": {}},
                         "dbid": {"Name": "app_db_password", "Labels": {}},
                         "clusterid": {"Name": "ingressmesh_secret", "Labels": {}}}
+        self.versions: dict[str, int] = {}  # secret id -> Swarm's version index (1 when never updated)
         self.networks = {"appnet": {"Id": "appnet", "Name": "app", "Driver": "overlay"},
                          "othernet": {"Id": "othernet", "Name": "other", "Driver": "overlay"},
                          "hostid": {"Id": "hostid", "Name": "host", "Driver": "host"}}
@@ -55,11 +56,24 @@ class FakeDockerd:
         if path == "info":
             return web.json_response({"Swarm": {"NodeAddr": "10.0.0.5", "RemoteManagers": [{"Addr": "10.0.0.5:2377"}]}})
         if path == "secrets" and request.method == "GET":
-            return web.json_response([{"ID": i, "Spec": s} for i, s in self.secrets.items()])
+            names = json.loads(request.query.get("filters", "{}")).get("name", [])
+            return web.json_response([{"ID": i, "Version": {"Index": self.versions.get(i, 1)}, "Spec": s}
+                                      for i, s in self.secrets.items()
+                                      if not names or any(n in s["Name"] for n in names)])
         if path == "secrets/create":
             spec = json.loads(body)
+            if any(s["Name"] == spec["Name"] for s in self.secrets.values()):
+                return web.json_response({"message": f"secret {spec['Name']} already exists"}, status=409)
             self.secrets[f"id{len(self.secrets)}"] = {"Name": spec["Name"], "Labels": spec.get("Labels") or {}}
             return web.json_response({"ID": f"id{len(self.secrets) - 1}"}, status=201)
+        if path.startswith("secrets/") and path.endswith("/update"):  # Swarm: labels only, at the given version
+            secret_id = path.split("/")[1]
+            if int(request.query["version"]) != self.versions.get(secret_id, 1):
+                return web.json_response({"message": "rpc error: code = Unknown desc = update out of sequence"},
+                                         status=500)
+            self.secrets[secret_id] = {"Name": self.secrets[secret_id]["Name"], "Labels": json.loads(body)["Labels"]}
+            self.versions[secret_id] = self.versions.get(secret_id, 1) + 1
+            return web.Response(status=200)
         if path.startswith("secrets/") and request.method == "DELETE":
             return web.Response(status=204) if self.secrets.pop(path.split("/")[1], None) else self._missing()
         if path.startswith("secrets/"):
@@ -325,3 +339,38 @@ ProxySecrets = ["web_cert"]
         spec = desired_spec(item, labelled, ("tok", "ingressmesh_token_0123456789ab"),
                             ("https://10.0.0.5:9401", "https://10.0.0.6:9401"), ca, (("web", "web_cert"),))
         asyncio.run(rules.check(Call("POST", "/services/create", {}, json.dumps(spec).encode()), lookup))
+
+
+def test_the_issuer_lease_passes_and_is_a_compare_and_swap_through_the_filter(filtered):
+    """Two l7 deploys' leases over the filter: one creates it, the other only takes it once it
+    stood still for ttl (its own clock), and a write at an old version loses; nothing but the
+    lease's own labels may be updated."""
+    from ingressmesh.l7.acme_lease import IssuerLease
+    from ingressmesh.l7.acme_swarm import LEASE_SECRET, DockerLeaseStore
+    listen, fake = filtered
+    api = _api(listen)
+    now = [100.0]
+    stores = [DockerLeaseStore(api, {"com.docker.stack.namespace": "ingressmesh"}) for _ in range(2)]
+    first, second = (IssuerLease(store, name, ttl=30, clock=lambda: now[0]) for store, name in zip(stores, "ab"))
+    assert first.step() and first.valid() and not second.step()
+    (lease_id,) = [i for i, s in fake.secrets.items() if s["Name"] == LEASE_SECRET]
+    assert fake.secrets[lease_id]["Labels"]["com.docker.stack.namespace"] == "ingressmesh"  # docker stack rm takes it
+    stale = stores[1].read()
+    now[0] += 10
+    assert first.step() and not second.step()  # renewed: the record moved, b watches again
+    assert not stores[1].swap(stale, "b", stale.beat + 1)  # Swarm refuses a write at an older version
+    now[0] += 29
+    assert not second.step() and not first.valid()  # a silent holder stops issuing after ttl / 2...
+    now[0] += 2
+    assert second.step() and second.valid()  # ...and b takes it only once it stood still for ttl
+    assert not first.step() and stores[0].read().holder == "b"
+    second.release()
+    assert stores[0].read().holder == "" and first.step()  # released: taken at once
+    _refused(fake, lambda: api._raise_for_status(api._post_json(api._url("/secrets/{0}/update", "webid"),
+                                                                params={"version": 1},
+                                                                data={"Name": "web_cert", "Labels": {}})),
+             "POST /secrets/webid/update", "only the ACME issuer lease's labels")
+    _refused(fake, lambda: api._raise_for_status(api._post_json(api._url("/secrets/{0}/update", lease_id),
+                                                                params={"version": 9},
+                                                                data={"Name": LEASE_SECRET, "Data": "eA=="})),
+             "POST /secrets/" + lease_id + "/update", "only the ACME issuer lease's labels")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from ingressmesh.agent import app as agent_app
 from ingressmesh.cli import main
-from ingressmesh.stack import L7_FILE, STACK_FILE, StackError, StackSettings
+from ingressmesh.stack import ACME_CA_FILE, L7_FILE, STACK_FILE, StackError, StackSettings
 
 FAKE_DOCKER = """#!/bin/sh
 # Records each call (argv, the stack variables, stdin for `secret create`) as one JSON line.
@@ -24,7 +24,8 @@ if [ "$2" = "secret" ] || [ "$1" = "secret" ]; then case "$*" in *create*) input
 python3 - "$log" "$input" "$@" <<'EOF'
 import json, os, sys
 keys = ("INGRESSMESH_IMAGE", "INGRESSMESH_BACKEND", "INGRESSMESH_ON_STOP", "INGRESSMESH_SOURCE_IP", "DOCKER_SOCK", "DOCKER_EXEC_ROOT",
-        "INGRESSMESH_STACK_NAME", "INGRESSMESH_L7_CONFIG", "INGRESSMESH_L7_CONFIG_HASH")
+        "INGRESSMESH_STACK_NAME", "INGRESSMESH_L7_CONFIG", "INGRESSMESH_L7_CONFIG_HASH", "INGRESSMESH_ACME_CA",
+        "INGRESSMESH_ACME_CA_HASH")
 with open(sys.argv[1], "a") as out:
     out.write(json.dumps({"argv": sys.argv[3:], "stdin": sys.argv[2],
                           "env": {k: os.environ[k] for k in keys if k in os.environ}}) + "\\n")
@@ -156,6 +157,27 @@ def test_an_l7_config_joins_the_stack_under_a_name_that_carries_its_hash(tmp_pat
     spec = yaml.safe_load(open(L7_FILE, encoding="utf-8"))
     assert spec["services"]["l7"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert "INGRESSMESH_L7_CONFIG_HASH" in spec["configs"]["l7"]["name"]
+
+
+def test_the_acme_ca_bundle_is_given_to_the_l7_task_at_the_path_l7_toml_names(tmp_path, fake_docker):
+    """A private ACME server's CA (l7.toml's ACME.CABundle, a file on the installing machine) becomes
+    a Docker config, named by its hash, mounted where l7.toml says; a missing file is refused by name."""
+    config, bundle = tmp_path / "l7.toml", tmp_path / "acme-ca.pem"
+    config.write_text(L7_TOML + f'\n[ACME]\nDirectoryURL = "https://ca.internal/acme/directory"\nCABundle = "{bundle}"\n')
+    args = ["install", "--stack", "--token-file", str(tmp_path / "token"), "--l7-config", str(config)]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code != 0 and "ACME.CABundle" in done.output and str(bundle) in done.output
+    assert not (tmp_path / "calls.jsonl").exists()
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
+    deploy = [c for c in fake_docker() if c["argv"][:2] == ["stack", "deploy"]][-1]
+    assert deploy["argv"][4:] == ["-c", STACK_FILE, "-c", L7_FILE, "-c", ACME_CA_FILE, "ingressmesh"]
+    assert deploy["env"]["INGRESSMESH_ACME_CA"] == str(bundle) and len(deploy["env"]["INGRESSMESH_ACME_CA_HASH"]) == 12
+    spec = yaml.safe_load(open(ACME_CA_FILE, encoding="utf-8"))
+    (mount,) = spec["services"]["l7"]["configs"]
+    assert mount["source"] == "acme_ca" and "INGRESSMESH_ACME_CA" in mount["target"]
+    assert "INGRESSMESH_ACME_CA_HASH" in spec["configs"]["acme_ca"]["name"]
 
 
 def test_a_broken_l7_config_is_refused_by_name_before_anything_is_deployed(tmp_path, fake_docker):
