@@ -64,7 +64,8 @@ def issuer_lines(states: dict, url=None) -> list[str]:
     host's port 9404); not answering is said only when asked or when a proxy serves ACME certificates."""
     issuer = fetch(url or "http://127.0.0.1:9404")
     if "error" not in issuer:
-        return lines(issuer.get("hosts", []))
+        role = [f"ACME issuer: {issuer['issuer']}"] if issuer.get("issuer") else []  # issuing, or standing by
+        return role + lines(issuer.get("hosts", []))
     if url or any(c["source"] == "acme" for d in states.values() for c in d.get("certificates", ())):
         return [f"ACME issuer: {issuer['error']} (it runs in l7 deploy on one manager: show --l7 there, "
                 "or --acme-issuer http://<manager>:9404)"]

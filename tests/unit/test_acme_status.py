@@ -85,7 +85,9 @@ def test_metrics_export_per_host_with_a_bounded_reason_and_a_host_cap():
 def test_l7_deploy_names_a_failing_host_on_healthz_and_stays_healthy():
     health = DeployHealth()
     health.passed([])
-    server = HttpService(("127.0.0.1", 0), {("GET", "/healthz"): health.healthz, **routes(_rows, health)}, None).start()
+    server = HttpService(("127.0.0.1", 0), {("GET", "/healthz"): health.healthz,
+                                            **routes(_rows, health, lambda: "standing by (lease held by m2.7.ab)")},
+                         None).start()
     try:
         with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as response:
             status, body = response.status, json.loads(response.read())
@@ -98,6 +100,7 @@ def test_l7_deploy_names_a_failing_host_on_healthz_and_stays_healthy():
             assert 'reason="challenge_refused"' in response.read().decode()
         shown = acme_status.issuer_lines({}, server.url)  # show --l7 --acme-issuer <url>
         assert any(line.startswith("acme bad.com: last error at") for line in shown)
+        assert shown[0] == "ACME issuer: standing by (lease held by m2.7.ab)"  # which l7 deploy issues
     finally:
         server.stop()
     closed = server.url  # stopped: nothing answers there
