@@ -64,7 +64,8 @@ class DeployIssuers:
         this l7 deploy's name in the issuer lease (several may run: only the holder issues)."""
         store = DockerSecretStore(services.api, stack_labels)
         self.services, self.lease = services, IssuerLease(DockerLeaseStore(services.api, stack_labels), holder)
-        self._leading = False
+        self._term = 0  # the lease term whose labels the publishers hold (0: none yet)
+        self._lease_thread: Optional[threading.Thread] = None
         key = derived_key_pem(secret, acme.directory_url)
         try:
             nodes = services.nodes()
@@ -79,25 +80,31 @@ class DeployIssuers:
             self.issuers[item.name] = Issuer(acme, store, self.publishers[item.name], item.name,
                                              probe_urls(nodes, port, item.replicas), account_key=key,
                                              service_cluster=item.service_cluster,
-                                             propagation_timeout=propagation_timeout(item.replicas))
+                                             propagation_timeout=propagation_timeout(item.replicas),
+                                             may_issue=self._holding)
+
+    def _holding(self) -> bool:
+        """Holds the lease, in the term whose labels the publishers were read back in."""
+        return self.lease.valid() and self._term == self.lease.term
 
     def labels(self) -> Optional[dict[str, dict[str, str]]]:
         """The issuer's labels per proxy service (deployer.deploy_once's `issuer`); None while
-        another l7 deploy holds the lease (the labels the proxy services carry are kept)."""
-        if not (self._leading and self.lease.valid()):
+        another l7 deploy holds the lease (the labels the proxy services carry are kept), or
+        before this one has read back what was published before it took the lease."""
+        if not self._holding():
             return None
         return {name: dict(p.labels) for name, p in self.publishers.items()}
 
     def run_once(self, cluster) -> None:
         if not self.lease.valid():
-            self._leading = False
             return
-        if not self._leading:  # just took the lease: start from what the last holder published
+        term = self.lease.term
+        if term != self._term:  # took the lease (again): start from what others published meanwhile
             for name, publisher in self.publishers.items():
                 publisher.reload(((self.services.current(name) or {}).get("Spec") or {}).get("Labels") or {})
-            self._leading = True
+            self._term = term
         for name, issuer in self.issuers.items():
-            if not self.lease.valid():
+            if not self._holding():
                 return  # lost meanwhile (not renewed within ttl / 2): the next holder goes on
             try:
                 issuer.run_once(cluster.services)
@@ -114,11 +121,15 @@ class DeployIssuers:
         """Every `interval` seconds: a pass over the latest snapshot, until `stop`; the lease is
         kept by a thread of its own (a pass with an order may outlast its renewal period)."""
         self.lease.step()  # so the first pass need not wait for the lease thread
-        threading.Thread(target=self.lease.run, args=(stop,), daemon=True, name="acme-lease").start()
+        self._lease_thread = threading.Thread(target=self.lease.run, args=(stop,), daemon=True, name="acme-lease")
+        self._lease_thread.start()
         while not stop.is_set():
             self.run_once(latest())
             stop.wait(interval)
 
     def release(self) -> None:
-        """On a clean stop: the successor takes the lease at once."""
+        """On a clean stop (after `stop` is set): the successor takes the lease at once.  The lease
+        thread ends first, so no step under way renews what is released."""
+        if self._lease_thread is not None:
+            self._lease_thread.join(10)
         self.lease.release()

@@ -37,7 +37,11 @@ class Issuer:
     def __init__(self, settings: AcmeSettings, store: SecretStore, publisher: Publisher, proxy_service: str,
                  probe_urls: tuple[str, ...], policy: Optional[Policy] = None,
                  clock: Callable[[], float] = time.time, propagation_timeout: float = 30.0,
-                 account_key: Optional[bytes] = None, service_cluster: str = ""):
+                 account_key: Optional[bytes] = None, service_cluster: str = "",
+                 may_issue: Callable[[], bool] = lambda: True):
+        """`may_issue()`: whether this issuer still holds the issuer lease (acme_lease.py): asked
+        before each order, before the ACME server is told to validate and before a certificate is
+        stored, since one order can outlast the lease."""
         self.settings, self.store, self.publisher, self.probe_urls = settings, store, publisher, probe_urls
         self.proxy_service = proxy_service  # whose labels say what is served (acme_labels.published)
         self.service_cluster = service_cluster  # the labelled services its proxies route
@@ -48,6 +52,7 @@ class Issuer:
         self.service_of: dict[str, str] = {}  # host -> the service it is issued for
         self.refused: dict[str, str] = {}  # service -> why it gets no certificate
         self.order_times: list[float] = []
+        self.may_issue = may_issue
         self._client: Optional[AcmeClient] = None
 
     @property
@@ -90,6 +95,8 @@ class Issuer:
             self.publisher.serve(served)
         self._cleanup(served)
         for host, service in sorted(wanted.items()):
+            if not self.may_issue():
+                break  # the lease went (to another l7 deploy): it goes on from what is published
             if acme_schedule.due(self.states[host], now, self.policy):
                 self.states[host] = self._order(host, service, served, now)
         return dict(self.states)
@@ -114,6 +121,9 @@ class Issuer:
         published = []
         try:
             issued = self.client.issue((host,), lambda answers: self._publish(host, answers, published))
+            if not self.may_issue():
+                raise AcmeError(f"certificate for {host}: the issuer lease was lost during the order: "
+                                "the certificate is not stored (the lease's holder orders its own)")
             version = self._next_version(host, state.version)
             cert, key = acme_names.cert_secrets(host, version)
             self.store.create(key, issued.key_pem.encode(), issued.not_after)
@@ -136,6 +146,9 @@ class Issuer:
         self.publisher.answer(host, answers)
         missing = acme_probe.wait_answered(self.probe_urls, host, answers,
                                            time.monotonic() + self.propagation_timeout)
+        if not self.may_issue():
+            raise AcmeError(f"certificate for {host}: the issuer lease was lost while the answer propagated; "
+                            "the ACME server was not asked to validate")
         if missing:
             raise AcmeError(f"certificate for {host}: the HTTP-01 answer did not reach every proxy within "
                             f"{self.propagation_timeout:.0f} s (not answered by {', '.join(missing)}); "

@@ -85,7 +85,7 @@ class DockerLeaseStore:
             beat = int(labels.get(LEASE_BEAT_LABEL, "0"))
         except ValueError:
             beat = 0  # a hand-edited label: the next write puts a number back
-        return LeaseRecord(int(found["Version"]["Index"]), labels.get(LEASE_HOLDER_LABEL, ""), beat)
+        return LeaseRecord(int(found["Version"]["Index"]), labels.get(LEASE_HOLDER_LABEL), beat)
 
     def _labels(self, holder: str, beat: int) -> dict:
         return {**self.labels, LEASE_HOLDER_LABEL: holder, LEASE_BEAT_LABEL: str(beat)}

@@ -34,6 +34,10 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
     """Raises LookupError when a ControllerCASecret does not exist (the message names it).
     `issuer`: the ACME issuer's labels per proxy service (acme_swarm.py); None (no issuer runs
     here): the labels the proxy service carries are kept, so are the certificates they mount."""
+    # Each proxy service as it is now, read before the secrets (a certificate version its labels
+    # name was created before them) and written back at this version: Swarm refuses the write if
+    # anyone (the ACME issuer of another l7 deploy) changed the service since.
+    currents = {item.name: services.current(item.name) for item in settings}
     token = services.token_secret()
     existing = services.existing_secrets()
     nodes = _nodes(services) if any(item.publish_mode == "host" for item in settings) else []
@@ -45,7 +49,7 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
             raise LookupError(f"{item.name}: ControllerCASecret: {err}") from None
         acme = issuer.get(item.name) if issuer is not None else None
         if acme is None:
-            acme = acme_labels.issuer_labels(((services.current(item.name) or {}).get("Spec") or {}).get("Labels") or {})
+            acme = acme_labels.issuer_labels(((currents[item.name] or {}).get("Spec") or {}).get("Labels") or {})
         claims = secret_claims(cluster, item, acme.get(acme_labels.CERTS, ""))
         mount, refused = secret_policy.decide(claims, existing, item, stack_namespace)
         order = rollout.update_order(item, rollout.eligible_nodes(nodes, item.constraints) if nodes else None)
@@ -54,7 +58,8 @@ def deploy_once(services: ProxyServices, settings: tuple[ProxyServiceSettings, .
         if stack_namespace:
             spec["Labels"][STACK_LABEL] = stack_namespace
         # A stuck roll (rollout.update_problem) is not waited for: the new spec may be what unsticks it.
-        outcome = services.ensure(spec, may_wait=lambda: update_problem(services, item) is None)
+        outcome = services.ensure(spec, may_wait=lambda: update_problem(services, item) is None,
+                                  current=currents[item.name])
         problem = update_problem(services, item)
         if item.routing_network and routing_network(cluster, item) is None:
             problem = (f"{item.name}: RoutingNetwork {item.routing_network!r} is not an overlay network of the swarm "

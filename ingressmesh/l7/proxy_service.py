@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .. import model
 from ..plan_source_ip import SOURCE_IP_LABEL
@@ -266,13 +266,14 @@ class ProxyServices:
         found = [s for s in self.api.services(filters={"name": name}) if s["Spec"]["Name"] == name]
         return found[0] if found else None
 
-    def ensure(self, spec: dict, may_wait: Callable[[], bool] = lambda: True) -> str:
+    def ensure(self, spec: dict, may_wait: Callable[[], bool] = lambda: True, current: Any = ...) -> str:
         """'created', 'updated', 'unchanged' or 'deferred' (a change that replaces no task, held
         while Swarm rolls the service: see the module's docstring; `may_wait()` False, e.g. the
-        roll is stuck, pushes it anyway)."""
+        roll is stuck, pushes it anyway).  `current`: the service as the caller read it (None: none
+        then), whose version the update names; read here when not given."""
         name, wanted, tasks = spec["Name"], fingerprint(spec), tasks_fingerprint(spec)
         labelled = {**spec["Labels"], SPEC_LABEL: wanted, TASKS_LABEL: tasks}
-        current = self.current(name)
+        current = self.current(name) if current is ... else current
         args = dict(task_template=spec["TaskTemplate"], name=name, labels=labelled, mode=spec["Mode"],
                     update_config=spec["UpdateConfig"], endpoint_spec=spec["EndpointSpec"])
         if current is None:

@@ -4,10 +4,13 @@ and the certificate a node's published HTTPS port serves, verified against pebbl
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
 import subprocess
 
+from ingressmesh.l7 import acme_names
+from ingressmesh.l7.acme_swarm import LEASE_HOLDER_LABEL, LEASE_SECRET
 from ingressmesh.lab import fabric
 from ingressmesh.netns import Netns
 from ingressmesh.testbed.pebble import Pebble
@@ -61,3 +64,17 @@ def served_through_every_node(lab, port: int, context: ssl.SSLContext, host: str
     except (OSError, ssl.SSLError, ValueError, IndexError):
         return set()
     return {number for status, number in answers} if all(status == 200 for status, _ in answers) else set()
+
+
+def lease_holder(lab) -> str:
+    """Who holds the ACME issuer lease ("" when nobody, or when there is none)."""
+    shown = lab.docker(1, "secret", "inspect", "-f", "{{json .Spec.Labels}}", LEASE_SECRET, check=False).stdout
+    return (json.loads(shown) or {}).get(LEASE_HOLDER_LABEL, "") if shown.strip() else ""
+
+
+def certificate_versions(lab, host: str) -> list[int]:
+    """The certificate versions the ACME secrets hold for `host`: an order placed twice (two
+    issuers, or an issuer that forgot what it served) would add a v2."""
+    names = lab.docker(1, "secret", "ls", "--filter", f"name={acme_names.PREFIX}", "--format", "{{.Name}}").stdout.split()
+    subject = acme_names.host_subject(host)
+    return sorted({p.version for p in map(acme_names.parse, names) if p is not None and p.subject == subject})

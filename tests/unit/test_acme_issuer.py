@@ -160,3 +160,22 @@ def test_l7_deploy_checks_a_challenge_through_every_nodes_published_port():
     assert sorted(set(urls)) == ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]  # no unknown address
     assert urls.count("http://10.0.0.1:8080") == 2 * PROBES_PER_REPLICA  # the mesh picks a replica per connection
     assert probe_urls([], 80, 2) == ()
+
+
+def test_an_issuer_that_loses_the_lease_mid_order_stores_nothing_and_orders_no_more(tmp_path):
+    """One order can outlast the issuer lease (acme_lease.py): asked again before validation and
+    before storing, a lost lease ends the order (named), and no further host is ordered."""
+    publisher, clock, holding = LabelPublisher(), [1000.0], [True]
+    client = StubClient()
+    made = issuer(tmp_path, client, publisher, clock)
+    made.may_issue = lambda: holding[0]
+    real_issue = client.issue
+
+    def issue(hosts, publish):
+        holding[0] = False  # the lease lapses while the order runs
+        return real_issue(hosts, publish)
+    client.issue = issue
+    states = made.run_once(services(publisher, {"a": "a.test", "b": "b.test"}))
+    assert client.orders == [("a.test",)]  # b.test is not ordered by an issuer that lost the lease
+    assert "issuer lease was lost" in states["a.test"].last_error and states["a.test"].version == 0
+    assert made.store.names() == [] and acme_labels.CERTS not in publisher.labels

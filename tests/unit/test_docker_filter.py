@@ -352,6 +352,9 @@ def test_the_issuer_lease_passes_and_is_a_compare_and_swap_through_the_filter(fi
     now = [100.0]
     stores = [DockerLeaseStore(api, {"com.docker.stack.namespace": "ingressmesh"}) for _ in range(2)]
     first, second = (IssuerLease(store, name, ttl=30, clock=lambda: now[0]) for store, name in zip(stores, "ab"))
+    for _ in range(6):  # no lease yet: watched for a ttl (a step every 5 s) before one is created
+        assert not first.step()
+        now[0] += 5
     assert first.step() and first.valid() and not second.step()
     (lease_id,) = [i for i, s in fake.secrets.items() if s["Name"] == LEASE_SECRET]
     assert fake.secrets[lease_id]["Labels"]["com.docker.stack.namespace"] == "ingressmesh"  # docker stack rm takes it
@@ -359,9 +362,11 @@ def test_the_issuer_lease_passes_and_is_a_compare_and_swap_through_the_filter(fi
     now[0] += 10
     assert first.step() and not second.step()  # renewed: the record moved, b watches again
     assert not stores[1].swap(stale, "b", stale.beat + 1)  # Swarm refuses a write at an older version
-    now[0] += 29
-    assert not second.step() and not first.valid()  # a silent holder stops issuing after ttl / 2...
-    now[0] += 2
+    for _ in range(5):  # a goes silent; b looks every 5 s
+        now[0] += 5
+        assert not second.step()
+    assert not first.valid()  # a silent holder stopped issuing after ttl / 2...
+    now[0] += 5
     assert second.step() and second.valid()  # ...and b takes it only once it stood still for ttl
     assert not first.step() and stores[0].read().holder == "b"
     second.release()
