@@ -31,9 +31,11 @@ class Pebble:
     `netns` (a path under /run/netns) both run inside that namespace, on its `address`."""
 
     def __init__(self, workdir: str, pki, http_port: int, ports: Optional[tuple[int, int, int, int]] = None,
-                 netns: str = "", address: str = "", default_ip: str = "127.0.0.1"):
+                 netns: str = "", address: str = "", default_ip: str = "127.0.0.1",
+                 eab_keys: Optional[dict[str, str]] = None):
         """`ports`: (ACME, management, DNS, DNS management); on loopback, free ones the caller
-        chose; in a namespace of the test's own, fixed ones by default (every port is free there)."""
+        chose; in a namespace of the test's own, fixed ones by default (every port is free there).
+        `eab_keys` (key id -> base64url MAC key): accounts need an external account binding."""
         pebble, challtestsrv = binaries()
         self.netns, self.address = netns, address or "127.0.0.1"
         if ports is None and not netns:
@@ -47,7 +49,8 @@ class Pebble:
         config = {"pebble": {"listenAddress": f"{self.address}:{self.port}",
                              "managementListenAddress": f"{self.address}:{self.management}",
                              "certificate": cert, "privateKey": key, "httpPort": http_port, "tlsPort": 1,
-                             "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+                             "ocspResponderURL": "", "externalAccountBindingRequired": bool(eab_keys),
+                             "externalAccountMACKeys": dict(eab_keys or {})}}
         config_file = os.path.join(workdir, "pebble.json")
         with open(config_file, "w") as handle:
             json.dump(config, handle)
