@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import Any, Callable, Optional
 
 from .. import model
@@ -214,6 +215,11 @@ def tasks_fingerprint(spec: dict) -> str:
 ROLLING = ("updating", "rollback_started")
 NOT_YET_RUNNING = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
 RECENT = 16  # task fingerprints remembered per service (a change back to one of them mid-roll waits too)
+# A proxy service this process made and then found removed is made again only this many seconds
+# later: `docker stack rm` removes the proxy services (they sort first) before l7 deploy's own, and
+# a pass in between (the removals change the snapshot) would otherwise make them again, left
+# behind with the secrets they mount.  By then the stack's l7 task has been stopped.
+REMADE_AFTER = 15.0
 
 
 def replacing(service: dict, tasks: Callable[[], list[dict]]) -> bool:
@@ -229,11 +235,13 @@ def replacing(service: dict, tasks: Callable[[], list[dict]]) -> bool:
 class ProxyServices:
     """Creates, updates and removes proxy services through a manager's Docker API."""
 
-    def __init__(self, api, token: str, labels: Optional[dict] = None):
+    def __init__(self, api, token: str, labels: Optional[dict] = None, clock: Callable[[], float] = time.monotonic):
         self.api, self.token = api, token
         self.labels = dict(labels or {})  # on what it creates, e.g. the stack it belongs to
         self._recent: dict[str, tuple[str, ...]] = {}  # service -> task fingerprints this process pushed
         self._held: dict[str, str] = {}  # service -> the spec fingerprint last held back (said once)
+        self._gone_since: dict[str, float] = {}  # service this process made, found removed -> when (clock)
+        self.clock = clock
 
     def token_secret(self) -> tuple[str, str]:
         """A secret holding the token; its name carries the content hash (secrets are immutable)."""
@@ -277,10 +285,18 @@ class ProxyServices:
         args = dict(task_template=spec["TaskTemplate"], name=name, labels=labelled, mode=spec["Mode"],
                     update_config=spec["UpdateConfig"], endpoint_spec=spec["EndpointSpec"])
         if current is None:
+            if name in self._recent and self.clock() - self._gone_since.setdefault(name, self.clock()) < REMADE_AFTER:
+                if self._held.get(name) != "gone":
+                    log.info("proxy service %s was removed (by docker stack rm, or by hand): made again in %.0f s "
+                             "unless l7 deploy's own service goes too", name, REMADE_AFTER)
+                self._held[name] = "gone"
+                return "deferred"
             self.api.create_service(**args)
             log.info("proxy service %s created", name)
             self._recent[name] = (tasks,)
+            self._gone_since.pop(name, None)
             return "created"
+        self._gone_since.pop(name, None)
         running = current["Spec"].get("Labels") or {}
         if running.get(SPEC_LABEL) == wanted:
             return "unchanged"

@@ -80,3 +80,18 @@ def test_replacing_reads_the_update_state_first_then_the_tasks():
 
 def test_the_issuer_waits_for_its_answer_through_a_held_roll():
     assert propagation_timeout(2) == 90.0 and propagation_timeout(0) == 60.0  # 30 s + 30 s per replica
+
+
+def test_a_proxy_service_removed_under_l7_deploy_is_made_again_only_later():
+    """`docker stack rm` removes the proxy services before l7 deploy's own service: a pass in
+    between must not make them again (they would be left behind, with the secrets they mount)."""
+    api, now = UpdatingDocker(), [100.0]
+    services = ProxyServices(api, "reader-token", clock=lambda: now[0])
+    assert deploy(services, served(1)) == "created"
+    api.service_list.clear()  # removed (docker stack rm, or by hand)
+    calls = len(api.calls)
+    assert deploy(services, served(1)) == "deferred"
+    now[0] += 14
+    assert deploy(services, served(1)) == "deferred" and len(api.calls) == calls  # nothing created yet
+    now[0] += 2  # l7 deploy still runs, its own service still there: a removal by hand, made again
+    assert deploy(services, served(1)) == "created" and len(api.calls) == calls + 1
