@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -178,6 +179,22 @@ class Lab:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise LabError(f"node{n}: importing {key}: {proc.stderr.strip()}")
+
+    def restart_dockerd(self, n: int, timeout: float = 120.0) -> float:
+        """Restart node n's dockerd as `systemctl restart docker` does on a host: SIGTERM (it stops
+        its containers and removes its sandboxes, ingress_sbox too), then a new one on the same
+        data root, which rejoins the swarm and re-programs its mesh; seconds until it answers."""
+        started = time.monotonic()
+        state = LabState.load(self.config.state_file)
+        rec = state.dockerds.get(self._check(n))
+        if rec and procs.alive(rec["pid"], rec["start"]):
+            procs.kill([rec["pid"]], signal.SIGTERM)
+            if procs.wait_gone({rec["pid"]: rec["start"]}, timeout):
+                raise LabError(f"node{n}: dockerd (pid {rec['pid']}) still runs {timeout:g} s after SIGTERM")
+        pid = dockerd.launch(self.config, n)
+        state.dockerd(n, pid, procs.start_time(pid))
+        dockerd.wait_ready(self.config, n, pid, state.dockerds[n]["start"], timeout)
+        return time.monotonic() - started
 
     def down(self, grace: float = 1.0) -> dict:
         """Remove everything the lab made (see teardown.py); safe to repeat, and after crashes."""

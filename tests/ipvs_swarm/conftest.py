@@ -20,10 +20,12 @@ import pytest
 from ingressmesh.dataplane import backends
 from ingressmesh.lab import Lab, LabConfig
 
-# Its own names, so nothing here can meet the host's labs; busybox only (each image costs a
-# minute per node over 9p under emulation); generous waits (dockerd takes ~20 s to start there).
+# Its own names, so nothing here can meet the host's labs; busybox and the proxy image (python3:
+# the UDP echo service, the L7 proxy, the stack's agents), imported into every node in parallel at
+# `up` (each image costs a minute per node over 9p under emulation); generous waits (dockerd takes
+# ~20 s to start there).
 IPVS_LAB = LabConfig(lab_dir="/var/lib/ingressmesh/lab-ipvs", prefix="imipvs", subnet="10.79.0",
-                     pool="10.202.0.0/16", nodes=3, managers=1, images=("busybox",), ready_timeout=300)
+                     pool="10.202.0.0/16", nodes=3, managers=1, images=("busybox", "proxy"), ready_timeout=300)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from ingressmesh.lab.images import SPECS
 from ingressmesh.netns import Netns, NetnsError
 from ingressmesh.testbed.docker_mesh import (STATS_SETTLE_SECONDS, connections_by_mesh, docker_state, fwmark_services,
                                              our_ipvs_dests)
@@ -48,6 +49,13 @@ def http_get(netns: str, address: str, port: int, path: str = "/") -> str:
 
 def spread(netns: str, address: str, port: int, count: int) -> dict[str, int]:
     return dict(count_hostnames(netns, address, port, count, REQUEST_TIMEOUT))
+
+
+def ensure_image(lab, n: int, key: str) -> None:
+    """Imports a lab image into node n unless it is there already (the rig imports busybox and
+    proxy into every node at `up`, in parallel: a minute per image and node over 9p)."""
+    if lab.docker(n, "image", "inspect", "-f", "{{.Id}}", SPECS[key].tag, check=False).returncode != 0:
+        lab.import_image(n, key)
 
 
 # --- the lab's namespaces --------------------------------------------------------------------

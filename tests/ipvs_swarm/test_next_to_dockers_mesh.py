@@ -16,6 +16,7 @@ import time
 import pytest
 
 import health_rows
+import udp_row
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
 from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, STOP_TIMEOUT, all_docker_state, container_netns, counts, delta, docker_mesh_lag,
                                 ensure_web,
@@ -47,6 +48,12 @@ def hc(lab, web):
 
 
 @pytest.fixture(scope="module")
+def udp(lab, web):
+    """The UDP echo service of the fixed-port row (udp_row.py)."""
+    yield from udp_row.udp_service(lab)
+
+
+@pytest.fixture(scope="module")
 def meshes(lab):
     """The ingressmesh processes a test started, stopped at the end of the module whatever happens."""
     started: dict[str, SwarmMesh] = {}
@@ -63,7 +70,7 @@ def reach_every_node(lab, web) -> dict[str, dict[str, int]]:
 
 def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
     """The rows every mesh gets: reach, source address, timeouts, connection rates, health (a
-    task turned unhealthy, a starting one), a start-first rolling update under load through every node (which also makes Docker
+    task turned unhealthy, a starting one), a fixed-port UDP flow across an update, a start-first rolling update under load through every node (which also makes Docker
     re-program its own mesh: every task is replaced)."""
     reach = reach_every_node(lab, web)
     results.put(mesh, "published port on every node", {
@@ -94,6 +101,7 @@ def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
                 f"{via_vip:.0f} / {direct:.0f} = {via_vip / direct:.2f}x")
 
     health_rows.measure(lab, results, mesh)
+    udp_row.measure(lab, results, mesh)
 
     def rolling_update() -> None:
         lab.docker(1, "service", "update", "--detach", "--force", "--update-order", "start-first", "web",
@@ -143,7 +151,7 @@ def drain_a_node(lab, web, results, mesh: str) -> None:
 
 
 # --- the tests, in order -----------------------------------------------------------------------
-def test_dockers_own_mesh_alone_answers_on_every_node(lab, web, hc, results):
+def test_dockers_own_mesh_alone_answers_on_every_node(lab, web, hc, udp, results):
     """The oracle: with nothing of ours, Docker's IPVS mesh serves the published port and the VIP."""
     for n in lab.config.node_numbers:
         wait_for(f"Docker's mesh answers through node{n}",
@@ -238,8 +246,7 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
     results.put(f"ingressmesh ({backend})", "hand-back to Docker's mesh under load",
                 f"{label}: {len(failures)} failed of {ok + len(failures)}")
     print(f"hand-back ({label}): {len(failures)} failed of {ok + len(failures)}: {failures}")
-    if how == "cleanup":
-        assert not failures, failures[:5]
+    assert not failures, failures[:5]
     assert tables_left(lab, web["network_id"]) == []
     before = counts(lab, web["network_id"])
     for n in lab.config.node_numbers:
@@ -252,14 +259,13 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
     assert all(count >= 15 for count in docker_counts.values()), docker_counts
     assert delta(before, after, "port", "ingressmesh") == {f"node{n}": 0 for n in lab.config.node_numbers}
     assert all_docker_state(lab, web["network_id"]) == docker_before
-    # OPEN (issue 18): stopping the IPVS agents one by one with `--on-stop cleanup` failed 0 of 589
-    # and 0 of 648 requests in two runs, then 7 of 247 in a third, all through node3 ("timed out",
-    # then "No route to host" for ~7 s: a neighbour that never answered), cause not found.  Until
-    # it is, that count is recorded in the table and printed above, and asserted only for the
-    # `ingressmesh cleanup` hand-back; Docker carrying every node afterwards is asserted for both.
+    # Stopping the IPVS agents with `--on-stop cleanup` failed 7 of 247 and 134 of 657 requests in
+    # two early runs (through the last node whose agent stopped), with Docker's own IPVS lagging
+    # web's tasks; with the wait for Docker's mesh above, the runs since failed none (0 of 686, 0 of
+    # 724): asserted since issue 18's last stop (docs/known-limits.md).
 
 
-def test_ingressmesh_nftables_takes_over_from_dockers_mesh(lab, web, hc, results, meshes):
+def test_ingressmesh_nftables_takes_over_from_dockers_mesh(lab, web, hc, udp, results, meshes):
     take_over(lab, web, results, meshes, "nftables")
 
 
@@ -267,7 +273,7 @@ def test_cleanup_hands_the_nftables_mesh_back_to_docker_with_no_failed_request(l
     hand_back(lab, web, results, meshes, "nftables", "cleanup")
 
 
-def test_ingressmesh_ipvs_takes_over_from_dockers_mesh(lab, web, hc, results, meshes):
+def test_ingressmesh_ipvs_takes_over_from_dockers_mesh(lab, web, hc, udp, results, meshes):
     take_over(lab, web, results, meshes, "ipvs")
 
 
@@ -285,10 +291,9 @@ def test_a_restarted_agent_never_hands_a_connection_to_dockers_mesh(lab, web, re
     after = counts(lab, web["network_id"])
     results.put("ingressmesh (ipvs)", "agent restart under load", f"{len(failures)} failed of {ok + len(failures)}")
     print(f"agent restart under load: {len(failures)} failed of {ok + len(failures)}: {failures[:5]}")
-    # OPEN (issue 18): 4 of 809 failed in the quiet run at 2ea2a72 (0 of 777, 952 and 1040 before),
-    # with the IPVS rolling-update refusals above; 0 of 1039 once the IPVS sockets no longer fork
-    # (677d9ce), one run: recorded, not asserted, until more runs say the same.
-    # Docker's mesh taking none of the connections meanwhile is asserted.
+    # 4 of 809 failed once at 2ea2a72, with the IPVS sockets forking the agent (ipvs/kernel.py
+    # opens them in-thread since 677d9ce); every run since failed none.
+    assert not failures, failures[:5]
     assert set(delta(before, after, "port", "docker").values()) == {0}, (before, after)
 
 

@@ -23,7 +23,7 @@ from ingressmesh.testbed.swarm_mesh import SwarmMesh
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
 from l7_helpers import labelled, settled_replicas, wait_routed  # noqa: E402
 from swarm_helpers import remove_service, wait_for, wait_running  # noqa: E402
-from ipvs_swarm_helpers import STOP_TIMEOUT  # noqa: E402
+from ipvs_swarm_helpers import STOP_TIMEOUT, ensure_image  # noqa: E402
 
 PROXY_PORT = 8081
 PROXY = "ingressmesh-proxy"
@@ -36,8 +36,8 @@ PER_NODE = 30
 def l7_mesh(lab):
     """ingressmesh (IPVS backend) with one proxy replica on node1 and a labelled 2-task app."""
     started = time.monotonic()
-    lab.import_image(1, "proxy")
-    print(f"proxy image imported into node1 in {time.monotonic() - started:.0f} s", flush=True)
+    ensure_image(lab, 1, "proxy")
+    print(f"proxy image in node1 in {time.monotonic() - started:.0f} s", flush=True)
     # The other module made it; alone (pytest -k), this module makes it itself.
     lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl", check=False)
     mesh = SwarmMesh(lab, backend="ipvs", stop_timeout=STOP_TIMEOUT)

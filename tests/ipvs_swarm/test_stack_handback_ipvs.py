@@ -1,0 +1,138 @@
+"""ingressmesh installed the swarm way (`ingressmesh install --stack`, IPVS backend) next to
+Docker's own IPVS mesh (issue 18, point 3): a dockerd restart, after which Docker has re-programmed
+its whole mesh on that node, does not take the traffic back from us; `docker stack rm ingressmesh`
+hands every published port and VIP back to Docker's mesh with no failed request under load.
+
+Runs last of tests/ipvs_swarm (file order) on the `web` service the first module made (alone, it
+makes it).  The agents are containers here: the lab's ingressmesh image goes to every node first.
+"""
+from __future__ import annotations
+
+import time
+import pytest
+
+from ingressmesh.lab.swarm import wait_ready
+from ingressmesh.testbed.docker_mesh import our_ipvs_dests
+from ingressmesh.testbed.stack_mesh import StackMesh
+from ingressmesh.testbed.swarm_probe import LoadGenerator
+from ipvs_swarm_helpers import (PORT, SLOW, all_docker_state, container_netns, counts, delta, ensure_image, ensure_web,
+                                if_present,
+                                lb, load_through_every_node, sbox, spread, tables_left, update_done, wait_routed)
+from swarm_helpers import wait_for, wait_running
+
+MESH = "ingressmesh (ipvs)"
+RESTARTED = 3  # the node whose dockerd restarts: a worker, left with no task of web first
+PER_NODE = 150
+
+
+@pytest.fixture(scope="module")
+def stack(lab):
+    """web, and ingressmesh deployed as a stack with the IPVS backend, removed at the end."""
+    web = ensure_web(lab)
+    started = time.monotonic()
+    for n in lab.config.node_numbers:  # the rig imports it at `up`: alone (pytest -k) too
+        ensure_image(lab, n, "proxy")
+    print(f"ingressmesh image in every node after {time.monotonic() - started:.0f} s", flush=True)
+    mesh = StackMesh(lab, backend="ipvs")
+    try:
+        mesh.up(timeout=2 * SLOW)
+        print(f"stack deployed, every agent in sync, in {mesh.deployed_in:.0f} s", flush=True)
+        wait_routed(lab, web, "ipvs")
+        yield mesh, web
+    finally:
+        print(mesh.tails())
+        mesh.down()
+
+
+def took_by_mesh(lab, web, per_node: int, vip: int = 0) -> dict:
+    """`per_node` connections through every node's published port and `vip` through the VIP from a
+    task's container; the connections each mesh's IPVS services counted, per node and where."""
+    before = counts(lab, web["network_id"])
+    for n in lab.config.node_numbers:
+        seen = spread(lab.client_netns(), lab.node_address(n), PORT, per_node)
+        assert sum(seen.values()) == per_node, (n, seen)
+    if vip:
+        seen = spread(container_netns(lab, web["tasks"][0]), web["vip"], 80, vip)
+        assert sum(seen.values()) == vip, seen
+    after = counts(lab, web["network_id"])
+    return {(where, mesh): delta(before, after, where, mesh) for where in ("port", "vip")
+            for mesh in ("docker", "ingressmesh")}
+
+
+def test_the_stack_takes_over_from_dockers_mesh(lab, stack, results):
+    mesh, web = stack
+    took = took_by_mesh(lab, web, PER_NODE, vip=30)
+    docker_port, docker_vip = sum(took["port", "docker"].values()), sum(took["vip", "docker"].values())
+    results.put(MESH, "which mesh took the connections: installed as a stack",
+                f"Docker's IPVS counted {docker_port} of {3 * PER_NODE} published-port and {docker_vip} of 30 "
+                f"VIP connections (stack deployed and in sync in {mesh.deployed_in:.0f} s)")
+    assert set(took["port", "docker"].values()) == {0}, took
+    assert set(took["vip", "docker"].values()) == {0}, took
+
+
+def test_a_dockerd_restart_does_not_take_the_traffic_back(lab, stack, results):
+    """Node3's dockerd restarts (SIGTERM, as `systemctl restart docker`): its containers stop, our
+    agent there too, its ingress_sbox is removed and made again with Docker's rules and IPVS
+    service.  web has no task on node3 (moved off first), so the other nodes must not notice:
+    0 failed through node1 and node2.  Through node3 itself nothing can answer until its dockerd is
+    back (counted, not judged).  Once our agent is back there, Docker's services count nothing."""
+    mesh, web = stack
+    lab.docker(1, "service", "update", "--detach", "--constraint-add", f"node.hostname!=node{RESTARTED}", "web",
+               timeout=SLOW)
+    wait_for("web moved off the restarted node", lambda: update_done(lab), timeout=SLOW, interval=2)
+    web["tasks"] = wait_running(lab, "web", 3, timeout=SLOW)
+    assert all(t["node"] != f"node{RESTARTED}" for t in web["tasks"]), web["tasks"]
+    wait_routed(lab, web, "ipvs")
+    restart = {}
+
+    def restart_dockerd() -> None:
+        with LoadGenerator(lab.client_netns(), [(lab.node_address(RESTARTED), PORT)], pause=0.02,
+                           limit=20000) as own:
+            restart["dockerd"] = lab.restart_dockerd(RESTARTED, timeout=SLOW)
+            wait_ready(lab, SLOW)
+            mesh.wait_synced(SLOW)
+            wait_routed(lab, web, "ipvs")
+            restart["ours again"] = time.monotonic()
+            time.sleep(2)
+        restart["node3"] = own.result
+
+    started = time.monotonic()
+    ok, failures = load_through_every_node(lab, 3, restart_dockerd,
+                                           nodes=[n for n in lab.config.node_numbers if n != RESTARTED])
+    node3 = restart["node3"]
+    back_after = restart["ours again"] - started - 2  # the load ran 2 s before the restart
+    took = took_by_mesh(lab, web, PER_NODE)
+    results.put(MESH, "dockerd restarted on a node (Docker re-programs its mesh there)",
+                f"stack install; node{RESTARTED}'s dockerd back in {restart['dockerd']:.0f} s, our rules there "
+                f"after {back_after:.0f} s: {len(failures)} failed of {ok + len(failures)} through the other nodes, "
+                f"{len(node3.failures)} of {node3.ok + len(node3.failures)} through node{RESTARTED} itself until then; "
+                f"afterwards Docker's IPVS counted {sum(took['port', 'docker'].values())} of {3 * PER_NODE}")
+    print(f"dockerd restart: through node{RESTARTED} {node3.ok} ok, failures {node3.failures[:3]}...")
+    assert not failures, failures[:5]
+    assert set(took["port", "docker"].values()) == {0}, took
+
+
+def test_docker_stack_rm_hands_every_port_and_vip_back_with_no_failed_request(lab, stack, results):
+    mesh, web = stack
+    docker_before = all_docker_state(lab, web["network_id"])
+    removed = {}
+
+    def stack_rm() -> None:
+        removed["seconds"] = mesh.remove(timeout=SLOW)
+
+    ok, failures = load_through_every_node(lab, 5, stack_rm)
+    print(f"docker stack rm under load: {len(failures)} failed of {ok + len(failures)}: {failures[:5]}")
+    took = took_by_mesh(lab, web, 20, vip=30)
+    results.put(MESH, "`docker stack rm ingressmesh` under load (stack install)",
+                f"{len(failures)} failed of {ok + len(failures)} (every agent gone in {removed['seconds']:.0f} s); "
+                f"then Docker's IPVS counted {sum(took['port', 'docker'].values())} of 60 published-port and "
+                f"{sum(took['vip', 'docker'].values())} of 30 VIP connections")
+    assert not failures, failures[:5]
+    assert tables_left(lab, web["network_id"]) == []
+    for n in lab.config.node_numbers:
+        for ns in (sbox(lab, n), lb(lab, n, web["network_id"])):
+            assert if_present(our_ipvs_dests, ns, {}) == {}, (n, ns.path)
+    assert took["port", "docker"] == {f"node{n}": 20 for n in lab.config.node_numbers}, took
+    # (IPVS may count a connection once less when it reuses an entry: see test_next_to_dockers_mesh.py)
+    assert sum(took["vip", "docker"].values()) >= 27 and set(took["vip", "ingressmesh"].values()) == {0}, took
+    assert all_docker_state(lab, web["network_id"]) == docker_before, "Docker's rules or IPVS services changed"
