@@ -49,12 +49,12 @@ unit: venv
 kernel: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q tests/kernel
 
-# `make ipvs-swarm`'s QEMU guest (~30 min on its own) runs first, beside only kernel-lab (the
-# other QEMU guest, ~5 min, while this one boots and measures Docker's mesh alone); the host
-# suites run after it, not beside it.  Beside them (runs at 8fced26, 6baa521 and in CI) the guest
-# was starved to 54-58 min and failed in its IPVS phases (its dockerds' API timing out, a request
-# timing out): a 2-core machine cannot run both at full speed.  Its images are built first; its
-# output is printed when it ends; any failure fails the target.
+# `make ipvs-swarm`'s QEMU guest (~40 min on its own, CPU-bound: QEMU's emulation uses ~1.5 of the
+# 2 cores) runs first, beside kernel-lab (the other QEMU guest, ~7 min) and then the host suites
+# that need no swarm lab (unit, l7, kernel: ~5 min); the swarm lab suites run after it, not beside
+# it.  Beside them (runs at 8fced26, 6baa521 and in CI) the guest was starved to 54-58 min and
+# failed in its IPVS phases (its dockerds' API timing out, a request timing out).  Its images are
+# built first; its output is printed when it ends; any failure fails the target.
 test: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	$(MAKE) --no-print-directory ipvs-swarm-images
@@ -62,11 +62,13 @@ test: venv
 	{ $(MAKE) --no-print-directory ipvs-swarm-guest >$(LAB_OUT)/ipvs-swarm.log 2>&1; echo $$? >$(LAB_OUT)/ipvs-swarm.rc; } & \
 	beside=$$!; rc=0; \
 	$(MAKE) --no-print-directory kernel-lab || rc=1; \
-	echo "waiting for make ipvs-swarm-guest (the host suites run after it)"; wait $$beside; \
+	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs --durations=10 --junitxml=$(LAB_OUT)/junit-host.xml \
+	    tests/unit tests/l7 tests/kernel || rc=1; \
+	echo "waiting for make ipvs-swarm-guest (the swarm lab suites run after it)"; wait $$beside; \
 	echo "----- make ipvs-swarm-guest -----"; cat $(LAB_OUT)/ipvs-swarm.log; \
 	[ "$$(cat $(LAB_OUT)/ipvs-swarm.rc 2>/dev/null)" = 0 ] || { echo "make ipvs-swarm-guest FAILED"; rc=1; }; \
-	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s --durations=25 tests/unit tests/l7 tests/kernel tests/swarm \
-	    --ignore=tests/swarm/test_stack_install.py || rc=1; \
+	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s --durations=25 --junitxml=$(LAB_OUT)/junit-swarm.xml \
+	    tests/swarm --ignore=tests/swarm/test_stack_install.py || rc=1; \
 	$(MAKE) --no-print-directory swarm-stack || rc=1; \
 	exit $$rc
 

@@ -23,7 +23,7 @@ import pytest
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
-from swarm_helpers import NETWORK, SLOWDOWN, running_tasks, wait_for  # noqa: E402
+from swarm_helpers import NETWORK, SLOWDOWN, wait_for  # noqa: E402
 from test_mesh_health import (test_rolling_update_start_first_under_load_fails_nothing,  # noqa: E402,F401
                               test_unhealthy_task_leaves_every_node_within_one_second)
 from test_mesh_routing import (test_published_port_on_every_node_reaches_every_task,  # noqa: E402,F401
@@ -43,9 +43,10 @@ def mesh(lab):
     # The rig's own `web` (test_next_to_dockers_mesh.py) has the name and port 8080 the imported
     # tests' `web` fixture creates: it goes first.
     lab.docker(1, "service", "rm", "web", check=False)
-    wait_for("the rig's web service and its tasks gone",
-             lambda: not lab.docker(1, "service", "ls", "-q", "--filter", "name=web").stdout.strip()
-             and not running_tasks(lab, "web"), timeout=30 * SLOWDOWN, interval=1)
+    # (Its tasks drain for their stop grace meanwhile; the new web's tasks are new containers.)
+    wait_for("the rig's web service gone",
+             lambda: lab.docker(1, "service", "inspect", "web", check=False).returncode != 0,
+             timeout=30 * SLOWDOWN, interval=1)
     running = SwarmMesh(lab, backend="ipvs").up(timeout=30 * SLOWDOWN)
     try:
         yield running

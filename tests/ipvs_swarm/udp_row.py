@@ -17,7 +17,7 @@ import threading
 import time
 
 from ingressmesh.lab.images import PROXY_IMAGE
-from ipvs_swarm_helpers import SLOW
+from ipvs_swarm_helpers import DRAIN, SLOW, STOP_GRACE
 from swarm_helpers import create_service, remove_service, running_tasks, wait_for
 
 UDP = "udp"
@@ -25,12 +25,21 @@ UDP_PORT = 9091
 SOURCE_PORT = 40091  # the flow's one source port, as a syslog or statsd sender keeps
 INTERVAL = 0.05  # seconds between datagrams; each waits this long for its answer
 WATCH = 30  # seconds after the update ends that the flow is watched for the new task
-ECHO = ("import socket\n"
+# It drains as web does (ipvs_swarm_helpers.DRAIN): on SIGTERM it answers DRAIN s more, so a mesh
+# that moves the flow within that time loses nothing, and one that keeps it pinned to the old task
+# loses every datagram from the task's exit on.
+ECHO = ("import signal, socket, time\n"
         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         f"s.bind(('0.0.0.0', {UDP_PORT}))\n"
+        "s.settimeout(0.2)\n"
         "name = socket.gethostname().encode()\n"
-        "while True:\n"
-        "    data, peer = s.recvfrom(2048)\n"
+        "end = []\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: end.append(time.monotonic() + {DRAIN}))\n"
+        "while not end or time.monotonic() < end[0]:\n"
+        "    try:\n"
+        "        data, peer = s.recvfrom(2048)\n"
+        "    except OSError:\n"
+        "        continue\n"
         "    s.sendto(name, peer)\n")
 # Runs in the client's namespace: one datagram every INTERVAL from SOURCE_PORT, one line per
 # datagram (monotonic time, who answered or "-"), until stdin closes or `limit` seconds pass.
@@ -61,7 +70,7 @@ def udp_service(lab):
     """Fixture body: the `udp` echo service, one task on node2, published on UDP_PORT."""
     create_service(lab, UDP, "--replicas", "1", "--constraint", "node.hostname==node2",
                    "--publish", f"published={UDP_PORT},target={UDP_PORT},protocol=udp",
-                   image=PROXY_IMAGE, command=("python3", "-c", ECHO))
+                   "--stop-grace-period", STOP_GRACE, image=PROXY_IMAGE, command=("python3", "-c", ECHO))
     wait_for("the udp echo task running", lambda: running_tasks(lab, UDP), timeout=SLOW, interval=1)
     yield UDP
     remove_service(lab, UDP)
