@@ -93,13 +93,14 @@ kernel-lab: venv
 # alone, then ingressmesh with nftables and with IPVS taking over and handing back, in one boot
 # and one pytest process.  Results: $(LAB_OUT)/junit-ipvs-swarm.xml and ipvs_swarm.json, from
 # which bench/side_by_side.py writes docs/side-by-side.md (and bench/results/ipvs_swarm.json).
-# The L7 test there imports the proxy image into node1 from the host's image cache.
+# The lab there imports busybox and the proxy image at `up`, point 4 the python image, all from the
+# host's image cache (built here first).
 ipvs-swarm: ipvs-swarm-images
 	$(MAKE) --no-print-directory ipvs-swarm-guest
 
 ipvs-swarm-images: venv
 	mkdir -p $(LAB_OUT)
-	$(PY) -m ingressmesh.lab images busybox proxy  # the guest cannot build them (no network): cached here
+	$(PY) -m ingressmesh.lab images busybox proxy python  # the guest cannot build them (no network): cached here
 
 ipvs-swarm-guest: venv
 	mkdir -p $(LAB_OUT)

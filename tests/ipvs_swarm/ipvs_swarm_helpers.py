@@ -220,6 +220,14 @@ def wait_routed(lab, web, backend: str) -> None:
         wait_for(f"node{n} routes every task of web ({backend})", check, timeout=SLOW, interval=1)
 
 
+def running_when(lab, service: str, count: int, keep) -> list[dict]:
+    """The service's running tasks when there are `count` and `keep(task)` holds for each (else
+    []): a wait on the tasks themselves, since Swarm clears UpdateStatus when it takes an update
+    (on its own, "no status" could mean "not begun")."""
+    tasks = running_tasks(lab, service)
+    return tasks if len(tasks) == count and all(keep(t) for t in tasks) else []
+
+
 def update_done(lab) -> bool:
     status = inspect_web(lab).get("UpdateStatus") or {}
     return status.get("State") in (None, "completed")

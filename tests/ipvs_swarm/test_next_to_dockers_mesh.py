@@ -19,10 +19,9 @@ import health_rows
 import udp_row
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
 from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, STOP_TIMEOUT, all_docker_state, container_netns, counts, delta, docker_mesh_lag,
-                                ensure_web,
-                                http_get, if_present, lb, load_through_every_node, sbox, spread,
-                                tables_left, update_done, wait_routed)
-from swarm_helpers import running_tasks, wait_for, wait_running
+                                ensure_web, http_get, if_present, lb, load_through_every_node, running_when, sbox,
+                                spread, tables_left, update_done, wait_routed)
+from swarm_helpers import running_tasks, wait_for
 
 
 def rate(netns: str, address: str, port: int, seconds: int = 4) -> float:
@@ -104,10 +103,12 @@ def describe(lab, web, results, mesh: str, vip_caller: str) -> None:
     udp_row.measure(lab, results, mesh)
 
     def rolling_update() -> None:
+        old = {t["id"] for t in running_tasks(lab, "web")}
         lab.docker(1, "service", "update", "--detach", "--force", "--update-order", "start-first", "web",
                    timeout=SLOW)
+        web["tasks"] = wait_for("web's 3 tasks all replaced", lambda: running_when(lab, "web", 3, lambda t: t["id"] not in old),
+                                timeout=SLOW, interval=2)
         wait_for("the rolling update to finish", lambda: update_done(lab), timeout=SLOW, interval=2)
-        web["tasks"] = wait_running(lab, "web", 3, timeout=SLOW)
         if mesh != "docker":
             wait_routed(lab, web, mesh.split("(")[1].rstrip(")"))
 

@@ -3,11 +3,13 @@ Docker's own IPVS mesh (issue 18, point 3): a dockerd restart, after which Docke
 its whole mesh on that node, does not take the traffic back from us; `docker stack rm ingressmesh`
 hands every published port and VIP back to Docker's mesh with no failed request under load.
 
-Runs last of tests/ipvs_swarm (file order) on the `web` service the first module made (alone, it
-makes it).  The agents are containers here: the lab's ingressmesh image goes to every node first.
+Runs after the other modules of tests/ipvs_swarm but test_swarm_tests_with_ipvs.py (file order),
+on the `web` service the first module made (alone, it makes it).  The agents are containers here:
+the lab's ingressmesh image is in every node (the rig imports it at `up`).
 """
 from __future__ import annotations
 
+import threading
 import time
 import pytest
 
@@ -15,10 +17,10 @@ from ingressmesh.lab.swarm import wait_ready
 from ingressmesh.testbed.docker_mesh import our_ipvs_dests
 from ingressmesh.testbed.stack_mesh import StackMesh
 from ingressmesh.testbed.swarm_probe import LoadGenerator
-from ipvs_swarm_helpers import (PORT, SLOW, all_docker_state, container_netns, counts, delta, ensure_image, ensure_web,
-                                if_present,
-                                lb, load_through_every_node, sbox, spread, tables_left, update_done, wait_routed)
-from swarm_helpers import wait_for, wait_running
+from ipvs_swarm_helpers import (PORT, SLOW, all_docker_state, container_netns, counts, delta, docker_mesh_lag, ensure_image,
+                                ensure_web, if_present, lb, load_through_every_node, running_when, sbox, spread,
+                                tables_left, update_done, wait_routed)
+from swarm_helpers import wait_for
 
 MESH = "ingressmesh (ipvs)"
 RESTARTED = 3  # the node whose dockerd restarts: a worker, left with no task of web first
@@ -79,32 +81,56 @@ def test_a_dockerd_restart_does_not_take_the_traffic_back(lab, stack, results):
     mesh, web = stack
     lab.docker(1, "service", "update", "--detach", "--constraint-add", f"node.hostname!=node{RESTARTED}", "web",
                timeout=SLOW)
-    wait_for("web moved off the restarted node", lambda: update_done(lab), timeout=SLOW, interval=2)
-    web["tasks"] = wait_running(lab, "web", 3, timeout=SLOW)
-    assert all(t["node"] != f"node{RESTARTED}" for t in web["tasks"]), web["tasks"]
+    web["tasks"] = wait_for("web's 3 tasks running off the restarted node",
+                            lambda: running_when(lab, "web", 3, lambda t: t["node"] != f"node{RESTARTED}"),
+                            timeout=SLOW, interval=2)
+    wait_for("web's update finished", lambda: update_done(lab), timeout=SLOW, interval=2)
     wait_routed(lab, web, "ipvs")
-    restart = {}
+    restart, done = {}, threading.Event()
 
     def restart_dockerd() -> None:
         with LoadGenerator(lab.client_netns(), [(lab.node_address(RESTARTED), PORT)], pause=0.02,
                            limit=20000) as own:
             restart["dockerd"] = lab.restart_dockerd(RESTARTED, timeout=SLOW)
+            watcher = threading.Thread(target=watch_dockers_mesh, name="watch-docker", daemon=True)
+            watcher.start()
             wait_ready(lab, SLOW)
             mesh.wait_synced(SLOW)
             wait_routed(lab, web, "ipvs")
             restart["ours again"] = time.monotonic()
             time.sleep(2)
+            watcher.join(60)  # Docker's mesh is recorded, not awaited: at most a minute more
+            restart["watched"] = time.monotonic()
+            done.set()
+            watcher.join(30)
         restart["node3"] = own.result
+
+    def watch_dockers_mesh() -> None:
+        """When Docker's own IPVS service on the restarted node lists web's tasks again (bounded):
+        says whether Docker's mesh or ours was back there first."""
+        deadline = time.monotonic() + SLOW
+        while time.monotonic() < deadline and not done.is_set():
+            try:
+                if f"node{RESTARTED}" not in docker_mesh_lag(lab):
+                    restart["docker's mesh again"] = time.monotonic()
+                    return
+            except Exception:  # noqa: BLE001 - its ingress_sbox is not there yet: keep polling
+                pass
+            done.wait(1)
 
     started = time.monotonic()
     ok, failures = load_through_every_node(lab, 3, restart_dockerd,
                                            nodes=[n for n in lab.config.node_numbers if n != RESTARTED])
     node3 = restart["node3"]
     back_after = restart["ours again"] - started - 2  # the load ran 2 s before the restart
+    docker_back = restart.get("docker's mesh again")
+    docker_after = (f"{docker_back - started - 2:.0f} s" if docker_back
+                    else f"not seen within {restart['watched'] - started - 2:.0f} s")
     took = took_by_mesh(lab, web, PER_NODE)
     results.put(MESH, "dockerd restarted on a node (Docker re-programs its mesh there)",
-                f"stack install; node{RESTARTED}'s dockerd back in {restart['dockerd']:.0f} s, our rules there "
-                f"after {back_after:.0f} s: {len(failures)} failed of {ok + len(failures)} through the other nodes, "
+                f"stack install; node{RESTARTED}'s dockerd back in {restart['dockerd']:.0f} s, Docker's own service "
+                f"there listing web's tasks after {docker_after}, our rules there after {back_after:.0f} s: "
+                f"{len(failures)} failed of {ok + len(failures)} through the other nodes, "
                 f"{len(node3.failures)} of {node3.ok + len(node3.failures)} through node{RESTARTED} itself until then; "
                 f"afterwards Docker's IPVS counted {sum(took['port', 'docker'].values())} of {3 * PER_NODE}")
     print(f"dockerd restart: through node{RESTARTED} {node3.ok} ok, failures {node3.failures[:3]}...")
@@ -132,7 +158,9 @@ def test_docker_stack_rm_hands_every_port_and_vip_back_with_no_failed_request(la
     for n in lab.config.node_numbers:
         for ns in (sbox(lab, n), lb(lab, n, web["network_id"])):
             assert if_present(our_ipvs_dests, ns, {}) == {}, (n, ns.path)
-    assert took["port", "docker"] == {f"node{n}": 20 for n in lab.config.node_numbers}, took
+    # (with conn_reuse_mode=0 IPVS may reuse an entry uncounted: see hand_back in test_next_to_dockers_mesh.py)
+    assert sorted(took["port", "docker"]) == [f"node{n}" for n in lab.config.node_numbers], took
+    assert all(count >= 15 for count in took["port", "docker"].values()), took
     # (IPVS may count a connection once less when it reuses an entry: see test_next_to_dockers_mesh.py)
     assert sum(took["vip", "docker"].values()) >= 27 and set(took["vip", "ingressmesh"].values()) == {0}, took
     assert all_docker_state(lab, web["network_id"]) == docker_before, "Docker's rules or IPVS services changed"

@@ -23,6 +23,7 @@ import pytest
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
+from ipvs_swarm_helpers import STOP_TIMEOUT  # noqa: E402
 from swarm_helpers import NETWORK, SLOWDOWN, wait_for  # noqa: E402
 from test_mesh_health import (test_rolling_update_start_first_under_load_fails_nothing,  # noqa: E402,F401
                               test_unhealthy_task_leaves_every_node_within_one_second)
@@ -33,7 +34,7 @@ from test_mesh_routing import (test_published_port_on_every_node_reaches_every_t
 @pytest.fixture(scope="module")
 def mesh(lab):
     """ingressmesh with the ipvs backend on the already-up lab, plus the python image the VIP and
-    rolling-update tests run (the lab itself imports busybox only)."""
+    rolling-update tests run (the rig imports busybox and the proxy image at `up`)."""
     started = time.monotonic()
     for n in lab.config.node_numbers:
         lab.import_image(n, "python")
@@ -47,7 +48,7 @@ def mesh(lab):
     wait_for("the rig's web service gone",
              lambda: lab.docker(1, "service", "inspect", "web", check=False).returncode != 0,
              timeout=30 * SLOWDOWN, interval=1)
-    running = SwarmMesh(lab, backend="ipvs").up(timeout=30 * SLOWDOWN)
+    running = SwarmMesh(lab, backend="ipvs", stop_timeout=STOP_TIMEOUT).up(timeout=30 * SLOWDOWN)
     try:
         yield running
     finally:
