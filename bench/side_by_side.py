@@ -2,7 +2,7 @@
 """Write the side-by-side table (Docker's own mesh vs ingressmesh with nftables vs with IPVS)
 from what `make ipvs-swarm` measured on the swarm lab inside a real IPVS kernel.
 
-    .venv/bin/python bench/side_by_side.py [.lab-results/ipvs_swarm.json]
+    .venv/bin/python bench/side_by_side.py [.lab-results/ipvs_swarm.json [OTHER_RUN.json ...]]
 
 Copies the measurements to bench/results/ipvs_swarm.json and writes docs/side-by-side.md: one
 row per measurement, one column per mesh, a cell only where that run measured it.  Nothing here
@@ -69,40 +69,71 @@ def render(data: dict) -> str:
         "within a row, not with other runs. A dash: not measured for that mesh in this run, or does not apply",
         "(Docker's mesh has no agent to restart or hand back). How each row is measured:",
         "`tests/ipvs_swarm/test_next_to_dockers_mesh.py` (the health rows: `health_rows.py`, a second",
-        "service with a health check; the UDP row: `udp_row.py`, an echo service with one task on node2,",
-        "a client sending from one source port through node1), the L7 row (a labelled host through a",
+        "service with a health check; the UDP row: `udp_row.py`, an echo service with one task,",
+        "a client sending from one source port through another node), the L7 row (a labelled host through a",
         "proxy service on node1) `test_proxy_and_health_with_ipvs.py`, and the rows of ingressmesh",
         "installed as a stack (a dockerd restart, `docker stack rm`) `test_stack_handback_ipvs.py`.",
         "",
-        "| | " + " | ".join(TITLES[m] for m in MESHES) + " |",
-        "| --- | " + " | ".join("---" for _ in MESHES) + " |",
     ]
+    return "\n".join(lines + table(data))
+
+
+def table(data: dict) -> list[str]:
+    lines = ["| | " + " | ".join(TITLES[m] for m in MESHES) + " |",
+             "| --- | " + " | ".join("---" for _ in MESHES) + " |"]
     rows = data.get("rows", {})
     for row in ordered(rows):
         by_mesh = rows[row]
         lines.append(f"| {cell(row)} | " + " | ".join(cell(by_mesh.get(m)) for m in MESHES) + " |")
-    lines.append("")
-    return "\n".join(lines)
+    return lines + [""]
 
 
-def main(argv: list[str]) -> int:
-    source = argv[1] if len(argv) > 1 else os.path.join(HERE, "..", ".lab-results", "ipvs_swarm.json")
+def other_run(data: dict, kept: str) -> str:
+    """Another run's table, under the main one: runs disagree under emulation, and a reader should
+    see that, not only the run that went best."""
+    return "\n".join([
+        f"## The run of {data.get('measured_at', '?')}",
+        "",
+        f"The same rows from another run of the same lab (`bench/results/{os.path.basename(kept)}`); a row",
+        "it lacks was not measured there (a test failed before it, or it was not in that run).",
+        "",
+    ] + table(data))
+
+
+def load(source: str):
     try:
         with open(source, encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError) as err:
         print(f"side_by_side: cannot read {source}: {err}", file=sys.stderr)
-        return 1
+        return None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), dict):
         print(f"side_by_side: {source} has no 'rows' object", file=sys.stderr)
+        return None
+    return data
+
+
+def main(argv: list[str]) -> int:
+    """argv: the run shown first (default .lab-results/ipvs_swarm.json), then any other runs to
+    show under it."""
+    sources = argv[1:] or [os.path.join(HERE, "..", ".lab-results", "ipvs_swarm.json")]
+    runs = [load(source) for source in sources]
+    if any(run is None for run in runs):
         return 1
     kept = os.path.join(HERE, "results", "ipvs_swarm.json")
-    if os.path.abspath(source) != os.path.abspath(kept):
-        shutil.copyfile(source, kept)
+    if os.path.abspath(sources[0]) != os.path.abspath(kept):
+        shutil.copyfile(sources[0], kept)
+    text = render(runs[0])
+    for source, run in zip(sources[1:], runs[1:]):
+        other = os.path.join(HERE, "results", f"ipvs_swarm-{run.get('measured_at', 'unknown').replace(':', '')}.json")
+        if os.path.abspath(source) != os.path.abspath(other):
+            shutil.copyfile(source, other)
+        text += "\n" + other_run(run, other)
     page = os.path.join(HERE, "..", "docs", "side-by-side.md")
     with open(page, "w", encoding="utf-8") as handle:
-        handle.write(render(data))
-    print(f"side_by_side: wrote {os.path.normpath(page)} ({len(data['rows'])} rows) from {source}")
+        handle.write(text)
+    print(f"side_by_side: wrote {os.path.normpath(page)} ({len(runs[0]['rows'])} rows, {len(runs)} run(s)) from "
+          f"{', '.join(sources)}")
     return 0
 
 

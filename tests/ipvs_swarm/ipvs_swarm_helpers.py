@@ -112,6 +112,21 @@ def all_docker_state(lab, network_id: str) -> dict:
     return found
 
 
+def settled_docker_state(lab, network_id: str, quiet: float = 5.0) -> dict:
+    """all_docker_state once it has stayed the same for `quiet` s (bounded by SLOW): Docker itself
+    may still be re-programming (a task rescheduled after a drain), and a comparison made across
+    that would blame us for Docker's own change."""
+    deadline = time.monotonic() + SLOW
+    state = all_docker_state(lab, network_id)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        again = all_docker_state(lab, network_id)
+        if again == state:
+            return state
+        state = again
+    return state
+
+
 def docker_mesh_lag(lab) -> dict[str, dict[str, list[str]]]:
     """Per node, how Docker's own IPVS service for web's published port (the mark its mangle rule
     gives port PORT in ingress_sbox) differs from web's running tasks: real servers it still
