@@ -240,18 +240,29 @@ class ProxyServices:
         self.labels = dict(labels or {})  # on what it creates, e.g. the stack it belongs to
         self._recent: dict[str, tuple[str, ...]] = {}  # service -> task fingerprints this process pushed
         self._held: dict[str, str] = {}  # service -> the spec fingerprint last held back (said once)
-        self._gone_since: dict[str, float] = {}  # service this process made, found removed -> when (clock)
+        self._gone_since: dict[str, float] = {}  # service (or token secret) this process saw, found removed -> when
+        self._token: Optional[tuple[str, str]] = None  # the token secret last seen or made: (id, name)
         self.clock = clock
 
     def token_secret(self) -> tuple[str, str]:
-        """A secret holding the token; its name carries the content hash (secrets are immutable)."""
+        """A secret holding the token; its name carries the content hash (secrets are immutable).
+        One this process made or found and then saw removed is made again only REMADE_AFTER s
+        later, as a proxy service is: `docker stack rm` removes the stack's secrets while l7
+        deploy may still run a pass, which would leave a new copy behind (seen once in the lab)."""
         name = "ingressmesh_token_" + hashlib.sha256(self.token.encode()).hexdigest()[:12]
         found = self.api.secrets(filters={"name": name})
         found = [s for s in found if s["Spec"]["Name"] == name]
         if found:
-            return found[0]["ID"], name
+            self._gone_since.pop(name, None)
+            self._token = (found[0]["ID"], name)
+            return self._token
+        if self._token is not None and self._token[1] == name and \
+                self.clock() - self._gone_since.setdefault(name, self.clock()) < REMADE_AFTER:
+            return self._token  # its proxy services went with it: ensure() defers them meanwhile
         created = self.api.create_secret(name, self.token.encode(), labels={ROLE_LABEL: "token", **self.labels})
-        return created["ID"], name
+        self._gone_since.pop(name, None)
+        self._token = (created["ID"], name)
+        return self._token
 
     def existing_secrets(self) -> dict[str, tuple[str, dict]]:
         """Every secret of the swarm: name -> (id, labels); secret_policy decides which may be mounted."""

@@ -95,3 +95,21 @@ def test_a_proxy_service_removed_under_l7_deploy_is_made_again_only_later():
     assert deploy(services, served(1)) == "deferred" and len(api.calls) == calls  # nothing created yet
     now[0] += 2  # l7 deploy still runs, its own service still there: a removal by hand, made again
     assert deploy(services, served(1)) == "created" and len(api.calls) == calls + 1
+
+
+def test_the_token_secret_removed_under_l7_deploy_is_made_again_only_later():
+    """`docker stack rm` removes the stack's secrets (the proxies' token copy among them) while l7
+    deploy may still run a pass: making the copy again at once would leave it behind."""
+    api, now = UpdatingDocker(), [100.0]
+    services = ProxyServices(api, "reader-token", clock=lambda: now[0])
+    assert deploy(services, served(1)) == "created"
+    token = [s for s in api.secret_list if s["Spec"]["Name"].startswith("ingressmesh_token_")]
+    assert len(token) == 1
+    api.service_list.clear()
+    api.secret_list.remove(token[0])  # docker stack rm: services first, then secrets
+    now[0] += 1
+    assert deploy(services, served(1)) == "deferred"
+    assert not [s for s in api.secret_list if s["Spec"]["Name"].startswith("ingressmesh_token_")]
+    now[0] += 15  # still running long after: a removal by hand, both made again
+    assert deploy(services, served(1)) == "created"
+    assert [s["Spec"]["Name"] for s in api.secret_list].count(token[0]["Spec"]["Name"]) == 1
