@@ -19,7 +19,7 @@ import threading
 import time
 
 from ingressmesh.lab.images import PROXY_IMAGE
-from ipvs_swarm_helpers import DRAIN, SLOW, STOP_GRACE
+from ipvs_swarm_helpers import DRAIN, SLOW, STOP_GRACE, running_when
 from swarm_helpers import create_service, remove_service, running_tasks, wait_for
 
 UDP = "udp"
@@ -118,12 +118,6 @@ class FixedPortFlow:
         self.reader.join(5)
 
 
-def replaced(lab, old: str) -> list[dict]:
-    """udp's running task once it is a new one and the old one no longer runs (empty before)."""
-    tasks = running_tasks(lab, UDP)
-    return tasks if len(tasks) == 1 and tasks[0]["container"] != old else []
-
-
 def measure(lab, results, mesh: str) -> None:
     """The row for `mesh`: the flow through node2 while `udp` is updated (start-first, forced)."""
     old = wait_for("udp's task", lambda: running_tasks(lab, UDP), timeout=SLOW, interval=1)[0]["container"]
@@ -134,7 +128,8 @@ def measure(lab, results, mesh: str) -> None:
         started = time.monotonic()
         lab.docker(1, "service", "update", "--detach", "--force", "--update-order", "start-first", UDP, timeout=SLOW)
         # Not UpdateStatus: Swarm clears it when it takes an update, so "no status" can mean "not begun".
-        new = wait_for("udp's new task running, the old one not", lambda: replaced(lab, old),
+        new = wait_for("udp's new task running, the old one not",
+                       lambda: running_when(lab, UDP, 1, lambda t: t["container"] != old),
                        timeout=SLOW, interval=0.5)[0]["container"]
         swapped = time.monotonic()
         deadline = swapped + WATCH
