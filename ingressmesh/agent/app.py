@@ -38,6 +38,7 @@ from .sync_health import SyncHealth
 log = logging.getLogger(__name__)
 RETRY = 1.0  # a namespace that failed (e.g. an lb sandbox not created yet) is retried this soon
 LONG_POLL = 25.0
+FACTS_WAIT = 10.0  # the first apply waits this long at most for the first read of the local dockerd
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class Agent:
         self.applier = NodeApplier(Layout(), backends.factory(config.backend, config.ipvs_timeouts))
         self.extras = DockerExtras(config.open_forward)
         make_api = lambda: docker.APIClient(base_url=config.docker_url, version="auto", timeout=15)  # noqa: E731
-        self.facts = LocalFacts(make_api, config.docker_url, node_id, on_change=self._facts_changed)
+        self.facts = LocalFacts(make_api, config.docker_url, node_id, on_change=self._facts_changed,
+                                on_gateway=self._gateway_changed)
         self.nftables = nftables = backends.resolve(config.backend) == "nftables"
         # Its thread also programs the reply routes of source-keeping services' local tasks, with
         # either backend; disabled (--no-fast-path, or ipvs) it empties the container tables an
@@ -104,12 +106,23 @@ class Agent:
         self.follower = ClusterFollower(node_id)
         self.version = 0  # of the snapshot the follower holds
         self.plan: Optional[NodePlan] = None
+        self.due: Optional[float] = None  # monotonic time of the next sync that no snapshot will trigger
+        self.stopping = threading.Event()  # run()'s stop, once it runs
         self.warnings: set[str] = set()
         self.last_loop = time.monotonic()
         self.applying = threading.Lock()  # held while the kernel is written, and while leaving it
 
     def _facts_changed(self, report: dict) -> None:
         self.reporter.changed()
+
+    def _gateway_changed(self, address: str) -> None:
+        """ingress_sbox has a new address (dockerd made it again): published ports must go there
+        now, not at the next snapshot, which may be long in coming."""
+        with self.applying:
+            if self.stopping.is_set() or self.plan is None or host_forward(self.plan) in (None, address):
+                return
+            log.info("published ports now forwarded to ingress_sbox at %s: re-planning", address)
+            self._sync_or_retry()
 
     def _containers_changed(self) -> None:
         if self.fast_path is not None:
@@ -133,6 +146,7 @@ class Agent:
 
         The loop runs on its own thread: a SIGTERM must not wait for a long poll (25 s) to end, or
         Docker and systemd kill the agent before it can leave the node as it was asked to."""
+        self.stopping = stop
         self.http.start()
         self.facts.start()
         if self.fast_path is not None:
@@ -173,11 +187,23 @@ class Agent:
         except BaseException as err:  # noqa: BLE001 - handed to run(), which raises it
             failure.append(err)
 
+    def _await_facts(self, stop: threading.Event) -> None:
+        """Wait (bounded) for the first read of the local dockerd.  Until then the address published
+        ports are forwarded to is a guess (172.18.0.2): where ingress_sbox has another one, a first
+        apply with the guess refused every published port of a node with no local task (issue 18)."""
+        deadline = time.monotonic() + FACTS_WAIT
+        while not stop.is_set() and not self.facts.ready.wait(0.2):
+            if time.monotonic() >= deadline:
+                log.warning("local dockerd %s not read after %.0f s: published ports go to %s until it is",
+                            self.config.docker_url, FACTS_WAIT, self.config.ingress_gateway)
+                return
+
     def _loop(self, stop: threading.Event, notifier: Notifier) -> None:
         backoff = Backoff(first=0.5, cap=5.0)
-        due = None  # monotonic time of the next sync that no snapshot will trigger
+        self._await_facts(stop)
         while not stop.is_set():
             self.last_loop = time.monotonic()
+            due = self.due
             wait = LONG_POLL if due is None else max(0.0, min(LONG_POLL, due - time.monotonic()))
             fresh = False
             try:
@@ -192,19 +218,26 @@ class Agent:
                 self._unreachable(err, isinstance(err, ControllerAuthError))
                 stop.wait(backoff.next_delay())
                 got = None
-            if got is not None:
-                fresh = self._take(got)
-            if self.follower.planner is not None and (fresh or (due is not None and time.monotonic() >= due)):
-                with self.applying:
+            with self.applying:  # the follower is also planned from by _gateway_changed
+                if got is not None:
+                    fresh = self._take(got)
+                due = self.due
+                synced = self.follower.planner is not None and (fresh or (due is not None and time.monotonic() >= due))
+                if synced:
                     if stop.is_set():
                         return
-                    try:
-                        due = self.sync()
-                    except Exception as err:  # noqa: BLE001 - never die with the kernel half-known: retry
-                        log.exception("sync failed; retrying in %.0f s", RETRY)
-                        self.health.apply_failed(f"sync failed: {err!r}")
-                        due = time.monotonic() + RETRY
+                    self._sync_or_retry()
+            if synced:
                 notifier.status(f"snapshot {self.version} applied" if self.health.status()[0] else "behind")
+
+    def _sync_or_retry(self) -> None:
+        """sync(), holding `applying`; a failure is retried in RETRY s."""
+        try:
+            self.due = self.sync()
+        except Exception as err:  # noqa: BLE001 - never die with the kernel half-known: retry
+            log.exception("sync failed; retrying in %.0f s", RETRY)
+            self.health.apply_failed(f"sync failed: {err!r}")
+            self.due = time.monotonic() + RETRY
 
     def _unreachable(self, err: Exception, auth: bool) -> None:
         was = self.health.status()[1]["controller"]["reachable"]
@@ -270,6 +303,11 @@ class Agent:
         self.metrics.snapshot_version.set(self.version)
         self.metrics.last_successful_sync.set(time.time())
         return _drain_deadline(plan, options, self.follower)
+
+
+def host_forward(plan: NodePlan) -> Optional[str]:
+    """Where the plan sends published ports from the node's own namespace (None: it has none)."""
+    return next((ns.forward_to for ns in plan.namespaces if ns.role == "host"), None)
 
 
 def _backend_counts(plan: NodePlan) -> dict:

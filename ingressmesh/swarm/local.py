@@ -60,9 +60,13 @@ def lb_endpoint_address(network: dict) -> Optional[str]:
 
 class LocalFacts:
     def __init__(self, make_api: Callable, endpoint: str, node_id: str,
-                 on_change: Callable[[dict], None], stopped_ttl: float = 30.0, refresh: float = 10.0):
+                 on_change: Callable[[dict], None], stopped_ttl: float = 30.0, refresh: float = 10.0,
+                 on_gateway: Callable[[str], None] = lambda address: None):
         self.make_api, self.endpoint, self.node_id = make_api, endpoint, node_id
         self.on_change, self.stopped_ttl, self.refresh = on_change, stopped_ttl, refresh
+        # The gateway is not in the report (no other node needs it) but this node's plan is made
+        # with it: a new one (ingress_sbox made again by dockerd) must re-plan at once.
+        self.on_gateway = on_gateway
         self.lock = threading.Lock()  # guards the facts
         # One full read or event at a time: a read taken before an event must not be written after it.
         self.serial = threading.RLock()
@@ -109,8 +113,7 @@ class LocalFacts:
                 self._client = self.make_api()
             api = self._client
             containers = self._read_containers(api)
-            addresses = self._read_lb_addresses(api)
-            self.ingress_gateway = self._read_gateway(api) or self.ingress_gateway
+            addresses, gateway = self._read_lb_addresses(api), self._read_gateway(api)
         except Exception as err:  # noqa: BLE001 - daemon outage: keep what we knew
             self._client = None
             self.last_error = f"{self.endpoint}: {err}"
@@ -127,9 +130,19 @@ class LocalFacts:
                     del self.stopped_at[task_id]
             changed = containers != self.containers or addresses != self.lb_addresses or not self.ready.is_set()
             self.containers, self.lb_addresses = containers, addresses
+        self._set_gateway(gateway)  # before `ready`: an agent waiting on it plans with this address
         self.ready.set()
         if changed:
             self.on_change(self.report())
+
+    def _set_gateway(self, gateway: str) -> None:
+        """Keep a newly read ingress_sbox address ("" = none read: keep the last) and say so."""
+        if not gateway or gateway == self.ingress_gateway:
+            return
+        if self.ingress_gateway:
+            log.info("docker_gwbridge: ingress-sbox moved from %s to %s", self.ingress_gateway, gateway)
+        self.ingress_gateway = gateway
+        self.on_gateway(gateway)
 
     def _stops(self, actor: dict, sent) -> bool:
         """Whether a kill with signal `sent` stops the container (its stop signal is read from
@@ -178,7 +191,7 @@ class LocalFacts:
         with self.lock:
             changed = addresses != self.lb_addresses
             self.lb_addresses = addresses
-            self.ingress_gateway = gateway or self.ingress_gateway
+        self._set_gateway(gateway)
         if changed and self.ready.is_set():
             self.on_change(self.report())
 
