@@ -165,6 +165,11 @@ class Lab:
         with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
             list(pool.map(lambda job: self._import(job[0], tarballs[job[1]], job[1]), jobs))
         phase("images imported")
+        for n, subnet in cfg.gwbridges:  # Docker's documented way: made before the node joins
+            self.docker(n, "network", "create", "--driver", "bridge", "--subnet", subnet,
+                        "--opt", "com.docker.network.bridge.name=docker_gwbridge",
+                        "--opt", "com.docker.network.bridge.enable_icc=false",
+                        "--opt", "com.docker.network.bridge.enable_ip_masquerade=true", "docker_gwbridge")
         swarm.form(self, cfg.ready_timeout)
         phase(f"swarm of {cfg.nodes} Ready")
         state.set("phase", "up")

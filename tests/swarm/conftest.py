@@ -11,8 +11,11 @@ import pytest
 
 from ingressmesh.lab import Lab, LabConfig
 
+# Node2's docker_gwbridge is an operator's own subnet: its ingress_sbox is not at 172.18.0.2, so
+# every routing test also shows the agent forwards published ports where Docker really put it.
 TEST_CONFIG = LabConfig(lab_dir="/var/lib/ingressmesh/lab-test", prefix="imtest",
-                        subnet="10.78.0", pool="10.201.0.0/16", nodes=3, managers=1)
+                        subnet="10.78.0", pool="10.201.0.0/16", nodes=3, managers=1,
+                        gwbridges=((2, "172.30.0.0/16"),))
 
 
 @pytest.fixture(scope="session")

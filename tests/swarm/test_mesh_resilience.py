@@ -58,6 +58,35 @@ def test_restarting_an_agent_under_load_fails_nothing_and_keeps_the_rules(mesh, 
     assert log.count("following http://") >= 2
 
 
+def test_restarting_the_agent_of_a_node_without_a_task_fails_nothing_through_it(mesh):
+    """Node2 runs no task of the service: its published port forwards every connection to the
+    other nodes.  Its agent restarted under load through node2 must not refuse one (issue 18: on
+    the IPVS rig the first apply of a restarted agent on such a node refused them for seconds)."""
+    lab = mesh.lab
+    name, port = "elsewhere", 8089
+    create_service(lab, name, "--replicas", "2", "--replicas-max-per-node", "1", "--network", NETWORK,
+                   "--constraint", "node.hostname!=node2", "--publish", f"{port}:80")
+    try:
+        tasks = wait_running(lab, name, 2)
+        assert all(t["node"] != "node2" for t in tasks), tasks
+        wait_for("node2 routes both tasks", lambda: all(active_on_node(lab, 2, t["id"]) for t in tasks), timeout=20)
+        with LoadGenerator(lab.client_netns(), [(lab.node_address(2), port)], pause=0.01) as load:
+            time.sleep(1)
+            for _ in range(3):  # a refusal lasting the first apply's few seconds shows in one of them
+                mesh.stop("agent2")
+                time.sleep(1)
+                mesh.start_agent(2)
+                mesh.wait_synced(timeout=30)
+                time.sleep(2)
+        result = load.result
+        print(f"agent of a node without a task restarted 3 times under load: {result.ok} ok, "
+              f"{len(result.failures)} failed: {result.failures[:5]}")
+        assert result.ok > 100 and result.failures == []
+        assert {t["container"] for t in tasks} <= set(result.seen)  # node2 spread them over both
+    finally:
+        remove_service_and_wait_unrouted(lab, name)
+
+
 def test_a_reload_signal_is_not_a_stop(mesh, steady):
     """`docker kill -s HUP` (or USR1) asks an app to reload: its task stays in every node's rules
     and no request fails (only a stop signal drains a task)."""
