@@ -25,8 +25,10 @@ from ingressmesh.lab import Lab, LabConfig
 # `up` (each image costs a minute per node over 9p under emulation); generous waits (dockerd takes
 # ~20 s to start there).
 IPVS_LAB = LabConfig(lab_dir="/var/lib/ingressmesh/lab-ipvs", prefix="imipvs", subnet="10.79.0",
-                     pool="10.202.0.0/16", nodes=3, managers=1, images=("busybox", "proxy"), ready_timeout=300,
-                     gwbridges=((2, "172.30.0.0/16"),))  # node2's ingress_sbox not at 172.18.0.2 (an operator's subnet)
+                     pool="10.202.0.0/16", nodes=3, managers=1, images=("busybox", "proxy"), ready_timeout=300)
+# No custom docker_gwbridge here (the host test lab's node2 has one): with node2's made on
+# 172.30.0.0/16 the guest kernel locked up at swarm setup (soft lockup of both vCPUs in Docker's
+# re-exec'd `exe` processes, run at dc6d276; not investigated).
 
 
 def pytest_collection_modifyitems(config, items):

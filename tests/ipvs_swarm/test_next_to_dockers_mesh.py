@@ -249,8 +249,8 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
     print(f"hand-back ({label}): {len(failures)} failed of {ok + len(failures)}: {failures}")
     # The full run at 99d0c11 failed 305 of 1328 here (and 123 of 807 on-stop), all refused through
     # node2: its agent, restarted in the test before, had made its first apply before reading
-    # ingress_sbox's address and guessed 172.18.0.2 (fixed: it waits for the read; node2's
-    # docker_gwbridge is now an operator's own subnet, so a guess can never pass here).
+    # ingress_sbox's address and guessed 172.18.0.2 (likely: reproduced on the host lab, where
+    # node2's docker_gwbridge is an operator's own subnet; fixed: the agent waits for the read).
     assert not failures, failures[:5]
     assert tables_left(lab, web["network_id"]) == []
     before = counts(lab, web["network_id"])
