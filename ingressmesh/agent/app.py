@@ -189,8 +189,9 @@ class Agent:
 
     def _await_facts(self, stop: threading.Event) -> None:
         """Wait (bounded) for the first read of the local dockerd.  Until then the address published
-        ports are forwarded to is a guess (172.18.0.2): where ingress_sbox has another one, a first
-        apply with the guess refused every published port of a node with no local task (issue 18)."""
+        ports are forwarded to is a guess (172.18.0.2): where ingress_sbox has another one (an
+        operator's docker_gwbridge subnet), a first apply with the guess sent every connection to
+        the node's published ports nowhere until the next snapshot (issue 18)."""
         deadline = time.monotonic() + FACTS_WAIT
         while not stop.is_set() and not self.facts.ready.wait(0.2):
             if time.monotonic() >= deadline:
