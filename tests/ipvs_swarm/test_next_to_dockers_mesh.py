@@ -18,9 +18,10 @@ import pytest
 import health_rows
 import udp_row
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
-from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, STOP_TIMEOUT, all_docker_state, container_netns, counts, delta, docker_mesh_lag,
-                                ensure_web, http_get, if_present, lb, load_through_every_node, running_when, sbox,
-                                settled_docker_state, spread, tables_left, update_done, wait_routed)
+from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, STOP_TIMEOUT, all_docker_state, assert_docker_took_them,
+                                container_netns, counts, delta, docker_mesh_lag, ensure_web, http_get, if_present, lb,
+                                load_through_every_node, running_when, sbox, settled_docker_state, spread, tables_left,
+                                update_done, wait_routed)
 from swarm_helpers import running_tasks, wait_for
 
 
@@ -257,12 +258,9 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
     for n in lab.config.node_numbers:
         spread(lab.client_netns(), lab.node_address(n), PORT, 20)
     after = counts(lab, web["network_id"])
-    # Docker's services count (nearly) all of them: with conn_reuse_mode=0 a client port IPVS still
-    # holds an entry for reuses it uncounted (node3 counted 17 of 20 once), so not exactly 20.
     docker_counts = delta(before, after, "port", "docker")
-    assert sorted(docker_counts) == [f"node{n}" for n in lab.config.node_numbers], docker_counts
-    assert all(count >= 15 for count in docker_counts.values()), docker_counts
-    assert delta(before, after, "port", "ingressmesh") == {f"node{n}": 0 for n in lab.config.node_numbers}
+    print(f"after the {how} hand-back Docker's services counted {docker_counts} of 20 per node")
+    assert_docker_took_them(docker_counts, delta(before, after, "port", "ingressmesh"), lab.config.node_numbers)
     assert all_docker_state(lab, web["network_id"]) == docker_before
 
 
