@@ -67,8 +67,11 @@ if [ -n "$missing" ]; then
     fi
     trap 'if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
     # shellcheck disable=SC2086  # $missing is a list of words
-    apt-get install -y -q --no-install-recommends $missing ||
-        { apt-get update -q && apt-get install -y -q --no-install-recommends $missing; }
+    # Another apt-get or dpkg on the host (unattended-upgrades, a kernel lab installing QEMU):
+    # wait for it, bounded, instead of failing on its lock.
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing ||
+        { apt-get -o DPkg::Lock::Timeout=600 update -q &&
+          apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing; }
     # We just installed docker.io for the lab: keep systemd from starting a root-namespace
     # dockerd at the next boot or on socket activation.  (An existing Docker is left alone.)
     case " $missing " in *" docker.io "*)
