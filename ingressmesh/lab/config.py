@@ -24,6 +24,7 @@ class LabConfig:
     images: tuple = ("busybox", "python", "proxy")  # which lab images `up` imports (images.py)
     client_host: int = 100
     ready_timeout: float = 60.0           # dockerd answering, swarm formed (longer under emulation)
+    import_timeout: float = 300.0         # one `docker import` of a lab image into one node
     # (node, subnet): that node's docker_gwbridge made with this subnet before it joins, as an
     # operator avoiding 172.18/16 does; its ingress_sbox then has no 172.18.0.2 address.
     gwbridges: tuple = ()
@@ -39,6 +40,8 @@ class LabConfig:
             raise ValueError(f"lab_dir must be an absolute directory below /, not {self.lab_dir!r}")
         if not 1 <= self.ready_timeout <= 3600:
             raise ValueError(f"ready_timeout must be 1..3600 seconds, not {self.ready_timeout}")
+        if not 1 <= self.import_timeout <= 3600:
+            raise ValueError(f"import_timeout must be 1..3600 seconds, not {self.import_timeout}")
         for n, subnet in self.gwbridges:
             if n not in self.node_numbers or not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}", subnet):
                 raise ValueError(f"gwbridges: ({n!r}, {subnet!r}) is not (node 1..{self.nodes}, IPv4 subnet)")

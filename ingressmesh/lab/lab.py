@@ -181,7 +181,7 @@ class Lab:
 
     def _import(self, n: int, tarball: str, key: str) -> None:
         argv = images.import_argv([DOCKER, "-H", self.docker_socket(n)], tarball, images.SPECS[key])
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.config.import_timeout)
         if proc.returncode != 0:
             raise LabError(f"node{n}: importing {key}: {proc.stderr.strip()}")
 

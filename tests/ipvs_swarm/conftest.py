@@ -23,9 +23,11 @@ from ingressmesh.lab import Lab, LabConfig
 # Its own names, so nothing here can meet the host's labs; busybox and the proxy image (python3:
 # the UDP echo service, the L7 proxy, the stack's agents), imported into every node in parallel at
 # `up` (each image costs a minute per node over 9p under emulation); generous waits (dockerd takes
-# ~20 s to start there).
+# ~20 s to start there).  Six imports at once (3 nodes, 2 images) beside make test's other QEMU
+# guest and host suites: one of the 176 MB proxy image took over 300 s on a slower host.
 IPVS_LAB = LabConfig(lab_dir="/var/lib/ingressmesh/lab-ipvs", prefix="imipvs", subnet="10.79.0",
-                     pool="10.202.0.0/16", nodes=3, managers=1, images=("busybox", "proxy"), ready_timeout=300)
+                     pool="10.202.0.0/16", nodes=3, managers=1, images=("busybox", "proxy"), ready_timeout=300,
+                     import_timeout=1200)
 # No custom docker_gwbridge here (the host test lab's node2 has one): with node2's made on
 # 172.30.0.0/16 the guest kernel locked up at swarm setup (soft lockup of both vCPUs in Docker's
 # re-exec'd `exe` processes, run at dc6d276; not investigated).

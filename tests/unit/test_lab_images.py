@@ -110,6 +110,14 @@ def test_lab_imports_the_proxy_by_default():
         LabConfig(images=("nginx",))
 
 
+def test_an_import_timeout_out_of_range_is_refused_by_name():
+    assert LabConfig().import_timeout == 300
+    assert LabConfig(import_timeout=1200).import_timeout == 1200
+    for bad in (0, -1, 7200):
+        with pytest.raises(ValueError, match="import_timeout"):
+            LabConfig(import_timeout=bad)
+
+
 def test_the_wrapper_runs_the_package():
     assert proxy_image.WRAPPER_TEXT.startswith("#!/bin/sh\n")
     assert 'exec python3 -m ingressmesh "$@"' in proxy_image.WRAPPER_TEXT
