@@ -4,7 +4,8 @@ Runs on a manager (only managers answer /services and /tasks).  Every swarm chan
 node report updates the merge (live_merge.py: only the touched tasks when only tasks moved);
 the store gets only the objects that changed, bumps the version when something did, and
 long-polling agents get the delta at once.  A node report that names a task the swarm state does not
-have yet, or a container that started stopping, pokes the provider for an immediate task resync.
+have yet, a container that started stopping or changed health, pokes the provider for an immediate
+task resync and busy polling until the manager's list follows.
 """
 from __future__ import annotations
 
@@ -111,11 +112,14 @@ class Controller:
         old, new = previous.get("containers") or {}, report.get("containers") or {}
         started = set(new) - set(old) - known
         stopping = {t for t, e in new.items() if e.get("stopping") and not (old.get(t) or {}).get("stopping")}
+        # Swarm lists a health-checked task as running only once its node saw it healthy: the
+        # manager's list follows this report, and polling is busy until it has.
+        health_changed = {t for t, e in new.items() if t in old and e.get("health") != old[t].get("health")}
         # A new lb endpoint: the manager's task list must show this node's task on that network
         # before the claim is accepted (lb_claims.py), e.g. a standalone container that just joined.
         new_endpoint = set(report.get("lb_addresses") or {}) - set(previous.get("lb_addresses") or {})
-        if started or stopping or new_endpoint:
-            self.provider.poke()  # the manager's task list is behind what this node just saw
+        if started or stopping or new_endpoint or health_changed:
+            self.provider.poke(busy=True)  # the manager's task list is behind what this node just saw
         self.publish()
 
     def _admit(self, report: dict) -> None:

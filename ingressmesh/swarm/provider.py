@@ -73,11 +73,18 @@ class SwarmProvider:
             self._wake.notify_all()
         self.events.stop()
 
-    def poke(self, full: bool = False) -> None:
-        """Re-read soon: a node saw a container start or stop, or an event arrived."""
+    def poke(self, full: bool = False, busy: bool = False) -> None:
+        """Re-read soon: a node saw a container start, stop or change health, or an event arrived.
+        `busy`: the manager's task list is expected to change shortly (Swarm moves a task with a
+        health check to running only after its node saw it healthy), so poll at the busy interval
+        for a busy window from now, not at the idle one: idle, it stretches with the read's cost
+        (read_seconds / idle_share, minutes under emulation or with ~100,000 tasks), and a task
+        that turned healthy would wait that long for traffic (150-210 s seen in the IPVS rig)."""
         with self._wake:
             self._poked = True
             self._full_needed = self._full_needed or full
+            if busy:
+                self._last_change = time.monotonic()
             self._wake.notify_all()
 
     def _on_event(self, event: dict) -> None:

@@ -15,10 +15,11 @@ class StubProvider:
 
     def __init__(self, state):
         self.state, self.last_error, self.last_success = state, "", None
-        self.pokes = 0
+        self.pokes, self.busy_pokes = 0, 0
 
-    def poke(self):
+    def poke(self, full=False, busy=False):
         self.pokes += 1
+        self.busy_pokes += busy
 
 
 def _controller():
@@ -117,5 +118,23 @@ def test_heartbeats_by_digest_cost_no_merge_and_a_restarted_controller_gets_the_
     finally:
         reporter.stop()
         client.close()
+        controller.store.close()
+        controller.server.stop()
+
+
+def test_a_task_turning_healthy_pokes_the_provider_busy():
+    """Swarm moves a health-checked task to running only after its node saw it healthy: the
+    report saying so must make the controller re-read the task list soon, and keep reading."""
+    from test_merge import _web_tasks
+    controller = _controller()
+    try:
+        task = _web_tasks()[0]
+        controller._on_report({**_reports(**{task.id: {"health": "starting"}})[task.node_id], "sent_at": 1.0})
+        pokes = controller.provider.pokes
+        controller._on_report({**_reports(**{task.id: {"health": "starting"}})[task.node_id], "sent_at": 2.0})
+        assert controller.provider.pokes == pokes  # nothing changed: no read
+        controller._on_report({**_reports(**{task.id: {"health": "healthy"}})[task.node_id], "sent_at": 3.0})
+        assert controller.provider.pokes == pokes + 1 and controller.provider.busy_pokes >= 1
+    finally:
         controller.store.close()
         controller.server.stop()

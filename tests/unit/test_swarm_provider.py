@@ -244,3 +244,41 @@ def test_a_slow_task_list_is_polled_less_often():
     finally:
         provider.stop()
         api.close()
+
+
+def test_a_busy_poke_polls_at_the_busy_interval_until_the_manager_follows():
+    """A node saw a task turn healthy: Swarm lists it running a moment later.  Idle, a slow task
+    list would next be read minutes later; after a busy poke it is read every busy interval."""
+    class CountingTasks(FakeDocker):
+        def __init__(self, data):
+            super().__init__(data)
+            self.task_reads = 0
+
+        def tasks(self):
+            self.task_reads += 1
+            return super().tasks()
+
+    api = CountingTasks(DATA)
+    pacing = PollPacing(busy_interval=0.05, idle_interval=30.0, busy_window=1.0, min_spacing=0.01)
+    provider = SwarmProvider(lambda: api, "fake", lambda state: None, pacing)
+    provider.start()
+    try:
+        assert _until(lambda: provider.state is not None)
+        time.sleep(1.2)  # the first read's change is out of the busy window: idle, 30 s apart
+        idle_reads = api.task_reads
+        time.sleep(0.5)
+        assert api.task_reads == idle_reads
+        provider.poke()  # a plain poke: one read, then idle again
+        assert _until(lambda: api.task_reads == idle_reads + 1)
+        time.sleep(0.5)
+        assert api.task_reads == idle_reads + 1
+        provider.poke(busy=True)
+        time.sleep(0.6)
+        assert api.task_reads >= idle_reads + 5, api.task_reads - idle_reads  # ~every 0.05 s
+        time.sleep(1.0)  # the busy window ends: idle again
+        settled = api.task_reads
+        time.sleep(0.5)
+        assert api.task_reads == settled
+    finally:
+        provider.stop()
+        api.close()
