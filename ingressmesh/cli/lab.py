@@ -34,7 +34,7 @@ def lab_group() -> None:
 @click.option("--pool", default=LabConfig.pool, show_default=True,
               help="Swarm --default-addr-pool.")
 @click.option("--images", default=",".join(LabConfig.images), show_default=True,
-              help="Lab images to import into every node (comma-separated; '' for none).")
+              help="Lab images every node has (imported into node1, its image store copied to the others; comma-separated; '' for none).")
 def up_command(lab_dir, nodes, managers, prefix, subnet, pool, images) -> None:
     """Bring the lab up (images are built once and cached)."""
     try:

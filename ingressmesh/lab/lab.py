@@ -155,16 +155,20 @@ class Lab:
         for path in dockerd.ensure_run_dirs():
             state.add("run_dirs_created", path)
         dockerd.write_script(cfg)
-        for n in cfg.node_numbers:
-            pid = dockerd.launch(cfg, n)
-            state.dockerd(n, pid, procs.start_time(pid))
-        for n, rec in state.dockerds.items():
-            dockerd.wait_ready(cfg, n, rec["pid"], rec["start"], cfg.ready_timeout)
+        # The images go into the first node only; the others start on a copy of its image store.
+        first, others = cfg.node_numbers[0], cfg.node_numbers[1:]
+        if cfg.images:
+            self._launch(state, [first])
+            with ThreadPoolExecutor(max_workers=len(cfg.images)) as pool:
+                list(pool.map(lambda key: self._import(first, tarballs[key], key), cfg.images))
+            phase(f"images imported into node{first}")
+            for n in others:
+                images.copy_image_store(cfg.data_root(first), cfg.data_root(n))
+            phase("image store copied to the other nodes")
+            self._launch(state, others)
+        else:
+            self._launch(state, cfg.node_numbers)
         phase("dockerds up")
-        jobs = [(n, key) for n in cfg.node_numbers for key in cfg.images]
-        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-            list(pool.map(lambda job: self._import(job[0], tarballs[job[1]], job[1]), jobs))
-        phase("images imported")
         for n, subnet in cfg.gwbridges:  # Docker's documented way: made before the node joins
             self.docker(n, "network", "create", "--driver", "bridge", "--subnet", subnet,
                         "--opt", "com.docker.network.bridge.name=docker_gwbridge",
@@ -174,6 +178,15 @@ class Lab:
         phase(f"swarm of {cfg.nodes} Ready")
         state.set("phase", "up")
         return times
+
+    def _launch(self, state: LabState, nodes) -> None:
+        """Start these nodes' dockerds at once, then wait until each answers."""
+        for n in nodes:
+            pid = dockerd.launch(self.config, n)
+            state.dockerd(n, pid, procs.start_time(pid))
+        for n in nodes:
+            rec = state.dockerds[n]
+            dockerd.wait_ready(self.config, n, rec["pid"], rec["start"], self.config.ready_timeout)
 
     def import_image(self, n: int, key: str) -> None:
         """One more lab image into node n of a running lab (built into the cache first if missing)."""

@@ -21,10 +21,10 @@ from ingressmesh.dataplane import backends
 from ingressmesh.lab import Lab, LabConfig
 
 # Its own names, so nothing here can meet the host's labs; busybox and the proxy image (python3:
-# the UDP echo service, the L7 proxy, the stack's agents), imported into every node in parallel at
-# `up` (each image costs a minute per node over 9p under emulation); generous waits (dockerd takes
-# ~20 s to start there).  Six imports at once (3 nodes, 2 images) beside make test's other QEMU
-# guest and host suites: one of the 176 MB proxy image took over 300 s on a slower host.
+# the UDP echo service, the L7 proxy, the stack's agents), imported at `up` into node1 only, whose
+# image store nodes 2 and 3 start on (an import of the proxy image costs ~55 s under emulation
+# alone, the copy ~3 s; six imports at once took 525-677 s beside make test's other work);
+# generous waits (dockerd takes ~20 s to start there).
 IPVS_LAB = LabConfig(lab_dir="/var/lib/ingressmesh/lab-ipvs", prefix="imipvs", subnet="10.79.0",
                      pool="10.202.0.0/16", nodes=3, managers=1, images=("busybox", "proxy"), ready_timeout=300,
                      import_timeout=1200)

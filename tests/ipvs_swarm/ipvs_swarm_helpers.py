@@ -52,8 +52,8 @@ def spread(netns: str, address: str, port: int, count: int) -> dict[str, int]:
 
 
 def ensure_image(lab, n: int, key: str) -> None:
-    """Imports a lab image into node n unless it is there already (the rig imports busybox and
-    proxy into every node at `up`, in parallel: a minute per image and node over 9p)."""
+    """Imports a lab image into node n unless it is there already (the rig has busybox and
+    proxy in every node from `up`; an import costs about a minute per image and node under emulation)."""
     if lab.docker(n, "image", "inspect", "-f", "{{.Id}}", SPECS[key].tag, check=False).returncode != 0:
         lab.import_image(n, key)
 
