@@ -156,6 +156,22 @@ def docker_mesh_lag(lab) -> dict[str, dict[str, list[str]]]:
     return lag
 
 
+def print_node_pressure(lab, n: int, service_label: str = "") -> None:
+    """For a container that never became ready: the guest's load and memory, node n's containers
+    and each one's health-check log (what its probes answered), since a killed container's own
+    logs may be empty (the rig's L7 proxy at f2cc920: four kills as unhealthy, no log line)."""
+    with open("/proc/loadavg", encoding="ascii") as handle:
+        print(f"load average: {handle.read().strip()}")
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        print(" ".join(line.split(":")[0] + "=" + line.split()[1] + "kB" for line in handle
+                       if line.startswith(("MemTotal", "MemAvailable"))))
+    print(lab.docker(n, "ps", "-a", "--no-trunc", check=False).stdout)
+    filters = ["--filter", f"label=com.docker.swarm.service.name={service_label}"] if service_label else []
+    for cid in lab.docker(n, "ps", "-aq", *filters, check=False).stdout.split():
+        health = lab.docker(n, "inspect", "-f", "{{.Name}} {{.State.Status}} {{json .State.Health}}", cid, check=False)
+        print(f"health of {cid}: {(health.stdout or health.stderr).strip()[:3000]}")
+
+
 def container_netns(lab, task: dict) -> str:
     """The network namespace of a task's container, seen from here (its PID's)."""
     n = int(task["node"].removeprefix("node"))

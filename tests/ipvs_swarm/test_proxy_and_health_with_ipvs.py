@@ -23,7 +23,7 @@ from ingressmesh.testbed.swarm_mesh import SwarmMesh
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "swarm"))
 from l7_helpers import labelled, settled_replicas, wait_routed  # noqa: E402
 from swarm_helpers import remove_service, wait_for, wait_running  # noqa: E402
-from ipvs_swarm_helpers import STOP_TIMEOUT, ensure_image  # noqa: E402
+from ipvs_swarm_helpers import STOP_TIMEOUT, ensure_image, print_node_pressure  # noqa: E402
 
 PROXY_PORT = 8081
 PROXY = "ingressmesh-proxy"
@@ -71,6 +71,7 @@ def print_proxy_state(lab) -> None:
     for cid in lab.docker(1, "ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={PROXY}").stdout.split():
         logs = lab.docker(1, "logs", "--tail", "40", cid, check=False)
         print(f"--- proxy container {cid} ---\n{logs.stdout}{logs.stderr}")
+    print_node_pressure(lab, 1, PROXY)
 
 
 def every_node(lab) -> list:

@@ -18,7 +18,8 @@ from ingressmesh.testbed.docker_mesh import our_ipvs_dests
 from ingressmesh.testbed.stack_mesh import StackMesh
 from ingressmesh.testbed.swarm_probe import LoadGenerator
 from ipvs_swarm_helpers import (PORT, SLOW, all_docker_state, assert_docker_took_them, container_netns, counts, delta,
-                                docker_mesh_lag, ensure_image, ensure_web, if_present, lb, load_through_every_node, running_when, sbox, spread,
+                                docker_mesh_lag, ensure_image, ensure_web, if_present, lb, load_through_every_node, print_node_pressure,
+                                running_when, sbox, spread,
                                 tables_left, update_done, wait_routed)
 from swarm_helpers import wait_for
 
@@ -37,7 +38,12 @@ def stack(lab):
     print(f"ingressmesh image in every node after {time.monotonic() - started:.0f} s", flush=True)
     mesh = StackMesh(lab, backend="ipvs")
     try:
-        mesh.up(timeout=2 * SLOW)
+        try:
+            mesh.up(timeout=2 * SLOW)
+        except TimeoutError:  # which of node1's containers never answered, and what their checks said
+            print(lab.docker(1, "stack", "ps", "--no-trunc", "ingressmesh", check=False).stdout)
+            print_node_pressure(lab, 1)
+            raise
         print(f"stack deployed, every agent in sync, in {mesh.deployed_in:.0f} s", flush=True)
         wait_routed(lab, web, "ipvs")
         yield mesh, web
