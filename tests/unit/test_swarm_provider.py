@@ -219,18 +219,21 @@ def test_polling_stretches_with_what_a_task_list_costs():
     assert pacing.spacing(0.01) == 0.1 and pacing.spacing(2.0) == 2.0
 
 
+class CountingTasks(FakeDocker):
+    """Counts task-list reads, each taking `delay` s (a swarm whose list is costly to read)."""
+
+    def __init__(self, data, delay: float = 0.0):
+        super().__init__(data)
+        self.task_reads, self.delay = 0, delay
+
+    def tasks(self):
+        self.task_reads += 1
+        time.sleep(self.delay)
+        return super().tasks()
+
+
 def test_a_slow_task_list_is_polled_less_often():
-    class SlowTasks(FakeDocker):
-        def __init__(self, data):
-            super().__init__(data)
-            self.task_reads = 0
-
-        def tasks(self):
-            self.task_reads += 1
-            time.sleep(0.05)
-            return super().tasks()
-
-    api = SlowTasks(DATA)
+    api = CountingTasks(DATA, delay=0.05)
     pacing = PollPacing(busy_interval=0.01, idle_interval=0.01, busy_window=60, min_spacing=0.01, busy_share=0.1)
     provider = SwarmProvider(lambda: api, "fake", lambda state: None, pacing)
     provider.start()
@@ -249,15 +252,6 @@ def test_a_slow_task_list_is_polled_less_often():
 def test_a_busy_poke_polls_at_the_busy_interval_until_the_manager_follows():
     """A node saw a task turn healthy: Swarm lists it running a moment later.  Idle, a slow task
     list would next be read minutes later; after a busy poke it is read every busy interval."""
-    class CountingTasks(FakeDocker):
-        def __init__(self, data):
-            super().__init__(data)
-            self.task_reads = 0
-
-        def tasks(self):
-            self.task_reads += 1
-            return super().tasks()
-
     api = CountingTasks(DATA)
     pacing = PollPacing(busy_interval=0.05, idle_interval=30.0, busy_window=1.0, min_spacing=0.01)
     provider = SwarmProvider(lambda: api, "fake", lambda state: None, pacing)
