@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Targets that need network namespaces and nftables: refuse them early without root.
-ROOT_GOALS := test kernel kernel-lab ipvs-swarm ipvs-swarm-images ipvs-swarm-guest ipvs-swarm-point4 swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
+ROOT_GOALS := test kernel kernel-lab ipvs-swarm ipvs-swarm-images ipvs-swarm-guest ipvs-swarm-point4 bench-side-by-side swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
 ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
 $(error make $(filter $(ROOT_GOALS),$(MAKECMDGOALS)) needs root (network namespaces, nftables): run sudo make $(MAKECMDGOALS); `make unit` runs rootless)
@@ -16,7 +16,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test unit kernel kernel-lab ipvs-swarm ipvs-swarm-images ipvs-swarm-guest ipvs-swarm-point4 swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean docs docs-serve plots cli-docs
+.PHONY: help deps venv test unit kernel kernel-lab ipvs-swarm ipvs-swarm-images ipvs-swarm-guest ipvs-swarm-point4 bench-side-by-side swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean docs docs-serve plots cli-docs
 
 help:
 	@echo "sudo make lab     3-node swarm lab + ingressmesh + counter demo stack (lab-down removes it)"
@@ -28,6 +28,7 @@ help:
 	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
 	@echo "sudo make ipvs-swarm  the swarm lab in that kernel, next to Docker's own IPVS mesh (part of test)"
 	@echo "sudo make ipvs-swarm-point4  tests/swarm's routing/health/update tests with IPVS in that kernel"
+	@echo "sudo make bench-side-by-side  every row of docs/side-by-side.md measured in that kernel (~100 min)"
 	@echo "make unit         rootless unit tests"
 	@echo "make docs         the docs site into site/ (docs-serve: http://127.0.0.1:8000); make plots  bench plots"
 	@echo "make clean        remove the venv"
@@ -92,11 +93,12 @@ kernel-lab: venv
 	    tests/kernel/test_source_ip_kernel.py'
 
 # The 3-node swarm lab inside that kernel (4 GB guest), where Docker's own IPVS mesh works: Docker
-# alone, then ingressmesh with nftables and with IPVS taking over and handing back, in one boot
-# and one pytest process.  Results: $(LAB_OUT)/junit-ipvs-swarm.xml and ipvs_swarm.json, from
-# which bench/side_by_side.py writes docs/side-by-side.md (and bench/results/ipvs_swarm.json).
+# alone, then ingressmesh with nftables and with IPVS taking over and handing back, the L7 proxy
+# through our IPVS mesh, and ingressmesh as a stack (a dockerd restart, `docker stack rm`), in one
+# boot and one pytest process.  Results: $(LAB_OUT)/junit-ipvs-swarm.xml and ipvs_swarm.json.
 # The lab there imports busybox and the proxy image at `up`, point 4 the python image, all from the
-# host's image cache (built here first).
+# host's image cache (built here first).  The side-by-side table's costly rows (rates, health, UDP,
+# node drain) are measured by bench-side-by-side, not here (tests/ipvs_swarm/table_rows.py).
 ipvs-swarm: ipvs-swarm-images
 	$(MAKE) --no-print-directory ipvs-swarm-guest
 
@@ -104,14 +106,22 @@ ipvs-swarm-images: venv
 	mkdir -p $(LAB_OUT)
 	$(PY) -m ingressmesh.lab images busybox proxy python  # the guest cannot build them (no network): cached here
 
+IPVS_SWARM_TIMEOUT ?= 4200
+SIDE_BY_SIDE ?= 0
 ipvs-swarm-guest: venv
 	mkdir -p $(LAB_OUT)
-	KERNEL_LAB_MEMORY_MB=4096 scripts/kernel-lab --timeout 4200 --share $(LAB_OUT) \
-	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 -- \
+	KERNEL_LAB_MEMORY_MB=4096 scripts/kernel-lab --timeout $(IPVS_SWARM_TIMEOUT) --share $(LAB_OUT) \
+	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 \
+	    --env INGRESSMESH_SIDE_BY_SIDE=$(SIDE_BY_SIDE) -- \
 	    scripts/kernel-lab-guest/swarm-host sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -s -p no:cacheprovider \
 	    --durations=0 --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs-swarm.xml" tests/ipvs_swarm \
 	    --ignore=tests/ipvs_swarm/test_swarm_tests_with_ipvs.py'
-	$(PY) bench/side_by_side.py $(LAB_OUT)/ipvs_swarm.json
+
+# The side-by-side table (docs/side-by-side.md, bench/results/ipvs_swarm.json): the same guest run
+# with every row measured for all three meshes (~100 min on a slow host), then rendered.
+bench-side-by-side: ipvs-swarm-images
+	$(MAKE) --no-print-directory ipvs-swarm-guest SIDE_BY_SIDE=1 IPVS_SWARM_TIMEOUT=9000 LAB_OUT=$(LAB_OUT)/side-by-side
+	$(PY) bench/side_by_side.py $(LAB_OUT)/side-by-side/ipvs_swarm.json
 
 # Issue 18 point 4 on its own guest (~20 min): tests/swarm's routing, health and rolling-update tests
 # with the IPVS backend on the same rig.  Not in `make test`: with it the guest took 49 min beside
