@@ -45,11 +45,33 @@ def stack(lab):
             print_node_pressure(lab, 1)
             raise
         print(f"stack deployed, every agent in sync, in {mesh.deployed_in:.0f} s", flush=True)
+        print_stack_containers(lab)
         wait_routed(lab, web, "ipvs")
         yield mesh, web
     finally:
         print(mesh.tails())
         mesh.down()
+
+
+def print_stack_containers(lab) -> None:
+    """Every container of the stack on every node, exited ones too (an agent Docker killed as
+    unhealthy and restarted shows here, not in `docker stack ps` once it is replaced)."""
+    for n in lab.config.node_numbers:
+        listed = lab.docker(n, "ps", "-a", "--filter", "label=com.docker.stack.namespace=ingressmesh",
+                            "--format", "{{.Names}} {{.Status}}", check=False)
+        print(f"node{n}: stack containers: {listed.stdout.strip() or listed.stderr.strip()}", flush=True)
+
+
+def print_agents_state(lab) -> None:
+    """For agents that did not get back in sync: the stack's tasks, and each node's containers and
+    their health-check logs."""
+    print(lab.docker(1, "stack", "ps", "--no-trunc", "ingressmesh", check=False).stdout)
+    for n in lab.config.node_numbers:
+        print_node_pressure(lab, n, "ingressmesh_agent")
+        for cid in lab.docker(n, "ps", "-aq", "--filter", "label=com.docker.swarm.service.name=ingressmesh_agent",
+                              check=False).stdout.split():
+            logs = lab.docker(n, "logs", "--tail", "25", cid, check=False)
+            print(f"--- node{n} agent container {cid} ---\n{logs.stdout}{logs.stderr}")
 
 
 def took_by_mesh(lab, web, per_node: int, vip: int = 0) -> dict:
@@ -101,7 +123,11 @@ def test_a_dockerd_restart_does_not_take_the_traffic_back(lab, stack, results):
             watcher = threading.Thread(target=watch_dockers_mesh, name="watch-docker", daemon=True)
             watcher.start()
             wait_ready(lab, SLOW)
-            mesh.wait_synced(SLOW)
+            try:
+                mesh.wait_synced(SLOW)
+            except TimeoutError:
+                print_agents_state(lab)
+                raise
             wait_routed(lab, web, "ipvs")
             restart["ours again"] = time.monotonic()
             time.sleep(2)
@@ -132,6 +158,7 @@ def test_a_dockerd_restart_does_not_take_the_traffic_back(lab, stack, results):
     docker_back = restart.get("docker's mesh again")
     docker_after = (f"{docker_back - started - 2:.0f} s" if docker_back
                     else f"not seen within {restart['watched'] - started - 2:.0f} s")
+    print_stack_containers(lab)
     took = took_by_mesh(lab, web, PER_NODE)
     results.put(MESH, "dockerd restarted on a node (Docker re-programs its mesh there)",
                 f"stack install; node{RESTARTED}'s dockerd back in {restart['dockerd']:.0f} s, Docker's own service "
