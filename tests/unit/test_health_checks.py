@@ -24,9 +24,9 @@ def _seconds(text: str) -> float:
 
 def _check_timing(interval: float, timeout: float, retries: int, start: float) -> None:
     assert 5 <= interval <= 10, "a probe is a docker exec: not every second"
-    assert timeout >= 5, "a probe must not fail because the node is busy for a moment"
+    assert timeout >= 20, "a probe must not fail because the node is busy for a while (a docker exec can take 10 s)"
     assert retries == 3
-    assert start >= 20
+    assert start >= 120, "a Python start in a container on a busy node can take minutes"
 
 
 def test_the_proxy_service_checks_its_healthz_cheaply_and_patiently():
