@@ -51,7 +51,7 @@ unit: venv
 kernel: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q tests/kernel
 
-# `make ipvs-swarm`'s QEMU guest (~40 min on its own, CPU-bound: QEMU's emulation uses ~1.5 of the
+# `make ipvs-swarm`'s QEMU guest (~45 min on its own on a slow host, CPU-bound: QEMU's emulation uses ~1.5 of the
 # 2 cores) runs first, beside kernel-lab (the other QEMU guest, ~7 min) and then the host suites
 # that need no swarm lab (unit, l7, kernel: ~5 min); the swarm lab suites run after it, not beside
 # it.  Beside them (runs at 8fced26, 6baa521 and in CI) the guest was starved to 54-58 min and
