@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Targets that need network namespaces and nftables: refuse them early without root.
-ROOT_GOALS := test kernel kernel-lab ipvs-swarm ipvs-swarm-images ipvs-swarm-guest ipvs-swarm-point4 bench-side-by-side swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
+ROOT_GOALS := test kernel kernel-lab ipvs-swarm ipvs-swarm-images ipvs-swarm-guest ipvs-swarm-point4 ipvs-swarm-stack bench-side-by-side swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs
 ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
 $(error make $(filter $(ROOT_GOALS),$(MAKECMDGOALS)) needs root (network namespaces, nftables): run sudo make $(MAKECMDGOALS); `make unit` runs rootless)
@@ -16,7 +16,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test unit kernel kernel-lab ipvs-swarm ipvs-swarm-images ipvs-swarm-guest ipvs-swarm-point4 bench-side-by-side swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean docs docs-serve plots cli-docs
+.PHONY: help deps venv test unit kernel kernel-lab ipvs-swarm ipvs-swarm-images ipvs-swarm-guest ipvs-swarm-point4 ipvs-swarm-stack bench-side-by-side swarm swarm-stack lab lab-down install-systemd demo demo-keep demo-down bench bench-ipvs clean docs docs-serve plots cli-docs
 
 help:
 	@echo "sudo make lab     3-node swarm lab + ingressmesh + counter demo stack (lab-down removes it)"
@@ -28,6 +28,7 @@ help:
 	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
 	@echo "sudo make ipvs-swarm  the swarm lab in that kernel, next to Docker's own IPVS mesh (part of test)"
 	@echo "sudo make ipvs-swarm-point4  tests/swarm's routing/health/update tests with IPVS in that kernel"
+	@echo "sudo make ipvs-swarm-stack  ingressmesh as a stack next to Docker's mesh in that kernel"
 	@echo "sudo make bench-side-by-side  every row of docs/side-by-side.md measured in that kernel (~100 min)"
 	@echo "make unit         rootless unit tests"
 	@echo "make docs         the docs site into site/ (docs-serve: http://127.0.0.1:8000); make plots  bench plots"
@@ -108,6 +109,9 @@ ipvs-swarm-images: venv
 
 IPVS_SWARM_TIMEOUT ?= 4200
 SIDE_BY_SIDE ?= 0
+# make test leaves the stack module to ipvs-swarm-stack (its own guest): ~10 min that CI's 90 min
+# could not pay on a slow host.  IPVS_SWARM_LEAVE_OUT= (empty) runs it here too.
+IPVS_SWARM_LEAVE_OUT ?= --ignore=tests/ipvs_swarm/test_stack_handback_ipvs.py
 ipvs-swarm-guest: venv
 	mkdir -p $(LAB_OUT)
 	KERNEL_LAB_MEMORY_MB=4096 scripts/kernel-lab --timeout $(IPVS_SWARM_TIMEOUT) --share $(LAB_OUT) \
@@ -115,12 +119,13 @@ ipvs-swarm-guest: venv
 	    --env INGRESSMESH_SIDE_BY_SIDE=$(SIDE_BY_SIDE) -- \
 	    scripts/kernel-lab-guest/swarm-host sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -s -p no:cacheprovider \
 	    --durations=0 --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs-swarm.xml" tests/ipvs_swarm \
-	    --ignore=tests/ipvs_swarm/test_swarm_tests_with_ipvs.py'
+	    --ignore=tests/ipvs_swarm/test_swarm_tests_with_ipvs.py $(IPVS_SWARM_LEAVE_OUT)'
 
 # The side-by-side table (docs/side-by-side.md, bench/results/ipvs_swarm.json): the same guest run
 # with every row measured for all three meshes (~100 min on a slow host), then rendered.
 bench-side-by-side: ipvs-swarm-images
-	$(MAKE) --no-print-directory ipvs-swarm-guest SIDE_BY_SIDE=1 IPVS_SWARM_TIMEOUT=9000 LAB_OUT=$(LAB_OUT)/side-by-side
+	$(MAKE) --no-print-directory ipvs-swarm-guest SIDE_BY_SIDE=1 IPVS_SWARM_TIMEOUT=9000 LAB_OUT=$(LAB_OUT)/side-by-side \
+	    IPVS_SWARM_LEAVE_OUT=
 	$(PY) bench/side_by_side.py $(LAB_OUT)/side-by-side/ipvs_swarm.json
 
 # Issue 18 point 4 on its own guest (~20 min): tests/swarm's routing, health and rolling-update tests
@@ -131,6 +136,15 @@ ipvs-swarm-point4: ipvs-swarm-images
 	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 -- \
 	    scripts/kernel-lab-guest/swarm-host sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -s -p no:cacheprovider \
 	    --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs-point4.xml" tests/ipvs_swarm/test_swarm_tests_with_ipvs.py'
+
+# Issue 18's stack install next to Docker's mesh on its own guest (~15 min): ingressmesh deployed
+# as a stack takes over, a dockerd restart does not take the traffic back, `docker stack rm` hands
+# back with no failed request.  Not in `make test` (see IPVS_SWARM_LEAVE_OUT).  Results: junit-ipvs-stack.xml.
+ipvs-swarm-stack: ipvs-swarm-images
+	KERNEL_LAB_MEMORY_MB=4096 scripts/kernel-lab --timeout 2400 --share $(LAB_OUT) \
+	    --env INGRESSMESH_REQUIRE_KERNEL=1 --env INGRESSMESH_REQUIRE_IPVS=1 -- \
+	    scripts/kernel-lab-guest/swarm-host sh -c '$(CURDIR)/$(PY) -m pytest -q -rs -s -p no:cacheprovider \
+	    --junitxml="$$KERNEL_LAB_SHARE/junit-ipvs-stack.xml" tests/ipvs_swarm/test_stack_handback_ipvs.py'
 
 swarm: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s tests/swarm --ignore=tests/swarm/test_stack_install.py

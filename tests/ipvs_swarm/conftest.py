@@ -7,7 +7,8 @@ neighbour ingressmesh must take over from and hand back to.  Outside the kernel 
 here is skipped (fails under INGRESSMESH_REQUIRE_IPVS=1); `make test` runs it inside.
 
 The measurements of each phase land in one JSON file ($KERNEL_LAB_SHARE/ipvs_swarm.json), from
-which scripts/side_by_side.py writes the side-by-side table.
+which bench/side_by_side.py writes the side-by-side table after `make bench-side-by-side` (the
+same run with every row measured: table_rows.py).
 """
 from __future__ import annotations
 

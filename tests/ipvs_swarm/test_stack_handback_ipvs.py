@@ -3,8 +3,9 @@ Docker's own IPVS mesh (issue 18, point 3): a dockerd restart, after which Docke
 its whole mesh on that node, does not take the traffic back from us; `docker stack rm ingressmesh`
 hands every published port and VIP back to Docker's mesh with no failed request under load.
 
-Runs after the other modules of tests/ipvs_swarm but test_swarm_tests_with_ipvs.py (file order),
-on the `web` service the first module made (alone, it makes it).  The agents are containers here:
+`make ipvs-swarm-stack` runs it on its own guest, where it makes the `web` service itself; in a
+run of the whole directory (`make bench-side-by-side`) it comes after the other modules (file
+order) and takes the `web` they made.  The agents are containers here:
 the lab's ingressmesh image is in every node (the rig imports it at `up`).
 """
 from __future__ import annotations
