@@ -8,7 +8,8 @@ from ..lab import PROXY_IMAGE
 
 
 def extension(name: str, controller_url: str, port: int, replicas: int = 2, mode: str = "ingress",
-              cluster: str = "", ssl_port: int = 0, proxy_secrets: tuple[str, ...] = (), source_ip: str = "") -> str:
+              cluster: str = "", ssl_port: int = 0, proxy_secrets: tuple[str, ...] = (), source_ip: str = "",
+              routing_network: str = "") -> str:
     """One proxy service; with controller_url "" the proxies follow the controllers `l7 deploy`
     found on the swarm's managers (the swarm stack)."""
     lines = [f"[Extensions.{name}]", f'ProxyImage = "{PROXY_IMAGE}"', f"ProxyReplicas = {replicas}",
@@ -22,6 +23,8 @@ def extension(name: str, controller_url: str, port: int, replicas: int = 2, mode
         lines.append(f"PublishedSSLPort = {ssl_port}")
     if source_ip:  # the proxy service's io.ingressmesh.lb.source_ip (issue 21)
         lines.append(f'SourceIP = "{source_ip}"')
+    if routing_network:  # the proxies stay on it: services coming and going there never roll them
+        lines.append(f'RoutingNetwork = "{routing_network}"')
     if proxy_secrets:  # the secrets labels may mount into the proxies (l7/secret_policy.py)
         lines.append("ProxySecrets = [" + ", ".join(f'"{p}"' for p in proxy_secrets) + "]")
     return "\n".join(lines) + "\n"

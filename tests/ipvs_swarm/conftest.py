@@ -20,6 +20,7 @@ import pytest
 
 from ingressmesh.dataplane import backends
 from ingressmesh.lab import Lab, LabConfig
+from ipvs_swarm_helpers import ensure_web
 
 # Its own names, so nothing here can meet the host's labs; busybox and the proxy image (python3:
 # the UDP echo service, the L7 proxy, the stack's agents), imported at `up` into node1 only, whose
@@ -84,3 +85,21 @@ def lab() -> Lab:
     finally:
         result = the_lab.down()
         assert not result["kept"], result["kept"]
+
+
+@pytest.fixture(scope="session")
+def web(lab) -> dict:
+    """The one service every module measures (ipvs_swarm_helpers.ensure_web)."""
+    return ensure_web(lab)
+
+
+@pytest.fixture(scope="session")
+def meshes(lab):
+    """The ingressmesh processes a test started, by backend: the IPVS one serves
+    test_next_to_dockers_mesh.py, the L7 test and the on-stop hand-back in turn.  Whatever a
+    failed test left running is stopped at the end of the session."""
+    started: dict = {}
+    yield started
+    for mesh in started.values():
+        print(mesh.tails())
+        mesh.down()

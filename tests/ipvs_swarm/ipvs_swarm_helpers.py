@@ -30,8 +30,10 @@ STOP_TIMEOUT = 120
 # stop sending it new connections during a rolling update, the same for Docker's mesh and ours.
 # (Without a drain one run saw 5 of 2,112 requests refused through ingressmesh and 1-3 through
 # Docker's own mesh; with 3 s, a run beside other QEMU guests saw ingressmesh (nftables) send to
-# a replaced task ~1.4 s after it exited: Swarm -> controller -> agents took ~4.4 s there.)
-DRAIN, STOP_GRACE = 8, "12s"
+# a replaced task ~1.4 s after it exited: Swarm -> controller -> agents took ~4.4 s there.  With
+# 8 s, CI's host (its emulation ~2.2x slower than this machine's) refused requests through every
+# node for ~3 s mid-update at 4deb19f: print_update_timeline now says which task they met.)
+DRAIN, STOP_GRACE = 15, "20s"
 SERVER = (
     "mkdir -p /www/cgi-bin && hostname > /www/index.html && "
     "printf '#!/bin/sh\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s %%s\\\\n\" \"$(hostname)\" \"$REMOTE_ADDR\"\\n'"
@@ -274,3 +276,23 @@ def running_when(lab, service: str, count: int, keep) -> list[dict]:
 def update_done(lab) -> bool:
     status = inspect_web(lab).get("UpdateStatus") or {}
     return status.get("State") in (None, "completed")
+
+
+def print_update_timeline(lab, since: float, failures: list, service: str = "web") -> None:
+    """On a failed request during an update: every node's container events for `service` (start,
+    kill, die) and each failure, in one wall-clock timeline, so the note can say whether a request
+    met a replaced task that had stopped serving (kill + DRAIN) or a new one not yet serving."""
+    shift = time.time() - time.monotonic()  # the load generator stamps failures with time.monotonic()
+    lines = [(at + shift, f"request through {target[0]}:{target[1]} failed: {error}") for at, target, error in failures]
+    for n in lab.config.node_numbers:
+        done = lab.docker(n, "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+                          "--filter", "type=container", "--filter", f"label=com.docker.swarm.service.name={service}",
+                          "--format", "{{.TimeNano}} {{index .Actor.Attributes \"com.docker.swarm.task.id\"}} {{.Action}}",
+                          check=False, timeout=60)
+        for line in done.stdout.splitlines():
+            nanos, task, action = (line.split(" ", 2) + ["", ""])[:3]  # an exec's action holds spaces
+            if action.split(":")[0] in ("start", "kill", "die", "health_status"):
+                lines.append((int(nanos) / 1e9, f"node{n}: {action} task {task[:12]}"))
+    print(f"timeline of the {service} update (container events of every node, failed requests):")
+    for at, what in sorted(lines):
+        print(f"  {time.strftime('%H:%M:%S', time.gmtime(at))}.{int(at % 1 * 1000):03d} {what}")

@@ -5,11 +5,11 @@ nftables, then ingressmesh with IPVS.  Who took each new connection is counted b
 (testbed/docker_mesh.py): while ingressmesh runs, Docker's fwmark services must count none of our
 service's connections; after a hand-back they count every one.  The tests run in file order and
 share the service; each records its measurements for the side-by-side table (conftest Results).
+The IPVS mesh started here stays up for the L7 test (test_proxy_and_health_with_ipvs.py) and is
+handed back last (test_return_to_dockers_mesh_on_stop.py).
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,20 +17,15 @@ import pytest
 import health_rows
 import table_rows
 import udp_row
+from handing_back import hand_back
 from ingressmesh.testbed.swarm_mesh import SwarmMesh
-from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, STOP_TIMEOUT, all_docker_state, assert_docker_took_them,
-                                container_netns, counts, delta, docker_mesh_lag, ensure_web, http_get, if_present, lb,
-                                load_through_every_node, running_when, sbox, settled_docker_state, spread, tables_left,
-                                update_done, wait_routed)
+from ipvs_swarm_helpers import (PER_NODE, PORT, SLOW, STOP_TIMEOUT, all_docker_state, container_netns, counts, delta,
+                                http_get, load_through_every_node, print_update_timeline, running_when, sbox,
+                                settled_docker_state, spread, update_done, wait_routed)
 from swarm_helpers import running_tasks, wait_for
 
 
 # --- fixtures --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def web(lab):
-    return ensure_web(lab)
-
-
 @pytest.fixture(scope="module")
 def hc(lab, web):
     """The health-checked service of the health rows (health_rows.py): the benchmark's only."""
@@ -47,16 +42,6 @@ def udp(lab, web):
         yield from udp_row.udp_service(lab)
     else:
         yield None
-
-
-@pytest.fixture(scope="module")
-def meshes(lab):
-    """The ingressmesh processes a test started, stopped at the end of the module whatever happens."""
-    started: dict[str, SwarmMesh] = {}
-    yield started
-    for mesh in started.values():
-        print(mesh.tails())
-        mesh.down()
 
 
 def reach_every_node(lab, web) -> dict[str, dict[str, int]]:
@@ -107,7 +92,10 @@ def rolling_update_under_load(lab, web, results, mesh: str) -> None:
         if mesh != "docker":
             wait_routed(lab, web, mesh.split("(")[1].rstrip(")"))
 
+    since = time.time()
     ok, failures = load_through_every_node(lab, 3, rolling_update)
+    if failures:
+        print_update_timeline(lab, since, failures)
     results.put(mesh, "start-first rolling update under load: failed requests",
                 f"{len(failures)} of {ok + len(failures)}")
     print(f"{mesh}: start-first rolling update under load: {len(failures)} failed of {ok + len(failures)}: "
@@ -175,62 +163,6 @@ def take_over(lab, web, results, meshes, backend: str) -> None:
     assert set(delta(before, after, "vip", "docker").values()) == {0}, (before, after)
 
 
-def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
-    """Give every published port and VIP back to Docker's mesh under load through every node:
-    `how` = "cleanup" (stop the agents, which keep the rules, then `ingressmesh cleanup` on every
-    node) or "on-stop" (agents running with `--on-stop cleanup`, as a systemd unit may, stopped)."""
-    mesh = meshes.pop(backend)
-    # Docker keeps its own mesh up to date while ours carries the traffic, but it may lag (gossip,
-    # under emulation): a real server it still holds for a replaced task would fail requests after
-    # any hand-back.  Wait (bounded) until it lists web's tasks on every node; what lagged is recorded.
-    started, lag = time.monotonic(), docker_mesh_lag(lab)
-    if lag:
-        print(f"Docker's own mesh lags web's tasks before the hand-back: {lag}")
-        try:
-            wait_for("Docker's own mesh to list web's tasks on every node", lambda: not docker_mesh_lag(lab),
-                     timeout=SLOW, interval=1)
-        except AssertionError as err:  # Docker's own state: recorded, the hand-back is measured anyway
-            print(err)
-    still = docker_mesh_lag(lab)
-    results.put(f"ingressmesh ({backend})", f"Docker's mesh before the {how} hand-back",
-                f"lagged {time.monotonic() - started:.0f} s: {lag}; then {still or 'up to date'}" if lag else "up to date")
-    docker_before = settled_docker_state(lab, web["network_id"])
-
-    def stop_and_clean() -> None:
-        mesh.down()
-        print(mesh.tails())  # popped: the module's teardown no longer prints its logs
-        if how != "cleanup":
-            return
-        for n in lab.config.node_numbers:
-            argv = [sys.executable, "-m", "ingressmesh", "cleanup", "--backend", backend]
-            lb_ns = lb(lab, n, web["network_id"])
-            live_lb = [lb_ns.path] if if_present(lambda ns: ns.run(["true"]), lb_ns, None) else []
-            for ref in [lab.node_netns(n), sbox(lab, n).path, *live_lb]:  # no lb_ left on a node without a task
-                argv += ["--netns", ref]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=SLOW)
-            assert done.returncode == 0, done.stderr
-
-    ok, failures = load_through_every_node(lab, 5, stop_and_clean)
-    label = "`ingressmesh cleanup`" if how == "cleanup" else "agents stopped with `--on-stop cleanup`"
-    results.put(f"ingressmesh ({backend})", "hand-back to Docker's mesh under load",
-                f"{label}: {len(failures)} failed of {ok + len(failures)}")
-    print(f"hand-back ({label}): {len(failures)} failed of {ok + len(failures)}: {failures}")
-    # The full run at 99d0c11 failed 305 of 1328 here (and 123 of 807 on-stop), all refused through
-    # node2: its agent, restarted in the test before, had made its first apply before reading
-    # ingress_sbox's address and guessed 172.18.0.2 (likely: reproduced on the host lab, where
-    # node2's docker_gwbridge is an operator's own subnet; fixed: the agent waits for the read).
-    assert not failures, failures[:5]
-    assert tables_left(lab, web["network_id"]) == []
-    before = counts(lab, web["network_id"])
-    for n in lab.config.node_numbers:
-        spread(lab.client_netns(), lab.node_address(n), PORT, 20)
-    after = counts(lab, web["network_id"])
-    docker_counts = delta(before, after, "port", "docker")
-    print(f"after the {how} hand-back Docker's services counted {docker_counts} of 20 per node")
-    assert_docker_took_them(docker_counts, delta(before, after, "port", "ingressmesh"), lab.config.node_numbers)
-    assert all_docker_state(lab, web["network_id"]) == docker_before
-
-
 def test_ingressmesh_nftables_takes_over_from_dockers_mesh(lab, web, hc, udp, results, meshes):
     take_over(lab, web, results, meshes, "nftables")
 
@@ -279,10 +211,6 @@ def restart_an_agent_under_load(lab, web, results, meshes, backend: str, nodes=(
 
 def test_a_restarted_agent_never_hands_a_connection_to_dockers_mesh(lab, web, results, meshes):
     """Every IPVS agent restarted in turn, the new ones with `--on-stop cleanup` (as a systemd unit
-    may run them), which the next test stops."""
+    may run them); the L7 test uses them, and test_return_to_dockers_mesh_on_stop.py stops them."""
     restart_an_agent_under_load(lab, web, results, meshes, "ipvs", nodes=lab.config.node_numbers,
                                 agent_args=("--on-stop", "cleanup"))
-
-
-def test_agents_stopping_with_their_cleanup_policy_hand_the_ipvs_mesh_back(lab, web, results, meshes):
-    hand_back(lab, web, results, meshes, "ipvs", "on-stop")

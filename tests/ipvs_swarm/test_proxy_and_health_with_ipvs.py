@@ -1,8 +1,8 @@
 """The IPVS backend on the swarm lab next to Docker's own IPVS mesh (issue 18, point 5): the L7
 layer (a proxy service whose published port our IPVS services carry, a labelled host served
 through every node).  Health is measured for every mesh: health_rows.py.  Runs after
-test_next_to_dockers_mesh.py (file order) on the same lab, whose agents have handed the mesh back
-to Docker by then: this module starts its own.
+test_next_to_dockers_mesh.py (file order) on the same lab, with the IPVS mesh that module left
+running; the hand-back of that mesh follows (test_return_to_dockers_mesh_on_stop.py).
 
 The proxy image is large for a guest reading it over 9p, so it goes to node1 only and the proxy
 is pinned there (ProxyConstraints): what crosses nodes is the routing mesh, which is the point."""
@@ -33,15 +33,20 @@ PER_NODE = 30
 
 
 @pytest.fixture(scope="module")
-def l7_mesh(lab):
-    """ingressmesh (IPVS backend) with one proxy replica on node1 and a labelled 2-task app."""
+def l7_mesh(lab, meshes):
+    """ingressmesh (IPVS backend) with one proxy replica on node1 and a labelled 2-task app.  The
+    IPVS mesh test_next_to_dockers_mesh.py left running when there is one (its hand-back follows
+    in test_return_to_dockers_mesh_on_stop.py); alone (pytest -k, or that module failed before
+    starting it) this module starts and stops its own."""
     started = time.monotonic()
     ensure_image(lab, 1, "proxy")
     print(f"proxy image in node1 in {time.monotonic() - started:.0f} s", flush=True)
     # The other module made it; alone (pytest -k), this module makes it itself.
     lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", "ovl", check=False)
-    mesh = SwarmMesh(lab, backend="ipvs", stop_timeout=STOP_TIMEOUT)
-    mesh.up(timeout=SLOW)
+    mesh, own = meshes.get("ipvs"), "ipvs" not in meshes
+    if own:
+        mesh = SwarmMesh(lab, backend="ipvs", stop_timeout=STOP_TIMEOUT)
+        mesh.up(timeout=SLOW)
     try:
         # The app first: the proxy is then created on its network (one proxy start under emulation,
         # ~2 min, instead of two: a network added later is attached by a start-first update).
@@ -62,7 +67,8 @@ def l7_mesh(lab):
         mesh.stop("l7")
         for service in ("l7app", PROXY):
             remove_service(lab, service)
-        mesh.down()
+        if own:
+            mesh.down()
 
 
 def print_proxy_state(lab) -> None:

@@ -18,10 +18,15 @@ LB = "com.docker.lb."
 
 
 def deploy(mesh) -> str:
-    """Both proxy services: `default` (ingress, 2 replicas) and `blue` (host mode, 1 replica)."""
+    """Both proxy services: `default` (ingress, 2 replicas) and `blue` (host mode, 1 replica), with
+    the shared overlay as their RoutingNetwork.  Without it every test rolled the proxies twice
+    (attach the overlay for its first labelled service, detach it when the last one left):
+    ~24 s of each test's setup.  Attaching and detaching networks keep their own tests (test_7
+    here, test_l7_proxy_service_lab)."""
     url = mesh.controller_url
-    return l7_lab.deploy(mesh, l7_lab.extension("default", url, HTTP_PORT, ssl_port=HTTPS_PORT) + "\n"
-                         + l7_lab.extension("blue", url, BLUE_PORT, replicas=1, mode="host", cluster="blue"))
+    return l7_lab.deploy(mesh, l7_lab.extension("default", url, HTTP_PORT, ssl_port=HTTPS_PORT, routing_network=NETWORK)
+                         + "\n" + l7_lab.extension("blue", url, BLUE_PORT, replicas=1, mode="host", cluster="blue",
+                                                   routing_network=NETWORK))
 
 
 def proxies_deployed(mesh, config: str = "", proxies=((DEFAULT_PROXY, 2), (BLUE_PROXY, 1))):

@@ -22,7 +22,7 @@ from ingressmesh.testbed import l7_lab
 from ingressmesh.testbed.swarm_probe import LoadGenerator
 from l7_helpers import DEFAULT_PROXY, HTTP_PORT, HTTPS_PORT, every_node, proxies_deployed, replicas, settled_replicas
 from l7_helpers import labelled, wait_routed
-from swarm_helpers import remove_service, wait_for, wait_running
+from swarm_helpers import NETWORK, remove_service, wait_for, wait_running
 
 HOST = "app.acme.lab"
 APP = "acme-app"
@@ -58,8 +58,9 @@ def proxy_tasks(lab) -> set[str]:
 
 
 def config(mesh, pebble, renew_before: str = "") -> str:
-    """l7.toml: the default proxies (2 replicas, HTTP and HTTPS) and pebble as the ACME server."""
-    return (l7_lab.extension("default", mesh.controller_url, HTTP_PORT, ssl_port=HTTPS_PORT)
+    """l7.toml: the default proxies (2 replicas, HTTP and HTTPS; the shared overlay their
+    RoutingNetwork, as l7_helpers.deploy) and pebble as the ACME server."""
+    return (l7_lab.extension("default", mesh.controller_url, HTTP_PORT, ssl_port=HTTPS_PORT, routing_network=NETWORK)
             + f'\n[ACME]\nDirectoryURL = "{pebble.directory}"\nCABundle = "{pebble.ca_file}"\n'
             + (f'RenewBefore = "{renew_before}"\n' if renew_before else ""))
 

@@ -37,7 +37,7 @@ def l7(mesh):
 @pytest.fixture(autouse=True)
 def settled(l7):
     """Each test starts with both proxy services done rolling (the previous test's cleanup may
-    have detached a network or a secret: a start-first update replaces the replicas)."""
+    have detached a network, l7extra, or a secret: a start-first update replaces the replicas)."""
     settled_replicas(l7.lab, DEFAULT_PROXY, 2)
     settled_replicas(l7.lab, BLUE_PROXY, 1)
 
