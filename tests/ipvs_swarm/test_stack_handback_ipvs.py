@@ -30,8 +30,12 @@ PER_NODE = 150
 
 
 @pytest.fixture(scope="module")
-def stack(lab):
-    """web, and ingressmesh deployed as a stack with the IPVS backend, removed at the end."""
+def stack(lab, meshes):
+    """web, and ingressmesh deployed as a stack with the IPVS backend, removed at the end.  Host
+    processes an earlier module left running (it failed before its hand-back) are stopped first:
+    two meshes would fight over the same namespaces."""
+    for backend in list(meshes):
+        meshes.pop(backend).down()
     web = ensure_web(lab)
     started = time.monotonic()
     for n in lab.config.node_numbers:  # the rig imports it at `up`: alone (pytest -k) too
