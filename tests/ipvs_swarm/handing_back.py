@@ -36,7 +36,7 @@ def hand_back(lab, web, results, meshes, backend: str, how: str) -> None:
 
     def stop_and_clean() -> None:
         mesh.down()
-        print(mesh.tails())  # popped: the module's teardown no longer prints its logs
+        print(mesh.tails())  # popped: the session's teardown of `meshes` no longer prints its logs
         if how != "cleanup":
             return
         for n in lab.config.node_numbers:

@@ -34,7 +34,7 @@ def l7(mesh):
     proxies on every node (3 replicas, 3 nodes: their tasks cannot be doubled)."""
     url = mesh.controller_url
     mesh.lab.docker(1, "network", "create", "--driver", "overlay", "--attachable", ROUTING)
-    config = l7_lab.deploy(mesh, l7_lab.extension("default", url, HTTP_PORT) + f'RoutingNetwork = "{ROUTING}"\n\n'
+    config = l7_lab.deploy(mesh, l7_lab.extension("default", url, HTTP_PORT, routing_network=ROUTING) + "\n"
                            + l7_lab.extension("pinned", url, PINNED_PORT, replicas=3, mode="host", cluster="pinned"))
     healthy_replicas(mesh.lab, DEFAULT_PROXY, 2)
     healthy_replicas(mesh.lab, PINNED, 3)
