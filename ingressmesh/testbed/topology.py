@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 VIP_BLOCK = "10.0.1.0/29"  # VIPs live here (.2, .3 ...); tasks start at .10
 TCP_PORT = 80
 UDP_PORT = 90
+# Python's start under emulation on a starved host (kernel-lab beside the swarm lab in CI) took
+# over 20 s for one echo server; it prints "ready" at once when it can.
+ECHO_START_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -164,10 +167,11 @@ class Testbed:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_package_root(), os.environ.get("PYTHONPATH")])))
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.processes.append(proc)
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        ready, _, _ = select.select([proc.stdout], [], [], ECHO_START_SECONDS)
         line = proc.stdout.readline() if ready else ""
         if line.strip() != "ready":
-            raise TestbedError(f"echo server in {ns} did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}")
+            raise TestbedError(f"echo server in {ns} did not start within {ECHO_START_SECONDS} s: {line!r} "
+                               f"{proc.stderr.read() if proc.poll() is not None else ''}")
 
     # --- teardown ------------------------------------------------------------------------
     def down(self) -> None:
