@@ -56,15 +56,16 @@ kernel: venv
 # leaves a core idle.  Phase 1: `make ipvs-swarm`'s QEMU guest (emulation uses ~1.5-2 of the 2
 # cores) beside the host suites that need no swarm lab (unit, l7, kernel: ~6 min).  Phase 2: the
 # swarm lab suites (native, ~1 of the 2 cores busy) beside `make kernel-lab` (the other QEMU guest)
-# at nice 10, so that the lab's timing (1 s health budgets) keeps the CPU it needs and the guest
-# takes what is left.  Beside the swarm guest kernel-lab took ~20 min and the two guests starved
+# and then `make swarm-stack` (its own lab names: tests/swarm/conftest.py), both at nice 10, so
+# that the lab's timing (1 s health budgets) keeps the CPU it needs and they take what is left
+# (kernel-lab took ~16 min there, tests/swarm ~32).  Beside the swarm guest kernel-lab took ~20 min and the two guests starved
 # each other (make test at 877ff1d: the guest's lab up 562 s instead of 231 s); beside the swarm lab suites (runs at
 # 8fced26, 6baa521) the swarm guest was starved to 54-58 min and failed.  Each background job's
 # output is printed when it ends; any failure fails the target.
 test: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	$(MAKE) --no-print-directory ipvs-swarm-images
-	@mkdir -p $(LAB_OUT); rm -f $(LAB_OUT)/ipvs-swarm.rc $(LAB_OUT)/kernel-lab.rc
+	@mkdir -p $(LAB_OUT); rm -f $(LAB_OUT)/ipvs-swarm.rc $(LAB_OUT)/kernel-lab.rc $(LAB_OUT)/swarm-stack.rc
 	@echo "phase 1: make ipvs-swarm-guest beside the host suites, log: $(LAB_OUT)/ipvs-swarm.log"
 	{ $(MAKE) --no-print-directory ipvs-swarm-guest >$(LAB_OUT)/ipvs-swarm.log 2>&1; echo $$? >$(LAB_OUT)/ipvs-swarm.rc; } & \
 	beside=$$!; rc=0; \
@@ -73,15 +74,17 @@ test: venv
 	echo "waiting for make ipvs-swarm-guest"; wait $$beside; \
 	echo "----- make ipvs-swarm-guest -----"; cat $(LAB_OUT)/ipvs-swarm.log; \
 	[ "$$(cat $(LAB_OUT)/ipvs-swarm.rc 2>/dev/null)" = 0 ] || { echo "make ipvs-swarm-guest FAILED"; rc=1; }; \
-	echo "phase 2: the swarm lab suites beside make kernel-lab (nice 10), log: $(LAB_OUT)/kernel-lab.log"; \
-	{ nice -n 10 $(MAKE) --no-print-directory kernel-lab >$(LAB_OUT)/kernel-lab.log 2>&1; echo $$? >$(LAB_OUT)/kernel-lab.rc; } & \
+	echo "phase 2: tests/swarm beside make kernel-lab, then make swarm-stack (nice 10), logs: $(LAB_OUT)/kernel-lab.log, swarm-stack.log"; \
+	{ nice -n 10 $(MAKE) --no-print-directory kernel-lab >$(LAB_OUT)/kernel-lab.log 2>&1; echo $$? >$(LAB_OUT)/kernel-lab.rc; \
+	  nice -n 10 $(MAKE) --no-print-directory swarm-stack >$(LAB_OUT)/swarm-stack.log 2>&1; echo $$? >$(LAB_OUT)/swarm-stack.rc; } & \
 	beside=$$!; \
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q -rs -s --durations=25 --junitxml=$(LAB_OUT)/junit-swarm.xml \
 	    tests/swarm --ignore=tests/swarm/test_stack_install.py || rc=1; \
-	$(MAKE) --no-print-directory swarm-stack || rc=1; \
-	echo "waiting for make kernel-lab"; wait $$beside; \
-	echo "----- make kernel-lab -----"; cat $(LAB_OUT)/kernel-lab.log; \
-	[ "$$(cat $(LAB_OUT)/kernel-lab.rc 2>/dev/null)" = 0 ] || { echo "make kernel-lab FAILED"; rc=1; }; \
+	echo "waiting for make kernel-lab and make swarm-stack"; wait $$beside; \
+	for job in kernel-lab swarm-stack; do \
+	    echo "----- make $$job -----"; cat $(LAB_OUT)/$$job.log; \
+	    [ "$$(cat $(LAB_OUT)/$$job.rc 2>/dev/null)" = 0 ] || { echo "make $$job FAILED"; rc=1; }; \
+	done; \
 	exit $$rc
 
 # The routing tests again on a fresh lab, with ingressmesh installed as a swarm stack
@@ -116,6 +119,7 @@ ipvs-swarm: ipvs-swarm-images
 ipvs-swarm-images: venv
 	mkdir -p $(LAB_OUT)
 	$(PY) -m ingressmesh.lab images busybox proxy python  # the guest cannot build them (no network): cached here
+	$(PY) -m ingressmesh.lab image-store busybox proxy  # the guest lab's nodes start on a copy (no import there)
 
 IPVS_SWARM_TIMEOUT ?= 4200
 SIDE_BY_SIDE ?= 0

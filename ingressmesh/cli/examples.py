@@ -27,6 +27,7 @@ EXAMPLES = {
     "ingressmesh lab docker": "sudo ingressmesh lab docker 1 -- service ls",
     "ingressmesh lab down": "sudo ingressmesh lab down",
     "ingressmesh lab images": "sudo ingressmesh lab images busybox proxy",
+    "ingressmesh lab image-store": "sudo ingressmesh lab image-store busybox proxy",
     "ingressmesh lab exec": "sudo ingressmesh lab exec client -- wget -qO- http://10.77.0.3:8000/",
     "ingressmesh lab show": "sudo ingressmesh lab show 2 --l7",
     "ingressmesh lab status": "sudo ingressmesh lab status",

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence
 
-from . import dockerd, fabric, images, neighbours, procs, swarm, teardown
+from . import dockerd, fabric, image_store, images, neighbours, procs, swarm, teardown
 from .config import DOCKER, DOCKERD, LabConfig
 from .images import BUSYBOX_IMAGE, PYTHON_IMAGE
 from .state import LabState
@@ -156,8 +156,15 @@ class Lab:
             state.add("run_dirs_created", path)
         dockerd.write_script(cfg)
         # The images go into the first node only; the others start on a copy of its image store.
+        # A ready store in the cache (image_store.py) spares even that import.
         first, others = cfg.node_numbers[0], cfg.node_numbers[1:]
-        if cfg.images:
+        ready_store = image_store.find(cfg.image_cache, cfg.images)
+        if ready_store:
+            for n in cfg.node_numbers:
+                image_store.unpack(ready_store, cfg.data_root(n))
+            phase(f"image store unpacked from {ready_store}")
+            self._launch(state, cfg.node_numbers)
+        elif cfg.images:
             self._launch(state, [first])
             with ThreadPoolExecutor(max_workers=len(cfg.images)) as pool:
                 list(pool.map(lambda key: self._import(first, tarballs[key], key), cfg.images))

@@ -5,6 +5,7 @@ Without root the tests are skipped, unless INGRESSMESH_REQUIRE_KERNEL=1 (make te
 fail, so CI cannot pass without running them."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -16,6 +17,16 @@ from ingressmesh.lab import Lab, LabConfig
 TEST_CONFIG = LabConfig(lab_dir="/var/lib/ingressmesh/lab-test", prefix="imtest",
                         subnet="10.78.0", pool="10.201.0.0/16", nodes=3, managers=1,
                         gwbridges=((2, "172.30.0.0/16"),))
+# The stack run has names of its own, so `make test` can run it beside the process run.
+STACK_CONFIG = dataclasses.replace(TEST_CONFIG, lab_dir="/var/lib/ingressmesh/lab-stack", prefix="imstack",
+                                   subnet="10.74.0", pool="10.206.0.0/16")
+
+# How the mesh under test runs: "processes" (a controller and agents as host processes, so tests
+# can stop, kill and restart them) or "stack" (`ingressmesh install --stack`: swarm services only).
+# `make test` runs every lab test with processes, then the routing tests and test_stack_install.py
+# again with the stack.
+MESH_KIND = os.environ.get("INGRESSMESH_LAB_MESH", "processes")
+STACK_L7_PORT = 8095
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +41,7 @@ def lab_root() -> None:
 @pytest.fixture(scope="session")
 def lab(lab_root) -> Lab:
     """A 3-node swarm (node1 manager), both lab images on every node."""
-    the_lab = Lab(TEST_CONFIG)
+    the_lab = Lab(STACK_CONFIG if MESH_KIND == "stack" else TEST_CONFIG)
     the_lab.down(grace=0)  # what a crashed earlier run may have left
     the_lab.up()
     try:
@@ -38,14 +49,6 @@ def lab(lab_root) -> Lab:
     finally:
         result = the_lab.down()
         assert not result["kept"], result["kept"]
-
-
-# How the mesh under test runs: "processes" (a controller and agents as host processes, so tests
-# can stop, kill and restart them) or "stack" (`ingressmesh install --stack`: swarm services only).
-# `make test` runs every lab test with processes, then the routing tests and test_stack_install.py
-# again with the stack.
-MESH_KIND = os.environ.get("INGRESSMESH_LAB_MESH", "processes")
-STACK_L7_PORT = 8095
 
 
 @pytest.fixture(scope="session")

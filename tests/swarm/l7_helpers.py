@@ -3,6 +3,7 @@ directly (from its node, through its docker_gwbridge address) what it serves."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.request
 
@@ -38,6 +39,7 @@ def proxies_deployed(mesh, config: str = "", proxies=((DEFAULT_PROXY, 2), (BLUE_
         deploy(mesh)
     for service, count in proxies:
         healthy_replicas(mesh.lab, service, count)
+        reached_through_every_node(mesh.lab, service)
     yield mesh
     mesh.stop("l7")
     for service, _ in proxies:
@@ -117,6 +119,28 @@ def healthy_replicas(lab, service: str, count: int, timeout: float = 120.0) -> l
             return None
         return found if all(replica_json(lab, n, ip, "/healthz")[0] == 200 for n, _, ip in found) else None
     return wait_for(f"{count} healthy replicas of {service}", ready, timeout=timeout, interval=0.5)
+
+
+def reached_through_every_node(lab, service: str, timeout: float = 60.0) -> None:
+    """Every ingress-published TCP port of `service` accepts a connection on every node.  A
+    healthy replica (as asked directly) gets its first connections through the routing mesh only
+    once its node has reported it healthy and the agents have programmed it; a load started in
+    between met "connection refused" on every node (mass churn, 1.7 s of it)."""
+    spec = json.loads(lab.docker(1, "service", "inspect", service).stdout)[0]["Endpoint"].get("Ports") or []
+    ports = [p["PublishedPort"] for p in spec if p.get("PublishMode", "ingress") == "ingress" and p["Protocol"] == "tcp"]
+    client = Netns.from_ref(lab.client_netns())
+
+    def accepts(address: str, port: int) -> bool:
+        try:
+            with client.entered():
+                connection = socket.create_connection((address, port), timeout=2)
+            connection.close()
+            return True
+        except OSError:
+            return False
+    for port in ports:
+        wait_for(f"{service}'s published port {port} through every node", timeout=timeout, interval=0.2,
+                 check=lambda: all(accepts(lab.node_address(n), port) for n in lab.config.node_numbers))
 
 
 def settled_replicas(lab, service: str, count: int, quiet: float = 2.0,

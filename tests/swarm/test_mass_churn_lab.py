@@ -66,7 +66,8 @@ def test_hundreds_of_labelled_services_come_and_go_with_no_failed_request(l7):
         print(f"mass churn: {CHURN} labelled services ({CHURN // WITH_TASK} with a task); "
               + ", ".join(f"{k} at {v:.1f} s" for k, v in times.items())
               + f"; {result.ok} requests to {HOST} through {len(targets)} nodes, {len(result.failures)} failed")
-        assert result.failures == [], result.failures[:10]
+        assert result.failures == [], (f"{len(result.failures)} failed from {result.failures[0][0] - started:.1f} s "
+                                       f"to {result.failures[-1][0] - started:.1f} s ({times}): {result.failures[:6]}")
         assert result.ok >= 200 and sum(result.seen.values()) == result.ok
         assert sorted(cid for _, cid, _ in replicas(lab, DEFAULT_PROXY)) == proxies, \
             "a proxy task was replaced (its health check failed under load?)"

@@ -1,0 +1,70 @@
+"""A ready image store in the image cache: one tarball of the `image/` and `overlay2/`
+directories of a dockerd that imported a set of lab images, so a lab can start every node on an
+unpacked copy instead of running `docker import` at `up`.  Under QEMU the import of the proxy
+image costs ~55 s or more; unpacking one file read over 9p costs a few seconds, where copying
+its ~8,700 files one by one would not.  `make ipvs-swarm-images` builds the store natively
+(store_builder.py) for the guest.
+
+A store's name carries the recipe hash of each image and the identity of the dockerd binary
+that wrote it, so a changed image or an upgraded Docker never starts on a stale store: the lab
+imports as before.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from typing import Optional
+
+from . import images
+from .config import DOCKERD
+
+
+def store_prefix(keys) -> str:
+    """What every store of this set of images is named from: a newer one replaces the others."""
+    return "store-" + "+".join(sorted(set(keys))) + "-"
+
+
+def store_name(keys) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(set(keys)):
+        digest.update(f"{key}={images.recipe_hash(key)}\0".encode())
+    info = os.stat(DOCKERD)
+    digest.update(f"{DOCKERD}:{info.st_size}:{info.st_mtime_ns}".encode())
+    return store_prefix(keys) + digest.hexdigest()[:16] + ".tar"
+
+
+def store_path(cache_dir: str, keys) -> str:
+    return os.path.join(cache_dir, store_name(keys))
+
+
+def find(cache_dir: str, keys) -> Optional[str]:
+    """The store for exactly these images, or None (then the lab imports them).  A store file
+    exists only once complete (written aside, then renamed)."""
+    if not keys:
+        return None
+    try:
+        path = store_path(cache_dir, keys)
+    except OSError:  # no dockerd binary to name it by: nothing to find
+        return None
+    return path if os.path.isfile(path) else None
+
+
+def pack(data_root: str, target: str) -> None:
+    """The image store of a data root into the tarball `target` (its dockerd may run, idle)."""
+    done = subprocess.run(["tar", "-C", data_root, "--numeric-owner", "-cf", target, *images.IMAGE_STORE],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise images.ImageError(f"packing the image store of {data_root}: {done.stderr.strip()[-500:]}")
+
+
+def unpack(store: str, data_root: str) -> None:
+    """A fresh data root (no dockerd started on it yet) gets the store's images."""
+    for name in images.IMAGE_STORE:
+        if os.path.lexists(os.path.join(data_root, name)):
+            raise images.ImageError(f"{os.path.join(data_root, name)} exists: a store is unpacked only into a fresh data root")
+    os.makedirs(data_root, exist_ok=True)
+    done = subprocess.run(["tar", "-C", data_root, "--numeric-owner", "-xf", store],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise images.ImageError(f"unpacking the image store {store} into {data_root}: {done.stderr.strip()[-500:]}")
