@@ -205,9 +205,11 @@ def test_missing_facts_keep_what_is_programmed_until_they_return(mesh):
 
 class _FixedPortSender:
     """Sends a datagram every 50 ms from one fixed source port (like syslog or statsd) and
-    records when the first answer came back; bounded to `limit` seconds."""
+    records when the first answer came back; bounded to `limit` seconds (closed sooner by the
+    test).  15 s was too short under emulation on a busy host: an apply took 24 s there, and the
+    sender had stopped before its flow could reach the new task."""
 
-    def __init__(self, ns: str, address: str, port: int, limit: float = 15.0):
+    def __init__(self, ns: str, address: str, port: int, limit: float = 180.0):
         import socket
         import threading
         from ingressmesh.netns import Netns
@@ -227,8 +229,10 @@ class _FixedPortSender:
                 self.sock.sendto(b"ping", self.target)
                 data, _ = self.sock.recvfrom(4096)
                 self.answered = (time.monotonic(), data.decode(errors="replace"))
-            except OSError:  # refused (ICMP) or no answer yet
+            except TimeoutError:  # no answer within the socket's 50 ms: send again
                 pass
+            except OSError:  # refused (ICMP port unreachable): at once, so wait as long before the
+                self.stop.wait(0.05)  # next packet; a busy loop starved the apply under emulation
 
     def close(self):
         self.stop.set()
