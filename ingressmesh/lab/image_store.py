@@ -1,9 +1,9 @@
 """A ready image store in the image cache: one tarball of the `image/` and `overlay2/`
 directories of a dockerd that imported a set of lab images, so a lab can start every node on an
 unpacked copy instead of running `docker import` at `up`.  Under QEMU the import of the proxy
-image costs ~55 s or more; unpacking one file read over 9p costs a few seconds, where copying
-its ~8,700 files one by one would not.  `make ipvs-swarm-images` builds the store natively
-(store_builder.py) for the guest.
+image costs ~55 s or more.  One tarball, not the store's ~8,700 files, so the guest reads one
+file over 9p.  `make ipvs-swarm-images` builds the store natively (store_builder.py) for the
+guest.
 
 A store's name carries the recipe hash of each image and the identity of the dockerd binary
 that wrote it, so a changed image or an upgraded Docker never starts on a stale store: the lab

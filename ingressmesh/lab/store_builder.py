@@ -11,8 +11,8 @@ from . import image_store, images
 from .config import LabConfig
 from .lab import Lab
 
-# Names no other lab uses (make lab: imlab/10.77.0, tests/swarm: imtest/10.78.0, the guest's:
-# imipvs/10.79.0), so it can run while a developer's lab is up.
+# Names no other lab uses (make lab: imlab/10.77.0, tests/swarm: imtest/10.78.0 and imstack/10.74.0,
+# the guest's: imipvs/10.79.0), so it can run while a developer's lab is up.
 BUILDER = dict(lab_dir="/var/lib/ingressmesh/lab-store", prefix="imstore", subnet="10.76.0",
                pool="10.204.0.0/16", nodes=1, managers=1)
 
