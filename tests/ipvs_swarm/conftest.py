@@ -23,10 +23,11 @@ from ingressmesh.lab import Lab, LabConfig
 from ipvs_swarm_helpers import ensure_web
 
 # Its own names, so nothing here can meet the host's labs; busybox and the proxy image (python3:
-# the UDP echo service, the L7 proxy, the stack's agents), imported at `up` into node1 only, whose
-# image store nodes 2 and 3 start on (an import of the proxy image costs ~55 s under emulation
-# alone, the copy ~3 s; six imports at once took 525-677 s beside make test's other work);
-# generous waits (dockerd takes ~20 s to start there).
+# the UDP echo service, the L7 proxy, the stack's agents), unpacked at `up` into every node from
+# the ready store `make ipvs-swarm-images` built natively (image_store.py; without one they are
+# imported into node1 only, whose image store nodes 2 and 3 start on: an import of the proxy
+# image costs ~55 s under emulation alone; six imports at once took 525-677 s beside make test's
+# other work); generous waits (dockerd takes ~20 s to start there).
 IPVS_LAB = LabConfig(lab_dir="/var/lib/ingressmesh/lab-ipvs", prefix="imipvs", subnet="10.79.0",
                      pool="10.202.0.0/16", nodes=3, managers=1, images=("busybox", "proxy"), ready_timeout=300,
                      import_timeout=1200)

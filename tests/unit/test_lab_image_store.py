@@ -112,3 +112,42 @@ def test_stores_of_other_image_sets_have_other_prefixes(named, tmp_path):
     guest, host = image_store.store_name(("proxy", "busybox")), image_store.store_name(("busybox", "python", "proxy"))
     assert guest.startswith(image_store.store_prefix(("busybox", "proxy")))
     assert not host.startswith(image_store.store_prefix(("busybox", "proxy")))
+
+
+class _BuilderLab:
+    """Stands in for the builder's one-node lab (the real one needs root and dockerd): `up`
+    runs `during_up`, as Lab.up would build images whose sources changed meanwhile."""
+    during_up = staticmethod(lambda: None)
+
+    def __init__(self, config, log=None):
+        self.config = config
+
+    def up(self):
+        self.during_up()
+        os.makedirs(os.path.join(self.config.data_root(1), "image"), exist_ok=True)
+        os.makedirs(os.path.join(self.config.data_root(1), "overlay2"), exist_ok=True)
+
+    def down(self, grace=1.0):
+        return {"kept": []}
+
+
+def test_a_store_is_stored_under_the_name_its_sources_had_when_it_was_built(named, tmp_path, monkeypatch):
+    from ingressmesh.lab import store_builder
+    monkeypatch.setattr(store_builder, "BUILDER", dict(store_builder.BUILDER, lab_dir=str(tmp_path / "lab")))
+    monkeypatch.setattr(store_builder, "Lab", _BuilderLab)
+    cache = str(tmp_path / "cache")
+    built = store_builder.ensure_store(("busybox",), cache, log=lambda msg: None)
+    assert built == image_store.find(cache, ("busybox",))
+    assert not [name for name in os.listdir(cache) if name.endswith(".tmp")]  # no staging dir left
+
+
+def test_sources_changed_during_the_build_store_nothing(named, tmp_path, monkeypatch):
+    from ingressmesh.lab import store_builder
+    hashes, _ = named
+    monkeypatch.setattr(store_builder, "BUILDER", dict(store_builder.BUILDER, lab_dir=str(tmp_path / "lab")))
+    monkeypatch.setattr(_BuilderLab, "during_up", staticmethod(lambda: hashes.update(busybox="b9")))
+    monkeypatch.setattr(store_builder, "Lab", _BuilderLab)
+    cache = str(tmp_path / "cache")
+    with pytest.raises(images.ImageError, match="sources changed during the image store's build"):
+        store_builder.ensure_store(("busybox",), cache, log=lambda msg: None)
+    assert [name for name in os.listdir(cache) if name.startswith("store-")] == []
