@@ -5,7 +5,7 @@ image costs ~55 s or more.  One tarball, not the store's ~8,700 files, so the gu
 file over 9p.  `make ipvs-swarm-images` builds the store natively (store_builder.py) for the
 guest.
 
-A store's name carries the recipe hash of each image and the identity of the dockerd binary
+A store's name carries the recipe hash of each image (its tarball's name) and the identity of the dockerd binary
 that wrote it, so a changed image or an upgraded Docker never starts on a stale store: the lab
 imports as before.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from typing import Optional
+from typing import Mapping, Optional
 
 from . import images
 from .config import DOCKERD
@@ -25,26 +25,28 @@ def store_prefix(keys) -> str:
     return "store-" + "+".join(sorted(set(keys))) + "-"
 
 
-def store_name(keys) -> str:
+def store_name(tarballs: Mapping[str, str]) -> str:
+    """From the cached image tarballs (key -> path), whose names already carry their recipe
+    hashes: naming a store costs no second hash of the sources."""
     digest = hashlib.sha256()
-    for key in sorted(set(keys)):
-        digest.update(f"{key}={images.recipe_hash(key)}\0".encode())
+    for key in sorted(tarballs):
+        digest.update(f"{key}={os.path.basename(tarballs[key])}\0".encode())
     info = os.stat(DOCKERD)
     digest.update(f"{DOCKERD}:{info.st_size}:{info.st_mtime_ns}".encode())
-    return store_prefix(keys) + digest.hexdigest()[:16] + ".tar"
+    return store_prefix(tarballs) + digest.hexdigest()[:16] + ".tar"
 
 
-def store_path(cache_dir: str, keys) -> str:
-    return os.path.join(cache_dir, store_name(keys))
+def store_path(cache_dir: str, tarballs: Mapping[str, str]) -> str:
+    return os.path.join(cache_dir, store_name(tarballs))
 
 
-def find(cache_dir: str, keys) -> Optional[str]:
-    """The store for exactly these images, or None (then the lab imports them).  A store file
-    exists only once complete (written aside, then renamed)."""
-    if not keys:
+def find(cache_dir: str, tarballs: Mapping[str, str]) -> Optional[str]:
+    """The store for exactly these image tarballs, or None (then the lab imports them).  A store
+    file exists only once complete (written aside, then renamed)."""
+    if not tarballs:
         return None
     try:
-        path = store_path(cache_dir, keys)
+        path = store_path(cache_dir, tarballs)
     except OSError:  # no dockerd binary to name it by: nothing to find
         return None
     return path if os.path.isfile(path) else None

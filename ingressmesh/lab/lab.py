@@ -158,7 +158,7 @@ class Lab:
         # The images go into the first node only; the others start on a copy of its image store.
         # A ready store in the cache (image_store.py) spares even that import.
         first, others = cfg.node_numbers[0], cfg.node_numbers[1:]
-        ready_store = image_store.find(cfg.image_cache, cfg.images)
+        ready_store = image_store.find(cfg.image_cache, tarballs)
         if ready_store:
             for n in cfg.node_numbers:
                 image_store.unpack(ready_store, cfg.data_root(n))

@@ -40,14 +40,15 @@ def _store_lock(cache_dir: str):
 def ensure_store(keys, cache_dir: str = LabConfig.image_cache, log=print) -> str:
     """The store for these images, built if missing."""
     keys = tuple(sorted(set(keys)))
-    found = image_store.find(cache_dir, keys)
+    tarballs = {key: images.ensure(cache_dir, key, log) for key in keys}
+    found = image_store.find(cache_dir, tarballs)
     if found:
         return found
     with _store_lock(cache_dir) as work:
-        found = image_store.find(cache_dir, keys)
+        found = image_store.find(cache_dir, tarballs)
         if found:
             return found
-        target = image_store.store_path(cache_dir, keys)  # named before the build: see below
+        target = image_store.store_path(cache_dir, tarballs)  # named before the build: see below
         lab = Lab(LabConfig(**BUILDER, images=keys, image_cache=cache_dir), log=lambda msg: log(f"image store: {msg}"))
         lab.down(grace=0)  # what a crashed builder left
         lab.up()
@@ -58,7 +59,8 @@ def ensure_store(keys, cache_dir: str = LabConfig.image_cache, log=print) -> str
             kept = lab.down(grace=1)["kept"]
         if kept:  # shared run dirs another lab uses: the store itself is whole
             log(f"image store: its lab's teardown kept {kept}")
-        if image_store.store_path(cache_dir, keys) != target:  # the sources changed meanwhile
+        if image_store.store_path(cache_dir, {key: images.cache_path(cache_dir, key) for key in keys}) != target:
+            # the sources changed meanwhile
             raise images.ImageError("the lab images' sources changed during the image store's build: not stored "
                                     "(run it again)")
         for old in glob.glob(os.path.join(cache_dir, image_store.store_prefix(keys) + "*")):

@@ -49,6 +49,11 @@ def named(monkeypatch, tmp_path):
     return hashes, binary
 
 
+def _tars(cache, *keys):
+    """The cached tarball of each image, as images.ensure names them."""
+    return {key: images.cache_path(cache, key) for key in keys}
+
+
 def _finish(path):
     """A store file as store_builder leaves it: a tarball of image/ and overlay2/."""
     source = path + ".src"
@@ -59,19 +64,19 @@ def _finish(path):
 
 def test_a_finished_store_is_found_for_exactly_its_images_in_any_order(named, tmp_path):
     cache = str(tmp_path / "cache")
-    path = image_store.store_path(cache, ("proxy", "busybox"))
-    assert image_store.find(cache, ("busybox", "proxy")) is None
+    path = image_store.store_path(cache, _tars(cache, "proxy", "busybox"))
+    assert image_store.find(cache, _tars(cache, "busybox", "proxy")) is None
     _finish(path)
-    assert image_store.find(cache, ("busybox", "proxy")) == path
-    assert image_store.find(cache, ("proxy", "busybox", "proxy")) == path
-    assert image_store.find(cache, ("busybox",)) is None
-    assert image_store.find(cache, ("busybox", "python", "proxy")) is None
-    assert image_store.find(cache, ()) is None
+    assert image_store.find(cache, _tars(cache, "busybox", "proxy")) == path
+    assert image_store.find(cache, _tars(cache, "proxy", "busybox", "proxy")) == path
+    assert image_store.find(cache, _tars(cache, "busybox",)) is None
+    assert image_store.find(cache, _tars(cache, "busybox", "python", "proxy")) is None
+    assert image_store.find(cache, {}) is None
 
 
 def test_a_store_unpacks_its_image_store_and_nothing_else_into_a_fresh_data_root(named, tmp_path):
     cache = str(tmp_path / "cache")
-    path = image_store.store_path(cache, ("busybox",))
+    path = image_store.store_path(cache, _tars(cache, "busybox",))
     _finish(path)
     target = str(tmp_path / "node3" / "data")
     image_store.unpack(path, target)
@@ -92,24 +97,24 @@ def test_a_broken_store_is_named(named, tmp_path):
 def test_a_changed_image_or_dockerd_names_another_store(named, tmp_path):
     hashes, binary = named
     cache = str(tmp_path / "cache")
-    before = image_store.store_path(cache, ("busybox",))
+    before = image_store.store_path(cache, _tars(cache, "busybox",))
     _finish(before)
     hashes["busybox"] = "b2"
-    assert image_store.store_path(cache, ("busybox",)) != before
-    assert image_store.find(cache, ("busybox",)) is None
+    assert image_store.store_path(cache, _tars(cache, "busybox",)) != before
+    assert image_store.find(cache, _tars(cache, "busybox",)) is None
     hashes["busybox"] = "b1"
     binary.write_text("v2, a longer binary")
-    assert image_store.find(cache, ("busybox",)) is None
+    assert image_store.find(cache, _tars(cache, "busybox",)) is None
 
 
 def test_no_dockerd_means_no_store(named, tmp_path):
     _, binary = named
     binary.unlink()
-    assert image_store.find(str(tmp_path), ("busybox",)) is None
+    assert image_store.find(str(tmp_path), _tars(str(tmp_path), "busybox",)) is None
 
 
 def test_stores_of_other_image_sets_have_other_prefixes(named, tmp_path):
-    guest, host = image_store.store_name(("proxy", "busybox")), image_store.store_name(("busybox", "python", "proxy"))
+    guest, host = image_store.store_name(_tars("/c", "proxy", "busybox")), image_store.store_name(_tars("/c", "busybox", "python", "proxy"))
     assert guest.startswith(image_store.store_prefix(("busybox", "proxy")))
     assert not host.startswith(image_store.store_prefix(("busybox", "proxy")))
 
@@ -135,9 +140,10 @@ def test_a_store_is_stored_under_the_name_its_sources_had_when_it_was_built(name
     from ingressmesh.lab import store_builder
     monkeypatch.setattr(store_builder, "BUILDER", dict(store_builder.BUILDER, lab_dir=str(tmp_path / "lab")))
     monkeypatch.setattr(store_builder, "Lab", _BuilderLab)
+    monkeypatch.setattr(images, "ensure", lambda cache, key, log: images.cache_path(cache, key))
     cache = str(tmp_path / "cache")
     built = store_builder.ensure_store(("busybox",), cache, log=lambda msg: None)
-    assert built == image_store.find(cache, ("busybox",))
+    assert built == image_store.find(cache, _tars(cache, "busybox",))
     assert not [name for name in os.listdir(cache) if name.endswith(".tmp")]  # no staging dir left
 
 
@@ -147,6 +153,7 @@ def test_sources_changed_during_the_build_store_nothing(named, tmp_path, monkeyp
     monkeypatch.setattr(store_builder, "BUILDER", dict(store_builder.BUILDER, lab_dir=str(tmp_path / "lab")))
     monkeypatch.setattr(_BuilderLab, "during_up", staticmethod(lambda: hashes.update(busybox="b9")))
     monkeypatch.setattr(store_builder, "Lab", _BuilderLab)
+    monkeypatch.setattr(images, "ensure", lambda cache, key, log: images.cache_path(cache, key))
     cache = str(tmp_path / "cache")
     with pytest.raises(images.ImageError, match="sources changed during the image store's build"):
         store_builder.ensure_store(("busybox",), cache, log=lambda msg: None)
