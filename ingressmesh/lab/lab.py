@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence
 
 from . import dockerd, fabric, image_store, images, neighbours, procs, swarm, teardown
-from .config import DOCKER, DOCKERD, LabConfig
+from .config import DOCKER, DOCKERD, LAB_API_VERSION, LabConfig
 from .images import BUSYBOX_IMAGE, PYTHON_IMAGE
 from .state import LabState
 
@@ -93,8 +93,13 @@ class Lab:
         return proc
 
     def docker_client(self, n: int, **kwargs):
-        """A docker SDK client for node n (caller closes it)."""
+        """A docker SDK client for node n (caller closes it).  Its API version is fixed: left to
+        negotiate, every new client asks GET /version, for which dockerd 20.10 runs
+        `runc --version` and `docker-init --version`.  Tests poll with a new client every 0.2 s:
+        under emulation those execs kept the guest's dockerds busy (a 3-task service took 176 s
+        to start there)."""
         import docker
+        kwargs.setdefault("version", LAB_API_VERSION)
         return docker.DockerClient(base_url=self.docker_socket(n), **kwargs)
 
     def _in_netns(self, path: str, argv: Sequence[str]) -> list[str]:

@@ -5,8 +5,9 @@ nftables, then ingressmesh with IPVS.  Who took each new connection is counted b
 (testbed/docker_mesh.py): while ingressmesh runs, Docker's fwmark services must count none of our
 service's connections; after a hand-back they count every one.  The tests run in file order and
 share the service; each records its measurements for the side-by-side table (conftest Results).
-The IPVS mesh started here stays up for the L7 test (test_proxy_and_health_with_ipvs.py) and is
-handed back last (test_return_to_dockers_mesh_on_stop.py).
+The IPVS mesh started here stays up for the L7 test (test_proxy_and_health_with_ipvs.py) when it
+runs in the same session (`make ipvs-swarm` leaves it to `make ipvs-swarm-l7`) and is handed back
+last (test_return_to_dockers_mesh_on_stop.py).
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The IPVS backend on the swarm lab next to Docker's own IPVS mesh (issue 18, point 5): the L7
 layer (a proxy service whose published port our IPVS services carry, a labelled host served
-through every node).  Health is measured for every mesh: health_rows.py.  Runs after
-test_next_to_dockers_mesh.py (file order) on the same lab, with the IPVS mesh that module left
-running; the hand-back of that mesh follows (test_return_to_dockers_mesh_on_stop.py).
+through every node).  Health is measured for every mesh: health_rows.py.  `make ipvs-swarm-l7`
+runs it alone on a guest of its own, with an IPVS mesh of its own; in a session with
+test_next_to_dockers_mesh.py (the side-by-side benchmark) it runs after it (file order) with the
+IPVS mesh that module left running, whose hand-back follows (test_return_to_dockers_mesh_on_stop.py).
 
 The proxy image is large for a guest reading it over 9p, so it goes to node1 only and the proxy
 is pinned there (ProxyConstraints): what crosses nodes is the routing mesh, which is the point."""

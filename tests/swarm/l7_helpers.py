@@ -58,10 +58,17 @@ def every_node(lab, host: str, path: str = "/", port: int = HTTP_PORT):
 
 
 def replicas(lab, service: str) -> list[tuple[int, str, str]]:
-    """(node, container id, docker_gwbridge address) of every running task of a proxy service."""
+    """(node, container id, docker_gwbridge address) of every running task of a proxy service.
+    Matched by service ID, not name: a module's proxies are redeployed under the names the last
+    module removed, whose containers still answer during their stop grace period (CI took those
+    for the new replicas, then found no service by that name)."""
+    inspected = lab.docker(1, "service", "inspect", "--format", "{{.ID}}", service, check=False)
+    if inspected.returncode != 0:
+        return []  # `l7 deploy --watch` has not created it yet
     found = []
     for n in lab.config.node_numbers:
-        ids = lab.docker(n, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.swarm.service.name={service}",
+        ids = lab.docker(n, "ps", "-q", "--no-trunc", "--filter",
+                         f"label=com.docker.swarm.service.id={inspected.stdout.strip()}",
                          "--filter", "status=running").stdout.split()
         if not ids:
             continue
