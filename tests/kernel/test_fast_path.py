@@ -182,10 +182,11 @@ def _rates(ns: str, address: str, seconds: int, threads: int = 4) -> list[int]:
 
 def test_sustained_short_connections_do_not_collapse_on_the_fast_path(mesh, fast):
     """15 s of short connections, the server closing first: a collapse is the rate falling to a
-    few percent (one LB-namespace run once fell to ~220/s of ~10,000).  The bound is loose (0.4
-    of the run's median for every second but the first and last) because this Python load
-    itself swings by up to ±45 % between seconds on a 2-core machine; the LB-namespace path is
-    measured beside it."""
+    few percent (one LB-namespace run once fell to ~220/s of ~10,000).  The bound is loose (0.1
+    of the run's median for every second but the first and last, 5x the collapse seen): this
+    Python load itself swings by up to ±45 % between seconds on a 2-core machine, and `make test`
+    runs it at nice 10 beside the swarm lab suites, where one second fell to 0.18 of the median
+    (201 of 1,129/s) while the lab took the CPU.  The LB-namespace path is measured beside it."""
     bed = mesh.bed
     fast_rates = _rates(bed.client_ns(1), WEB_VIP, 15)
     lb_rates = _rates(bed.client_ns(2), WEB_VIP, 15)  # client 2 is not programmed: the LB namespace
@@ -194,7 +195,7 @@ def test_sustained_short_connections_do_not_collapse_on_the_fast_path(mesh, fast
         _flush_conntrack(ns)  # the next tests start without 120 s of TIME_WAIT entries
     assert fast_rates[0] > 100, fast_rates
     steady = fast_rates[1:-1]  # the first second warms up, the last is cut short
-    assert min(steady) >= 0.4 * statistics.median(fast_rates), f"the fast path collapsed: {fast_rates}"
+    assert min(steady) >= 0.1 * statistics.median(fast_rates), f"the fast path collapsed: {fast_rates}"
 
 
 class _Containers:
