@@ -25,6 +25,7 @@ help:
 	@echo "sudo make swarm   the real swarm lab tests only;  sudo make install-systemd  the units"
 	@echo "sudo make demo    2-node mesh in network namespaces with real traffic (demo-keep, demo-down)"
 	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  control-plane benchmark"
+	@echo "sudo make host-suites  unit, l7 and real-kernel suites (the ones needing no swarm lab)"
 	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
 	@echo "sudo make ipvs-swarm  the swarm lab in that kernel, next to Docker's own IPVS mesh (part of test)"
 	@echo "sudo make ipvs-swarm-point4  tests/swarm's routing/health/update tests with IPVS in that kernel"
@@ -62,8 +63,9 @@ kernel: venv
 # that the lab's timing (1 s health budgets) keeps the CPU it needs and the chain takes what is
 # left.  Beside the swarm guest kernel-lab took ~20 min and the two guests starved each other
 # (make test at 877ff1d: the guest's lab up 562 s instead of 231 s); beside the swarm lab suites
-# (runs at 8fced26, 6baa521) the swarm guest was starved to 54-58 min and failed.  Each chained
-# job's output is printed when it ends; any failure fails the target, the other jobs still run.
+# (runs at 8fced26, 6baa521) the swarm guest was starved to 54-58 min and failed.  The chained
+# jobs' logs are printed once tests/swarm and the chain are done; any failure fails the target,
+# the other jobs still run.
 CHAIN := host-suites kernel-lab swarm-stack
 test: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site

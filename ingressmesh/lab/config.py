@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 DOCKERD = "/usr/sbin/dockerd"  # Debian docker.io 20.10; /usr/local/bin/docker is another client
 DOCKER = "/usr/bin/docker"
-# The Engine API of dockerd 20.10; newer daemons serve it too (they keep old versions).
+# The Engine API of the lab's dockerd (Debian's 20.10, DOCKERD); newer daemons accept it down to
+# their own minimum API version.
 LAB_API_VERSION = "1.41"
 IMAGE_CACHE = "/var/cache/ingressmesh/lab-images"
 

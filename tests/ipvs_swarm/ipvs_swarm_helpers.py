@@ -201,7 +201,7 @@ def ensure_web(lab) -> dict:
     # (Swarm's spread places the 3 replicas on the 3 nodes by itself).
     create_service(lab, "web", "--replicas", "3", "--network", "ovl",
                    "--publish", f"{PORT}:80", "--stop-grace-period", STOP_GRACE, command=("sh", "-c", SERVER))
-    try:  # the first service of the run: beside make test's other guest and host suites (2 x SLOW)
+    try:  # the first service of the run, on a fresh swarm (2 x SLOW)
         tasks = wait_running(lab, "web", 3, timeout=2 * SLOW)
     except AssertionError:
         print(lab.docker(1, "service", "ps", "--no-trunc", "web", check=False).stdout)

@@ -62,13 +62,17 @@ def replicas(lab, service: str) -> list[tuple[int, str, str]]:
     Matched by service ID, not name: a module's proxies are redeployed under the names the last
     module removed, whose containers still answer during their stop grace period (CI took those
     for the new replicas, then found no service by that name)."""
-    inspected = lab.docker(1, "service", "inspect", "--format", "{{.ID}}", service, check=False)
-    if inspected.returncode != 0:
-        return []  # `l7 deploy --watch` has not created it yet
+    import docker.errors
+    client = lab.docker_client(1)  # an SDK call, not the CLI: ~0.1 s under emulation, not 1.5 s
+    try:
+        service_id = client.api.inspect_service(service)["ID"]
+    except docker.errors.APIError:
+        return []  # `l7 deploy --watch` has not created it yet (or the manager is busy): asked again
+    finally:
+        client.close()
     found = []
     for n in lab.config.node_numbers:
-        ids = lab.docker(n, "ps", "-q", "--no-trunc", "--filter",
-                         f"label=com.docker.swarm.service.id={inspected.stdout.strip()}",
+        ids = lab.docker(n, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.swarm.service.id={service_id}",
                          "--filter", "status=running").stdout.split()
         if not ids:
             continue
