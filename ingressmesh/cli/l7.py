@@ -46,7 +46,11 @@ from .daemons import (_credentials, _listen, _run_until_signalled, docker_option
 @click.option("--workdir", default="/run/ingressmesh-proxy", show_default=True)
 @click.option("--proxy-id", default=lambda: socket.gethostname(), help="X-Proxy-Id (default: the hostname).")
 @click.option("--drain-grace", default=10.0, show_default=True)
-@click.option("--stop-linger", default=2.0, show_default=True, help="Seconds to keep serving after SIGTERM.")
+@click.option("--stop-linger", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="Seconds to keep serving after SIGTERM, at least.")
+@click.option("--stop-linger-max", default=10.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="After --stop-linger, keep serving while new connections still come (the mesh has not taken "
+                   "this task out of every node yet), at most this many seconds after SIGTERM.")
 @click.option("--stop-timeout", default=20.0, show_default=True, help="Seconds in-flight requests get to finish.")
 @click.option("--hard-stop-after", default="30m", show_default=True,
               help="How long an old worker keeps long-lived connections after a reload.")
@@ -54,7 +58,7 @@ from .daemons import (_credentials, _listen, _run_until_signalled, docker_option
 def proxy_command(controllers, token_file, ca_file, tls_verify, service_cluster, proxy_service, task_id, http_port,
                   bind_address, https_port, https_redirect_port, secrets_dir, websocket_timeout, accept_proxy,
                   stats_port, listen,
-                  workdir, proxy_id, drain_grace, stop_linger, stop_timeout, hard_stop_after, haproxy_binary) -> None:
+                  workdir, proxy_id, drain_grace, stop_linger, stop_linger_max, stop_timeout, hard_stop_after, haproxy_binary) -> None:
     """Run HAProxy for the com.docker.lb.* routes of one service cluster (the proxy service's task)."""
     from ..l7 import grammar
     from ..l7.proxy import Proxy, ProxyConfig
@@ -82,7 +86,7 @@ def proxy_command(controllers, token_file, ca_file, tls_verify, service_cluster,
     config = ProxyConfig(controllers=tuple(controllers), workdir=workdir, settings=settings,
                          service_cluster=service_cluster, proxy_service=proxy_service, task_id=task_id,
                          listen=listen, drain_grace=drain_grace, stop_linger=stop_linger,
-                         stop_timeout=stop_timeout, haproxy_binary=haproxy_binary)
+                         stop_linger_max=stop_linger_max, stop_timeout=stop_timeout, haproxy_binary=haproxy_binary)
     try:
         proxy = Proxy(config, _credentials(token_file, ca_file, tls_verify))
     except OSError as err:

@@ -32,7 +32,8 @@ ENV = ["INGRESSMESH_TASK_ID={{.Task.ID}}"]
 # (the service's own name is checked separately).
 _OPTIONS = {"--token-file": TOKEN_PATH, "--ca": CA_PATH, "--controller": None, "--http-port": None,
             "--https-port": None, "--https-redirect-port": None, "--service-cluster": None,
-            "--proxy-service": None, "--stop-linger": None, "--stop-timeout": None}
+            "--proxy-service": None, "--stop-linger": None, "--stop-linger-max": None,
+            "--stop-timeout": None}
 
 
 class DeployerRules:

@@ -6,8 +6,9 @@ runtime API, route changes by a checked, seamless reload.  The listening sockets
 process's (listeners.py), passed to every HAProxy it starts, so when HAProxy dies the kernel
 queues new connections until the supervisor thread has started it again; that thread also reaps
 every orphan re-parented to this process (children.py: it is PID 1 of its container).  On SIGTERM
-it keeps serving `stop_linger` seconds (the mesh takes the task out of every node first), then
-stops accepting and lets in-flight requests finish.
+it keeps serving while the mesh takes the task out of every node (linger.py: at least
+`stop_linger` seconds, then until no new connection comes, at most `stop_linger_max`), then stops
+accepting and lets in-flight requests finish.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from .backend_tls import BackendTlsCheck, BackendTlsProblem
 from .cert_expiry import CertExpiry
 from .children import Children, become_subreaper, describe
 from .haproxy import HAProxy, HAProxyFiles, write_atomic
+from . import runtime
+from .linger import QUIET, linger
 from .listeners import Listeners
 from .metrics import ProxyMetrics
 from .render import ProxySettings
@@ -41,6 +44,8 @@ from .state import state_document
 log = logging.getLogger(__name__)
 LONG_POLL = 25.0
 BACKEND_TLS_EVERY = 3.0  # seconds between checks of verified TLS backends (each verdict kept 30 s)
+LINGER_ENDS = {"quiet": f"no new connection for {QUIET:g} s", "unknown": "HAProxy's counters were unreadable",
+               "maximum": "new connections still came at --stop-linger-max", "fixed": "--stop-linger"}
 SUPERVISE_EVERY = 0.1  # seconds between looks at HAProxy (connections queue meanwhile) and at orphans
 
 
@@ -55,6 +60,7 @@ class ProxyConfig:
     listen: tuple[str, int] = ("0.0.0.0", 9403)
     drain_grace: float = 10.0
     stop_linger: float = 2.0
+    stop_linger_max: float = 10.0
     stop_timeout: float = 20.0
     haproxy_binary: str = "haproxy"
 
@@ -273,11 +279,22 @@ class Proxy:
 
     def _stop_gracefully(self) -> None:
         self.stopping = True
-        if self.applier.haproxy.running and self.config.stop_linger > 0:
-            log.info("stopping: serving %.1f s more while the mesh drains this task", self.config.stop_linger)
-            time.sleep(self.config.stop_linger)
+        if self.applier.haproxy.running and max(self.config.stop_linger, self.config.stop_linger_max) > 0:
+            started = time.monotonic()
+            log.info("stopping: serving %g-%g s more while the mesh drains this task",
+                     self.config.stop_linger, max(self.config.stop_linger, self.config.stop_linger_max))
+            why = linger(self._accepted, self.config.stop_linger, self.config.stop_linger_max)
+            report = log.warning if why == "maximum" else log.info
+            report("stopping: no longer accepting after %.1f s (%s)", time.monotonic() - started, LINGER_ENDS[why])
         with self.lock:
             self.listeners.close()  # once HAProxy closes its copies, new connections are refused
             self.applier.haproxy.soft_stop(self.config.stop_timeout)
         self.children.reap()
         log.info("stopped")
+
+    def _accepted(self) -> Optional[int]:
+        try:
+            return runtime.accepted_connections(self.applier.haproxy.files.admin_socket)
+        except runtime.RuntimeApiError as err:
+            log.warning("cannot count new connections while stopping: %s", err)
+            return None

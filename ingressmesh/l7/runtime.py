@@ -119,6 +119,21 @@ def servers_state(socket_path: str) -> list[dict]:
     return rows
 
 
+def accepted_connections(socket_path: str, skip: tuple[str, ...] = ("stats",)) -> int:
+    """Connections every frontend but `skip` has accepted so far (`show stat` stot): whether
+    clients still arrive.  Per worker: a reload starts it again from 0."""
+    lines = send(socket_path, "show stat -1 1 -1").splitlines()
+    if not lines or not lines[0].startswith("# pxname"):
+        raise RuntimeApiError(f"show stat: unexpected reply {lines[:1]!r}")
+    header = lines[0][2:].split(",")
+    total = 0
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(",")))
+        if row.get("svname") == "FRONTEND" and row.get("pxname") not in skip and row.get("stot", "").isdigit():
+            total += int(row["stot"])
+    return total
+
+
 def current_sessions(socket_path: str) -> dict[tuple[str, str], int]:
     """Current sessions per (backend, server), from `show stat`."""
     lines = send(socket_path, "show stat -1 4 -1").splitlines()

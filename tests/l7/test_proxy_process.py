@@ -45,7 +45,7 @@ class ProxyProcess:
             [sys.executable, "-m", "ingressmesh", "proxy", "--controller", controller_url, "--token-file", str(token_file),
              "--http-port", str(self.http), "--bind", "127.0.0.1", "--stats-port", str(stats),
              "--listen", f"127.0.0.1:{self.listen}", "--workdir", str(self.workdir), "--stop-linger", "0.5",
-             "--stop-timeout", "15", "--haproxy", haproxy, "--proxy-id", "test-proxy", *extra],
+             "--stop-linger-max", "0.5", "--stop-timeout", "15", "--haproxy", haproxy, "--proxy-id", "test-proxy", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
@@ -204,6 +204,32 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits(proxy, controller, ba
     assert proxy.proc.wait(15) == 0
     with pytest.raises(OSError):
         proxy.get("a.test", timeout=1)
+
+
+def test_sigterm_keeps_accepting_while_new_connections_come_then_stops_once_they_cease(
+        tmp_path, controller, backends, haproxy_binary):
+    """The L4 mesh may take longer than --stop-linger to take a stopping proxy out of every node
+    (CI saw a reset when it did): new connections still arriving keep the proxy accepting."""
+    proxy = ProxyProcess(tmp_path, controller.url, haproxy_binary, extra=("--stop-linger-max", "8"))
+    try:
+        controller.publish(cluster({"a": "a.test"}, backends, free_port()))
+        proxy.wait("a.test served", lambda: proxy.serves("a.test"))
+        proxy.proc.send_signal(signal.SIGTERM)
+        answers, started = [], time.monotonic()
+        while time.monotonic() - started < 3.0:  # the mesh still sends this task new connections
+            try:
+                answers.append(proxy.get("a.test", timeout=5)[0])
+            except OSError as error:
+                answers.append(repr(error))
+            time.sleep(0.1)
+        assert len(answers) >= 10 and set(answers) == {200}, answers  # past the 0.5 s minimum: none refused
+        assert proxy.proc.wait(10) == 0
+        log = proxy.log_text()
+        assert "no longer accepting after" in log and "(no new connection for 1 s)" in log, log[-2000:]
+        with pytest.raises(ConnectionRefusedError):
+            proxy.get("a.test", timeout=1)
+    finally:
+        proxy.stop()
 
 
 def _zombie_children(pid: int) -> list[int]:
