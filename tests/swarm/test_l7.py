@@ -225,7 +225,7 @@ def test_7_no_failed_request_through_scaling_updates_new_routes_and_a_new_networ
                 lab.docker(1, *docker_args, timeout=180)
                 if wait:
                     wait()
-                steps.append((name, load.result.ok, len(load.result.failures)))
+                steps.append((name, load.result.ok, len(load.result.failures), time.monotonic()))
             step("scale 2->6", "service", "scale", "--detach", "steady-l7=6",
                  wait=lambda: wait_for("6 tasks", lambda: len(running_tasks(lab, "steady-l7")) == 6, timeout=120, interval=0.5))
             time.sleep(2)
@@ -247,9 +247,12 @@ def test_7_no_failed_request_through_scaling_updates_new_routes_and_a_new_networ
                  wait=lambda: wait_routed(lab, "extra.l7", timeout=180))
             time.sleep(3)
         result = load.result
-        for name, ok, failed in steps:
-            print(f"after {name}: {ok} ok, {failed} failed")
+        for name, ok, failed, at in steps:  # `at` on the clock of the failures' times
+            print(f"after {name} (at {at:.1f}): {ok} ok, {failed} failed")
         print(f"L7 under churn: {result.ok} requests ok, {len(result.failures)} failed; tasks seen {dict(result.seen)}")
+        stops = lab.docker(1, "service", "logs", "--no-task-ids", DEFAULT_PROXY, check=False, timeout=60)
+        print("rolled proxies:", *[line for line in (stops.stdout + stops.stderr).splitlines()
+                                   if "no longer accepting" in line], sep="\n  ")
         assert result.ok > 500
         assert not result.failures, result.failures[:5]
         networks = json.loads(lab.docker(1, "service", "inspect", DEFAULT_PROXY).stdout)[0]["Spec"]["TaskTemplate"]["Networks"]
