@@ -213,7 +213,8 @@ class Bench:
         argv = [sys.executable, "-m", "ingressmesh", "proxy", "--controller", controller.url,
                 "--token-file", token_file, "--http-port", str(http_port), "--bind", "127.0.0.1",
                 "--stats-port", str(h.free_port()), "--listen", f"127.0.0.1:{listen}",
-                "--workdir", os.path.join(self.workdir, "proxy"), "--stop-linger", "0", "--stop-timeout", "5",
+                "--workdir", os.path.join(self.workdir, "proxy"), "--stop-linger", "0", "--stop-linger-max", "0",
+                "--stop-timeout", "5",
                 "--proxy-id", "bench-proxy", "--haproxy", self.haproxy]
         log_path = os.path.join(self.workdir, "proxy.log")
         with open(log_path, "wb") as log:

@@ -50,7 +50,8 @@ from .daemons import (_credentials, _listen, _run_until_signalled, docker_option
               help="Seconds to keep serving after SIGTERM, at least.")
 @click.option("--stop-linger-max", default=10.0, show_default=True, type=click.FloatRange(0, 3600),
               help="After --stop-linger, keep serving while new connections still come (the mesh has not taken "
-                   "this task out of every node yet), at most this many seconds after SIGTERM.")
+                   "this task out of every node yet), at most this many seconds after SIGTERM. "
+                   "Not above --stop-linger: a fixed wait.")
 @click.option("--stop-timeout", default=20.0, show_default=True, help="Seconds in-flight requests get to finish.")
 @click.option("--hard-stop-after", default="30m", show_default=True,
               help="How long an old worker keeps long-lived connections after a reload.")

@@ -34,7 +34,7 @@ from .cert_expiry import CertExpiry
 from .children import Children, become_subreaper, describe
 from .haproxy import HAProxy, HAProxyFiles, write_atomic
 from . import runtime
-from .linger import QUIET, linger
+from .linger import QUIET, Linger, linger
 from .listeners import Listeners
 from .metrics import ProxyMetrics
 from .render import ProxySettings
@@ -44,8 +44,8 @@ from .state import state_document
 log = logging.getLogger(__name__)
 LONG_POLL = 25.0
 BACKEND_TLS_EVERY = 3.0  # seconds between checks of verified TLS backends (each verdict kept 30 s)
-LINGER_ENDS = {"quiet": f"no new connection for {QUIET:g} s", "unknown": "HAProxy's counters were unreadable",
-               "maximum": "new connections still came at --stop-linger-max", "fixed": "--stop-linger"}
+LINGER_ENDS = {Linger.QUIET: f"no new connection for {QUIET:g} s", Linger.UNKNOWN: "HAProxy's counters were unreadable",
+               Linger.MAXIMUM: "new connections still came at --stop-linger-max", Linger.FIXED: "--stop-linger"}
 SUPERVISE_EVERY = 0.1  # seconds between looks at HAProxy (connections queue meanwhile) and at orphans
 
 
@@ -97,7 +97,8 @@ class Proxy:
         self.cluster: Optional[model.Cluster] = None
         self.table: Optional[RouteTable] = None
         self.swarm_refused: tuple[str, ...] = ()  # what the controller left out (the snapshot's "refused")
-        self.stopping = False
+        self.stopping = False  # SIGTERM came: /healthz answers 503, routes still follow the controller
+        self.closing = False  # past the linger: HAProxy is shutting down, nothing more is applied
         self.reload_requested = threading.Event()
         self.arrival = ArrivalClock()
         self._said: set[str] = set()
@@ -138,14 +139,17 @@ class Proxy:
     def run(self, stop: threading.Event, notifier: Notifier) -> None:
         become_subreaper()  # a killed HAProxy master's workers come to us, to be reaped
         self.http.start()
-        supervisor = threading.Thread(target=self._supervise, args=(stop,), name="haproxy-supervisor", daemon=True)
+        # The threads' own stop, set after the linger: while a stopping proxy still accepts, its
+        # routes keep following the controller and a dead HAProxy is still started again.
+        halt = threading.Event()
+        supervisor = threading.Thread(target=self._supervise, args=(halt,), name="haproxy-supervisor", daemon=True)
         supervisor.start()
-        threading.Thread(target=self._check_backend_tls, args=(stop,), name="backend-tls", daemon=True).start()
+        threading.Thread(target=self._check_backend_tls, args=(halt,), name="backend-tls", daemon=True).start()
         notifier.ready()
         log.info("proxy (service cluster %r) following %s", self.config.service_cluster or "(none)",
                  ", ".join(self.config.controllers))
         # The follow loop runs on its own thread: a long-poll in flight must not delay a stop.
-        follower = threading.Thread(target=self._loop, args=(stop,), name="follow", daemon=True)
+        follower = threading.Thread(target=self._loop, args=(halt,), name="follow", daemon=True)
         follower.start()
         try:
             while not stop.wait(1.0) and follower.is_alive():
@@ -154,7 +158,7 @@ class Proxy:
                 raise RuntimeError("the follow loop ended unexpectedly")  # exit non-zero: restarted
         finally:
             stop.set()
-            self._stop_gracefully()
+            self._stop_gracefully(halt)
             self.http.stop()
             self.client.close()
 
@@ -199,7 +203,7 @@ class Proxy:
         table = plan_routes(self.cluster, scope, options)
         self._say(table)
         with self.lock:
-            if self.stopping:
+            if self.closing:
                 return None  # HAProxy is shutting down: nothing more to apply
             result = self.applier.apply(table)
         table = result.table or table  # with the refusals of unusable certificates
@@ -263,38 +267,40 @@ class Proxy:
             for pid, status in self.children.reap():
                 log.debug("reaped orphan process %d (%s)", pid, describe(status))
             with self.lock:
-                if self.applier.haproxy.died and not self.stopping:
+                if self.applier.haproxy.died and not self.closing:
                     log.error("haproxy exited with status %s; starting it again with the state it should have",
                               self.applier.haproxy.process.returncode)
                     self.metrics.haproxy_restarts.inc()
                     result = self.applier.reinstall()  # the config holds the runtime changes too
                     if result.error:
                         log.error("cannot start haproxy again: %s", result.error)
-                if self.reload_requested.is_set() and not self.stopping:
+                if self.reload_requested.is_set() and not self.closing:
                     self.reload_requested.clear()
                     result = self.applier.reinstall()
                     log.info("reload requested (SIGHUP): %s%s", result.how, f" ({result.error})" if result.error else "")
                     if result.how == "reload":
                         self.metrics.reloads.inc()
 
-    def _stop_gracefully(self) -> None:
+    def _stop_gracefully(self, halt: threading.Event) -> None:
         self.stopping = True
         if self.applier.haproxy.running and max(self.config.stop_linger, self.config.stop_linger_max) > 0:
             started = time.monotonic()
             log.info("stopping: serving %g-%g s more while the mesh drains this task",
                      self.config.stop_linger, max(self.config.stop_linger, self.config.stop_linger_max))
             why = linger(self._accepted, self.config.stop_linger, self.config.stop_linger_max)
-            report = log.warning if why == "maximum" else log.info
+            report = log.warning if why is Linger.MAXIMUM else log.info
             report("stopping: no longer accepting after %.1f s (%s)", time.monotonic() - started, LINGER_ENDS[why])
+        halt.set()
         with self.lock:
+            self.closing = True
             self.listeners.close()  # once HAProxy closes its copies, new connections are refused
             self.applier.haproxy.soft_stop(self.config.stop_timeout)
         self.children.reap()
         log.info("stopped")
 
-    def _accepted(self) -> Optional[int]:
+    def _accepted(self, timeout: float) -> Optional[int]:
         try:
-            return runtime.accepted_connections(self.applier.haproxy.files.admin_socket)
+            return runtime.accepted_connections(self.applier.haproxy.files.admin_socket, timeout=timeout)
         except runtime.RuntimeApiError as err:
             log.warning("cannot count new connections while stopping: %s", err)
             return None

@@ -55,13 +55,16 @@ HEALTH = health_command()
 HEALTH_TIMING = {"Interval": 5, "Timeout": 20, "Retries": 3, "StartPeriod": 120}
 STOP_LINGER = 2.0  # at least this long after SIGTERM the proxy serves on (linger.py) ...
 STOP_LINGER_MAX = 10.0  # ... and at most this long, while new connections still come
+STOP_SPARE = 3.0  # seconds left before Swarm's SIGKILL
 
 
-def stop_times(grace_period: float) -> tuple[float, float]:
-    """(--stop-linger-max, --stop-timeout) that fit Swarm's stop grace period, with 3 s to spare
-    before its SIGKILL: the linger takes at most half of what the minimum leaves."""
-    linger_max = max(STOP_LINGER, min(STOP_LINGER_MAX, (grace_period - 3) / 2))
-    return linger_max, max(1.0, grace_period - linger_max - 3)
+def stop_times(grace_period: float) -> tuple[float, float, float]:
+    """(--stop-linger, --stop-linger-max, --stop-timeout) that fit Swarm's stop grace period: the
+    linger takes at most half of (grace period - STOP_SPARE), at most STOP_LINGER_MAX, and its
+    minimum is STOP_LINGER unless that is more; in-flight requests get the rest (at least 1 s)."""
+    budget = max(0.0, grace_period - STOP_SPARE)
+    linger_max = min(STOP_LINGER_MAX, budget / 2)
+    return min(STOP_LINGER, linger_max), linger_max, max(1.0, budget - linger_max)
 
 
 def _claimed_networks(cluster: model.Cluster, settings: ProxyServiceSettings):
@@ -166,9 +169,9 @@ def desired_spec(settings: ProxyServiceSettings, cluster: model.Cluster, token_s
     `ca_secret` the proxies verify the controller's TLS certificate against it; `label_secrets`
     are the certificates and keys labelled services name (mounted under their own names);
     `order` is the update order rollout.update_order chose."""
-    linger_max, stop_timeout = stop_times(settings.stop_grace_period)
+    linger, linger_max, stop_timeout = stop_times(settings.stop_grace_period)
     argv = ["ingressmesh", "proxy", "--token-file", TOKEN_PATH, "--http-port", "80",
-            "--proxy-service", settings.name, "--stop-linger", f"{STOP_LINGER:g}",
+            "--proxy-service", settings.name, "--stop-linger", f"{linger:g}",
             "--stop-linger-max", f"{linger_max:g}", "--stop-timeout", f"{stop_timeout:g}"]
     for url in controllers:
         argv += ["--controller", url]

@@ -15,6 +15,7 @@ from .routes import DEFAULT_HOST, RouteTable
 from .safe import RenderError, check_safe  # noqa: F401 - RenderError is part of this module's API
 from .slots import Assignment, slot_name
 
+STATS_FRONTEND = "stats"  # Prometheus scrapes: not clients (runtime.accepted_connections)
 NO_ROUTE = "im:no-route"  # never a service backend: those start with "be:"
 # A Host header the proxy routes on: a host name (or IPv4 address) with an optional trailing dot
 # and port, or a bracketed IPv6 literal.  Anything else ('/', ',', '@', spaces...) would become
@@ -179,7 +180,7 @@ def _backends(table: RouteTable, slots: Assignment, s: ProxySettings) -> list[st
 
 
 def _stats(s: ProxySettings) -> list[str]:
-    return ["frontend stats",
+    return [f"frontend {STATS_FRONTEND}",
             f"    bind {render_tls.bind_target(s, s.stats_port)}",
             "    http-request use-service prometheus-exporter if { path /metrics }",
             '    http-request return status 200 content-type text/plain string "ok\\n" if { path /healthz }',

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from ..plan import ACTIVE
-from .render import check_safe
+from .render import STATS_FRONTEND, check_safe
 from .slots import Assignment, Pool, slot_name
 
 _ADDR_OK = ("IP changed from", "no need to change the addr", "port changed from")
@@ -119,19 +119,19 @@ def servers_state(socket_path: str) -> list[dict]:
     return rows
 
 
-def accepted_connections(socket_path: str, skip: tuple[str, ...] = ("stats",)) -> int:
-    """Connections every frontend but `skip` has accepted so far (`show stat` stot): whether
-    clients still arrive.  Per worker: a reload starts it again from 0."""
-    lines = send(socket_path, "show stat -1 1 -1").splitlines()
+def accepted_connections(socket_path: str, timeout: float = 5.0) -> int:
+    """Connections every frontend but the stats one has accepted so far (`show stat` conn_tot,
+    counted at accept, before a TLS handshake or a PROXY header): whether clients still arrive.
+    Per worker: a reload starts it again from 0."""
+    lines = send(socket_path, "show stat -1 1 -1", timeout=timeout).splitlines()
     if not lines or not lines[0].startswith("# pxname"):
         raise RuntimeApiError(f"show stat: unexpected reply {lines[:1]!r}")
     header = lines[0][2:].split(",")
-    total = 0
-    for line in lines[1:]:
-        row = dict(zip(header, line.split(",")))
-        if row.get("svname") == "FRONTEND" and row.get("pxname") not in skip and row.get("stot", "").isdigit():
-            total += int(row["stot"])
-    return total
+    counts = [row.get("conn_tot", "") for row in (dict(zip(header, line.split(","))) for line in lines[1:])
+              if row.get("svname") == "FRONTEND" and row.get("pxname") != STATS_FRONTEND]
+    if not counts or not all(count.isdigit() for count in counts):
+        raise RuntimeApiError(f"show stat: no connection count for the frontends: {counts!r}")
+    return sum(int(count) for count in counts)
 
 
 def current_sessions(socket_path: str) -> dict[tuple[str, str], int]:

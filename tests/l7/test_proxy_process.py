@@ -210,6 +210,7 @@ def test_sigterm_keeps_accepting_while_new_connections_come_then_stops_once_they
         tmp_path, controller, backends, haproxy_binary):
     """The L4 mesh may take longer than --stop-linger to take a stopping proxy out of every node
     (CI saw a reset when it did): new connections still arriving keep the proxy accepting."""
+    # click takes the last of the two --stop-linger-max: 8 s instead of the fixture's fixed 0.5 s
     proxy = ProxyProcess(tmp_path, controller.url, haproxy_binary, extra=("--stop-linger-max", "8"))
     try:
         controller.publish(cluster({"a": "a.test"}, backends, free_port()))

@@ -104,14 +104,15 @@ def test_https_port_and_the_secrets_labelled_services_name():
 
 
 def test_the_stop_linger_and_timeout_fit_the_stop_grace_period_before_swarm_kills():
-    from ingressmesh.l7.proxy_service import STOP_LINGER, stop_times
-    assert stop_times(30) == (10.0, 17.0)  # the default grace: up to 10 s serving, 17 s draining, 3 s spare
-    assert stop_times(10) == (3.5, 3.5)
-    assert stop_times(4) == (STOP_LINGER, 1.0)  # too short a grace: the minimum still holds
-    for grace in (4, 7, 10, 15, 30, 60, 600):
-        linger_max, timeout = stop_times(grace)
-        assert STOP_LINGER <= linger_max <= 10 and timeout >= 1
-        assert linger_max + timeout + 3 <= max(grace, STOP_LINGER + 1 + 3)
+    from ingressmesh.l7.proxy_service import stop_times
+    assert stop_times(30) == (2.0, 10.0, 17.0)  # the default grace: 2-10 s serving, 17 s draining, 3 s spare
+    assert stop_times(10) == (2.0, 3.5, 3.5)
+    assert stop_times(6) == (1.5, 1.5, 1.5)  # a short grace shortens the minimum linger too
+    for grace in (5, 6, 7, 8, 9, 10, 15, 30, 60, 600):
+        linger, linger_max, timeout = stop_times(grace)
+        assert 0 < linger <= 2 and linger <= linger_max <= 10 and timeout >= 1
+        assert linger_max + timeout + 3 <= grace, grace
+    assert stop_times(0) == (0.0, 0.0, 1.0)
     (short,) = l7_settings.parse('[Extensions.default]\nProxyStopGracePeriod = "10s"\nControllers = ["http://10.0.0.1:9401"]\n')
     c = cluster([service("a", {"hosts": "a.com", "port": "80"})], [task("a1", "a", 2)])
     command = desired_spec(short, c, ("sec-id", "n"), short.controllers)["TaskTemplate"]["ContainerSpec"]["Command"]
