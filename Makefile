@@ -24,7 +24,7 @@ help:
 	@echo "sudo make swarm-stack  the routing and stack tests with ingressmesh as a swarm stack"
 	@echo "sudo make swarm   the real swarm lab tests only;  sudo make install-systemd  the units"
 	@echo "sudo make demo    2-node mesh in network namespaces with real traffic (demo-keep, demo-down)"
-	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  control-plane benchmark"
+	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  every benchmark (bench/), the side-by-side table last"
 	@echo "sudo make host-suites  unit, l7 and real-kernel suites (the ones needing no swarm lab)"
 	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
 	@echo "sudo make ipvs-swarm  the swarm lab in that kernel, next to Docker's own IPVS mesh (part of test)"
@@ -213,6 +213,7 @@ bench: venv
 	$(PY) bench/data_path.py
 	$(PY) bench/fast_path_fanout.py
 	$(MAKE) --no-print-directory bench-ipvs
+	$(MAKE) --no-print-directory bench-side-by-side  # ~100 min: docs/side-by-side.md
 	$(MAKE) --no-print-directory plots
 
 # The VIP path with the nftables and the IPVS backend in one run of a kernel that has IPVS.
