@@ -38,6 +38,7 @@ def addressed(scratch):
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.timing
 def test_2000_idle_sockets_from_twenty_addresses(addressed):
     store = SnapshotStore()
     store.publish({"step": "start"})

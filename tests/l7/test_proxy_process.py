@@ -206,6 +206,7 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits(proxy, controller, ba
         proxy.get("a.test", timeout=1)
 
 
+@pytest.mark.timing  # a client stalled over 1 s between requests would look like the mesh's drain
 def test_sigterm_keeps_accepting_while_new_connections_come_then_stops_once_they_cease(
         tmp_path, controller, backends, haproxy_binary):
     """The L4 mesh may take longer than --stop-linger to take a stopping proxy out of every node

@@ -34,6 +34,7 @@ def descriptors():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.timing
 def test_2000_idle_sockets_from_the_agents_own_address(descriptors):
     store = SnapshotStore()
     store.publish({"step": "start"})
