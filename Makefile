@@ -55,11 +55,12 @@ unit: venv
 kernel: venv
 	INGRESSMESH_REQUIRE_KERNEL=1 $(PY) -m pytest -q tests/kernel
 
-# The work is CPU-bound and this machine has 2 cores.  Phase 1: `make ipvs-swarm-guest` alone: its
+# The work is CPU-bound and this machine has 2 cores.  Phase 0: `make host-timing` alone (~1.5 min):
+# the tests that bound time under load they make themselves.  Phase 1: `make ipvs-swarm-guest` alone: its
 # QEMU guest keeps both cores busy (the guest's dockerds alone saturate its two vCPUs while Swarm
 # starts tasks), so whatever ran beside it only stretched it (the host suites beside it: 37 min).
 # Phase 2: the swarm lab suites (native, ~1 of the 2 cores busy) beside a chain at nice 10: the
-# host suites that need no swarm lab (unit, l7, kernel: ~6 min), `make kernel-lab` (the other QEMU
+# host suites that need no swarm lab (unit, l7, kernel but the timing ones: ~5 min), `make kernel-lab` (the other QEMU
 # guest, ~16 min there) and `make swarm-stack` (its own lab names: tests/swarm/conftest.py), so
 # that the lab's timing (1 s health budgets) keeps the CPU it needs and the chain takes what is
 # left.  Beside the swarm guest kernel-lab took ~20 min and the two guests starved each other
@@ -224,8 +225,8 @@ bench: venv
 	$(PY) bench/data_path.py
 	$(PY) bench/fast_path_fanout.py
 	$(MAKE) --no-print-directory bench-ipvs
-	$(MAKE) --no-print-directory bench-side-by-side  # ~100 min: docs/side-by-side.md
 	$(MAKE) --no-print-directory plots
+	$(MAKE) --no-print-directory bench-side-by-side  # ~100 min: docs/side-by-side.md (no plot)
 
 # The VIP path with the nftables and the IPVS backend in one run of a kernel that has IPVS.
 bench-ipvs: venv
