@@ -283,10 +283,10 @@ class Proxy:
 
     def _stop_gracefully(self, halt: threading.Event) -> None:
         self.stopping = True
-        if self.applier.haproxy.running and max(self.config.stop_linger, self.config.stop_linger_max) > 0:
+        longest = max(self.config.stop_linger, self.config.stop_linger_max)
+        if self.applier.haproxy.running and longest > 0:
             started = time.monotonic()
-            log.info("stopping: serving %g-%g s more while the mesh drains this task",
-                     self.config.stop_linger, max(self.config.stop_linger, self.config.stop_linger_max))
+            log.info("stopping: serving %g-%g s more while the mesh drains this task", self.config.stop_linger, longest)
             why = linger(self._accepted, self.config.stop_linger, self.config.stop_linger_max)
             report = log.warning if why is Linger.MAXIMUM else log.info
             report("stopping: no longer accepting after %.1f s (%s)", time.monotonic() - started, LINGER_ENDS[why])

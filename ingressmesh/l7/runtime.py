@@ -119,15 +119,20 @@ def servers_state(socket_path: str) -> list[dict]:
     return rows
 
 
+def _stat_rows(socket_path: str, kind: int, timeout: float = 5.0) -> list[dict]:
+    """`show stat` rows of one object kind (1 frontends, 4 servers) as dicts by column name."""
+    lines = send(socket_path, f"show stat -1 {kind} -1", timeout=timeout).splitlines()
+    if not lines or not lines[0].startswith("# pxname"):
+        raise RuntimeApiError(f"show stat: unexpected reply {lines[:1]!r}")
+    header = lines[0][2:].split(",")
+    return [dict(zip(header, line.split(","))) for line in lines[1:]]
+
+
 def accepted_connections(socket_path: str, timeout: float = 5.0) -> int:
     """Connections every frontend but the stats one has accepted so far (`show stat` conn_tot,
     counted at accept, before a TLS handshake or a PROXY header): whether clients still arrive.
     Per worker: a reload starts it again from 0."""
-    lines = send(socket_path, "show stat -1 1 -1", timeout=timeout).splitlines()
-    if not lines or not lines[0].startswith("# pxname"):
-        raise RuntimeApiError(f"show stat: unexpected reply {lines[:1]!r}")
-    header = lines[0][2:].split(",")
-    counts = [row.get("conn_tot", "") for row in (dict(zip(header, line.split(","))) for line in lines[1:])
+    counts = [row.get("conn_tot", "") for row in _stat_rows(socket_path, 1, timeout)
               if row.get("svname") == "FRONTEND" and row.get("pxname") != STATS_FRONTEND]
     if not counts or not all(count.isdigit() for count in counts):
         raise RuntimeApiError(f"show stat: no connection count for the frontends: {counts!r}")
@@ -136,13 +141,5 @@ def accepted_connections(socket_path: str, timeout: float = 5.0) -> int:
 
 def current_sessions(socket_path: str) -> dict[tuple[str, str], int]:
     """Current sessions per (backend, server), from `show stat`."""
-    lines = send(socket_path, "show stat -1 4 -1").splitlines()
-    if not lines or not lines[0].startswith("# pxname"):
-        raise RuntimeApiError(f"show stat: unexpected reply {lines[:1]!r}")
-    header = lines[0][2:].split(",")
-    found = {}
-    for line in lines[1:]:
-        row = dict(zip(header, line.split(",")))
-        if row.get("svname") and row.get("scur", "").isdigit():
-            found[(row["pxname"], row["svname"])] = int(row["scur"])
-    return found
+    return {(row["pxname"], row["svname"]): int(row["scur"]) for row in _stat_rows(socket_path, 4)
+            if row.get("svname") and row.get("scur", "").isdigit()}
