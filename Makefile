@@ -24,7 +24,7 @@ help:
 	@echo "sudo make swarm-stack  the routing and stack tests with ingressmesh as a swarm stack"
 	@echo "sudo make swarm   the real swarm lab tests only;  sudo make install-systemd  the units"
 	@echo "sudo make demo    2-node mesh in network namespaces with real traffic (demo-keep, demo-down)"
-	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  every benchmark (bench/), the side-by-side table last"
+	@echo "sudo make kernel  the real-kernel suite only;  sudo make bench  every benchmark (bench/), then the side-by-side table and ipvs-swarm-point4"
 	@echo "sudo make host-suites  unit, l7 and real-kernel suites (the ones needing no swarm lab) but the timing ones"
 	@echo "sudo make host-timing  the tests with a time bound under their own load (make test runs them alone)"
 	@echo "sudo make kernel-lab  conformance suite with the ipvs backend in a QEMU kernel (part of test)"
@@ -227,6 +227,7 @@ bench: venv
 	$(MAKE) --no-print-directory bench-ipvs
 	$(MAKE) --no-print-directory plots
 	$(MAKE) --no-print-directory bench-side-by-side  # ~100 min: docs/side-by-side.md (no plot)
+	$(MAKE) --no-print-directory ipvs-swarm-point4  # the rig's rolling update under load with IPVS (~13 min)
 
 # The VIP path with the nftables and the IPVS backend in one run of a kernel that has IPVS.
 bench-ipvs: venv
