@@ -92,6 +92,19 @@ class Lab:
             raise LabError(f"node{n}: docker {' '.join(args)}: {proc.stderr.strip()}")
         return proc
 
+    def service_logs(self, service: str, tail: int = 200, timeout: float = 20) -> str:
+        """What `docker service logs` printed within `timeout`.  dockerd 20.10 sometimes never
+        ends the stream (a node's task log subscription that does not close: CI waited 60 s at
+        51124c0), so on timeout the lines that came are returned rather than an error."""
+        argv = [DOCKER, "-H", self.docker_socket(1), "service", "logs", "--no-task-ids", "--no-trunc",
+                "--tail", str(tail), service]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as cut:
+            return "".join(part.decode(errors="replace") if isinstance(part, bytes) else (part or "")
+                           for part in (cut.stdout, cut.stderr))
+        return proc.stdout + proc.stderr
+
     def docker_client(self, n: int, **kwargs):
         """A docker SDK client for node n (caller closes it).  Its API version is fixed: left to
         negotiate, every new client asks GET /version, for which dockerd 20.10 runs

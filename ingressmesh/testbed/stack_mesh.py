@@ -87,9 +87,7 @@ class StackMesh(MeshEndpoints):
         raise TimeoutError(f"stack {NAME} still has containers after {timeout:g} s")
 
     def logs(self, service: str, lines: int = 15) -> str:
-        done = self.lab.docker(1, "service", "logs", "--tail", str(lines), "--no-trunc", f"{NAME}_{service}",
-                               check=False, timeout=30)
-        return done.stdout + done.stderr
+        return self.lab.service_logs(f"{NAME}_{service}", tail=lines, timeout=15)
 
     def tails(self) -> str:
         return "".join(f"\n--- last lines of {service} ---\n{self.logs(service)}"
