@@ -20,7 +20,7 @@ from ingressmesh.testbed.stack_mesh import StackMesh
 from ingressmesh.testbed.swarm_probe import LoadGenerator
 from ipvs_swarm_helpers import (PORT, SLOW, all_docker_state, assert_docker_took_them, container_netns, counts, delta,
                                 docker_mesh_lag, ensure_image, ensure_web, if_present, lb, load_through_every_node, print_node_pressure,
-                                running_when, sbox, spread,
+                                running_when, sbox, settled_docker_state, spread,
                                 tables_left, update_done, wait_routed)
 from swarm_helpers import wait_for
 
@@ -178,7 +178,7 @@ def test_a_dockerd_restart_does_not_take_the_traffic_back(lab, stack, results):
 
 def test_docker_stack_rm_hands_every_port_and_vip_back_with_no_failed_request(lab, stack, results):
     mesh, web = stack
-    docker_before = all_docker_state(lab, web["network_id"])
+    docker_before = settled_docker_state(lab, web["network_id"])  # node3's dockerd may still re-program after its restart
     removed = {}
 
     def stack_rm() -> None:

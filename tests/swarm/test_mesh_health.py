@@ -10,7 +10,8 @@ import time
 from ingressmesh.lab import PYTHON_IMAGE
 from ingressmesh.testbed.swarm_probe import LoadGenerator, http_hostname
 from swarm_helpers import (LATENCY_SLOWDOWN, NETWORK, REQUEST_TIMEOUT, SLOWDOWN, active_on_node, create_service,
-                           node_number, remove_service, routed_on_node, running_tasks, summary, wait_for, wait_running)
+                           node_number, remove_service_and_wait_unrouted, routed_on_node, running_tasks, summary,
+                           wait_for, wait_running)
 
 # No -T: busybox-static 1.35 wget segfaults with a timeout option; --health-timeout bounds it
 # (under emulation Docker's exec of a check takes seconds: a 2 s timeout there fails healthy tasks).
@@ -80,7 +81,7 @@ def test_unhealthy_task_leaves_every_node_within_one_second(mesh):
         print(f"health removal latency over {TRIALS} trials: {summary(latencies)}")
         assert max(latencies) < 1.0 * LATENCY_SLOWDOWN
     finally:
-        remove_service(lab, "hc")
+        remove_service_and_wait_unrouted(lab, "hc")
 
 
 def test_a_starting_task_gets_nothing_until_healthy(mesh):
@@ -112,7 +113,7 @@ def test_a_starting_task_gets_nothing_until_healthy(mesh):
               "(includes up to one 1 s check interval)")
         assert http_hostname(lab.client_netns(), lab.node_address(1), 8084, REQUEST_TIMEOUT) == task["container"]
     finally:
-        remove_service(lab, "slow")
+        remove_service_and_wait_unrouted(lab, "slow")
 
 
 def test_rolling_update_start_first_under_load_fails_nothing(mesh):
@@ -145,4 +146,4 @@ def test_rolling_update_start_first_under_load_fails_nothing(mesh):
         assert result.failures == []
         assert after and after.isdisjoint({t["container"] for t in before}) and after <= set(result.seen)
     finally:
-        remove_service(lab, "roll")
+        remove_service_and_wait_unrouted(lab, "roll")

@@ -66,7 +66,24 @@ def _entries(lab) -> dict[int, dict[str, list[str]]]:
 def _agent_logs(lab, n: int) -> dict[str, str]:
     """Logs of every agent container on node n, the stopped ones (the task history) too."""
     ids = lab.docker(n, "ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={AGENT_SERVICE}").stdout.split()
-    return {cid: (lambda done: done.stdout + done.stderr)(lab.docker(n, "logs", cid, check=False)) for cid in ids}
+    return {cid: (lambda done: done.stdout + done.stderr)(lab.docker(n, "logs", cid, check=False, timeout=20))
+            for cid in ids}
+
+
+def _agent_logs_saying(lab, n: int, needle: str) -> dict[str, str]:
+    """Node n's agent logs once one says `needle` (asked again for up to 30 s: a busy dockerd may
+    answer late or not at all)."""
+    def saying():
+        logs = _agent_logs(lab, n)
+        return logs if any(needle in text for text in logs.values()) else None
+    return wait_for(f"node{n}'s agent logs to say {needle!r}", saying, timeout=30, interval=1)
+
+
+def _following(mesh, n: int) -> bool:
+    """Node n's agent answers 200 and has heard from the controller: /healthz is 200 before the
+    first answer comes (`reachable` is None until then)."""
+    code, health = mesh.agent_health(n)
+    return code == 200 and (health.get("controller") or {}).get("reachable") is True
 
 
 def _node_namespaces(lab, n: int) -> list[str]:
@@ -162,8 +179,7 @@ def test_rolling_update_of_the_agent_service_loses_no_request(mesh, steady):
             "--filter", f"label=com.docker.swarm.service.name={AGENT_SERVICE}", "--format",
             "{{.Actor.Attributes.exitCode}}").stdout.split(), timeout=30, interval=1)
         assert exits == ["0"], (n, exits)
-        new_logs = _agent_logs(lab, n)
-        assert any("taking over its rules" in text for text in new_logs.values()), new_logs
+        _agent_logs_saying(lab, n, "taking over its rules")
 
 
 RESIDENT = f"{AGENT_SERVICE}_drained"  # INGRESSMESH_DRAINED_RESIDENT in the stack file
@@ -204,7 +220,8 @@ def test_a_drained_node_keeps_its_mesh_and_follows_changes(mesh, steady):
             wait_for("node3's agent task gone and the resident agent running", lambda: not _agent_task_containers(
                 lab, 3) and _resident(lab, 3), timeout=60, interval=0.5)
             handed = time.monotonic() - started
-            wait_for("the resident agent healthy", lambda: mesh.agent_health(3)[0] == 200, timeout=30, interval=0.5)
+            wait_for("the resident agent healthy and following the controller", lambda: _following(mesh, 3),
+                     timeout=30, interval=0.5)
             time.sleep(2)
         drained_load = load.result
         print(f"drain node3: its agent task stopped and the resident took over {handed:.1f} s after the drain; "
@@ -242,7 +259,7 @@ def test_a_drained_node_keeps_its_mesh_and_follows_changes(mesh, steady):
         print(f"node3 active again: the new agent task took over {back:.1f} s later; {active_load.ok} requests, "
               f"{len(active_load.failures)} failed")
         assert active_load.ok > 100 and active_load.failures == []
-        assert any("retired the resident agent" in text for text in _agent_logs(lab, 3).values())
+        _agent_logs_saying(lab, 3, "retired the resident agent")
         assert _routes(lab, 3, LATER_PORT, later)
     finally:
         lab.docker(1, "node", "update", "--availability", "active", "node3", check=False)
