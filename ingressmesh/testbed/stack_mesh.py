@@ -87,7 +87,7 @@ class StackMesh(MeshEndpoints):
         raise TimeoutError(f"stack {NAME} still has containers after {timeout:g} s")
 
     def logs(self, service: str, lines: int = 15) -> str:
-        return self.lab.service_logs(f"{NAME}_{service}", tail=lines, timeout=15)
+        return self.lab.service_logs(f"{NAME}_{service}", tail=lines, timeout=8)  # asked again by callers that need a line
 
     def tails(self) -> str:
         return "".join(f"\n--- last lines of {service} ---\n{self.logs(service)}"

@@ -52,7 +52,7 @@ def remove_service(lab, name: str) -> None:
     lab.docker(1, "service", "rm", name, check=False)
 
 
-def remove_service_and_wait_unrouted(lab, name: str, timeout: float = 60) -> None:
+def remove_service_and_wait_unrouted(lab, name: str, timeout: float = 60 * SLOWDOWN) -> None:
     """Remove a service and wait until no node's tables name it any more: its tasks drain for
     their stop grace first, and a test that snapshots the tables next must not see that tail."""
     remove_service(lab, name)

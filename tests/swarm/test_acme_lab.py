@@ -109,8 +109,11 @@ def test_pebble_certificate_on_every_node_one_order_restart_orders_nothing_label
         assert pebble.orders() == 1
         # The challenge answers' withdrawal is a label-only change, held while Swarm rolls the
         # proxies (proxy_service.py): it may come a pass after the roll has settled.
-        wait_for("the challenge answers withdrawn", lambda: acme_labels.issuer_labels(proxy_labels(lab)) == {
-            acme_labels.CERTS: f"{HOST}:1"}, timeout=30, interval=1)
+        def answers_withdrawn():
+            labels = acme_labels.issuer_labels(proxy_labels(lab))
+            assert labels == {acme_labels.CERTS: f"{HOST}:1"}, labels
+            return True
+        wait_for("the challenge answers withdrawn", answers_withdrawn, timeout=30, interval=1)
         assert acme_secrets(lab) == sorted(acme_names.cert_secrets(HOST, 1))
         status, state = l7.get(f"http://{lab.node_address(1)}:{l7_lab.DEPLOY_PORT}/acme")  # the issuer's own state
         (row,) = state["hosts"]

@@ -10,9 +10,9 @@ import pytest
 
 from ingressmesh.lab import BUSYBOX_IMAGE, PYTHON_IMAGE
 from ingressmesh.testbed.l7_probe import L7Load, http_request
-from l7_helpers import (BLUE_PORT, BLUE_PROXY, DEFAULT_PROXY, HTTP_PORT, LB, every_node, labelled, proxies_deployed,
-                        reload_counts, replica_get, replica_json, replicas, served_by_every_replica, settled_replicas,
-                        time_until, wait_routed)
+from l7_helpers import (BLUE_PORT, BLUE_PROXY, DEFAULT_PROXY, HTTP_PORT, LB, every_node, healthy_replicas, labelled,
+                        proxies_deployed, reload_counts, replica_get, replica_json, replicas, served_by_every_replica,
+                        settled_replicas, time_until, wait_routed)
 from swarm_helpers import NETWORK, create_service, node_number, remove_service, running_tasks, summary, wait_for, wait_running
 
 SICK = "test ! -e /tmp/sick && hostname-server --check"
@@ -32,13 +32,21 @@ def hostnames(lab, host: str, count: int, port: int = HTTP_PORT) -> dict:
 def hostnames_until(lab, host: str, expected: set, count: int, timeout: float = 30.0) -> set:
     """Every hostname answering `host` through the nodes, asked in rounds of `count` until each of
     `expected` has answered: served by every replica does not mean each replica has heard of the
-    service's every task yet (a second task may come with the next snapshot)."""
+    service's every task yet (a second task may come with the next snapshot).  Every answer must
+    be a 200 all along."""
     seen: set = set()
+    other: list = []
 
     def all_answered():
-        seen.update(hostnames(lab, host, count))
+        nodes = lab.config.node_numbers
+        for i in range(count):
+            answer = http_request(lab.client_netns(), lab.node_address(nodes[i % len(nodes)]), HTTP_PORT, host)
+            if answer.status != 200:
+                other.append(answer)
+            seen.add(answer.hostname)
         return seen >= expected
     wait_for(f"{sorted(expected)} answering {host}", all_answered, timeout=timeout, interval=0.2)
+    assert not other, other[:3]
     return seen
 
 
@@ -213,7 +221,7 @@ def test_6_an_unhealthy_task_gets_no_new_requests_within_one_second_without_a_re
         for trial in range(10):
             tasks = wait_for("3 running tasks not made sick", lambda: (lambda t: t if len(t) == 3 else None)(
                 [t for t in running_tasks(lab, "l7hc") if t["id"] not in sick]), timeout=90, interval=0.3)
-            found_replicas = replicas(lab, DEFAULT_PROXY)
+            found_replicas = healthy_replicas(lab, DEFAULT_PROXY, 2)  # both, looked up once: see _serving
             for task in tasks:
                 wait_for(f"{task['id']} served", lambda: _serving(lab, task["id"], found_replicas), timeout=30,
                          interval=0.1)
@@ -413,7 +421,9 @@ def test_metrics_healthz_and_lab_show_l7(l7):
 
         def every_series():
             text = metrics()
-            return text if all(series in text for series in wanted) else None
+            missing = [series for series in wanted if series not in text]
+            assert not missing, (missing, [line for line in text.splitlines() if 'backend="be:seen"' in line])
+            return text
         wait_for("every series on the replica", every_series, timeout=15, interval=0.5)
 
         def shown_slots():
@@ -425,8 +435,10 @@ def test_metrics_healthz_and_lab_show_l7(l7):
 
         def both_tasks_shown():
             found = shown_slots()
-            return found if {s["task_id"] for s in found} == {t["id"] for t in tasks} and {
-                s["serving"] for s in found} == {"active"} else None
+            shown = sorted((s["task_id"], s["serving"]) for s in found)
+            assert {s["task_id"] for s in found} == {t["id"] for t in tasks} and {
+                s["serving"] for s in found} == {"active"}, (shown, sorted(t["id"] for t in tasks))
+            return found
         wait_for("both tasks active in every proxy's state on the node", both_tasks_shown, timeout=15, interval=0.5)
         text_view = subprocess.run([sys.executable, "-m", "ingressmesh.lab", "show", "--lab-dir", lab.config.lab_dir,
                                     str(n), "--l7"], capture_output=True, text=True, timeout=60)

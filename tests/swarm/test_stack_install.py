@@ -75,7 +75,8 @@ def _agent_logs_saying(lab, n: int, needle: str) -> dict[str, str]:
     answer late or not at all)."""
     def saying():
         logs = _agent_logs(lab, n)
-        return logs if any(needle in text for text in logs.values()) else None
+        assert any(needle in text for text in logs.values()), {cid: text[-600:] for cid, text in logs.items()}
+        return logs
     return wait_for(f"node{n}'s agent logs to say {needle!r}", saying, timeout=30, interval=1)
 
 
@@ -83,7 +84,8 @@ def _following(mesh, n: int) -> bool:
     """Node n's agent answers 200 and has heard from the controller: /healthz is 200 before the
     first answer comes (`reachable` is None until then)."""
     code, health = mesh.agent_health(n)
-    return code == 200 and (health.get("controller") or {}).get("reachable") is True
+    assert code == 200 and (health.get("controller") or {}).get("reachable") is True, (code, health)
+    return True
 
 
 def _node_namespaces(lab, n: int) -> list[str]:
