@@ -96,10 +96,9 @@ class Lab:
         """What `docker service logs` printed within `timeout`.  dockerd 20.10 sometimes never
         ends the stream (a node's task log subscription that does not close: CI waited 60 s at
         51124c0), so on timeout the lines that came are returned rather than an error."""
-        argv = [DOCKER, "-H", self.docker_socket(1), "service", "logs", "--no-task-ids", "--no-trunc",
-                "--tail", str(tail), service]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            proc = self.docker(1, "service", "logs", "--no-task-ids", "--no-trunc", "--tail", str(tail), service,
+                               check=False, timeout=timeout)
         except subprocess.TimeoutExpired as cut:
             return "".join(part.decode(errors="replace") if isinstance(part, bytes) else (part or "")
                            for part in (cut.stdout, cut.stderr))

@@ -19,11 +19,16 @@ SICK = "test ! -e /tmp/sick && hostname-server --check"
 HEALTH = ("--health-interval", "1s", "--health-timeout", "2s", "--health-retries", "1", "--health-start-period", "0s")
 
 
-def hostnames(lab, host: str, count: int, port: int = HTTP_PORT) -> dict:
-    seen = {}
+def _answers(lab, host: str, count: int, port: int = HTTP_PORT):
+    """`count` requests for `host`, through each node in turn."""
     nodes = lab.config.node_numbers
     for i in range(count):
-        answer = http_request(lab.client_netns(), lab.node_address(nodes[i % len(nodes)]), port, host)
+        yield http_request(lab.client_netns(), lab.node_address(nodes[i % len(nodes)]), port, host)
+
+
+def hostnames(lab, host: str, count: int, port: int = HTTP_PORT) -> dict:
+    seen = {}
+    for answer in _answers(lab, host, count, port):
         assert answer.status == 200, (host, answer)
         seen[answer.hostname] = seen.get(answer.hostname, 0) + 1
     return seen
@@ -38,9 +43,7 @@ def hostnames_until(lab, host: str, expected: set, count: int, timeout: float = 
     other: list = []
 
     def all_answered():
-        nodes = lab.config.node_numbers
-        for i in range(count):
-            answer = http_request(lab.client_netns(), lab.node_address(nodes[i % len(nodes)]), HTTP_PORT, host)
+        for answer in _answers(lab, host, count):
             if answer.status != 200:
                 other.append(answer)
             seen.add(answer.hostname)
@@ -413,16 +416,17 @@ def test_metrics_healthz_and_lab_show_l7(l7):
                   'haproxy_backend_http_requests_total{proxy="be:seen"}')
         # Served by every replica does not mean each has heard of both tasks yet: the second may
         # reach the controller's snapshot a poll later (CI at 51124c0 read the metrics before it).
+        def seen_lines(text: str) -> list[str]:
+            return [line for line in text.splitlines() if 'backend="be:seen"' in line]
         try:
-            first = metrics()
-            print("be:seen on the first read:", [line for line in first.splitlines() if 'backend="be:seen"' in line])
+            print("be:seen on the first read:", seen_lines(metrics()))
         except OSError as err:  # a diagnostic only: the wait below reads again
             print(f"first read of the metrics failed: {err}")
 
         def every_series():
             text = metrics()
             missing = [series for series in wanted if series not in text]
-            assert not missing, (missing, [line for line in text.splitlines() if 'backend="be:seen"' in line])
+            assert not missing, (missing, seen_lines(text))
             return text
         wait_for("every series on the replica", every_series, timeout=15, interval=0.5)
 
